@@ -1,0 +1,14 @@
+"""User-facing errors and warnings.
+
+An :class:`S2LError` carries one line that names the offending file or value
+and says how to fix it. Command-line tools print it as ``error: <message>``
+and exit with status 1, without a traceback (``--debug`` shows one).
+"""
+
+
+class S2LError(Exception):
+    """A problem with the user's input: one line naming the file and the fix."""
+
+
+class S2LWarning(UserWarning):
+    """Legal but suspicious input (e.g. a scribble partly outside its image)."""
