@@ -1,0 +1,37 @@
+# Jython 2.7 script for real ImageJ 1: decode every .roi file in ROI_DIR and
+# write the mask ImageJ makes for it as raw uint8 bytes (H*W, 0/255) to
+# OUT_DIR/<name>.raw.
+#
+#   usage: render_rois.py ROI_DIR OUT_DIR WIDTH HEIGHT
+#
+# Area ROIs:  ip.fill(roi)                  (Edit > Fill)
+# Straight lines wider than 1: ip.fillPolygon(roi.getPolygon())   (Edit > Fill)
+# Other lines and points:      roi.drawPixels(ip)                (Edit > Draw)
+# Prints 'S2L-DONE' at the end.
+import os
+import sys
+
+from ij.gui import Roi
+from ij.io import RoiDecoder
+from ij.process import ByteProcessor
+
+roi_dir, out_dir, width, height = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+names = sorted(n for n in os.listdir(roi_dir) if n.endswith('.roi'))
+for name in names:
+    roi = RoiDecoder(os.path.join(roi_dir, name)).getRoi()
+    ip = ByteProcessor(width, height)
+    ip.setColor(255)
+    ip.setLineWidth(1)
+    if roi.isArea():
+        ip.fill(roi)
+    elif roi.getType() == Roi.LINE and roi.getStrokeWidth() > 1:
+        ip.fillPolygon(roi.getPolygon())
+    else:
+        roi.drawPixels(ip)
+    out = open(os.path.join(out_dir, name[:-4] + '.raw'), 'wb')
+    try:
+        out.write(ip.getPixels().tostring())
+    finally:
+        out.close()
+    print('%s type=%d stroke=%s' % (name, roi.getType(), roi.getStrokeWidth()))
+print('S2L-DONE')

@@ -1,0 +1,414 @@
+"""Tests for s2l_tools.roi: ImageJ ROIs <-> masks, cross-checked against real ImageJ 1."""
+
+from __future__ import annotations
+
+import re
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from roifile import ROI_OPTIONS, ROI_SUBTYPE, ROI_TYPE, ImagejRoi
+
+from s2l_tools import roi as R
+from s2l_tools.errors import S2LError, S2LWarning
+
+from _imagej import IMAGEJ_AVAILABLE, run_jython
+
+SCRIPTS = Path(__file__).parent / "imagej_scripts"
+needs_imagej = pytest.mark.skipif(not IMAGEJ_AVAILABLE, reason="needs /usr/share/java/ij.jar, jython.jar and java")
+
+W, H = 40, 32
+
+def _poly(points, roitype, *, stroke=0, name=None):
+    pts = np.asarray(points)
+    roi = ImagejRoi.frompoints(pts, name=name or "x")
+    roi.roitype = roitype
+    roi.options &= ROI_OPTIONS.SUB_PIXEL_RESOLUTION  # drop overlay label flags
+    roi.stroke_width = stroke
+    roi.version = 228
+    return roi
+
+def _line(x1, y1, x2, y2, *, stroke=0):
+    roi = ImagejRoi()
+    roi.version = 228
+    roi.roitype = ROI_TYPE.LINE
+    roi.x1, roi.y1, roi.x2, roi.y2 = x1, y1, x2, y2
+    roi.left, roi.top = int(min(x1, x2)), int(min(y1, y2))
+    roi.right, roi.bottom = int(max(x1, x2)) + 1, int(max(y1, y2)) + 1
+    if any(v != int(v) for v in (x1, y1, x2, y2)):
+        roi.options |= ROI_OPTIONS.SUB_PIXEL_RESOLUTION
+    roi.stroke_width = stroke
+    return roi
+
+def _rect(roitype, x, y, w, h):
+    roi = ImagejRoi()
+    roi.version = 228
+    roi.roitype = roitype
+    roi.left, roi.top = int(np.floor(x)), int(np.floor(y))
+    roi.right, roi.bottom = int(np.ceil(x + w)), int(np.ceil(y + h))
+    if any(v != int(v) for v in (x, y, w, h)):
+        roi.options |= ROI_OPTIONS.SUB_PIXEL_RESOLUTION
+        roi.xd, roi.yd, roi.widthd, roi.heightd = x, y, w, h
+    return roi
+
+def _composite(loops):
+    path = []
+    for lp in loops:
+        path += [0, *lp[0]]
+        for p in lp[1:]:
+            path += [1, *p]
+        path.append(4)
+    allp = np.concatenate([np.asarray(lp, float) for lp in loops])
+    roi = ImagejRoi()
+    roi.version = 228
+    roi.roitype = ROI_TYPE.RECT
+    roi.left, roi.top = (int(np.floor(v)) for v in allp.min(0))
+    roi.right, roi.bottom = (int(np.ceil(v)) for v in allp.max(0))
+    roi.multi_coordinates = np.asarray(path, np.float32)
+    roi.shape_roi_size = len(path)
+    return roi
+
+def make_cases():
+    rng = np.random.default_rng(42)
+    c = {}
+    # straight lines
+    c["line_int_w1"] = _line(3, 4, 30, 17)
+    c["line_int_w1_steep"] = _line(20, 2, 13, 29)
+    c["line_sub_w1"] = _line(3.5, 4.5, 30.2, 17.5)
+    c["line_sub_w1_b"] = _line(2.25, 28.7, 36.5, 3.5)
+    c["line_out_w1"] = _line(-5.0, -3.0, 20.0, 10.0)
+    c["line_int_w2"] = _line(5, 5, 33, 20, stroke=2)
+    c["line_int_w3"] = _line(3, 4, 30, 17, stroke=3)
+    c["line_sub_w3"] = _line(3.5, 4.5, 30.2, 17.5, stroke=3)
+    c["line_horiz_w3"] = _line(4, 10, 30, 10, stroke=3)
+    c["line_int_w5"] = _line(6, 25, 34, 6, stroke=5)
+    c["line_out_w3"] = _line(-4.0, 20.0, 25.0, 35.0, stroke=3)
+    # polylines / freelines
+    pl = [[3, 3], [20, 8], [12, 25], [35, 28]]
+    for w in (0, 1, 2, 3, 4, 5):
+        c[f"polyline_int_w{w}"] = _poly(pl, ROI_TYPE.POLYLINE, stroke=w)
+    c["polyline_sub_w1"] = _poly([[3.5, 3.2], [20.5, 8.5], [12.7, 25.4], [35.1, 28.5]], ROI_TYPE.POLYLINE)
+    c["polyline_sub_w3"] = _poly([[3.5, 3.2], [20.5, 8.5], [12.7, 25.4], [35.1, 28.5]], ROI_TYPE.POLYLINE, stroke=3)
+    c["polyline_edge_w3"] = _poly([[0, 0], [39, 1], [38, 31], [1, 30]], ROI_TYPE.POLYLINE, stroke=3)
+    c["polyline_edge_w5"] = _poly([[1, 1], [38, 2], [37, 30], [0, 31]], ROI_TYPE.POLYLINE, stroke=5)
+    c["polyline_out_w3"] = _poly([[-6, 5], [10, 12], [45, 20]], ROI_TYPE.POLYLINE, stroke=3)
+    fl = np.array([[5 + i, 15 + 6 * np.sin(i / 4)] for i in range(30)])
+    c["freeline_int_w1"] = _poly(np.round(fl).astype(int), ROI_TYPE.FREELINE)
+    c["freeline_sub_w1"] = _poly(fl, ROI_TYPE.FREELINE)
+    c["freeline_int_w3"] = _poly(np.round(fl).astype(int), ROI_TYPE.FREELINE, stroke=3)
+    c["freeline_sub_w3"] = _poly(fl, ROI_TYPE.FREELINE, stroke=3)
+    # areas
+    pg = [[4, 3], [30, 6], [36, 27], [15, 22], [6, 29]]
+    c["polygon_int"] = _poly(pg, ROI_TYPE.POLYGON)
+    c["polygon_diag"] = _poly([[10, 2], [20, 12], [10, 22], [0, 12]], ROI_TYPE.POLYGON)
+    c["polygon_sub"] = _poly([[4.3, 3.5], [30.5, 6.2], [36.1, 27.5], [15.5, 22.5], [6.2, 29.8]], ROI_TYPE.POLYGON)
+    c["polygon_out"] = _poly([[-5, -4], [25, 3], [44, 36], [5, 20]], ROI_TYPE.POLYGON)
+    c["freehand_int"] = _poly(np.round(np.c_[20 + 12 * np.cos(np.linspace(0, 6.2, 40)), 16 + 9 * np.sin(np.linspace(0, 6.2, 40))]).astype(int), ROI_TYPE.FREEHAND)
+    c["freehand_sub"] = _poly(np.c_[20 + 12 * np.cos(np.linspace(0, 6.2, 40)), 16 + 9 * np.sin(np.linspace(0, 6.2, 40))], ROI_TYPE.FREEHAND)
+    c["traced_int"] = _poly([[5, 5], [12, 5], [12, 9], [20, 9], [20, 20], [5, 20]], ROI_TYPE.TRACED)
+    for i in range(4):
+        c[f"polygon_rand{i}"] = _poly(rng.uniform([-3, -3], [W + 3, H + 3], size=(7, 2)), ROI_TYPE.POLYGON)
+        c[f"polygon_randint{i}"] = _poly(rng.integers(-3, 43, size=(7, 2)), ROI_TYPE.POLYGON)
+    c["rect_int"] = _rect(ROI_TYPE.RECT, 5, 6, 17, 9)
+    c["rect_sub"] = _rect(ROI_TYPE.RECT, 5.3, 6.6, 17.5, 9.2)
+    c["rect_out"] = _rect(ROI_TYPE.RECT, 30, 25, 20, 20)
+    for (x, y, w, h) in [(5, 6, 17, 9), (2, 3, 10, 10), (20, 4, 7, 5), (3, 20, 2, 3), (10, 10, 1, 1), (25, 5, 13, 22), (30, 20, 20, 20)]:
+        c[f"oval_int_{x}_{y}_{w}_{h}"] = _rect(ROI_TYPE.OVAL, x, y, w, h)
+    c["oval_sub_a"] = _rect(ROI_TYPE.OVAL, 5.5, 6.25, 17.5, 9.5)
+    c["oval_sub_b"] = _rect(ROI_TYPE.OVAL, 2.3, 3.7, 10.1, 12.6)
+    # points
+    c["point_single"] = _poly([[7, 9]], ROI_TYPE.POINT)
+    c["point_multi"] = _poly([[7, 9], [20, 20], [0, 0], [39, 31], [25, 3]], ROI_TYPE.POINT)
+    c["point_multi_sub"] = _poly([[7.5, 9.5], [20.2, 20.7], [0.4, 0.6], [38.5, 30.5], [25.49, 3.51]], ROI_TYPE.POINT)
+    c["point_multi_w3"] = _poly([[7, 9], [20, 20], [0, 0]], ROI_TYPE.POINT, stroke=3)
+    # composites
+    c["composite_hole"] = _composite([[[5, 5], [30, 5], [30, 25], [5, 25]], [[10, 10], [20, 10], [20, 20], [10, 20]]])
+    c["composite_two"] = _composite([[[2, 2], [10, 2], [10, 10], [2, 10]], [[20, 15], [35, 15], [28, 30]]])
+    c["composite_sub"] = _composite([[[2.5, 2.2], [30.5, 4.5], [25.3, 28.5], [3.1, 20.5]], [[10.5, 10.5], [18.2, 10.5], [14.5, 18.5]]])
+    c["composite_nested"] = _composite([[[1, 1], [39, 1], [39, 31], [1, 31]], [[5, 5], [35, 5], [35, 27], [5, 27]], [[10, 10], [20, 10], [20, 20], [10, 20]]])
+    return c
+
+
+#: ImageJ 1.53t's sub-pixel OvalRoi mask follows its own polygon algorithm
+#: (OvalRoi.getPolygon for non-integer bounds), not reproduced yet.
+KNOWN_MISMATCH = {"oval_sub_a", "oval_sub_b"}
+
+
+def _named(roi, name, group=0):
+    roi.name = name
+    roi.group = group
+    return roi
+
+
+# ----------------------------------------------------------------------------- real ImageJ
+
+
+@pytest.fixture(scope="module")
+def imagej_masks(tmp_path_factory):
+    """Every case rasterised by real ImageJ, in one JVM run."""
+    if not IMAGEJ_AVAILABLE:
+        pytest.skip("needs /usr/share/java/ij.jar, jython.jar and java")
+    d = tmp_path_factory.mktemp("ij_render")
+    rdir, odir = d / "rois", d / "out"
+    rdir.mkdir()
+    odir.mkdir()
+    cases = make_cases()
+    for name, roi in cases.items():
+        roi.tofile(rdir / f"{name}.roi")
+    run_jython(SCRIPTS / "render_rois.py", rdir, odir, str(W), str(H))
+    masks = {n: np.fromfile(odir / f"{n}.raw", np.uint8).reshape(H, W) > 0 for n in cases}
+    return cases, masks
+
+
+def _diff(a, b):
+    return f"imagej-only {np.argwhere(a & ~b)[:5].tolist()}, ours-only {np.argwhere(b & ~a)[:5].tolist()}"
+
+
+@pytest.mark.imagej
+def test_rasterize_matches_imagej(imagej_masks):
+    cases, masks = imagej_masks
+    bad = []
+    for name, roi in cases.items():
+        if name in KNOWN_MISMATCH:
+            continue
+        ours = R.rasterize_roi(roi, (H, W))
+        if not np.array_equal(ours, masks[name]):
+            bad.append(f"{name}: {_diff(masks[name], ours)}")
+    assert not bad, "\n".join(bad)
+    assert len(cases) - len(KNOWN_MISMATCH) > 50
+
+
+@pytest.mark.imagej
+@pytest.mark.xfail(strict=True, reason="sub-pixel ovals: ImageJ's OvalRoi polygon for non-integer bounds not reproduced")
+def test_rasterize_subpixel_oval_matches_imagej(imagej_masks):
+    cases, masks = imagej_masks
+    for name in sorted(KNOWN_MISMATCH):
+        assert np.array_equal(R.rasterize_roi(cases[name], (H, W)), masks[name]), name
+
+
+def _labels_and_scribbles():
+    rng = np.random.default_rng(7)
+    labels = np.zeros((H, W), np.int32)
+    yy, xx = np.mgrid[:H, :W]
+    labels[(yy - 8) ** 2 + (xx - 8) ** 2 < 30] = 3
+    ring = ((yy - 18) ** 2 + (xx - 26) ** 2 < 64) & ((yy - 18) ** 2 + (xx - 26) ** 2 >= 9)
+    labels[ring] = 7  # a hole
+    labels[26:29, 2:5] = 12
+    labels[29:31, 6:9] = 12  # two pieces
+    labels[20, 10] = 15
+    labels[21, 11] = 15  # diagonal-only contact
+    labels[2:6, 30:38] = rng.integers(20, 22, size=(4, 8))  # ragged, interleaved objects
+    scrib = np.zeros((H, W), np.uint8)
+    scrib[(rng.random((H, W)) < 0.25)] = 1
+    scrib[5:12, 5:30][rng.random((7, 25)) < 0.6] = 2
+    scrib[20:24, 20:30] = 2
+    scrib[21:23, 22:24] = 0  # hole
+    return labels, scrib
+
+
+@pytest.mark.imagej
+def test_roisets_filled_by_imagej(tmp_path):
+    labels, scrib = _labels_and_scribbles()
+    n_lab = R.labels_to_roiset(labels, tmp_path / "labels.zip")
+    n_scr = R.scribbles_to_roiset(scrib, tmp_path / "scribbles.zip")
+    out = tmp_path / "out"
+    out.mkdir()
+    proc = run_jython(SCRIPTS / "fill_roiset.py", out, str(W), str(H), tmp_path / "labels.zip", tmp_path / "scribbles.zip")
+    lines = [ln.split() for ln in proc.stdout.splitlines() if ln.startswith(("labels ", "scribbles "))]
+    assert sum(ln[0] == "labels" for ln in lines) == n_lab
+    assert sum(ln[0] == "scribbles" for ln in lines) == n_scr
+    rebuilt_labels = np.zeros_like(labels)
+    rebuilt_scrib = np.zeros_like(scrib)
+    for stem, idx, name, _type, group in lines:
+        m = np.fromfile(out / stem / f"{idx}.raw", np.uint8).reshape(H, W) > 0
+        if stem == "labels":
+            lab = int(re.fullmatch(r"cell-(\d+)", name).group(1))
+            assert np.array_equal(m, labels == lab), name
+            rebuilt_labels[m] = lab
+        else:
+            code = {"group=1": 2, "group=2": 1}[group]
+            assert not (rebuilt_scrib[m] != 0).any(), f"{name} overlaps another ROI"
+            rebuilt_scrib[m] = code
+    assert np.array_equal(rebuilt_labels, labels)
+    assert np.array_equal(rebuilt_scrib, scrib)
+
+
+# ----------------------------------------------------------------------------- round trips
+
+
+def test_labels_roundtrip(tmp_path):
+    labels, _ = _labels_and_scribbles()
+    n = R.labels_to_roiset(labels, tmp_path / "cells.zip")
+    assert n == len(np.unique(labels)) - 1
+    rois = R.read_rois(tmp_path / "cells.zip")
+    assert len(rois) == n
+    back = np.zeros_like(labels)
+    for roi in rois:
+        lab = int(roi.name.split("-")[1])
+        assert roi.position == 0
+        m = R.rasterize_roi(roi, labels.shape)
+        assert np.array_equal(m, labels == lab), roi.name
+        back[m] = lab
+    assert np.array_equal(back, labels)
+    kinds = {r.name: (r.roitype, r.composite) for r in rois}
+    assert kinds["cell-0003"] == (ROI_TYPE.TRACED, False)
+    assert kinds["cell-0007"][1]  # ring: composite
+    assert kinds["cell-0012"][1]  # two pieces: composite
+
+
+def test_random_labels_roundtrip(tmp_path):
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 6, size=(17, 23)).astype(np.int32)
+    R.labels_to_roiset(labels, tmp_path / "r.zip", name_prefix="obj")
+    back = np.zeros_like(labels)
+    for roi in R.read_rois(tmp_path / "r.zip"):
+        assert roi.name.startswith("obj-")
+        back[R.rasterize_roi(roi, labels.shape)] = int(roi.name[4:])
+    assert np.array_equal(back, labels)
+
+
+def test_scribbles_roundtrip(tmp_path):
+    _, scrib = _labels_and_scribbles()
+    n = R.scribbles_to_roiset(scrib, tmp_path / "s.zip")
+    rois = R.read_rois(tmp_path / "s.zip")
+    assert len(rois) == n
+    assert {r.group for r in rois if r.name.startswith("fg-")} == {1}
+    assert {r.group for r in rois if r.name.startswith("bg-")} == {2}
+    assert np.array_equal(R.rois_to_scribbles(rois, scrib.shape), scrib)
+
+
+def test_write_is_atomic_and_validates(tmp_path):
+    with pytest.raises(S2LError, match="values"):
+        R.scribbles_to_roiset(np.full((4, 4), 5, np.uint8), tmp_path / "x.zip")
+    with pytest.raises(S2LError, match="2-D integer"):
+        R.labels_to_roiset(np.zeros((4, 4), np.float32), tmp_path / "x.zip")
+    assert not list(tmp_path.iterdir())
+
+
+# ----------------------------------------------------------------------------- classes
+
+
+def test_roi_class_rules():
+    roi = _named(_poly([[1, 1], [5, 1], [5, 5]], ROI_TYPE.POLYGON), "0012-0034")
+    assert R.roi_class(roi) is None  # ImageJ's automatic name
+    for name, k in [("fg", 1), ("Cell 3", 1), ("foreground-2", 1), ("NUCLEUS", 1), ("bg", 0), ("Background", 0), ("backdrop", 0), ("xfg", None)]:
+        assert R.roi_class(_named(roi, name)) == k, name
+    assert R.roi_class(_named(roi, "bg", group=1)) == 1  # group beats name
+    assert R.roi_class(_named(roi, "fg", group=2)) == 0
+    assert R.roi_class(_named(roi, "fg", group=9)) == 1  # unknown group: fall back to the name
+    assert R.roi_class(_named(roi, "x", group=9), groups={9: 0}) == 0
+    assert R.roi_class(_named(roi, "seed-1"), names={r"seed": 1}) == 1
+    roi = _named(roi, "x")
+    roi.stroke_color = b"\xff\xff\x00\x00"  # ARGB red
+    assert R.roi_class(roi) is None  # no colour rule by default
+    assert R.roi_class(roi, colors={"#FF0000": 1}) == 1
+    assert R.roi_class(_named(roi, "bg"), colors={"#ff0000": 1}) == 0  # name beats colour
+
+
+def test_overlap_later_roi_wins_and_warns():
+    bg = _named(_poly([[0, 0], [10, 0], [10, 10], [0, 10]], ROI_TYPE.POLYGON), "bg-a")
+    fg = _named(_poly([[5, 5], [15, 5], [15, 15], [5, 15]], ROI_TYPE.POLYGON), "fg-a")
+    with pytest.warns(S2LWarning, match=r"overlap.*'bg-a' \(#0\) and ROI 'fg-a' \(#1\): 25 px"):
+        m = R.rois_to_scribbles([bg, fg], (20, 20))
+    assert m[7, 7] == 2 and m[2, 2] == 1 and m[12, 12] == 2
+    with pytest.warns(S2LWarning, match="later ROI wins"):
+        m = R.rois_to_scribbles([fg, bg], (20, 20))
+    assert m[7, 7] == 1
+    # same class overlapping: silent
+    fg2 = _named(_poly([[6, 6], [16, 6], [16, 16], [6, 16]], ROI_TYPE.POLYGON), "fg-b")
+    m = R.rois_to_scribbles([fg, fg2], (20, 20))
+    assert m.max() == 2
+
+
+def test_unclassified_roi(tmp_path):
+    rois = [_named(_poly([[1, 1], [5, 1], [5, 5]], ROI_TYPE.POLYGON), "fg"), _named(_line(1, 1, 8, 8), "0001-0002")]
+    with pytest.raises(S2LError, match=r"^RoiSet\.zip: ROI '0001-0002' \(#1\) has no class; set its group.*Properties"):
+        R.rois_to_scribbles(rois, (10, 10), source="RoiSet.zip")
+    with pytest.warns(S2LWarning, match="'0001-0002' \\(#1\\) has no class; skipped"):
+        m = R.rois_to_scribbles(rois, (10, 10), skip_unclassified=True)
+    assert set(np.unique(m)) == {0, 2}
+
+
+def test_partly_and_entirely_outside():
+    part = _named(_line(-5.0, 2.0, 5.0, 2.0), "bg-part")
+    out = _named(_poly([[50, 50], [60, 50], [60, 60]], ROI_TYPE.POLYGON), "fg-out")
+    with pytest.warns(S2LWarning) as rec:
+        m = R.rois_to_scribbles([part, out], (8, 8), source="s.zip")
+    msgs = [str(w.message) for w in rec]
+    assert any("'bg-part' (#0) lies partly outside the 8x8 image (5 pixels); clipped" in s for s in msgs), msgs
+    assert any("'fg-out' (#1) lies entirely outside" in s and "skipped" in s for s in msgs), msgs
+    assert m[2, :6].tolist() == [1] * 6 and m.sum() == 6
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+def test_unsupported_types():
+    text = _named(_rect(ROI_TYPE.RECT, 1, 1, 5, 5), "label")
+    text.subtype = ROI_SUBTYPE.TEXT
+    with pytest.raises(S2LError, match="ROI 'label' is a text ROI; delete it"):
+        R.rasterize_roi(text, (10, 10))
+    arrow = _named(_line(1.0, 1.0, 8.0, 8.0), "fg-arrow")
+    arrow.subtype = ROI_SUBTYPE.ARROW
+    with pytest.raises(S2LError, match=r"^s\.zip: ROI 'fg-arrow' is an arrow; delete it, or redraw"):
+        R.rois_to_scribbles([arrow], (10, 10), source="s.zip")
+    spline = _named(_poly([[1, 1], [5, 1], [5, 5]], ROI_TYPE.POLYLINE), "fg")
+    spline.options |= ROI_OPTIONS.SPLINE_FIT
+    with pytest.raises(S2LError, match="spline-fitted"):
+        R.rasterize_roi(spline, (10, 10))
+
+
+def _zip(path, members):
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return path
+
+
+def test_read_rois_sources(tmp_path):
+    roi = _named(_poly([[1, 1], [5, 1], [5, 5]], ROI_TYPE.POLYGON), "fg-1")
+    roi.tofile(tmp_path / "a.roi")
+    assert [r.name for r in R.read_rois(tmp_path / "a.roi")] == ["fg-1"]
+    other = _named(_poly([[2, 2], [6, 2], [6, 6]], ROI_TYPE.POLYGON), "fg-2")
+    _zip(tmp_path / "set.zip", {"fg-1.roi": roi.tobytes(), "fg-2.roi": other.tobytes()})
+    assert [r.name for r in R.read_rois(tmp_path / "set.zip")] == ["fg-1", "fg-2"]
+    import tifffile
+
+    img = np.zeros((12, 12), np.uint8)
+    tifffile.imwrite(tmp_path / "o.tif", img, imagej=True, metadata={"Overlays": [roi.tobytes()]})
+    assert [r.name for r in R.read_rois(tmp_path / "o.tif")] == ["fg-1"]
+    tifffile.imwrite(tmp_path / "plain.tif", img, imagej=True)
+    assert R.read_rois(tmp_path / "plain.tif") == []
+
+
+def test_read_rois_errors(tmp_path, monkeypatch):
+    good = _named(_poly([[1, 1], [5, 1], [5, 5]], ROI_TYPE.POLYGON), "fg-1").tobytes()
+    with pytest.raises(S2LError, match="missing.zip: no such file"):
+        R.read_rois(tmp_path / "missing.zip")
+    (tmp_path / "notes.txt").write_text("hello")
+    with pytest.raises(S2LError, match=r"notes\.txt: not a RoiSet\.zip, \.roi file or ImageJ TIFF"):
+        R.read_rois(tmp_path / "notes.txt")
+    z = _zip(tmp_path / "txt.zip", {"fg-1.roi": good, "readme.txt": b"hi"})
+    with pytest.raises(S2LError, match=r"txt\.zip: member 'readme\.txt': not an ImageJ \.roi file; remove it"):
+        R.read_rois(z)
+    z = _zip(tmp_path / "magic.zip", {"fg-1.roi": good, "bad.roi": b"XXXX" + bytes(80)})
+    with pytest.raises(S2LError, match=r"member 'bad\.roi': not an ImageJ ROI \(no 'Iout' header\)"):
+        R.read_rois(z)
+    z = _zip(tmp_path / "evil.zip", {"../evil.roi": good})
+    with pytest.raises(S2LError, match=r"member '\.\./evil\.roi' has an unsafe path"):
+        R.read_rois(z)
+    z = _zip(tmp_path / "abs.zip", {"/etc/evil.roi": good})
+    with pytest.raises(S2LError, match="unsafe path"):
+        R.read_rois(z)
+    z = _zip(tmp_path / "many.zip", {f"fg-{i}.roi": good for i in range(5)})
+    monkeypatch.setattr(R, "MAX_ZIP_MEMBERS", 4)
+    with pytest.raises(S2LError, match=r"many\.zip: 5 zip members, more than the 4"):
+        R.read_rois(z)
+    monkeypatch.setattr(R, "MAX_ZIP_MEMBERS", 100_000)
+    monkeypatch.setattr(R, "MAX_ZIP_BYTES", 100)
+    with pytest.raises(S2LError, match="bytes uncompressed, more than 100"):
+        R.read_rois(z)
+    z = _zip(tmp_path / "empty.zip", {})
+    with pytest.raises(S2LError, match=r"empty\.zip: the RoiSet\.zip holds no ROIs"):
+        R.read_rois(z)
