@@ -1,0 +1,276 @@
+"""Synthetic scribbles: s2l_tools.synth and the s2l-synth command."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tifffile
+from scipy import ndimage as ndi
+from skimage.draw import disk
+
+from s2l_tools.errors import S2LWarning
+from s2l_tools.labels import BACKGROUND, FOREGROUND
+from s2l_tools.synth import image_seed, main, synthesize_scribbles
+
+RATIOS = (0.1, 0.3, 0.5, 1.0)
+
+
+def make_labels(shape=(256, 256), n_cells=40, seed=0) -> np.ndarray:
+    """Non-overlapping discs of radius 6..13, labelled 1..n_cells."""
+    rng = np.random.default_rng(seed)
+    labels = np.zeros(shape, np.uint16)
+    n = 0
+    while n < n_cells:
+        radius = int(rng.integers(6, 14))
+        centre = rng.integers(radius, np.array(shape) - radius)
+        rr, cc = disk(tuple(centre), radius, shape=shape)
+        if not labels[rr, cc].any():
+            n += 1
+            labels[rr, cc] = n
+    return labels
+
+
+@pytest.fixture(scope="module")
+def labels():
+    return make_labels()
+
+
+@pytest.fixture(scope="module")
+def by_ratio(labels):
+    return {r: synthesize_scribbles(labels, ratio=r, seed=3) for r in RATIOS}
+
+
+def test_output_convention(labels, by_ratio):
+    s = by_ratio[0.5]
+    assert s.shape == labels.shape and s.dtype == np.uint8
+    assert set(np.unique(s).tolist()) == {0, BACKGROUND, FOREGROUND}
+
+
+def test_same_seed_same_scribbles_other_seed_other(labels):
+    a = synthesize_scribbles(labels, ratio=0.3, seed=7)
+    b = synthesize_scribbles(labels, ratio=0.3, rng=np.random.default_rng(7))
+    c = synthesize_scribbles(labels, ratio=0.3, seed=8)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+def test_ratios_grow_strictly_and_nest(by_ratio):
+    fg = [int((by_ratio[r] == FOREGROUND).sum()) for r in RATIOS]
+    bg = [int((by_ratio[r] == BACKGROUND).sum()) for r in RATIOS]
+    assert fg == sorted(set(fg)), fg
+    assert bg == sorted(set(bg)), bg
+    for small, large in zip(RATIOS[:-1], RATIOS[1:]):  # same seed: a superset
+        lo, hi = by_ratio[small], by_ratio[large]
+        assert np.all(hi[lo > 0] == lo[lo > 0])
+
+
+def test_number_of_scribbled_cells_follows_ratio(labels, by_ratio):
+    n_cells = int(labels.max())
+    for r in RATIOS:
+        cells = np.unique(labels[by_ratio[r] == FOREGROUND])
+        assert len(cells) == max(1, round(r * n_cells))
+
+
+def test_classes_stay_on_their_side(labels, by_ratio):
+    cells = labels > 0
+    touching = ndi.binary_dilation(cells, structure=np.ones((3, 3), bool))
+    for s in by_ratio.values():
+        assert np.all(cells[s == FOREGROUND])
+        assert not np.any(touching[s == BACKGROUND])
+
+
+def test_scribbles_are_one_pixel_wide(by_ratio):
+    for s in by_ratio.values():
+        m = s > 0
+        assert not np.any(m[:-1, :-1] & m[1:, :-1] & m[:-1, 1:] & m[1:, 1:])
+
+
+def test_tiny_cells_get_a_pixel():
+    labels = np.zeros((40, 40), np.int32)
+    labels[5, 5] = 1
+    labels[20:22, 20:22] = 7  # sparse ids are fine
+    labels[30:32, 5:8] = 9
+    s = synthesize_scribbles(labels, ratio=1.0, seed=0)
+    assert set(np.unique(labels[s == FOREGROUND]).tolist()) == {1, 7, 9}
+    assert np.any(s == BACKGROUND)
+
+
+def test_both_classes_even_with_thin_background():
+    labels = np.ones((20, 20), np.uint8)
+    labels[:, 9:11] = 0  # a background gap too thin for the margin
+    labels[:, 11:] = 2
+    s = synthesize_scribbles(labels, ratio=0.1, seed=0)
+    assert np.any(s == FOREGROUND) and np.any(s == BACKGROUND)
+    assert np.all(labels[s == BACKGROUND] == 0)
+
+
+def test_no_cell_warns_and_scribbles_background():
+    with pytest.warns(S2LWarning, match="no cell"):
+        s = synthesize_scribbles(np.zeros((64, 64), np.uint8), ratio=0.5, seed=0)
+    assert np.any(s == BACKGROUND) and not np.any(s == FOREGROUND)
+
+
+def test_no_background_warns():
+    with pytest.warns(S2LWarning, match="no background"):
+        s = synthesize_scribbles(np.ones((16, 16), np.uint8), ratio=1.0, seed=0)
+    assert np.any(s == FOREGROUND) and not np.any(s == BACKGROUND)
+
+
+@pytest.mark.parametrize("ratio", [0, -0.1, 1.5, float("nan")])
+def test_bad_ratio(labels, ratio):
+    with pytest.raises(ValueError, match=r"ratio.*\(0, 1\]"):
+        synthesize_scribbles(labels, ratio=ratio, seed=0)
+
+
+@pytest.mark.parametrize(
+    "bad, match",
+    [(np.zeros((4, 4, 4), np.uint8), "2-D"), (np.zeros((4, 4), np.float32), "integer"),
+     (np.zeros((4, 4), bool), "integer"), (-np.ones((4, 4), np.int32), "negative")],
+)
+def test_bad_labels(bad, match):
+    with pytest.raises(ValueError, match=match):
+        synthesize_scribbles(bad, ratio=0.5, seed=0)
+
+
+def test_rng_and_seed_together(labels):
+    with pytest.raises(ValueError, match="either"):
+        synthesize_scribbles(labels, ratio=0.5, seed=0, rng=np.random.default_rng(0))
+
+
+def test_image_seed_is_stable():
+    a = np.random.default_rng(image_seed(0, "a")).integers(1 << 30)
+    assert a == np.random.default_rng(image_seed(0, "a")).integers(1 << 30)
+    assert a != np.random.default_rng(image_seed(0, "b")).integers(1 << 30)
+    assert a != np.random.default_rng(image_seed(1, "a")).integers(1 << 30)
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+@pytest.fixture
+def data(tmp_path):
+    masks = tmp_path / "data" / "masks"
+    masks.mkdir(parents=True)
+    tifffile.imwrite(masks / "a.tif", make_labels((96, 96), 8, seed=1))
+    import imageio.v3 as iio
+
+    iio.imwrite(masks / "b.png", make_labels((80, 96), 6, seed=2).astype(np.uint8))
+    return tmp_path / "data"
+
+
+def one_line_error(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith("error: ")
+    return err
+
+
+def test_cli_writes_scribbles(data, capsys):
+    assert main([str(data), "--ratio", "0.5", "--seed", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "wrote 2 scribble masks" in out and "foreground" in out
+    import imageio.v3 as iio
+
+    for stem, labels in (("a", tifffile.imread(data / "masks" / "a.tif")),
+                         ("b", iio.imread(data / "masks" / "b.png"))):
+        s = tifffile.imread(data / "scribbles" / f"{stem}.tif")
+        assert s.dtype == np.uint8 and s.shape == labels.shape
+        assert np.any(s == FOREGROUND) and np.all(labels[s == FOREGROUND] > 0)
+        assert np.any(s == BACKGROUND) and np.all(labels[s == BACKGROUND] == 0)
+    assert not list((data / "scribbles").glob(".*"))  # no temporary files left
+
+
+def test_cli_refuses_to_overwrite(data, capsys):
+    assert main([str(data), "--ratio", "0.5"]) == 0
+    target = data / "scribbles" / "a.tif"
+    hand_made = np.zeros((96, 96), np.uint8)
+    hand_made[10, 10:20] = FOREGROUND
+    tifffile.imwrite(target, hand_made)
+    capsys.readouterr()
+    assert main([str(data), "--ratio", "0.5"]) == 1
+    err = one_line_error(capsys)
+    assert "--overwrite" in err and "a.tif" in err
+    np.testing.assert_array_equal(tifffile.imread(target), hand_made)
+    assert main([str(data), "--ratio", "0.5", "--overwrite"]) == 0
+    assert not np.array_equal(tifffile.imread(target), hand_made)
+
+
+def test_cli_refuses_to_sit_beside_other_scribbles(data, capsys):
+    (data / "scribbles").mkdir()
+    import imageio.v3 as iio
+
+    iio.imwrite(data / "scribbles" / "a.png", np.zeros((96, 96), np.uint8))
+    assert main([str(data), "--ratio", "0.5", "--overwrite"]) == 1
+    assert "a.png" in one_line_error(capsys)
+    assert not (data / "scribbles" / "a.tif").exists()
+
+
+def test_cli_seed_per_image_is_stable(data):
+    assert main([str(data), "--ratio", "0.3", "--seed", "4"]) == 0
+    before = tifffile.imread(data / "scribbles" / "a.tif")
+    tifffile.imwrite(data / "masks" / "0.tif", make_labels((64, 64), 4, seed=5))
+    assert main([str(data), "--ratio", "0.3", "--seed", "4", "--overwrite"]) == 0
+    np.testing.assert_array_equal(tifffile.imread(data / "scribbles" / "a.tif"), before)
+    assert main([str(data), "--ratio", "0.3", "--seed", "5", "--overwrite"]) == 0
+    assert not np.array_equal(tifffile.imread(data / "scribbles" / "a.tif"), before)
+
+
+def test_cli_missing_masks_folder(tmp_path, capsys):
+    assert main([str(tmp_path / "nope"), "--ratio", "0.5"]) == 1
+    err = one_line_error(capsys)
+    assert str(tmp_path / "nope" / "masks") in err and "no such folder" in err
+
+
+def test_cli_empty_masks_folder(tmp_path, capsys):
+    (tmp_path / "masks").mkdir()
+    assert main([str(tmp_path), "--ratio", "0.5"]) == 1
+    assert "no label images" in one_line_error(capsys)
+
+
+@pytest.mark.parametrize("ratio", ["0", "1.5"])
+def test_cli_bad_ratio(data, capsys, ratio):
+    assert main([str(data), "--ratio", ratio]) == 1
+    assert "--ratio" in one_line_error(capsys)
+    assert not (data / "scribbles").exists()
+
+
+def test_cli_mask_not_2d(data, capsys):
+    tifffile.imwrite(data / "masks" / "c.tif", np.zeros((3, 8, 8), np.uint16),
+                     photometric="minisblack")
+    assert main([str(data), "--ratio", "0.5"]) == 1
+    assert "c.tif" in one_line_error(capsys)
+    assert not (data / "scribbles").exists()  # validated before anything is written
+
+
+def test_cli_unreadable_mask(data, capsys):
+    (data / "masks" / "c.tif").write_bytes(b"not a tiff")
+    assert main([str(data), "--ratio", "0.5"]) == 1
+    assert "c.tif" in one_line_error(capsys)
+    assert not (data / "scribbles").exists()
+
+
+def test_cli_warns_about_an_image_without_cells(data, capsys):
+    tifffile.imwrite(data / "masks" / "c.tif", np.zeros((32, 32), np.uint16))
+    assert main([str(data), "--ratio", "0.5"]) == 0
+    err = capsys.readouterr().err
+    assert "warning:" in err and "c.tif" in err and "no cell" in err
+
+
+def test_cli_help_has_example(capsys):
+    assert main(["--help"]) == 0
+    assert "example:" in capsys.readouterr().out
+
+
+def test_cli_rois_round_trip(data, capsys):
+    roi = pytest.importorskip("s2l_tools.roi")
+    assert main([str(data), "--ratio", "0.5", "--rois"]) == 0
+    for stem in "ab":
+        mask = tifffile.imread(data / "scribbles" / f"{stem}.tif")
+        rois = roi.read_rois(data / "rois" / f"{stem}.zip")
+        np.testing.assert_array_equal(roi.rois_to_scribbles(rois, mask.shape), mask)
+    assert not list((data / "rois").glob(".*"))
+    assert main([str(data), "--ratio", "0.5", "--rois", "--overwrite"]) == 0
+    for stem in "ab":
+        (data / "scribbles" / f"{stem}.tif").unlink()
+    assert main([str(data), "--ratio", "0.5", "--rois"]) == 1  # the ROI sets exist
+    assert "a.zip" in one_line_error(capsys)
