@@ -1,0 +1,235 @@
+"""Tiled prediction of images of any size with smooth blending.
+
+A network is run on overlapping tiles; the tiles' probabilities are averaged
+with a smooth weight window so that no seams appear at tile borders.
+
+This module is also loaded by the CellProfiler plugin inside CellProfiler
+4.2.8's own Python 3.9 (numpy 1.23, scipy 1.9, scikit-image 0.18/0.19, no
+torch). It therefore imports only numpy and the standard library, avoids
+Python 3.10-only runtime syntax, and raises :class:`ValueError` (not
+``S2LError``) for bad arguments.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, List, Optional, Tuple
+
+import numpy as np
+
+__all__ = ["predict_tiled", "tile_positions", "blend_window"]
+
+
+def tile_positions(length: int, tile: int, overlap: int) -> List[int]:
+    """Start offsets of tiles of size ``tile`` covering ``[0, length)``.
+
+    Tiles advance by ``tile - overlap``; the last tile is aligned with the end
+    so that no tile sticks out (it then overlaps its neighbour by more than
+    ``overlap``). When ``length <= tile`` there is one tile at 0 (the caller
+    pads the data to ``tile``).
+
+    Parameters
+    ----------
+    length : int
+        Size of the axis to cover (>= 1).
+    tile : int
+        Tile size (>= 1).
+    overlap : int
+        Minimum overlap between neighbouring tiles, ``0 <= overlap < tile``.
+
+    Returns
+    -------
+    starts : list of int
+        Increasing start offsets; ``starts[0] == 0`` and
+        ``starts[-1] == max(length - tile, 0)``.
+
+    Examples
+    --------
+    >>> tile_positions(10, 4, 1)
+    [0, 3, 6]
+    >>> tile_positions(11, 4, 1)
+    [0, 3, 6, 7]
+    >>> tile_positions(3, 4, 1)
+    [0]
+    """
+    length, tile, overlap = int(length), int(tile), int(overlap)
+    if length < 1:
+        raise ValueError(f"length must be >= 1, got {length}")
+    if tile < 1:
+        raise ValueError(f"tile must be >= 1, got {tile}")
+    if not 0 <= overlap < tile:
+        raise ValueError(f"overlap must be in [0, tile={tile}), got {overlap}")
+    if length <= tile:
+        return [0]
+    stride = tile - overlap
+    starts = list(range(0, length - tile, stride))
+    starts.append(length - tile)
+    return starts
+
+
+def blend_window(size: int, ramp: int) -> np.ndarray:
+    """1-D blending weights: a raised-cosine ramp of ``ramp`` pixels at each end.
+
+    The weight of pixel ``i`` rises as ``0.5 - 0.5 cos(pi (i + 0.5) / ramp)``
+    from both ends and is 1 in the middle. It is strictly positive everywhere
+    (the first pixel has weight ``sin^2(pi / (4 ramp)) > 0``), so a pixel
+    covered by a single tile, e.g. at the image border, still gets its value.
+
+    Parameters
+    ----------
+    size : int
+        Window length.
+    ramp : int
+        Ramp length at each end (0 gives a flat window of ones); it is capped
+        at ``size // 2``.
+
+    Returns
+    -------
+    w : (size,) float64 ndarray
+        Weights in ``(0, 1]``.
+    """
+    size, ramp = int(size), int(ramp)
+    if size < 1:
+        raise ValueError(f"size must be >= 1, got {size}")
+    ramp = max(0, min(ramp, size // 2))
+    w = np.ones(size, dtype=np.float64)
+    if ramp == 0:
+        return w
+    i = np.arange(size, dtype=np.float64)
+    x = np.minimum(i + 0.5, size - i - 0.5) / ramp
+    x = np.clip(x, 0.0, 1.0)
+    w = 0.5 - 0.5 * np.cos(np.pi * x)
+    return w
+
+
+def _round_up(n: int, m: int) -> int:
+    return int(math.ceil(n / m) * m)
+
+
+def _pad_reflect(image: np.ndarray, before: Tuple[int, int], after: Tuple[int, int]) -> np.ndarray:
+    """Reflect-pad the last two axes; an axis of length 1 is edge-padded."""
+    h, w = image.shape[-2:]
+    modes = ["reflect" if n > 1 else "edge" for n in (h, w)]
+    pad_h = (before[0], after[0])
+    pad_w = (before[1], after[1])
+    if modes[0] == modes[1]:
+        return np.pad(image, ((0, 0), pad_h, pad_w), mode=modes[0])
+    out = np.pad(image, ((0, 0), pad_h, (0, 0)), mode=modes[0])
+    return np.pad(out, ((0, 0), (0, 0), pad_w), mode=modes[1])
+
+
+def predict_tiled(
+    fn: Callable[[np.ndarray], np.ndarray],
+    image: np.ndarray,
+    *,
+    tile: int = 512,
+    overlap: int = 64,
+    batch_size: int = 4,
+    pad_multiple: int = 32,
+    progress: Optional[Callable[[int, int], None]] = None,
+) -> np.ndarray:
+    """Run ``fn`` on overlapping tiles of ``image`` and blend the outputs.
+
+    Parameters
+    ----------
+    fn : callable
+        Maps a float32 batch ``(N, C, h, w)`` (``h``, ``w`` multiples of
+        ``pad_multiple``, ``N <= batch_size``) to ``(N, K, h, w)``
+        probabilities (any array convertible by ``np.asarray``).
+    image : (C, H, W) float32 ndarray
+        Image of any size (smaller than a tile, odd sizes, huge).
+    tile : int, optional
+        Tile size in pixels; a positive multiple of ``pad_multiple``. An axis
+        shorter than ``tile`` (plus the border margin) is covered by one tile
+        of the smallest multiple of ``pad_multiple`` that fits.
+    overlap : int, optional
+        Overlap between neighbouring tiles, ``0 <= overlap < tile``. It is
+        also the length of the blending ramp, and ``overlap // 2`` pixels of
+        reflected context are added around the image.
+    batch_size : int, optional
+        Tiles per ``fn`` call (>= 1). Does not change the result.
+    pad_multiple : int, optional
+        Tile sizes passed to ``fn`` are multiples of this (e.g. 32 for a
+        U-Net with five poolings).
+    progress : callable, optional
+        Called as ``progress(done, total)`` (tiles) after each ``fn`` call.
+
+    Returns
+    -------
+    prob : (K, H, W) float32 ndarray
+        Blended outputs, cropped to the image.
+
+    Notes
+    -----
+    The image is reflect-padded by ``overlap // 2`` on every side (more at the
+    bottom/right when it is smaller than one tile), tiled with
+    :func:`tile_positions`, and each tile's output is multiplied by the
+    separable window ``blend_window(h, overlap) x blend_window(w, overlap)``.
+    The result is ``sum(w * out) / sum(w)``; the window is strictly
+    positive, so every pixel is defined. A pointwise ``fn`` (e.g. a sigmoid of
+    the input) therefore gives exactly ``fn(image)`` up to float rounding.
+    """
+    image = np.asarray(image)
+    if image.ndim != 3:
+        raise ValueError(f"image must be (C, H, W), got shape {image.shape}")
+    c, h, w = image.shape
+    if h < 1 or w < 1 or c < 1:
+        raise ValueError(f"image must be non-empty, got shape {image.shape}")
+    tile, overlap = int(tile), int(overlap)
+    batch_size, pad_multiple = int(batch_size), int(pad_multiple)
+    if pad_multiple < 1:
+        raise ValueError(f"pad_multiple must be >= 1, got {pad_multiple}")
+    if tile < 1 or tile % pad_multiple:
+        raise ValueError(
+            f"tile must be a positive multiple of pad_multiple={pad_multiple}, got {tile}"
+        )
+    if not 0 <= overlap < tile:
+        raise ValueError(f"overlap must be in [0, tile={tile}), got {overlap}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    image = image.astype(np.float32, copy=False)
+
+    margin = overlap // 2
+    sizes = []  # per axis: (tile size, padded length)
+    for n in (h, w):
+        length = n + 2 * margin
+        t = min(tile, _round_up(length, pad_multiple))
+        sizes.append((t, max(length, t)))
+    (th, hp), (tw, wp) = sizes
+    padded = _pad_reflect(
+        image, (margin, margin), (hp - h - margin, wp - w - margin)
+    )
+    ys = tile_positions(hp, th, overlap)
+    xs = tile_positions(wp, tw, overlap)
+    weight = np.outer(blend_window(th, overlap), blend_window(tw, overlap)).astype(np.float32)
+
+    positions = [(y, x) for y in ys for x in xs]
+    total = len(positions)
+    acc = None  # (K, hp, wp), allocated once K is known
+    wsum = np.zeros((hp, wp), dtype=np.float32)
+    done = 0
+    for b in range(0, total, batch_size):
+        chunk = positions[b : b + batch_size]
+        batch = np.stack([padded[:, y : y + th, x : x + tw] for y, x in chunk])
+        out = np.asarray(fn(batch), dtype=np.float32)
+        if out.ndim != 4 or out.shape[0] != len(chunk) or out.shape[2:] != (th, tw):
+            raise ValueError(
+                f"fn returned shape {out.shape} for a batch of shape {batch.shape}; "
+                f"expected ({len(chunk)}, K, {th}, {tw})"
+            )
+        if acc is None:
+            acc = np.zeros((out.shape[1], hp, wp), dtype=np.float32)
+        elif out.shape[1] != acc.shape[0]:
+            raise ValueError(
+                f"fn returned {out.shape[1]} channels, earlier calls returned {acc.shape[0]}"
+            )
+        for (y, x), o in zip(chunk, out):
+            acc[:, y : y + th, x : x + tw] += o * weight
+            wsum[y : y + th, x : x + tw] += weight
+        done += len(chunk)
+        if progress is not None:
+            progress(done, total)
+    assert acc is not None
+    crop = (slice(None), slice(margin, margin + h), slice(margin, margin + w))
+    result = acc[crop] / wsum[crop[1:]][None]
+    return result.astype(np.float32, copy=False)
