@@ -1,0 +1,124 @@
+"""Training settings: one dataclass shared by the CLI, the trainer and Ray.
+
+Defaults are the paper's (Lee et al. 2020, and the authors' code where the
+paper is silent; see docs/method.md). ``TrainConfig`` is written to
+``RUN/config.json`` and can be read back with ``s2l-train --config``.
+
+Epochs
+------
+The paper's epoch is one pass over its training images (hundreds of them).
+A biologist often scribbles 3-10 images, so here an epoch is
+``samples_per_epoch`` random crops drawn with replacement; the default is
+``max(n_images, 8 * batch_size)``. With hundreds of images this equals the
+paper's epoch; with a handful it keeps an epoch a useful amount of work, so
+warm-up and ensemble intervals (counted in epochs) keep their meaning.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+from .errors import S2LError
+
+METHODS = ("s2l", "pce", "pseudo", "full")
+ENCODERS = ("resnet18", "resnet34", "resnet50")
+
+
+@dataclass
+class TrainConfig:
+    """Every setting of a training run (see ``s2l-train --help``)."""
+
+    data: str = ""
+    out: str = ""
+    val: str | None = None
+    method: str = "s2l"
+    encoder: str = "resnet34"
+    encoder_weights: str | None = None
+    channel: int | None = None
+    epochs: int = 200
+    warmup_epochs: int = 100
+    ensemble_every: int = 5
+    ema_alpha: float = 0.2
+    threshold: float = 0.8
+    pseudo_weight: float = 0.5
+    lr: float = 3e-4
+    weight_decay: float = 5e-5
+    decoder_lr_mult: float = 10.0
+    restart_epochs: int = 50
+    crop: int = 256
+    batch_size: int = 30
+    samples_per_epoch: int | None = None
+    loader_workers: int = 0
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = True
+    deterministic: bool = False
+    checkpoint_every: int = 10
+    val_every: int | None = None
+    panel_images: int = 3
+    tile: int = 512
+    min_size: int = 64
+
+    def validate(self) -> TrainConfig:
+        """Check ranges; raise a one-line S2LError naming the setting."""
+        def bad(name, msg):
+            raise S2LError(f"--{name.replace('_', '-')} {getattr(self, name)}: {msg}")
+
+        if self.method not in METHODS:
+            bad("method", f"unknown method; choose one of {', '.join(METHODS)}")
+        if self.encoder not in ENCODERS:
+            bad("encoder", f"unknown encoder; choose one of {', '.join(ENCODERS)}")
+        for name in ("epochs", "ensemble_every", "batch_size", "checkpoint_every",
+                     "restart_epochs"):
+            if getattr(self, name) < 1:
+                bad(name, "must be at least 1")
+        if self.warmup_epochs < 0:
+            bad("warmup_epochs", "must be 0 or more")
+        if not 0 < self.ema_alpha <= 1:
+            bad("ema_alpha", "must be in (0, 1]")
+        if not 0.5 <= self.threshold < 1:
+            bad("threshold", "must be in [0.5, 1)")
+        if self.pseudo_weight < 0:
+            bad("pseudo_weight", "must be 0 or more")
+        if self.lr <= 0:
+            bad("lr", "must be positive")
+        if self.crop < 32 or self.crop % 32:
+            bad("crop", "must be a multiple of 32, at least 32")
+        if self.samples_per_epoch is not None and self.samples_per_epoch < 1:
+            bad("samples_per_epoch", "must be at least 1")
+        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
+            bad("device", "use auto, cpu or cuda")
+        return self
+
+    def to_json(self, path: str | os.PathLike) -> None:
+        from ._fsutil import write_bytes_atomic
+
+        write_bytes_atomic(path, (json.dumps(asdict(self), indent=2) + "\n").encode())
+
+    @classmethod
+    def from_dict(cls, d: dict, *, source: str = "config") -> TrainConfig:
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise S2LError(f"{source}: unknown setting(s) {', '.join(unknown)}; "
+                           "see s2l-train --help")
+        return cls(**d)
+
+    @classmethod
+    def from_json(cls, path: str | os.PathLike) -> TrainConfig:
+        path = Path(path)
+        try:
+            d = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise S2LError(f"{path}: no such config file") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise S2LError(f"{path}: not valid JSON ({exc}); fix or regenerate it") from None
+        if not isinstance(d, dict):
+            raise S2LError(f"{path}: expected a JSON object of settings")
+        return cls.from_dict(d, source=str(path))
+
+    def to_dict(self) -> dict:
+        return asdict(self)

@@ -1,0 +1,565 @@
+"""The Scribble2Label training loop: epochs, EMA ensemble, checkpoints, reports.
+
+Read it top to bottom: :func:`load_training_data`, :class:`CropDataset`,
+:func:`ensemble_step`, :func:`validate`, :func:`fit`. The work of one step
+is :func:`s2l_tools.step.train_step`, a plain function of tensors; this
+module only feeds it. Distribution (Ray) plugs in through :class:`Context`,
+which by default is a single process.
+
+Determinism: the crops of epoch ``e`` come from ``numpy.random.default_rng(
+[seed, e, k])``, so a run resumed from a checkpoint draws exactly what a
+straight run draws.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import labels as L
+from ._fsutil import write_bytes_atomic
+from .checkpoint import ModelMeta, load_checkpoint, save_checkpoint, save_model
+from .config import TrainConfig
+from .dataset import open_dataset
+from .device import autocast_dtype, select_device, torch_prob_fn
+from .errors import S2LError
+from .images import read_image, read_labels
+
+CHECKPOINT = "checkpoint.pt"
+MODEL = "model.pt"
+
+
+# --------------------------------------------------------------------------- data
+@dataclass
+class TrainingData:
+    """Normalised images, scribble masks and optional full masks, by index."""
+
+    stems: list[str]
+    images: list[np.ndarray]            # (C, H, W) float32
+    scribbles: list[np.ndarray]         # (H, W) uint8
+    masks: list[np.ndarray | None] = field(default_factory=list)  # (H, W) int labels
+
+    @property
+    def in_channels(self) -> int:
+        return self.images[0].shape[0]
+
+    @property
+    def shapes(self) -> list[tuple[int, int]]:
+        return [im.shape[1:] for im in self.images]
+
+
+def load_training_data(root, *, channel=None, need_scribbles=True, need_masks=False,
+                       progress=None) -> TrainingData:
+    """Read a dataset folder (see :mod:`s2l_tools.dataset`) into memory.
+
+    Images without a scribble mask are left out. With ``need_masks`` (and
+    not ``need_scribbles``: ``--method full``) every image needs a full mask,
+    which becomes its "scribble" on every pixel. Images must agree in
+    channel count; masks must match their image's size.
+    """
+    ds = open_dataset(root)
+    stems, images, scribbles, masks = [], [], [], []
+    for s in ds.samples:
+        if s.image is None:
+            where = s.scribbles or s.mask or s.rois
+            raise S2LError(f"{where}: no image named '{s.stem}' in {ds.images_dir}; rename it "
+                           "to match its image")
+        if need_masks and s.mask is None:
+            raise S2LError(f"{ds.masks_dir}: no mask for '{s.stem}'; --method full needs "
+                           "DATA/masks/<stem>.tif for every image")
+        if need_scribbles and s.scribbles is None:
+            if s.rois is not None:
+                raise S2LError(f"{s.rois}: ROIs not converted yet; run s2l-scribbles {root}")
+            continue  # images without scribbles take no part in scribble training
+        img = read_image(s.image, channel=channel)
+        h, w = img.shape[1:]
+        if images and img.shape[0] != images[0].shape[0]:
+            raise S2LError(f"{s.image}: {img.shape[0]} channel(s) but '{stems[0]}' has "
+                           f"{images[0].shape[0]}; use --channel to pick one channel for all")
+        scr = m = None
+        if s.scribbles is not None and need_scribbles:
+            scr = read_labels(s.scribbles)
+            if scr.shape != (h, w):
+                raise S2LError(f"{s.scribbles}: size {scr.shape[0]}x{scr.shape[1]} differs from "
+                               f"its image ({h}x{w}); regenerate it with s2l-scribbles")
+            if scr.max() > L.FOREGROUND:
+                raise S2LError(f"{s.scribbles}: values above {L.FOREGROUND}; a scribble mask "
+                               "holds 0 unlabeled, 1 background, 2 foreground")
+            scr = scr.astype(np.uint8)
+        if s.mask is not None:
+            m = read_labels(s.mask)
+            if m.shape != (h, w):
+                raise S2LError(f"{s.mask}: size {m.shape[0]}x{m.shape[1]} differs from its "
+                               f"image ({h}x{w})")
+        if scr is None:  # full supervision: every pixel labelled by the mask
+            scr = np.where(m > 0, L.FOREGROUND, L.BACKGROUND).astype(np.uint8)
+        stems.append(s.stem)
+        images.append(img)
+        scribbles.append(scr)
+        masks.append(m)
+        if progress:
+            progress()
+    if not images:
+        raise S2LError(f"{ds.scribbles_dir}: no scribble masks; run s2l-scribbles {root} "
+                       "(Fiji ROIs) or s2l-synth (from masks) first")
+    if need_scribbles:
+        if not any((s == L.BACKGROUND).any() for s in scribbles):
+            raise S2LError(f"{ds.scribbles_dir}: no background scribble in any image; "
+                           "Scribble2Label needs both classes")
+        if not any((s == L.FOREGROUND).any() for s in scribbles):
+            raise S2LError(f"{ds.scribbles_dir}: no foreground scribble in any image; "
+                           "Scribble2Label needs both classes")
+    return TrainingData(stems, images, scribbles, masks)
+
+
+def epoch_plan(cfg: TrainConfig, data: TrainingData, epoch: int) -> np.ndarray:
+    """Image index of every crop of ``epoch`` (with replacement, by area)."""
+    areas = np.array([max(h * w, cfg.crop * cfg.crop) for h, w in data.shapes], float)
+    rng = np.random.default_rng([cfg.seed, epoch])
+    return rng.choice(len(areas), size=samples_per_epoch(cfg, data), p=areas / areas.sum())
+
+
+def samples_per_epoch(cfg: TrainConfig, data: TrainingData) -> int:
+    return cfg.samples_per_epoch or max(len(data.images), 8 * cfg.batch_size)
+
+
+class CropDataset(torch.utils.data.Dataset):
+    """Augmented crops of one epoch: item ``k`` uses ``rng([seed, epoch, k])``."""
+
+    def __init__(self, cfg: TrainConfig, data: TrainingData, store, plan: np.ndarray,
+                 epoch: int, ks: np.ndarray, with_ema: bool):
+        self.cfg, self.data, self.store, self.plan = cfg, data, store, plan
+        self.epoch, self.ks, self.with_ema = epoch, ks, with_ema
+
+    def __len__(self):
+        return len(self.ks)
+
+    def __getitem__(self, j):
+        from .augment import augment
+
+        k = int(self.ks[j])
+        i = int(self.plan[k])
+        rng = np.random.default_rng([self.cfg.seed, self.epoch, k])
+        ema = self.store.get(i) if self.with_ema else None
+        image, scribble, ema = augment(self.data.images[i], self.data.scribbles[i], ema,
+                                       rng=rng, crop=self.cfg.crop)
+        item = {"image": torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)),
+                "scribble": torch.from_numpy(np.ascontiguousarray(scribble).astype(np.int64))}
+        if ema is not None:
+            item["ema"] = torch.from_numpy(np.ascontiguousarray(ema, dtype=np.float32))
+        return item
+
+
+# --------------------------------------------------------------------- distribution
+class Context:
+    """How the loop talks to its peers. The default is one process, no peers.
+
+    A distributed wrapper (see :mod:`s2l_tools.distributed`) overrides
+    ``rank``, ``world_size``, :meth:`wrap_model`, :meth:`sync_store`,
+    :meth:`mean` and :meth:`report`.
+    """
+
+    rank = 0
+    world_size = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def wrap_model(self, model):
+        return model
+
+    def sync_store(self, store, owners: list[int]) -> None:
+        """Make ``store`` identical on every rank (rank ``owners[i]`` computed image i)."""
+
+    def mean(self, values: dict) -> dict:
+        return values
+
+    def report(self, metrics: dict, checkpoint_dir: Path | None) -> None:
+        """Called after every epoch (checkpoint_dir when one was written)."""
+
+    def initial_checkpoint(self) -> Path | None:
+        return None
+
+
+# ------------------------------------------------------------------------ ensemble
+def predict_full(model, image: np.ndarray, *, device, amp_dtype=None, tile=512) -> np.ndarray:
+    """Foreground probability of an un-augmented full image (eval mode, tiled)."""
+    from .tiling import predict_tiled
+
+    was_training = model.training
+    try:
+        fn = torch_prob_fn(model, device=device, amp=amp_dtype is not None)
+        probs = predict_tiled(fn, image, tile=tile, overlap=tile // 8, batch_size=1,
+                              pad_multiple=32)
+    finally:
+        model.train(was_training)
+    return probs[1]
+
+
+def ensemble_step(model, store, data: TrainingData, ctx: Context, *, device, amp_dtype,
+                  tile) -> dict:
+    """Update the EMA store from fresh predictions; return train-mask scores.
+
+    Each rank predicts its share (image ``i`` goes to rank ``i % world``),
+    then :meth:`Context.sync_store` makes the store identical everywhere.
+    """
+    owners = [i % ctx.world_size for i in range(len(data.images))]
+    ious = []
+    for i, owner in enumerate(owners):
+        if owner != ctx.rank:
+            continue
+        prob = predict_full(model, data.images[i], device=device, amp_dtype=amp_dtype, tile=tile)
+        store.update(i, prob)
+        if data.masks[i] is not None:
+            ious.append(_iou(prob > 0.5, data.masks[i] > 0))
+    ctx.sync_store(store, owners)
+    return {"train_iou": float(np.mean(ious))} if ious else {}
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = np.logical_or(a, b).sum()
+    return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
+
+
+def load_validation(root, *, channel) -> tuple[list[str], list[np.ndarray], list[np.ndarray]]:
+    """Images and full masks of a validation dataset (``--val``)."""
+    ds = open_dataset(root)
+    stems, images, masks = [], [], []
+    for s in ds.samples:
+        if s.image is None or s.mask is None:
+            continue
+        img = read_image(s.image, channel=channel)
+        m = read_labels(s.mask)
+        if m.shape != img.shape[1:]:
+            raise S2LError(f"{s.mask}: size differs from its image {s.image}")
+        stems.append(s.stem)
+        images.append(img)
+        masks.append(m)
+    if not images:
+        raise S2LError(f"{root}: no image with a mask (DATA/masks/<stem>.tif); --val needs "
+                       "full masks to score")
+    return stems, images, masks
+
+
+def validate(model, val, *, device, amp_dtype, tile, min_size) -> dict:
+    """Mean IoU, mDice, F1@0.5 of the model on validation images."""
+    from .metrics import score_pair
+    from .postprocess import instances_from_probability
+
+    scores = []
+    for image, truth in zip(val[1], val[2]):
+        prob = predict_full(model, image, device=device, amp_dtype=amp_dtype, tile=tile)
+        pred = instances_from_probability(prob, threshold=0.5, min_size=min_size)
+        scores.append(score_pair(pred, truth))
+    return {f"val_{k}": float(np.mean([s[k] for s in scores]))
+            for k in ("iou", "mdice", "f1_50")}
+
+
+# --------------------------------------------------------------------------- report
+def write_metrics_csv(path: Path, history: list[dict]) -> None:
+    keys: list[str] = []
+    for row in history:
+        keys += [k for k in row if k not in keys]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=keys)
+    writer.writeheader()
+    for row in history:
+        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+    write_bytes_atomic(path, buf.getvalue().encode())
+
+
+def plot_curves(path: Path, history: list[dict]) -> None:
+    """Loss and score curves as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    ep = [r["epoch"] for r in history]
+    for key in ("loss", "l_sp", "l_up"):
+        axes[0].plot(ep, [r.get(key, np.nan) for r in history], label=key)
+    axes[0].set_xlabel("epoch"), axes[0].set_title("losses"), axes[0].legend()
+    for key in ("coverage", "train_iou", "val_iou", "val_mdice", "val_f1_50"):
+        pts = [(r["epoch"], r[key]) for r in history if r.get(key) not in (None, "")]
+        if pts:
+            axes[1].plot(*zip(*pts), marker=".", label=key)
+    axes[1].set_xlabel("epoch"), axes[1].set_ylim(0, 1.02), axes[1].set_title("scores")
+    axes[1].legend(fontsize=8)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    plt.close(fig)
+    write_bytes_atomic(path, buf.getvalue())
+
+
+def plot_panel(path: Path, data: TrainingData, store, *, threshold: float, n: int,
+               epoch: int) -> None:
+    """Image / scribbles / filtered pseudo-label for a few images (paper Fig. 1).
+
+    Pseudo-label colours: white cell, black background, red below the
+    consistency threshold (ignored). Scribbles: blue cell, yellow background.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = min(n, len(data.images))
+    fig, axes = plt.subplots(n, 3, figsize=(9, 3 * n), squeeze=False)
+    for r in range(n):
+        img = data.images[r]
+        show = img[0] if img.shape[0] != 3 else np.moveaxis(img, 0, -1)
+        axes[r, 0].imshow(np.clip(show, 0, 1), cmap="gray")
+        scr = data.scribbles[r]
+        rgb = np.zeros(scr.shape + (3,), np.float32)
+        rgb[scr == L.FOREGROUND] = (0.2, 0.4, 1.0)
+        rgb[scr == L.BACKGROUND] = (1.0, 0.9, 0.1)
+        axes[r, 1].imshow(rgb)
+        y = store.get(r)
+        pl = np.zeros(scr.shape + (3,), np.float32)
+        pl[:] = (0.85, 0.1, 0.1)
+        pl[y > threshold] = 1.0
+        pl[(1 - y) > threshold] = 0.0
+        axes[r, 2].imshow(pl)
+        for c, title in enumerate(("image", "scribbles", f"pseudo-label, epoch {epoch}")):
+            axes[r, c].set_title(f"{data.stems[r]}: {title}" if c == 0 else title, fontsize=8)
+            axes[r, c].axis("off")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=80)
+    plt.close(fig)
+    write_bytes_atomic(path, buf.getvalue())
+
+
+# ------------------------------------------------------------------------------ fit
+def _build(cfg: TrainConfig, in_channels: int, device):
+    from .model import build_model, param_groups
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        model = build_model(encoder=cfg.encoder, in_channels=in_channels, classes=2,
+                            weights=cfg.encoder_weights)
+    # channels_last always: prediction (torch_prob_fn) uses it too, and a model
+    # whose memory format changed mid-run would not resume bit for bit
+    model = model.to(device=device, memory_format=torch.channels_last)
+    groups = param_groups(model, cfg.lr, decoder_mult=cfg.decoder_lr_mult,
+                          weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.RAdam(groups, lr=cfg.lr)
+    return model, optimizer
+
+
+def model_meta(cfg: TrainConfig, in_channels: int) -> ModelMeta:
+    return ModelMeta(encoder=cfg.encoder, in_channels=in_channels, classes=2,
+                     channel=cfg.channel, tile=cfg.tile, overlap=cfg.tile // 8,
+                     threshold=0.5, min_size=cfg.min_size)
+
+
+class _Interrupt:
+    """Turn the first Ctrl-C into a flag, so the loop can checkpoint and stop."""
+
+    def __init__(self):
+        self.hit = False
+        self._old = None
+
+    def __enter__(self):
+        try:
+            self._old = signal.signal(signal.SIGINT, self._handle)
+        except ValueError:  # not in the main thread (e.g. a Ray worker)
+            self._old = None
+        return self
+
+    def _handle(self, signum, frame):
+        if self.hit:  # second Ctrl-C: stop now
+            raise KeyboardInterrupt
+        self.hit = True
+
+    def __exit__(self, *exc):
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+
+
+def fit(cfg: TrainConfig, *, resume: bool = False, ctx: Context | None = None,
+        console=None) -> dict:
+    """Train a model as ``cfg`` says; write checkpoints, metrics and the model to ``cfg.out``.
+
+    Returns the last epoch's metrics. With ``resume``, continues from
+    ``cfg.out/checkpoint.pt`` exactly where it stopped.
+    """
+    from rich.console import Console
+
+    from .ema import EmaStore
+    from .step import train_step
+
+    ctx = ctx or Context()
+    cfg.validate()
+    out = Path(cfg.out)
+    console = console or Console(stderr=True, quiet=not ctx.is_main)
+    device = select_device(cfg.device)
+    amp_dtype = autocast_dtype(cfg.amp, device)
+    if cfg.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+    elif device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+
+    t0 = time.perf_counter()
+    full = cfg.method == "full"
+    data = load_training_data(cfg.data, channel=cfg.channel, need_scribbles=not full,
+                              need_masks=full)
+    val = load_validation(cfg.val, channel=cfg.channel) if cfg.val else None
+    console.print(f"loaded {len(data.images)} training image(s)"
+                  + (f", {len(val[0])} validation image(s)" if val else "")
+                  + f" in {time.perf_counter() - t0:.1f} s; device {device}")
+
+    model, optimizer = _build(cfg, data.in_channels, device)
+    n_samples = samples_per_epoch(cfg, data)
+    per_rank_batch = max(1, math.ceil(cfg.batch_size / ctx.world_size))
+    iters = math.ceil(math.ceil(n_samples / ctx.world_size) / per_rank_batch)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(
+        optimizer, T_0=max(1, cfg.restart_epochs * iters))
+    scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
+    store = EmaStore(data.shapes, alpha=cfg.ema_alpha)
+    history: list[dict] = []
+    start_epoch = 0
+
+    ckpt_path = ctx.initial_checkpoint() or (out / CHECKPOINT if resume else None)
+    if ckpt_path is not None:
+        ckpt = load_checkpoint(ckpt_path)
+        if ckpt["config"].get("method") != cfg.method or ckpt["config"].get("encoder") != cfg.encoder:
+            raise S2LError(f"{ckpt_path}: the checkpoint was trained with method "
+                           f"{ckpt['config'].get('method')}, encoder {ckpt['config'].get('encoder')};"
+                           " resume with the same settings or use a new --out")
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        if scaler is not None and ckpt.get("scaler"):
+            scaler.load_state_dict(ckpt["scaler"])
+        store.load_state_dict(ckpt["ema"])
+        torch.set_rng_state(ckpt["torch_rng"])
+        history = list(ckpt.get("history", []))
+        start_epoch = int(ckpt["epoch"])
+        console.print(f"resumed from {ckpt_path} after epoch {start_epoch}")
+    elif resume:
+        raise S2LError(f"{out / CHECKPOINT}: nothing to resume; start without --resume")
+
+    if ctx.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        cfg.to_json(out / "config.json")
+    train_model = ctx.wrap_model(model)
+    # --method full: the masks were loaded as "scribbles" on every pixel, so the
+    # scribble loss is the full cross entropy
+    step_method = "pce" if cfg.method == "full" else cfg.method
+    meta = model_meta(cfg, data.in_channels)
+
+    def checkpoint(epoch: int) -> Path | None:
+        if not ctx.is_main:
+            return None
+        save_checkpoint(out / CHECKPOINT, {
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict() if scaler is not None else {},
+            "ema": store.state_dict(), "torch_rng": torch.get_rng_state(),
+            "config": cfg.to_dict(), "meta": meta.__dict__, "epoch": epoch,
+            "history": history,
+        })
+        save_model(out / MODEL, model.state_dict(), meta)
+        return out
+
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                               TimeElapsedColumn, TimeRemainingColumn)
+
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TimeElapsedColumn(), TimeRemainingColumn(), console=console,
+                        transient=False, disable=not ctx.is_main)
+    last: dict = {}
+    with progress, _Interrupt() as interrupt:
+        ep_task = progress.add_task("epochs", total=cfg.epochs, completed=start_epoch)
+        for epoch in range(start_epoch, cfg.epochs):
+            te = time.perf_counter()
+            plan = epoch_plan(cfg, data, epoch)
+            ks = np.arange(len(plan))[ctx.rank::ctx.world_size]
+            after_warmup = epoch >= cfg.warmup_epochs
+            with_ema = cfg.method == "s2l" and after_warmup and store.all_initialized
+            use_pseudo = (cfg.method == "s2l" and with_ema) or (cfg.method == "pseudo"
+                                                                and after_warmup)
+            loader = torch.utils.data.DataLoader(
+                CropDataset(cfg, data, store, plan, epoch, ks, with_ema),
+                batch_size=per_rank_batch, shuffle=False, num_workers=cfg.loader_workers,
+                pin_memory=device.type == "cuda", persistent_workers=False)
+            sums: dict[str, float] = {}
+            n_batches = 0
+            b_task = progress.add_task(f"epoch {epoch + 1}", total=len(loader))
+            train_model.train()
+            for batch in loader:
+                losses = train_step(train_model, optimizer, batch, method=step_method,
+                                    use_pseudo=use_pseudo, threshold=cfg.threshold,
+                                    pseudo_weight=cfg.pseudo_weight, scaler=scaler,
+                                    autocast_dtype=amp_dtype, device=device)
+                scheduler.step()
+                for k, v in losses.items():
+                    sums[k] = sums.get(k, 0.0) + float(v)
+                n_batches += 1
+                progress.advance(b_task)
+                if interrupt.hit:
+                    break
+            progress.remove_task(b_task)
+            if interrupt.hit:
+                console.print(f"interrupted in epoch {epoch + 1}: saving a checkpoint after "
+                              f"epoch {epoch} (resume with --resume repeats epoch {epoch + 1})")
+                # weights have moved on within the epoch; the store and epoch count have not
+                checkpoint(epoch)
+                raise KeyboardInterrupt
+            row = {"epoch": epoch + 1, **ctx.mean({k: v / max(n_batches, 1)
+                                                  for k, v in sums.items()})}
+            row["lr"] = optimizer.param_groups[0]["lr"]
+            if cfg.method == "s2l" and (epoch + 1) % cfg.ensemble_every == 0:
+                ts = time.perf_counter()
+                row.update(ensemble_step(model, store, data, ctx, device=device,
+                                         amp_dtype=amp_dtype, tile=cfg.tile))
+                row["ensemble_s"] = time.perf_counter() - ts
+                if ctx.is_main and cfg.panel_images:
+                    plot_panel(out / "panels" / f"epoch_{epoch + 1:04d}.png", data, store,
+                               threshold=cfg.threshold, n=cfg.panel_images, epoch=epoch + 1)
+            val_every = cfg.val_every or cfg.ensemble_every
+            if val is not None and ctx.is_main and ((epoch + 1) % val_every == 0
+                                                    or epoch + 1 == cfg.epochs):
+                row.update(validate(model, val, device=device, amp_dtype=amp_dtype,
+                                    tile=cfg.tile, min_size=cfg.min_size))
+            row["epoch_s"] = time.perf_counter() - te
+            history.append(row)
+            last = row
+            progress.advance(ep_task)
+            console.print(_summary(row, cfg), highlight=False)
+            ckpt_dir = None
+            if (epoch + 1) % cfg.checkpoint_every == 0 or epoch + 1 == cfg.epochs:
+                ckpt_dir = checkpoint(epoch + 1)
+            if ctx.is_main:
+                write_metrics_csv(out / "metrics.csv", history)
+                if ckpt_dir is not None or epoch + 1 == cfg.epochs:
+                    plot_curves(out / "curves.png", history)
+            ctx.report(row, ckpt_dir)
+    return last
+
+
+def _summary(row: dict, cfg: TrainConfig) -> str:
+    parts = [f"epoch {row['epoch']:>4}/{cfg.epochs}", f"loss {row.get('loss', 0):.4f}",
+             f"L_sp {row.get('l_sp', 0):.4f}"]
+    if cfg.method in ("s2l", "pseudo"):
+        parts += [f"L_up {row.get('l_up', 0):.4f}",
+                  f"pseudo {100 * row.get('coverage', 0):5.1f}%"]
+    for key, name in (("train_iou", "train IoU"), ("val_iou", "val IoU"),
+                      ("val_mdice", "val mDice"), ("val_f1_50", "val F1")):
+        if key in row:
+            parts.append(f"{name} {row[key]:.3f}")
+    parts.append(f"{row.get('epoch_s', 0):.1f}s")
+    return " | ".join(parts)

@@ -1,0 +1,130 @@
+"""``s2l-train``: train a Scribble2Label model on a dataset folder.
+
+The defaults are the paper's; ``RUN/config.json`` records every setting and
+``--config RUN/config.json`` reads them back (flags given on the command
+line win). See :mod:`s2l_tools.config` for how epochs relate to the paper's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from pathlib import Path
+
+from ._cli import make_parser, run
+from .config import ENCODERS, METHODS, TrainConfig
+from .errors import S2LError
+
+_HELP = {
+    "val": "validation dataset with masks/ (scored every --val-every epochs)",
+    "method": "s2l (Scribble2Label), pce (scribbles only), pseudo (Pseudo-Label), "
+              "full (full masks; an upper bound)",
+    "encoder": "U-Net encoder",
+    "encoder_weights": "local torchvision ResNet weights (.pth or .safetensors) for the encoder",
+    "channel": "channel to use from multi-channel images (0-based)",
+    "epochs": "total epochs (one epoch = --samples-per-epoch crops)",
+    "warmup_epochs": "epochs trained on scribbles only, before pseudo-labels",
+    "ensemble_every": "epochs between EMA prediction ensembles (gamma)",
+    "ema_alpha": "EMA weight of the newest prediction (alpha)",
+    "threshold": "consistency threshold tau for pseudo-labels",
+    "pseudo_weight": "weight lambda of the pseudo-label loss",
+    "lr": "encoder learning rate (RAdam)",
+    "weight_decay": "weight decay",
+    "decoder_lr_mult": "decoder learning rate = lr x this",
+    "restart_epochs": "epochs per cosine-annealing cycle (warm restarts)",
+    "crop": "training crop size (multiple of 32)",
+    "batch_size": "crops per optimiser step (split across workers)",
+    "samples_per_epoch": "crops per epoch (default: max(images, 8 x batch size))",
+    "loader_workers": "DataLoader worker processes",
+    "seed": "random seed (crops, augmentation, initial weights)",
+    "device": "auto, cpu or cuda",
+    "amp": "mixed precision on CUDA",
+    "deterministic": "deterministic algorithms (slower on GPU)",
+    "checkpoint_every": "epochs between checkpoints",
+    "val_every": "epochs between validations (default: --ensemble-every)",
+    "panel_images": "images shown in the pseudo-label panels (0: none)",
+    "tile": "tile size for full-image prediction",
+    "min_size": "smallest object kept when scoring (pixels)",
+}
+
+
+def get_parser():
+    parser = make_parser(
+        "s2l-train",
+        "Train a Scribble2Label U-Net on DATA/images + DATA/scribbles.\n\n"
+        "Writes RUN/config.json, RUN/checkpoint.pt (to resume), RUN/model.pt (to predict and "
+        "export), RUN/metrics.csv, RUN/curves.png and RUN/panels/*.png. Ctrl-C saves a "
+        "checkpoint; --resume continues it.",
+        "  s2l-train my_data --out runs/first --epochs 60 --warmup-epochs 30\n"
+        "  s2l-train my_data --out runs/first --resume\n"
+        "  s2l-train my_data --out runs/pce --method pce --config runs/first/config.json",
+    )
+    parser.add_argument("data", type=Path, nargs="?", help="dataset folder (images/, scribbles/)")
+    parser.add_argument("--out", type=Path, help="run folder for checkpoints, model and reports")
+    parser.add_argument("--config", type=Path, help="read settings from a config.json")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from RUN/checkpoint.pt with its settings")
+    defaults = TrainConfig()
+    for f in fields(TrainConfig):
+        if f.name in ("data", "out"):
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        default = getattr(defaults, f.name)
+        help_text = f"{_HELP.get(f.name, f.name)} (default: {default})"
+        if isinstance(default, bool):
+            parser.add_argument(flag, default=None, action="store_true", help=help_text)
+            parser.add_argument("--no-" + f.name.replace("_", "-"), dest=f.name,
+                                action="store_false", help="turn off " + flag)
+            continue
+        kind = {"epochs": int}.get(f.name)
+        if kind is None:
+            kind = type(default) if default is not None else (
+                int if f.name in ("channel", "samples_per_epoch", "val_every") else str)
+        choices = {"method": METHODS, "encoder": ENCODERS}.get(f.name)
+        parser.add_argument(flag, type=kind, default=None, choices=choices, help=help_text)
+    return parser
+
+
+def config_from_args(args) -> TrainConfig:
+    """Defaults < --config file < resumed run's config < flags given."""
+    cfg = TrainConfig()
+    if args.config is not None:
+        cfg = TrainConfig.from_json(args.config)
+    if args.resume:
+        if args.out is None:
+            raise S2LError("--resume needs --out RUN (the run folder to continue)")
+        saved = args.out / "config.json"
+        if not saved.is_file():
+            raise S2LError(f"{saved}: nothing to resume in {args.out}; start without --resume")
+        cfg = TrainConfig.from_json(saved)
+    for f in fields(TrainConfig):
+        value = getattr(args, f.name, None)
+        if value is not None:
+            setattr(cfg, f.name, str(value) if f.name in ("data", "out", "val",
+                                                          "encoder_weights") else value)
+    if not cfg.data:
+        raise S2LError("no dataset given: s2l-train DATA --out RUN")
+    if not cfg.out:
+        raise S2LError("no run folder given: add --out RUN")
+    return cfg.validate()
+
+
+def _main(args) -> int:
+    from .engine import CHECKPOINT, fit
+
+    cfg = config_from_args(args)
+    out = Path(cfg.out)
+    if not args.resume and (out / CHECKPOINT).exists():
+        raise S2LError(f"{out}: holds a run already; continue it with --resume or choose "
+                       "another --out")
+    last = fit(cfg, resume=args.resume)
+    print(f"done: model in {out / 'model.pt'}; metrics in {out / 'metrics.csv'}"
+          + (f"; val IoU {last['val_iou']:.3f}" if "val_iou" in last else ""))
+    return 0
+
+
+def main(argv=None) -> int:
+    return run(_main, get_parser(), argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,149 @@
+"""s2l-train: the engine end to end on tiny data; resume; reports; bad inputs."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+
+from s2l_tools import train
+from s2l_tools.checkpoint import load_checkpoint
+from s2l_tools.demo_data import make_demo_dataset
+from s2l_tools.scribbles import main as scribbles_main
+
+TINY = ["--encoder", "resnet18", "--crop", "32", "--batch-size", "2", "--samples-per-epoch",
+        "4", "--warmup-epochs", "1", "--ensemble-every", "1", "--checkpoint-every", "2",
+        "--tile", "64", "--panel-images", "1", "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ds")
+    make_demo_dataset(root, n_train=3, n_val=2, shape=(64, 64), seed=3)
+    assert scribbles_main([str(root / "train")]) == 0
+    return root
+
+
+def test_run_writes_reports(data, tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = [str(data / "train"), "--out", str(out), "--epochs", "2", "--val",
+            str(data / "val"), *TINY]
+    assert train.main(argv) == 0
+    text = capsys.readouterr()
+    assert "epoch    2/2" in text.err and "val IoU" in text.err and "pseudo" in text.err
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["epochs"] == 2 and cfg["method"] == "s2l" and cfg["ema_alpha"] == 0.2
+    rows = (out / "metrics.csv").read_text().splitlines()
+    assert rows[0].startswith("epoch,") and len(rows) == 3 and "val_iou" in rows[0]
+    for name in ("curves.png", "model.pt", "checkpoint.pt", "panels/epoch_0002.png"):
+        assert (out / name).stat().st_size > 0, name
+    ck = load_checkpoint(out / "checkpoint.pt")
+    assert ck["epoch"] == 2 and all(n == 2 for n in ck["ema"]["n_updates"])
+    # config round trip: --config reads the settings back, flags win
+    out2 = tmp_path / "run2"
+    assert train.main([str(data / "train"), "--out", str(out2), "--config",
+                       str(out / "config.json"), "--epochs", "1", "--method", "pce"]) == 0
+    cfg2 = json.loads((out2 / "config.json").read_text())
+    assert cfg2["epochs"] == 1 and cfg2["method"] == "pce" and cfg2["crop"] == 32
+    # an existing run is not silently overwritten
+    assert train.main([str(data / "train"), "--out", str(out), *TINY]) == 1
+    assert "--resume" in capsys.readouterr().err
+
+
+def test_resume_equals_straight_run(data, tmp_path):
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    common = [str(data / "train"), *TINY, "--seed", "7", "--checkpoint-every", "1"]
+    assert train.main([*common, "--out", str(straight), "--epochs", "4"]) == 0
+    assert train.main([*common, "--out", str(split), "--epochs", "2"]) == 0
+    assert train.main(["--out", str(split), "--resume", "--epochs", "4"]) == 0
+    a, b = load_checkpoint(straight / "checkpoint.pt"), load_checkpoint(split / "checkpoint.pt")
+    assert a["epoch"] == b["epoch"] == 4
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    for k in ("maps",):
+        for x, y in zip(a["ema"][k], b["ema"][k]):
+            assert torch.equal(x, y)
+    assert a["scheduler"]["last_epoch"] == b["scheduler"]["last_epoch"]
+    la = [(r["epoch"], r["loss"]) for r in a["history"]]
+    lb = [(r["epoch"], r["loss"]) for r in b["history"]]
+    assert la == lb
+
+
+def test_methods_and_full_needs_masks(data, tmp_path, capsys):
+    for method in ("pce", "pseudo", "full"):
+        out = tmp_path / method
+        assert train.main([str(data / "train"), "--out", str(out), "--epochs", "2",
+                           "--method", method, *TINY]) == 0, method
+        assert (out / "model.pt").exists()
+    bare = tmp_path / "bare"
+    (bare / "images").mkdir(parents=True)
+    (bare / "scribbles").mkdir()
+    tifffile.imwrite(bare / "images" / "a.tif", np.zeros((64, 64), np.uint16))
+    tifffile.imwrite(bare / "scribbles" / "a.tif", np.ones((64, 64), np.uint8))
+    assert train.main([str(bare), "--out", str(tmp_path / "x"), "--method", "full", *TINY]) == 1
+    assert "needs DATA/masks" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("case", ["channels", "no_fg", "no_scribbles", "size", "resume_nothing",
+                                  "bad_crop"])
+def test_bad_inputs(case, tmp_path, capsys):
+    root = tmp_path / "d"
+    (root / "images").mkdir(parents=True)
+    (root / "scribbles").mkdir()
+    scr = np.zeros((64, 64), np.uint8)
+    scr[10, 10:20], scr[40, 10:20] = 1, 2
+    tifffile.imwrite(root / "images" / "a.tif", np.random.default_rng(0).random((64, 64)))
+    tifffile.imwrite(root / "scribbles" / "a.tif", scr)
+    argv = [str(root), "--out", str(tmp_path / "run"), *TINY]
+    expect = {"channels": "channel(s) but 'a' has 1", "no_fg": "no foreground scribble",
+              "no_scribbles": "no scribble masks", "size": "differs from its image",
+              "resume_nothing": "nothing to resume", "bad_crop": "--crop 50"}[case]
+    if case == "channels":
+        rgb = np.random.default_rng(1).integers(0, 255, (64, 64, 3), dtype=np.uint8)
+        tifffile.imwrite(root / "images" / "b.tif", rgb, photometric="rgb")
+        tifffile.imwrite(root / "scribbles" / "b.tif", scr)
+    elif case == "no_fg":
+        tifffile.imwrite(root / "scribbles" / "a.tif", np.where(scr == 2, 0, scr))
+    elif case == "no_scribbles":
+        os.remove(root / "scribbles" / "a.tif")
+    elif case == "size":
+        tifffile.imwrite(root / "scribbles" / "a.tif", scr[:32])
+    elif case == "resume_nothing":
+        argv = ["--out", str(tmp_path / "run"), "--resume"]
+    elif case == "bad_crop":
+        argv += ["--crop", "50"]
+    assert train.main(argv) == 1
+    err = capsys.readouterr().err
+    assert expect in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_ctrl_c_writes_checkpoint(data, tmp_path):
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "s2l_tools.train", str(data / "train"), "--out", str(out),
+           "--epochs", "1000", *TINY]
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, "COLUMNS": "200"})
+    try:
+        deadline = time.monotonic() + 120
+        seen = ""
+        while time.monotonic() < deadline:
+            line = proc.stderr.readline()
+            seen += line
+            if "epoch    1/1000" in line:
+                break
+        assert "epoch    1/1000" in seen, seen
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    ck = load_checkpoint(out / "checkpoint.pt")
+    assert 1 <= ck["epoch"] < 1000
+    assert train.main(["--out", str(out), "--resume", "--epochs", str(ck["epoch"] + 1)]) == 0
