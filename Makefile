@@ -7,7 +7,7 @@ STAMP := $(VENV)/.s2l-installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
 
-.PHONY: all venv system-deps test demo clean help
+.PHONY: all venv system-deps cellprofiler-venv test demo clean help
 
 help:
 	@echo "make demo   - create .venv, generate a synthetic dataset, train, predict, evaluate"
@@ -35,11 +35,19 @@ system-deps:
 	        imagej jython xvfb xauth openjdk-17-jdk-headless; \
 	fi
 
-test: venv system-deps
-	$(PY) -m pytest $(PYTEST_ARGS)
+# CellProfiler 4.2.8.1 headless in its own Python 3.9 venv (cached: built once).
+CP_VENV ?= .cpvenv
+CP_STAMP := $(CP_VENV)/.s2l-cp-ok
+$(CP_STAMP): scripts/build_cellprofiler_venv.sh | system-deps
+	rm -f $@ && CP_VENV=$(CP_VENV) bash scripts/build_cellprofiler_venv.sh
+
+cellprofiler-venv: $(CP_STAMP)
+
+test: venv system-deps cellprofiler-venv
+	CP_VENV=$(abspath $(CP_VENV)) $(PY) -m pytest $(PYTEST_ARGS)
 
 demo: venv
 	$(PY) -m s2l_tools.demo --out demo_out
 
 clean:
-	rm -rf $(VENV) demo_out .pytest_cache
+	rm -rf $(VENV) $(CP_VENV) demo_out .pytest_cache

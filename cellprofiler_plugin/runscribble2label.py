@@ -1,0 +1,354 @@
+__doc__ = """\
+RunScribble2Label
+=================
+
+**RunScribble2Label** segments cells with a U-Net trained by **s2l-tools**
+(Scribble2Label: a few scribbles drawn in Fiji are enough to train it) and
+exported to ONNX with ``s2l-export RUN --out model.onnx``.
+
+The network runs on overlapping tiles of the image through ONNX Runtime (on an
+NVIDIA GPU when ``onnxruntime-gpu`` is installed, otherwise on the CPU); the
+foreground probability is thresholded, holes are filled, touching cells can be
+split, and small objects are removed. The result is the same as
+``s2l-predict`` gives for the model outside CellProfiler.
+
+|
+
+============ ============ ===============
+Supports 2D? Supports 3D? Respects masks?
+============ ============ ===============
+YES          NO           NO
+============ ============ ===============
+
+Installation
+^^^^^^^^^^^^
+Run ``s2l-cellprofiler install --plugins-dir DIR`` and point CellProfiler's
+plugins directory at ``DIR`` (*File > Preferences*, or
+``--plugins-directory DIR`` on the command line). It copies this module and
+its three helper files (``_s2l_onnx_inference.py``, ``_s2l_tiling.py``,
+``_s2l_postprocess.py``). CellProfiler's Python needs ``onnxruntime``
+(``python -m pip install onnxruntime==1.19.2``).
+
+Inputs
+^^^^^^
+A grayscale image for a one-channel model; a color image (load it as
+*Color image* in **NamesAndTypes**) for a multi-channel model. Intensities
+may have any scale: each channel is normalised by its own percentiles, as
+during training.
+
+Measurements made by this module
+^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^
+**Image measurements:**
+
+-  *Count:* the number of objects found.
+
+**Object measurements:**
+
+-  *Location\\_X, Location\\_Y:* the center of mass of each object.
+-  *Number\\_Object\\_Number:* the object's number (1..Count).
+
+Technical notes
+^^^^^^^^^^^^^^^
+The model file carries everything this module needs (input channels,
+normalisation, tile size and overlap, suggested threshold and minimum
+object size). The ONNX Runtime session is loaded once per model file and
+reused for every image (it is reloaded when the file changes).
+
+On the CPU each session uses one thread per core. When CellProfiler runs
+several workers, set the environment variable ``S2L_ORT_THREADS`` (e.g. to
+1 with one worker per core) so that they do not compete for the cores. On a
+GPU, memory grows only as needed, so several workers can share one GPU.
+
+References
+^^^^^^^^^^
+-  Lee H, Jeong W-K (2020) "Scribble2Label: Scribble-supervised cell
+   segmentation via self-generating pseudo-labels with consistency."
+   *MICCAI 2020*, LNCS 12261, 14-23.
+   (`link <https://doi.org/10.1007/978-3-030-59710-8_2>`__)
+"""
+
+import os
+import sys
+
+import numpy
+from cellprofiler_core.image import Image
+from cellprofiler_core.module.image_segmentation import ImageSegmentation
+from cellprofiler_core.object import Objects
+from cellprofiler_core.setting import Binary, ValidationError
+from cellprofiler_core.setting.choice import Choice
+from cellprofiler_core.setting.text import Float, ImageName, Integer, Pathname
+
+DECLUMP_NONE = "None"
+DECLUMP_SHAPE = "Shape (watershed)"
+_DECLUMP = {DECLUMP_NONE: "none", DECLUMP_SHAPE: "watershed"}
+
+_INSTALL = "reinstall the plugin with: s2l-cellprofiler install --plugins-dir DIR"
+
+
+def _inference():
+    """The shared inference module (``_s2l_onnx_inference.py`` beside this file).
+
+    Imported on first use so that a missing helper gives a clear error in
+    the module instead of the module vanishing from CellProfiler.
+    """
+    here = os.path.dirname(os.path.abspath(__file__))
+    if here not in sys.path:
+        sys.path.append(here)
+    try:
+        import _s2l_onnx_inference
+
+        return _s2l_onnx_inference
+    except ImportError as first:
+        try:  # a development install of s2l-tools in CellProfiler's Python
+            from s2l_tools import onnx_inference
+
+            return onnx_inference
+        except ImportError:
+            raise ImportError(
+                "RunScribble2Label: cannot import its helper _s2l_onnx_inference ({}); "
+                "{}".format(first, _INSTALL)
+            ) from None
+
+
+class RunScribble2Label(ImageSegmentation):
+    category = "Object Processing"
+
+    module_name = "RunScribble2Label"
+
+    variable_revision_number = 1
+
+    def create_settings(self):
+        super(RunScribble2Label, self).create_settings()
+        self.y_name.value = "Cells"
+
+        self.model_path = Pathname(
+            "Model file",
+            "",
+            wildcard="ONNX model (*.onnx)|*.onnx|All files (*.*)|*.*",
+            doc="""\
+The ONNX file written by ``s2l-export RUN --out model.onnx`` (its full
+path).""",
+        )
+
+        self.use_model_threshold = Binary(
+            "Use the model's probability threshold?",
+            True,
+            doc="""\
+Select *Yes* to use the threshold stored in the model file (set when it was
+trained, usually 0.5). Select *No* to enter your own.""",
+        )
+
+        self.threshold = Float(
+            "Probability threshold",
+            0.5,
+            minval=0.0,
+            maxval=0.999,
+            doc="""\
+*(Used only when not using the model's threshold)*
+
+A pixel belongs to a cell when the network's foreground probability is
+above this value. Raise it to shrink objects and drop faint ones, lower it
+to grow them.""",
+        )
+
+        self.use_model_min_size = Binary(
+            "Use the model's minimum object size?",
+            True,
+            doc="""\
+Select *Yes* to use the minimum object size stored in the model file.
+Select *No* to enter your own.""",
+        )
+
+        self.min_size = Integer(
+            "Minimum object size (pixels)",
+            64,
+            minval=0,
+            doc="""\
+*(Used only when not using the model's minimum size)*
+
+Objects smaller than this area, in pixels, are discarded. 0 keeps all.""",
+        )
+
+        self.declump = Choice(
+            "Method to distinguish clumped objects",
+            [DECLUMP_NONE, DECLUMP_SHAPE],
+            DECLUMP_NONE,
+            doc="""\
+-  *{none}:* every connected region of foreground is one object.
+-  *{shape}:* touching cells are split by a watershed of the distance
+   transform, seeded at its peaks (cells that are roughly round split
+   well).""".format(none=DECLUMP_NONE, shape=DECLUMP_SHAPE),
+        )
+
+        self.fill_holes = Binary(
+            "Fill holes in identified objects?",
+            True,
+            doc="Select *Yes* to fill background enclosed by a single object.",
+        )
+
+        self.tile_size = Integer(
+            "Tile size (pixels; 0 for the model's)",
+            0,
+            minval=0,
+            doc="""\
+The network sees the image in overlapping square tiles of this size
+(a multiple of 32). 0 uses the tile size the model was trained with.
+Smaller tiles need less memory; the result hardly changes.""",
+        )
+
+        self.save_probability = Binary(
+            "Save the probability image?",
+            False,
+            doc="""\
+Select *Yes* to add the network's foreground probability (0 to 1) to the
+image set, e.g. to save it with **SaveImages** or to threshold it yourself.""",
+        )
+
+        self.probability_name = ImageName(
+            "Name the probability image",
+            "Scribble2LabelProbability",
+            doc="""\
+*(Used only when saving the probability image)*
+
+The name of the foreground probability image.""",
+        )
+
+    def settings(self):
+        return [
+            self.x_name,
+            self.y_name,
+            self.model_path,
+            self.use_model_threshold,
+            self.threshold,
+            self.use_model_min_size,
+            self.min_size,
+            self.declump,
+            self.fill_holes,
+            self.tile_size,
+            self.save_probability,
+            self.probability_name,
+        ]
+
+    def visible_settings(self):
+        result = [self.x_name, self.y_name, self.model_path, self.use_model_threshold]
+        if not self.use_model_threshold.value:
+            result.append(self.threshold)
+        result.append(self.use_model_min_size)
+        if not self.use_model_min_size.value:
+            result.append(self.min_size)
+        result += [self.declump, self.fill_holes, self.tile_size, self.save_probability]
+        if self.save_probability.value:
+            result.append(self.probability_name)
+        return result
+
+    def volumetric(self):
+        return False
+
+    def model_file(self):
+        return self.model_path.value.strip()
+
+    def validate_module(self, pipeline):
+        path = self.model_file()
+        if not path:
+            raise ValidationError(
+                "Choose the model file (the .onnx file written by s2l-export)",
+                self.model_path,
+            )
+        try:
+            _inference().read_meta(path)  # reads a few bytes, not the weights
+        except (ValueError, ImportError) as exc:
+            raise ValidationError(str(exc), self.model_path)
+        tile = self.tile_size.value
+        if tile != 0 and (tile < 32 or tile % 32):
+            raise ValidationError(
+                "The tile size must be 0 (the model's) or a multiple of 32, e.g. 512; "
+                "got {}".format(tile),
+                self.tile_size,
+            )
+
+    def run(self, workspace):
+        inference = _inference()
+        x = workspace.image_set.get_image(self.x_name.value)
+        if x.volumetric:
+            raise ValueError(
+                "RunScribble2Label segments 2-D images; {} is a volume".format(
+                    self.x_name.value
+                )
+            )
+        data = x.pixel_data
+        # CellProfiler's color images are (H, W, C); the model takes (C, H, W)
+        channels_first = numpy.moveaxis(data, -1, 0) if x.multichannel else data[None]
+
+        session = inference.load_session(self.model_file())
+        meta = inference.model_meta(session)
+        in_channels = int(meta["in_channels"])
+        if channels_first.shape[0] != in_channels:
+            raise ValueError(
+                "Image {} has {} channel(s) but the model {} takes {}; load the image as "
+                "{} in NamesAndTypes".format(
+                    self.x_name.value,
+                    channels_first.shape[0],
+                    os.path.basename(self.model_file()),
+                    in_channels,
+                    "a Grayscale image" if in_channels == 1 else "a Color image",
+                )
+            )
+
+        labels, probability = inference.segment(
+            session,
+            channels_first,
+            threshold=None if self.use_model_threshold.value else self.threshold.value,
+            min_size=None if self.use_model_min_size.value else self.min_size.value,
+            declump=_DECLUMP[self.declump.value],
+            fill_holes=self.fill_holes.value,
+            tile=self.tile_size.value or None,
+        )
+
+        objects = Objects()
+        objects.segmented = labels
+        objects.parent_image = x
+        workspace.object_set.add_objects(objects, self.y_name.value)
+        self.add_measurements(workspace)
+
+        if self.save_probability.value:
+            workspace.image_set.add(
+                self.probability_name.value, Image(probability, parent_image=x)
+            )
+
+        if self.show_window:
+            workspace.display_data.x_data = data
+            workspace.display_data.y_data = labels
+            workspace.display_data.probability = probability
+            workspace.display_data.dimensions = x.dimensions
+
+    def display(self, workspace, figure):
+        d = workspace.display_data
+        figure.set_subplots(dimensions=d.dimensions, subplots=(3, 1))
+        if d.x_data.ndim == 3:
+            figure.subplot_imshow_color(0, 0, d.x_data, title=self.x_name.value, normalize=True)
+        else:
+            figure.subplot_imshow_grayscale(0, 0, d.x_data, title=self.x_name.value)
+        figure.subplot_imshow_labels(
+            1,
+            0,
+            d.y_data,
+            title="{} ({} objects)".format(self.y_name.value, int(d.y_data.max())),
+            sharexy=figure.subplot(0, 0),
+        )
+        figure.subplot_imshow(
+            2,
+            0,
+            d.probability,
+            title="Foreground probability",
+            colormap="viridis",
+            colorbar=True,
+            vmin=0,
+            vmax=1,
+            sharexy=figure.subplot(0, 0),
+        )
+
+    def upgrade_settings(self, setting_values, variable_revision_number, module_name):
+        # Revision 1 is the first. When settings() changes, bump
+        # variable_revision_number and convert the older values here, one
+        # step per revision (with a test per step).
+        return setting_values, variable_revision_number

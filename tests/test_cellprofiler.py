@@ -1,0 +1,415 @@
+"""Tests of the CellProfiler path: s2l_tools.onnx_inference, s2l-cellprofiler and
+the RunScribble2Label module in real headless CellProfiler 4.2.8.1.
+
+The fast tests need only this venv. The ``cellprofiler`` tests need the
+CellProfiler venv built by ``scripts/build_cellprofiler_venv.sh`` (``make test``
+builds it; ``$CP_VENV``, default ``.cpvenv``) and are skipped without it.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+from scipy import ndimage as ndi
+
+from s2l_tools import cellprofiler as s2l_cp
+from s2l_tools import onnx_inference as oi
+from s2l_tools.checkpoint import ModelMeta, save_model
+from s2l_tools.export import export_onnx
+from s2l_tools.model import build_model
+from s2l_tools.predict import main as predict_main
+from s2l_tools.predict import predict_image
+
+ROOT = Path(__file__).resolve().parents[1]
+CP_VENV = Path(os.environ.get("CP_VENV", ROOT / ".cpvenv"))
+CP_PYTHON = CP_VENV / "bin" / "python"
+CP_READY = (CP_VENV / ".s2l-cp-ok").is_file()
+needs_cellprofiler = pytest.mark.skipif(
+    not CP_READY,
+    reason=f"no CellProfiler venv at {CP_VENV} (build it with "
+    "scripts/build_cellprofiler_venv.sh; make test does)",
+)
+CP_TIMEOUT = 300  # seconds for one CellProfiler run (about 6 s here)
+THRESHOLD, MIN_SIZE = 0.5, 8
+
+
+def _blobs(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    """Smooth bright blobs (h, w) float32 on a noisy background, and their mask."""
+    field = ndi.gaussian_filter(rng.standard_normal((h, w)), 4)
+    fg = field > 0.8 * field.std()
+    return (fg + 0.1 * rng.standard_normal((h, w))).astype(np.float32), fg
+
+
+@pytest.fixture(scope="module")
+def model_files(tmp_path_factory) -> tuple[Path, Path]:
+    """(model.pt, model.onnx) of a tiny U-Net trained a few steps to find blobs.
+
+    An untrained U-Net finds arbitrary objects; a few steps make it find the
+    blobs, so that object counts are a meaningful comparison.
+    """
+    net = build_model(encoder="resnet18", in_channels=1, seed=0)
+    opt = torch.optim.Adam(net.parameters(), lr=3e-3)
+    rng = np.random.default_rng(1)
+    net.train()
+    for _ in range(20):
+        xs, ys = zip(*[_blobs(rng, 64, 64) for _ in range(4)])
+        x = torch.from_numpy(np.stack(xs)[:, None])
+        y = torch.from_numpy(np.stack(ys).astype(np.int64))
+        loss = torch.nn.functional.cross_entropy(net(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    net.eval()
+    meta = ModelMeta(encoder="resnet18", in_channels=1, tile=64, overlap=16,
+                     threshold=THRESHOLD, min_size=MIN_SIZE)
+    folder = tmp_path_factory.mktemp("model")
+    save_model(folder / "model.pt", net.state_dict(), meta)
+    export_onnx(net, meta, folder / "model.onnx", check=False)
+    return folder / "model.pt", folder / "model.onnx"
+
+
+@pytest.fixture(scope="module")
+def onnx_path(model_files) -> Path:
+    return model_files[1]
+
+
+@pytest.fixture(scope="module")
+def session(onnx_path):
+    return oi.load_session(onnx_path)
+
+
+@pytest.fixture
+def foreign_onnx(tmp_path) -> Path:
+    """A valid ONNX model that s2l-export did not write (no s2l metadata)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g", [x], [y])
+    path = tmp_path / "foreign.onnx"
+    onnx.save(helper.make_model(graph), str(path))
+    return path
+
+
+def _images(folder: Path, n: int = 3) -> list[Path]:
+    """``n`` 96x128 uint16 TIFFs of blobs."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(7)
+    paths = []
+    for i in range(n):
+        img, _ = _blobs(rng, 96, 128)
+        path = folder / f"img{i}.tif"
+        tifffile.imwrite(path, (1000 + 2000 * img).clip(0, 65535).astype(np.uint16))
+        paths.append(path)
+    return paths
+
+
+# --------------------------------------------------------------------------- onnx_inference
+def test_read_meta_is_the_exported_meta(onnx_path):
+    from s2l_tools.export import read_onnx_meta
+
+    meta = oi.read_meta(onnx_path)
+    assert meta.pop("input") == "image" and meta.pop("output") == "probability"
+    assert meta == read_onnx_meta(onnx_path)
+    assert meta["tile"] == 64 and meta["min_size"] == MIN_SIZE
+
+
+def test_missing_model_file(tmp_path):
+    with pytest.raises(ValueError, match=r"missing\.onnx: no such model file; give the \.onnx"):
+        oi.load_session(tmp_path / "missing.onnx")
+
+
+@pytest.mark.parametrize("content", [b"", b"not a model at all\n", bytes(range(256)) * 4])
+def test_not_onnx_file(tmp_path, content):
+    path = tmp_path / "junk.onnx"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match=r"junk\.onnx: not an ONNX model .*s2l-export"):
+        oi.load_session(path)
+
+
+def test_tiff_is_not_onnx(tmp_path):
+    path = tmp_path / "image.tif"
+    tifffile.imwrite(path, np.zeros((8, 8), np.uint16))
+    with pytest.raises(ValueError, match=r"image\.tif: not an ONNX model"):
+        oi.read_meta(path)
+
+
+def test_foreign_onnx(foreign_onnx):
+    msg = r"foreign\.onnx: an ONNX model without s2l-tools metadata .*s2l-export RUN --out"
+    with pytest.raises(ValueError, match=msg):
+        oi.load_session(foreign_onnx)
+    with pytest.raises(ValueError, match=msg):
+        oi.read_meta(foreign_onnx)
+
+
+def test_channel_mismatch(session):
+    with pytest.raises(ValueError, match=r"image has 3 channel\(s\), the model takes 1"):
+        oi.segment(session, np.zeros((3, 64, 64), np.float32))
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"threshold": 1.0}, "threshold 1: must be in"),
+    ({"min_size": -1}, "min_size -1: must be 0 or more"),
+    ({"tile": 48}, "tile size 48: must be a positive multiple of 32"),
+    ({"declump": "shape"}, "declump must be one of"),
+])
+def test_bad_options(session, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        oi.segment(session, np.zeros((64, 64), np.float32), **kwargs)
+
+
+def test_segment_shapes_and_scale_invariance(session):
+    img, _ = _blobs(np.random.default_rng(3), 70, 93)  # odd size: padded and cropped
+    labels, prob = oi.segment(session, img)
+    assert labels.shape == prob.shape == (70, 93)
+    assert labels.dtype == np.int32 and prob.dtype == np.float32
+    assert 0.0 <= prob.min() and prob.max() <= 1.0
+    assert labels.max() >= 1
+    assert np.array_equal(np.unique(labels), np.arange(labels.max() + 1))
+    # (1, H, W) is the same; CellProfiler's 0..1 scaling changes nothing
+    labels2, prob2 = oi.segment(session, (img[None] * 1e-3 + 0.25).astype(np.float64))
+    assert np.abs(prob2 - prob).max() < 1e-4
+    assert (labels2 == labels).mean() > 0.999
+
+
+def test_segment_options(session):
+    img, _ = _blobs(np.random.default_rng(4), 96, 96)
+    base, _ = oi.segment(session, img, min_size=0)
+    bigger, _ = oi.segment(session, img, min_size=10**6)
+    assert base.max() >= 1 and bigger.max() == 0
+    tiled, prob = oi.segment(session, img, tile=32, min_size=0)  # overlap 16 -> 8
+    assert tiled.shape == (96, 96) and prob.shape == (96, 96)
+    split, _ = oi.segment(session, img, declump="watershed", min_size=0)
+    assert split.max() >= base.max()
+
+
+def test_segment_matches_torch_prediction(model_files, session):
+    from s2l_tools.checkpoint import load_model
+    from s2l_tools.images import normalize
+
+    model, meta = load_model(model_files[0])
+    img, _ = _blobs(np.random.default_rng(5), 100, 140)
+    raw = (1000 + 2000 * img).clip(0, 65535).astype(np.uint16)
+    want_labels, want_prob = predict_image(model, normalize(raw[None]), meta)
+    labels, prob = oi.segment(session, raw)
+    assert np.abs(prob - want_prob).max() < 1e-4
+    assert labels.max() == want_labels.max() >= 1
+    assert (labels == want_labels).mean() >= 0.999
+
+
+def test_session_cache(onnx_path, session):
+    assert oi.load_session(onnx_path) is session
+    assert oi.load_session(str(onnx_path)) is session
+    st = onnx_path.stat()
+    os.utime(onnx_path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+    try:
+        fresh = oi.load_session(onnx_path)  # the file "changed": reloaded
+        assert fresh is not session
+        assert oi.load_session(onnx_path) is fresh
+    finally:
+        os.utime(onnx_path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def test_model_meta_of_a_plain_session(onnx_path):
+    import onnxruntime as ort
+
+    plain = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    assert oi.model_meta(plain)["in_channels"] == 1
+
+
+def test_normalize_percentile_constant_channel():
+    x = np.stack([np.full((4, 4), 7.0), np.arange(16.0).reshape(4, 4)])
+    out = oi.normalize_percentile(x, 0, 100)
+    assert out.dtype == np.float32
+    assert np.all(out[0] == 0) and out[1].min() == 0 and out[1].max() == 1
+
+
+# --------------------------------------------------------------------------- installer
+def test_install_copies_plugin_and_helpers(tmp_path, capsys):
+    plugins = tmp_path / "plugins"
+    assert s2l_cp.main(["install", "--plugins-dir", str(plugins)]) == 0
+    assert "installed runscribble2label.py" in capsys.readouterr().out
+    names = sorted(p.name for p in plugins.iterdir())
+    assert names == ["_s2l_onnx_inference.py", "_s2l_postprocess.py", "_s2l_tiling.py",
+                     "runscribble2label.py"]
+    # only the plugin is a module for CellProfiler (helpers start with "_")
+    assert [n for n in names if not n.startswith("_")] == ["runscribble2label.py"]
+    assert oct((plugins / "_s2l_tiling.py").stat().st_mode & 0o777) == oct(0o644)
+    # again: replaces its own files, nothing else
+    (plugins / "other.py").write_text("x = 1\n")
+    assert s2l_cp.main(["install", "--plugins-dir", str(plugins)]) == 0
+    assert (plugins / "other.py").read_text() == "x = 1\n"
+
+
+def test_installed_helper_imports_standalone(tmp_path):
+    """The copied helper works without s2l_tools (as in CellProfiler's Python)."""
+    plugins = tmp_path / "plugins"
+    s2l_cp.install_plugin(plugins)
+    code = textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(plugins)!r})
+        import _s2l_onnx_inference as m
+        assert m.predict_tiled.__module__ == "_s2l_tiling", m.predict_tiled.__module__
+        assert "s2l_tools" not in sys.modules, "imported s2l_tools"
+        print("ok")
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=tmp_path, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr
+
+
+def test_install_into_a_file(tmp_path, capsys):
+    target = tmp_path / "plugins"
+    target.write_text("")
+    assert s2l_cp.main(["install", "--plugins-dir", str(target)]) == 1
+    assert "exists and is not a folder" in capsys.readouterr().err
+
+
+def test_pipeline_rejects_foreign_model(foreign_onnx, tmp_path, capsys):
+    assert s2l_cp.main(["pipeline", "--model", str(foreign_onnx), "--out",
+                        str(tmp_path / "x.cppipe")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "without s2l-tools metadata" in err
+
+
+def test_pipeline_needs_cellprofiler_python(onnx_path, tmp_path, capsys):
+    assert s2l_cp.main(["pipeline", "--model", str(onnx_path), "--out",
+                        str(tmp_path / "x.cppipe"), "--python",
+                        str(tmp_path / "nope" / "python")]) == 1
+    assert "no CellProfiler Python here" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- CellProfiler
+def _run(cmd: list[str], *, cwd: Path, env: dict, timeout: int) -> subprocess.CompletedProcess:
+    """Run ``cmd`` in its own process group; kill the whole group on timeout."""
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        pytest.fail(f"{cmd[:4]} timed out after {timeout} s; stderr:\n{err[-4000:]}")
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
+def _module_settings(cppipe: Path, module: str) -> list[str]:
+    """Setting names of ``module`` in a .cppipe file."""
+    lines = cppipe.read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(module + ":["))
+    names = []
+    for line in lines[start + 1:]:
+        if not line.startswith("    "):
+            break
+        names.append(line.strip().rsplit(":", 1)[0] if ":" in line else line.strip())
+    return names
+
+
+@pytest.mark.cellprofiler
+@needs_cellprofiler
+def test_plugin_validation_in_cellprofiler(tmp_path, onnx_path, foreign_onnx):
+    """validate_module: accepts the model, rejects a foreign ONNX with a clear message."""
+    plugins = tmp_path / "plugins"
+    s2l_cp.install_plugin(plugins)
+    code = textwrap.dedent(f"""
+        import sys
+        import cellprofiler_core.preferences as prefs
+        prefs.set_headless()
+        sys.path.insert(0, {str(plugins)!r})
+        from cellprofiler_core.setting import ValidationError
+        from runscribble2label import RunScribble2Label
+        m = RunScribble2Label()
+        m.model_path.value = {str(onnx_path)!r}
+        m.validate_module(None)
+        m.model_path.value = {str(foreign_onnx)!r}
+        try:
+            m.validate_module(None)
+        except ValidationError as exc:
+            print("rejected:", exc.message)
+        m.model_path.value = {str(onnx_path)!r}
+        m.tile_size.value = 48
+        try:
+            m.validate_module(None)
+        except ValidationError as exc:
+            print("rejected:", exc.message)
+    """)
+    proc = _run([str(CP_PYTHON), "-W", "ignore", "-c", code], cwd=tmp_path,
+                env={**os.environ, "HOME": str(tmp_path)}, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    rejected = [line for line in proc.stdout.splitlines() if line.startswith("rejected:")]
+    assert len(rejected) == 2, proc.stdout + proc.stderr[-2000:]
+    assert "without s2l-tools metadata" in rejected[0] and "s2l-export" in rejected[0]
+    assert "multiple of 32" in rejected[1]
+
+
+@pytest.mark.cellprofiler
+@needs_cellprofiler
+def test_headless_cellprofiler_matches_s2l_predict(tmp_path, model_files):
+    """Images -> ... -> RunScribble2Label -> ExportToSpreadsheet in CellProfiler 4.2.8.1."""
+    model_pt, model_onnx = model_files
+    images = _images(tmp_path / "images")
+    plugins, out = tmp_path / "plugins", tmp_path / "cp_out"
+    out.mkdir()
+    assert s2l_cp.main(["install", "--plugins-dir", str(plugins)]) == 0
+    cppipe = tmp_path / "test.cppipe"
+    assert s2l_cp.main(["pipeline", "--model", str(model_onnx), "--out", str(cppipe),
+                        "--python", str(CP_PYTHON), "--threshold", str(THRESHOLD),
+                        "--min-size", str(MIN_SIZE), "--save-labels",
+                        "--save-probability"]) == 0
+    # the committed example has the settings of the current module
+    example = ROOT / "cellprofiler_plugin" / "examples" / "runscribble2label_example.cppipe"
+    assert (_module_settings(example, "RunScribble2Label")
+            == _module_settings(cppipe, "RunScribble2Label"))
+
+    env = {**os.environ, "HOME": str(tmp_path)}  # no user CellProfiler config
+    proc = _run([str(CP_PYTHON), "-W", "ignore", "-m", "cellprofiler", "-c", "-r",
+                 "-p", str(cppipe), "-i", str(tmp_path / "images"), "-o", str(out),
+                 "--plugins-directory", str(plugins), "-L", "WARNING"],
+                cwd=tmp_path, env=env, timeout=CP_TIMEOUT)
+    report = f"exit {proc.returncode}; CellProfiler stderr:\n{proc.stderr[-6000:]}"
+    image_csv = out / "MyExpt_Image.csv"
+    assert image_csv.is_file(), f"no {image_csv.name}: {report}"
+    with open(image_csv, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert rows and "Count_Cells" in rows[0], f"no Count_Cells column: {report}"
+    assert int(rows[0]["ModuleError_05RunScribble2Label"]) == 0, report
+    cp_counts = {Path(r["FileName_DNA"]).stem: int(float(r["Count_Cells"])) for r in rows}
+    assert sorted(cp_counts) == [p.stem for p in images], report
+
+    # the same model in torch, same threshold and minimum size
+    pred = tmp_path / "predict_out"
+    assert predict_main([str(model_pt), str(tmp_path / "images"), "--out", str(pred),
+                         "--threshold", str(THRESHOLD), "--min-size", str(MIN_SIZE),
+                         "--prob", "--device", "cpu"]) == 0
+    for path in images:
+        want = tifffile.imread(pred / f"{path.stem}.tif").astype(np.int64)
+        want_prob = tifffile.imread(pred / f"{path.stem}_prob.tif")
+        got = np.load(out / f"{path.stem}_labels.npy").astype(np.int64)
+        got_prob = np.load(out / f"{path.stem}_probability.npy")
+        assert want.max() >= 1, f"{path.name}: the test model found nothing"
+        assert cp_counts[path.stem] == want.max() == got.max(), path.name
+        assert got.shape == want.shape
+        assert (got == want).mean() >= 0.99, path.name
+        assert np.abs(got_prob - want_prob).max() < 1e-3, path.name
+
+
+def test_threads_environment_variable(onnx_path, session, monkeypatch):
+    monkeypatch.setenv("S2L_ORT_THREADS", "many")
+    with pytest.raises(ValueError, match="S2L_ORT_THREADS=many: must be a whole number"):
+        oi.load_session(onnx_path)
+    monkeypatch.setenv("S2L_ORT_THREADS", "1")
+    one_thread = oi.load_session(onnx_path)
+    assert one_thread is not session  # the setting is part of the cache key
+    labels, _ = oi.segment(one_thread, np.zeros((40, 40), np.float32))
+    assert labels.shape == (40, 40)
