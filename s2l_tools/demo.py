@@ -24,7 +24,7 @@ DEMO_TRAIN_ARGS = [
     "--encoder", "resnet18", "--crop", "128", "--batch-size", "8",
     "--samples-per-epoch", "64", "--epochs", "40", "--warmup-epochs", "20",
     "--ensemble-every", "4", "--checkpoint-every", "10", "--lr", "1e-3",
-    "--tile", "256",
+    "--restart-epochs", "40", "--tile", "256",
 ]
 
 
@@ -43,7 +43,7 @@ def get_parser():
         "  s2l-demo --out demo_out",
     )
     parser.add_argument("--out", type=Path, default=Path("demo_out"), help="output folder")
-    parser.add_argument("--epochs", type=int, default=40, help="training epochs")
+    parser.add_argument("--epochs", type=int, default=40, help="training epochs (half of them warm-up)")
     parser.add_argument("--seed", type=int, default=0, help="data and training seed")
     parser.add_argument("--fresh", action="store_true", help="delete --out first")
     return parser
@@ -68,7 +68,9 @@ def _main(args) -> int:
     _step("ImageJ ROIs -> scribble masks", "s2l-scribbles", scribbles.main, [str(data / "train")])
     train_args = [str(data / "train"), "--out", str(run_dir), "--val", str(data / "val"),
                   "--seed", str(args.seed), *DEMO_TRAIN_ARGS]
-    train_args[train_args.index("--epochs") + 1] = str(args.epochs)
+    for flag, value in (("--epochs", args.epochs), ("--warmup-epochs", args.epochs // 2),
+                        ("--restart-epochs", args.epochs)):
+        train_args[train_args.index(flag) + 1] = str(value)
     _step("training Scribble2Label", "s2l-train", train.main, train_args)
     pred = out / "predictions"
     _step("predicting the validation images", "s2l-predict", predict.main,
