@@ -164,7 +164,8 @@ class Context:
 
     A distributed wrapper (see :mod:`s2l_tools.distributed`) overrides
     ``rank``, ``world_size``, :meth:`wrap_model`, :meth:`sync_store`,
-    :meth:`mean` and :meth:`report`.
+    :meth:`mean` and :meth:`report`, and where needed :meth:`device`,
+    :meth:`sync_buffers`, :meth:`checkpoint_dir` and :meth:`initial_checkpoint`.
     """
 
     rank = 0
@@ -174,14 +175,25 @@ class Context:
     def is_main(self) -> bool:
         return self.rank == 0
 
+    def device(self, name: str):
+        """The torch device this process trains on (``--device`` name)."""
+        return select_device(name)
+
     def wrap_model(self, model):
         return model
+
+    def sync_buffers(self, model) -> None:
+        """Make non-trained state (BatchNorm running statistics) equal on every rank."""
 
     def sync_store(self, store, owners: list[int]) -> None:
         """Make ``store`` identical on every rank (rank ``owners[i]`` computed image i)."""
 
     def mean(self, values: dict) -> dict:
         return values
+
+    def checkpoint_dir(self, out: Path) -> Path:
+        """Where the main rank writes ``checkpoint.pt`` and ``model.pt``."""
+        return out
 
     def report(self, metrics: dict, checkpoint_dir: Path | None) -> None:
         """Called after every epoch (checkpoint_dir when one was written)."""
@@ -213,6 +225,7 @@ def ensemble_step(model, store, data: TrainingData, ctx: Context, *, device, amp
     then :meth:`Context.sync_store` makes the store identical everywhere.
     """
     owners = [i % ctx.world_size for i in range(len(data.images))]
+    ctx.sync_buffers(model)  # every rank predicts with the same BatchNorm statistics
     ious = []
     for i, owner in enumerate(owners):
         if owner != ctx.rank:
@@ -222,6 +235,9 @@ def ensemble_step(model, store, data: TrainingData, ctx: Context, *, device, amp
         if data.masks[i] is not None:
             ious.append(_iou(prob > 0.5, data.masks[i] > 0))
     ctx.sync_store(store, owners)
+    if ctx.world_size > 1:  # ratio of the ranks' sums: the same on every rank
+        s = ctx.mean({"iou_sum": float(np.sum(ious)), "iou_n": float(len(ious))})
+        return {"train_iou": s["iou_sum"] / s["iou_n"]} if s["iou_n"] > 0 else {}
     return {"train_iou": float(np.mean(ious))} if ious else {}
 
 
@@ -345,10 +361,8 @@ def plot_panel(path: Path, data: TrainingData, store, *, threshold: float, n: in
 def _build(cfg: TrainConfig, in_channels: int, device):
     from .model import build_model, param_groups
 
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.seed)
-        model = build_model(encoder=cfg.encoder, in_channels=in_channels, classes=2,
-                            weights=cfg.encoder_weights)
+    model = build_model(encoder=cfg.encoder, in_channels=in_channels, classes=2,
+                        weights=cfg.encoder_weights, seed=cfg.seed)
     # channels_last always: prediction (torch_prob_fn) uses it too, and a model
     # whose memory format changed mid-run would not resume bit for bit
     model = model.to(device=device, memory_format=torch.channels_last)
@@ -404,7 +418,7 @@ def fit(cfg: TrainConfig, *, resume: bool = False, ctx: Context | None = None,
     cfg.validate()
     out = Path(cfg.out)
     console = console or Console(stderr=True, quiet=not ctx.is_main)
-    device = select_device(cfg.device)
+    device = ctx.device(cfg.device)
     amp_dtype = autocast_dtype(cfg.amp, device)
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
@@ -424,7 +438,10 @@ def fit(cfg: TrainConfig, *, resume: bool = False, ctx: Context | None = None,
     model, optimizer = _build(cfg, data.in_channels, device)
     n_samples = samples_per_epoch(cfg, data)
     per_rank_batch = max(1, math.ceil(cfg.batch_size / ctx.world_size))
-    iters = math.ceil(math.ceil(n_samples / ctx.world_size) / per_rank_batch)
+    # every rank takes the same number of crops (and so of DDP steps): the last
+    # crops wrap around to the first ones, as torch's DistributedSampler pads
+    per_rank_samples = math.ceil(n_samples / ctx.world_size)
+    iters = math.ceil(per_rank_samples / per_rank_batch)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(
         optimizer, T_0=max(1, cfg.restart_epochs * iters))
     scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
@@ -464,7 +481,8 @@ def fit(cfg: TrainConfig, *, resume: bool = False, ctx: Context | None = None,
     def checkpoint(epoch: int) -> Path | None:
         if not ctx.is_main:
             return None
-        save_checkpoint(out / CHECKPOINT, {
+        where = ctx.checkpoint_dir(out)
+        save_checkpoint(where / CHECKPOINT, {
             "model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
             "scaler": scaler.state_dict() if scaler is not None else {},
@@ -472,8 +490,8 @@ def fit(cfg: TrainConfig, *, resume: bool = False, ctx: Context | None = None,
             "config": cfg.to_dict(), "meta": meta.__dict__, "epoch": epoch,
             "history": history,
         })
-        save_model(out / MODEL, model.state_dict(), meta)
-        return out
+        save_model(where / MODEL, model.state_dict(), meta)
+        return where
 
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                                TimeElapsedColumn, TimeRemainingColumn)
@@ -487,7 +505,8 @@ def fit(cfg: TrainConfig, *, resume: bool = False, ctx: Context | None = None,
         for epoch in range(start_epoch, cfg.epochs):
             te = time.perf_counter()
             plan = epoch_plan(cfg, data, epoch)
-            ks = np.arange(len(plan))[ctx.rank::ctx.world_size]
+            ks = np.arange(per_rank_samples * ctx.world_size) % len(plan)
+            ks = ks[ctx.rank::ctx.world_size]
             after_warmup = epoch >= cfg.warmup_epochs
             with_ema = cfg.method == "s2l" and after_warmup and store.all_initialized
             use_pseudo = (cfg.method == "s2l" and with_ema) or (cfg.method == "pseudo"

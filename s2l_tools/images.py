@@ -203,17 +203,16 @@ def normalize(
     >>> float(y.min()), float(y.max())
     (0.0, 1.0)
     """
-    out = np.asarray(image, dtype=np.float32)
     if method == "none":
-        return np.ascontiguousarray(out)
+        return np.ascontiguousarray(image, dtype=np.float32)
     if method != "percentile":
         raise ValueError(f"unknown normalisation {method!r}; use 'percentile' or 'none'")
-    if not 0 <= low < high <= 100:
-        raise ValueError(f"percentiles must satisfy 0 <= low < high <= 100, got {low}, {high}")
-    out = out.copy()
+    # one implementation, shared with the CellProfiler module (numpy only)
+    from .onnx_inference import normalize_percentile
+
+    out = normalize_percentile(image, low, high)
     for c in range(out.shape[0]):
-        lo, hi = np.percentile(out[c], [low, high])
-        if hi - lo <= 1e-12:
+        if not out[c].any() and np.ptp(np.asarray(image[c])) == 0:
             import warnings
 
             warnings.warn(
@@ -221,9 +220,6 @@ def normalize(
                 S2LWarning,
                 stacklevel=2,
             )
-            out[c] = 0.0
-        else:
-            out[c] = (out[c] - lo) / (hi - lo)
     return out
 
 

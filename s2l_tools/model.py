@@ -8,7 +8,7 @@ hand), which is loaded into the encoder.
 
 Output of the model: logits ``(N, classes, H, W)``; class 0 = background,
 1 = foreground. ``H`` and ``W`` must be multiples of 32 (see
-:func:`s2l_tools.step.predict_probs` for padding).
+:func:`s2l_tools.tiling.predict_tiled`, which pads and tiles any image).
 """
 
 from __future__ import annotations

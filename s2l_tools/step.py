@@ -33,7 +33,6 @@ __all__ = [
     "unscribbled_loss",
     "compute_losses",
     "train_step",
-    "predict_probs",
 ]
 
 IGNORE_INDEX = -100
@@ -280,54 +279,6 @@ def train_step(
         optimizer.step()
     values = torch.stack([v.detach().float() for v in losses.values()]).cpu().tolist()
     return dict(zip(losses.keys(), values))
-
-
-@torch.no_grad()
-def predict_probs(
-    model: torch.nn.Module,
-    images: torch.Tensor,
-    *,
-    pad_to: int = 32,
-    autocast_dtype: torch.dtype | None = None,
-) -> torch.Tensor:
-    """Foreground probability of whole, un-augmented images.
-
-    Parameters
-    ----------
-    model : torch.nn.Module
-        Run in eval mode without gradients; its previous mode is restored.
-    images : (N, C, H, W) float32 tensor
-        Moved to the model's device. ``H`` and ``W`` are padded at the bottom
-        and right to multiples of ``pad_to`` by reflection (edge replication
-        where the image is too small to reflect), then cropped back.
-    pad_to : int
-        The network's total stride (32 for the U-Net).
-    autocast_dtype : torch.dtype, optional
-        Mixed-precision inference on CUDA.
-
-    Returns
-    -------
-    prob : (N, H, W) float32 tensor on the model's device
-        ``softmax(logits)[:, 1]``.
-    """
-    if images.ndim != 4:
-        raise ValueError(f"images must be (N, C, H, W), got shape {tuple(images.shape)}")
-    param = next(model.parameters(), None)
-    device = param.device if param is not None else images.device
-    x = images.to(device, dtype=torch.float32)
-    h, w = x.shape[-2:]
-    ph, pw = (-h) % pad_to, (-w) % pad_to
-    if ph or pw:
-        mode = "reflect" if ph < h and pw < w else "replicate"
-        x = F.pad(x, (0, pw, 0, ph), mode=mode)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-            logits = model(x)
-    finally:
-        model.train(was_training)
-    return torch.softmax(logits.float(), dim=1)[:, 1, :h, :w]
 
 
 def _check_shapes(a: torch.Tensor, b: torch.Tensor, name: str, dims: int = 4) -> None:

@@ -10,7 +10,6 @@ from s2l_tools.model import build_model
 from s2l_tools.step import (
     IGNORE_INDEX,
     compute_losses,
-    predict_probs,
     pseudo_labels,
     scribble_loss,
     scribble_targets,
@@ -185,27 +184,8 @@ def test_train_step_s2l_and_mixed_precision_path(tiny_model):
     assert out["loss"] == pytest.approx(out["l_sp"] + 0.5 * out["l_up"], rel=1e-5)
 
 
-def test_predict_probs_pads_and_restores_mode(tiny_model):
-    model = tiny_model.train()
-    g = torch.Generator().manual_seed(2)
-    x = torch.randn(1, 1, 50, 70, generator=g)
-    p = predict_probs(model, x)
-    assert p.shape == (1, 50, 70) and p.dtype == torch.float32
-    assert model.training and not p.requires_grad
-    assert 0 <= p.min() and p.max() <= 1
-    # = softmax of the eval-mode network on the reflect-padded image, cropped back
-    model.eval()
-    with torch.no_grad():
-        padded = torch.nn.functional.pad(x, (0, 26, 0, 14), mode="reflect")
-        ref = torch.softmax(model(padded), 1)[:, 1, :50, :70]
-    model.train()
-    torch.testing.assert_close(p, ref)
-    tiny = predict_probs(model, torch.randn(2, 1, 10, 12, generator=g))  # too small to reflect
-    assert tiny.shape == (2, 10, 12)
-
-
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_cuda_mixed_precision_step_and_predict():
+def test_cuda_mixed_precision_step():
     model = build_model(encoder="resnet18", in_channels=1, seed=0).cuda()
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     scaler = torch.amp.GradScaler("cuda")
@@ -224,5 +204,3 @@ def test_cuda_mixed_precision_step_and_predict():
         autocast_dtype=torch.bfloat16,
     )
     assert np.isfinite(bf16["loss"])
-    p = predict_probs(model, batch["image"][:1, :, :50, :45], autocast_dtype=torch.float16)
-    assert p.is_cuda and p.dtype == torch.float32 and p.shape == (1, 50, 45)
