@@ -129,3 +129,14 @@ def test_help_has_example(capsys):
     for mod in (scribbles, dataset):
         assert mod.main(["--help"]) == 0
         assert "example:" in capsys.readouterr().out
+
+
+def test_overlay_inside_imagej_tiff(tmp_path, capsys):
+    (tmp_path / "images").mkdir()
+    rois = [_line([[5, 5], [20, 20]], group=1), _line([[30, 5], [30, 30]], group=2)]
+    tifffile.imwrite(tmp_path / "images" / "a.tif", np.zeros((40, 40), np.uint16), imagej=True,
+                     metadata={"Overlays": [r.tobytes() for r in rois]})
+    assert scribbles.main([str(tmp_path)]) == 0
+    mask = read_labels(tmp_path / "scribbles" / "a.tif")
+    assert np.array_equal(mask, rois_to_scribbles(rois, (40, 40)))
+    assert (mask == 2).sum() == 16 and (mask == 1).sum() == 26
