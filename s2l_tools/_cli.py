@@ -19,7 +19,8 @@ class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaults
 
     def _get_help_string(self, action):
         text = action.help or ""
-        if action.default is None or action.default is False or "(default" in text:
+        if (action.default is None or isinstance(action.default, bool) or action.nargs == 0
+                or "(default" in text):
             return text
         return super()._get_help_string(action)
 
