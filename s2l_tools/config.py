@@ -61,6 +61,12 @@ class TrainConfig:
     panel_images: int = 3
     tile: int = 512
     min_size: int = 64
+    # Ray Train (s2l_tools.distributed): used when num_workers >= 1 or address is set
+    num_workers: int = 0
+    use_gpu: bool = False
+    address: str | None = None
+    cpus_per_worker: int = 1
+    max_failures: int = 3
 
     def validate(self) -> TrainConfig:
         """Check ranges; raise a one-line S2LError naming the setting."""
@@ -89,9 +95,20 @@ class TrainConfig:
             bad("crop", "must be a multiple of 32, at least 32")
         if self.samples_per_epoch is not None and self.samples_per_epoch < 1:
             bad("samples_per_epoch", "must be at least 1")
+        if self.num_workers < 0:
+            bad("num_workers", "must be 0 (no Ray) or more")
+        if self.cpus_per_worker < 1:
+            bad("cpus_per_worker", "must be at least 1")
+        if self.max_failures < -1:
+            bad("max_failures", "must be -1 (retry for ever), 0 or more")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
             bad("device", "use auto, cpu or cuda")
         return self
+
+    @property
+    def distributed(self) -> bool:
+        """Whether the run goes through Ray Train (``--num-workers`` or ``--address``)."""
+        return self.num_workers >= 1 or bool(self.address)
 
     def to_json(self, path: str | os.PathLike) -> None:
         from ._fsutil import write_bytes_atomic

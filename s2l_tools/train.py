@@ -7,6 +7,7 @@ line win). See :mod:`s2l_tools.config` for how epochs relate to the paper's.
 
 from __future__ import annotations
 
+import json
 from dataclasses import fields
 from pathlib import Path
 
@@ -44,6 +45,11 @@ _HELP = {
     "panel_images": "images shown in the pseudo-label panels (0: none)",
     "tile": "tile size for full-image prediction",
     "min_size": "smallest object kept when scoring (pixels)",
+    "num_workers": "Ray Train data-parallel workers (0: train in this process)",
+    "use_gpu": "one GPU per Ray worker (DDP over NCCL)",
+    "address": "Ray cluster to use: auto or HOST:PORT (default: a private local Ray)",
+    "cpus_per_worker": "CPUs (= torch threads) per Ray worker",
+    "max_failures": "Ray: restarts of the worker group from the last checkpoint",
 }
 
 
@@ -56,10 +62,12 @@ def get_parser():
         "checkpoint; --resume continues it.",
         "  s2l-train my_data --out runs/first --epochs 60 --warmup-epochs 30\n"
         "  s2l-train my_data --out runs/first --resume\n"
-        "  s2l-train my_data --out runs/pce --method pce --config runs/first/config.json",
+        "  s2l-train my_data --out runs/pce --method pce --config runs/first/config.json\n"
+        "  s2l-train my_data --out /shared/runs/big --num-workers 8 --use-gpu --address auto",
     )
     parser.add_argument("data", type=Path, nargs="?", help="dataset folder (images/, scribbles/)")
-    parser.add_argument("--out", type=Path, help="run folder for checkpoints, model and reports")
+    parser.add_argument("--out", help="run folder for checkpoints, model and reports (with Ray "
+                        "also a URI: s3://bucket/runs/first)")
     parser.add_argument("--config", type=Path, help="read settings from a config.json")
     parser.add_argument("--resume", action="store_true",
                         help="continue from RUN/checkpoint.pt with its settings")
@@ -80,7 +88,9 @@ def get_parser():
             kind = type(default) if default is not None else (
                 int if f.name in ("channel", "samples_per_epoch", "val_every") else str)
         choices = {"method": METHODS, "encoder": ENCODERS}.get(f.name)
-        parser.add_argument(flag, type=kind, default=None, choices=choices, help=help_text)
+        metavar = None if choices else {int: "N", float: "X"}.get(kind, "VALUE")
+        parser.add_argument(flag, type=kind, default=None, choices=choices, metavar=metavar,
+                            help=help_text)
     return parser
 
 
@@ -92,10 +102,20 @@ def config_from_args(args) -> TrainConfig:
     if args.resume:
         if args.out is None:
             raise S2LError("--resume needs --out RUN (the run folder to continue)")
-        saved = args.out / "config.json"
-        if not saved.is_file():
-            raise S2LError(f"{saved}: nothing to resume in {args.out}; start without --resume")
-        cfg = TrainConfig.from_json(saved)
+        if "://" in args.out:  # a Ray run in a URI
+            from .distributed import read_run_text
+
+            text = read_run_text(args.out, "config.json")
+            if text is None:
+                raise S2LError(f"{args.out}/config.json: nothing to resume in {args.out}; "
+                               "start without --resume")
+            cfg = TrainConfig.from_dict(json.loads(text), source=f"{args.out}/config.json")
+        else:
+            saved = Path(args.out) / "config.json"
+            if not saved.is_file():
+                raise S2LError(f"{saved}: nothing to resume in {args.out}; start without "
+                               "--resume")
+            cfg = TrainConfig.from_json(saved)
     for f in fields(TrainConfig):
         value = getattr(args, f.name, None)
         if value is not None:
@@ -112,6 +132,17 @@ def _main(args) -> int:
     from .engine import CHECKPOINT, fit
 
     cfg = config_from_args(args)
+    if cfg.distributed:
+        from .distributed import fit_distributed
+
+        last = fit_distributed(cfg, resume=args.resume)
+        out = cfg.out
+        print(f"done: model in {out}/model.pt; metrics in {out}/metrics.csv"
+              + (f"; val IoU {last['val_iou']:.3f}" if "val_iou" in last else ""))
+        return 0
+    if "://" in cfg.out:
+        raise S2LError(f"--out {cfg.out}: a URI needs Ray; add --num-workers N, or give a "
+                       "local folder")
     out = Path(cfg.out)
     if not args.resume and (out / CHECKPOINT).exists():
         raise S2LError(f"{out}: holds a run already; continue it with --resume or choose "

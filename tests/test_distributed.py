@@ -1,0 +1,201 @@
+"""Distributed training: the store's all-gather under a real gloo group (no Ray),
+and s2l-train on real Ray clusters: digests equal on every rank, a worker killed
+with SIGKILL, a driver started again with --resume, a cluster from `ray start`."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from s2l_tools import train
+from s2l_tools.checkpoint import load_checkpoint
+from s2l_tools.demo_data import make_demo_dataset
+from s2l_tools.errors import S2LError
+from s2l_tools.scribbles import main as scribbles_main
+
+TINY = ["--encoder", "resnet18", "--crop", "32", "--batch-size", "4", "--samples-per-epoch",
+        "4", "--warmup-epochs", "1", "--ensemble-every", "1", "--checkpoint-every", "2",
+        "--tile", "64", "--panel-images", "1", "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ds")
+    make_demo_dataset(root, n_train=3, n_val=0, shape=(64, 64), seed=3)
+    assert scribbles_main([str(root / "train")]) == 0
+    return root / "train"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# ------------------------------------------------------------ gloo, no Ray
+def _ensemble(data_dir, *, ctx, perturb=False):
+    from s2l_tools.config import TrainConfig
+    from s2l_tools.ema import EmaStore
+    from s2l_tools.engine import _build, ensemble_step, load_training_data
+
+    cfg = TrainConfig(data=str(data_dir), encoder="resnet18", tile=64, seed=5)
+    data = load_training_data(cfg.data)
+    model, _ = _build(cfg, data.in_channels, torch.device("cpu"))
+    if perturb:  # another rank's BatchNorm statistics drift in training: sync_buffers fixes it
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean += 0.5
+    store = EmaStore(data.shapes, alpha=0.2)
+    rows = [ensemble_step(model, store, data, ctx, device=torch.device("cpu"), amp_dtype=None,
+                          tile=64) for _ in range(2)]
+    return store, rows
+
+
+def _gloo_worker(rank, world, port, data_dir, out_dir):
+    import torch.distributed as dist
+
+    import s2l_tools.distributed as D
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        D._GATHER_CHUNK = 64 * 64 * 2  # one image per round: exercise the rounds
+        store, rows = _ensemble(data_dir, ctx=D.TorchDistContext(check_store=True),
+                                perturb=rank == 1)
+        torch.save({"ema": store.state_dict(), "digest": store.digest(), "rows": rows},
+                   Path(out_dir) / f"rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_sync_store_equals_single_process(data, tmp_path):
+    """2 ranks, each predicting its share, end with the store 1 process computes alone."""
+    import torch.multiprocessing as mp
+
+    from s2l_tools.engine import Context
+
+    mp.start_processes(_gloo_worker, args=(2, _free_port(), str(data), str(tmp_path)),
+                       nprocs=2, join=True, start_method="spawn")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the ranks: a float sum's order may depend on the threads
+    try:
+        single, rows = _ensemble(data, ctx=Context())
+    finally:
+        torch.set_num_threads(threads)
+    want = single.state_dict()
+    assert want["n_updates"].tolist() == [2, 2, 2]
+    for rank in (0, 1):
+        got = torch.load(tmp_path / f"rank{rank}.pt", weights_only=True)
+        assert got["digest"] == single.digest()
+        assert torch.equal(got["ema"]["maps"], want["maps"])  # pixel for pixel
+        assert torch.equal(got["ema"]["n_updates"], want["n_updates"])
+        assert [r.keys() for r in got["rows"]] == [r.keys() for r in rows]
+        for a, b in zip(got["rows"], rows):
+            assert a["train_iou"] == pytest.approx(b["train_iou"], abs=1e-12)
+
+
+def test_storage_checks():
+    from s2l_tools.distributed import _storage, check_shared_storage, is_uri
+
+    check_shared_storage("/shared/run", {"10.0.0.1": True, "10.0.0.2": True})
+    with pytest.raises(S2LError, match="10.0.0.2 cannot see; on a multi-node cluster"):
+        check_shared_storage("/local/run", {"10.0.0.1": True, "10.0.0.2": False})
+    assert _storage("s3://bucket/runs/first") == ("s3://bucket/runs", "first")
+    assert is_uri("gs://b/r") and not is_uri("/tmp/r")
+    parent, name = _storage("rel/run")
+    assert os.path.isabs(parent) and name == "run"
+    with pytest.raises(S2LError, match="needs a parent"):
+        _storage("s3://bucket")
+
+
+# ------------------------------------------------------------------- Ray
+def _kill_tree(proc):
+    import psutil
+
+    try:
+        procs = [psutil.Process(proc.pid)] + psutil.Process(proc.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return
+    for p in procs:
+        with __import__("contextlib").suppress(psutil.NoSuchProcess):
+            p.terminate()
+    _, alive = psutil.wait_procs(procs, timeout=15)
+    for p in alive:
+        with __import__("contextlib").suppress(psutil.NoSuchProcess):
+            p.kill()
+
+
+def _latest(run: Path) -> dict:
+    ckpts = sorted(run.glob("checkpoint_epoch_*/checkpoint.pt"))
+    return load_checkpoint(ckpts[-1])
+
+
+@pytest.mark.ray
+def test_ray_fault_digest_resume_and_cluster(data, tmp_path, monkeypatch, capsys):
+    pytest.importorskip("ray")
+    from s2l_tools.ema import EmaStore
+
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")  # no ~/.ray/auth_token from tests
+    monkeypatch.setenv("S2L_CHECK_STORE", "1")  # every ensemble step: digests equal on all ranks
+    marker = tmp_path / "killed"
+    monkeypatch.setenv("S2L_TEST_FAULT", f"1:3:{marker}")  # rank 1 SIGKILLs itself at epoch 3
+    run = tmp_path / "run"
+
+    # (a) + (b): 2 workers on a private local Ray; rank 1 dies in epoch 3, the group
+    # restarts from the epoch-2 checkpoint and finishes with the store continued
+    t0 = time.perf_counter()
+    assert train.main([str(data), "--out", str(run), "--epochs", "4", "--num-workers", "2",
+                       "--max-failures", "1", *TINY]) == 0
+    print(f"run with a fault: {time.perf_counter() - t0:.1f} s")
+    assert marker.exists()
+    ck = _latest(run)
+    assert ck["epoch"] == 4 and ck["ema"]["n_updates"].tolist() == [4, 4, 4]
+    assert [r["epoch"] for r in ck["history"]] == [1, 2, 3, 4]
+    for name in ("model.pt", "metrics.csv", "curves.png", "config.json", "panels/epoch_0004.png"):
+        assert (run / name).stat().st_size > 0, name
+    assert len((run / "metrics.csv").read_text().splitlines()) == 5
+    store = EmaStore([tuple(s) for s in ck["ema"]["shapes"].tolist()])
+    store.load_state_dict(ck["ema"])
+    snapshot = (run / "checkpoint_manager_snapshot.json").read_text()
+    assert store.digest() in snapshot  # rank 0 reported the digest the ranks agreed on
+    assert len(list(run.glob("checkpoint_epoch_*"))) == 2  # num_to_keep
+    # a second start without --resume is refused
+    assert train.main([str(data), "--out", str(run), "--num-workers", "2", *TINY]) == 1
+
+    # (c) + (d): a cluster started by `ray start`; the driver starts again with
+    # --resume and continues the same run from its latest checkpoint
+    port = _free_port()
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+    ray_bin = str(Path(sys.executable).parent / "ray")
+    head = subprocess.Popen([ray_bin, "start", "--head", "--block", "--node-ip-address",
+                             "127.0.0.1", "--port", str(port), "--num-cpus", "2",
+                             "--include-dashboard=false", "--disable-usage-stats"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        # a user error on the workers comes back as one line, without Ray retrying it
+        t0 = time.perf_counter()
+        assert train.main(["--out", str(run), "--resume", "--epochs", "5", "--method", "pce",
+                           "--address", f"127.0.0.1:{port}"]) == 1
+        assert "trained with method s2l" in capsys.readouterr().err
+        print(f"user error on a `ray start` cluster: {time.perf_counter() - t0:.1f} s")
+        t0 = time.perf_counter()
+        assert train.main(["--out", str(run), "--resume", "--epochs", "5", "--address",
+                           f"127.0.0.1:{port}"]) == 0
+        print(f"resumed run on a `ray start` cluster: {time.perf_counter() - t0:.1f} s")
+    finally:
+        _kill_tree(head)
+    ck = _latest(run)
+    assert ck["epoch"] == 5 and ck["ema"]["n_updates"].tolist() == [5, 5, 5]
+    assert [r["epoch"] for r in ck["history"]] == [1, 2, 3, 4, 5]
+    assert len((run / "metrics.csv").read_text().splitlines()) == 6
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["num_workers"] == 2 and cfg["epochs"] == 5
