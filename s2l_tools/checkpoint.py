@@ -38,8 +38,8 @@ class ModelMeta:
     normalization: dict = field(default_factory=lambda: {"method": "percentile", "low": 1.0,
                                                          "high": 99.8})
     channel: int | None = None
-    tile: int = 512
-    overlap: int = 64
+    tile: int = 1024
+    overlap: int = 128
     threshold: float = 0.5
     min_size: int = 64
     s2l_version: str = __version__

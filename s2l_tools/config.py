@@ -59,7 +59,7 @@ class TrainConfig:
     checkpoint_every: int = 10
     val_every: int | None = None
     panel_images: int = 3
-    tile: int = 512
+    tile: int = 1024
     min_size: int = 64
     # Ray Train (s2l_tools.distributed): used when num_workers >= 1 or address is set
     num_workers: int = 0
