@@ -1,0 +1,454 @@
+"""Accuracy of Scribble2Label and its baselines on DSB2018 (paper Tables 1-2; not a test).
+
+    .venv/bin/python benchmarks/accuracy.py --quick
+    .venv/bin/python benchmarks/accuracy.py --modality fluo --ratios 0.1,0.3,0.5,1.0 \\
+        --methods s2l,pce,pseudo,grabcut,full --seeds 0,1,2
+
+For each modality, scribble ratio and seed: synthetic scribbles are drawn from
+the train split's full masks (:func:`s2l_tools.synth.synthesize_scribbles`),
+a dataset in the project's layout is written to the work folder
+(``images/`` symlinks to the PNGs, ``scribbles/`` uint8 TIFFs, ``masks/`` the
+labels), and every method is trained with :func:`s2l_tools.engine.fit` under one
+budget (the same encoder, crop, batch, crops per epoch and epochs for all;
+warm-up half the epochs), then predicts the val split (the model's tiling and
+post-processing, :func:`s2l_tools.predict.predict_image`) and is scored with
+:func:`s2l_tools.evaluate.evaluate_folders` (IoU, mDice, F1 at IoU 0.5).
+
+Methods: ``s2l``, ``pce``, ``pseudo``, ``full`` (the full masks; it does not
+depend on the ratio and is trained once per seed) and ``grabcut``:
+``cv2.grabCut`` initialised with a mask from the scribbles (GC_FGD on
+foreground scribbles, GC_BGD on background scribbles, GC_PR_FGD within
+``--grabcut-near`` px of a foreground scribble, GC_PR_BGD elsewhere; 5
+iterations), whose full proposal (connected components) is then trained on as
+``--method full``.
+
+Finished runs are kept in ``--workdir`` (``result.json`` per run) and are not
+repeated, so a long table can be stopped and continued. Output: markdown tables
+(ours: mean IoU [mDice] and F1 over seeds; the paper's numbers beside them), a
+plot (``--plot``) and all numbers as JSON (``--json``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+DSB = Path(os.environ.get("S2L_DSB", "/work/shared/data/dsb2018"))
+ROOT = Path(__file__).resolve().parents[1]
+
+# paper (docs/method.md): Table 1, IoU [mDice]
+PAPER_T1 = {
+    "fluo": {"grabcut": (0.8019, 0.7815), "pseudo": (0.8109, 0.8136), "pce": (0.8293, 0.8375),
+             "rloss": (0.8331, 0.8394), "s2l": (0.8426, 0.8443), "full": (0.8688, 0.8390)},
+    "histo": {"grabcut": (0.6969, 0.5961), "pseudo": (0.7888, 0.7096), "pce": (0.7804, 0.7173),
+              "rloss": (0.7873, 0.7177), "s2l": (0.7970, 0.7246), "full": (0.8134, 0.7014)},
+    "brightfield": {"grabcut": (0.7328, 0.7207), "pseudo": (0.6177, 0.6826),
+                    "pce": (0.7954, 0.7351), "rloss": (0.7993, 0.7280),
+                    "s2l": (0.8236, 0.7663), "full": (0.8774, 0.7879)},
+}
+# paper Table 2 (DSB-Fluo, synthetic scribbles), IoU by ratio
+PAPER_T2 = {"s2l": {0.1: 0.8274, 0.3: 0.8539, 0.5: 0.8497, 1.0: 0.8588},
+            "pce": {0.1: 0.7996, 0.3: 0.8180, 0.5: 0.8189, 1.0: 0.8098},
+            "full": {r: 0.8638 for r in (0.1, 0.3, 0.5, 1.0)}}
+METHOD_NAMES = {"grabcut": "GrabCut", "pseudo": "Pseudo-Label", "pce": "pCE only",
+                "s2l": "S2L", "full": "Full"}
+ORDER = ["grabcut", "pseudo", "pce", "s2l", "full"]
+
+QUICK = dict(train_images=20, val_images=10, encoder="resnet18", crop=128, batch_size=8,
+             samples_per_epoch=64, epochs=12, ensemble_every=3, lr=1e-3, ratios="0.3",
+             methods="s2l,pce", seeds="1")
+DEFAULT = dict(train_images=0, val_images=0, encoder="resnet18", crop=128, batch_size=8,
+               samples_per_epoch=320, epochs=30, ensemble_every=3, lr=1e-3,
+               ratios="0.1,0.3,0.5,1.0", methods="grabcut,pseudo,pce,s2l,full", seeds="1")
+
+
+def loadavg() -> list[float]:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return []
+
+
+# ------------------------------------------------------------------------------ data
+def split_files(modality: str, split: str, n: int, seed: int = 0) -> list[str]:
+    """Stems of a split (``n`` > 0: a fixed random subset of ``n``)."""
+    folder = DSB / modality / split / "images"
+    stems = sorted(p.stem for p in folder.glob("*.png"))
+    if n and n < len(stems):
+        pick = np.random.default_rng(seed).choice(len(stems), size=n, replace=False)
+        stems = [stems[i] for i in sorted(pick)]
+    return stems
+
+
+def splits(modality: str, n_train: int, n_val: int) -> tuple[str, list[str], str, list[str]]:
+    """(train split, train stems, val split, val stems); brightfield has no val split:
+    its train split is divided 2:1 (by a fixed random order) and that is said."""
+    if (DSB / modality / "val" / "images").is_dir():
+        return ("train", split_files(modality, "train", n_train), "val",
+                split_files(modality, "val", n_val))
+    stems = split_files(modality, "train", 0)
+    order = np.random.default_rng(0).permutation(len(stems))
+    cut = (2 * len(stems)) // 3
+    train = [stems[i] for i in sorted(order[:cut])]
+    val = [stems[i] for i in sorted(order[cut:])]
+    print(f"note: {modality} has no val split; using {len(train)} train / {len(val)} held-out "
+          "images of its train split", file=sys.stderr)
+    return "train", train[:n_train or None], "train", val[:n_val or None]
+
+
+def link(src: Path, dst: Path) -> None:
+    if not dst.exists():
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        dst.symlink_to(src)
+
+
+def write_tiff(path: Path, array: np.ndarray) -> None:
+    import tifffile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.tif")
+    tifffile.imwrite(tmp, array, compression="zlib", metadata=None)
+    os.replace(tmp, path)
+
+
+def make_train_set(root: Path, modality: str, split: str, stems: list[str], *, ratio: float,
+                   seed: int) -> None:
+    """images/ (symlinks), masks/ (symlinks to the labels), scribbles/ (synthetic)."""
+    from s2l_tools.errors import S2LWarning
+    from s2l_tools.images import read_labels
+    from s2l_tools.synth import image_seed, synthesize_scribbles
+
+    src = DSB / modality / split
+    for stem in stems:
+        link(src / "images" / f"{stem}.png", root / "images" / f"{stem}.png")
+        link(src / "labels" / f"{stem}.tif", root / "masks" / f"{stem}.tif")
+        out = root / "scribbles" / f"{stem}.tif"
+        if not out.exists():
+            lab = read_labels(src / "labels" / f"{stem}.tif")
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", S2LWarning)  # an image without cells
+                scr = synthesize_scribbles(lab, ratio=ratio, seed=image_seed(seed, stem))
+            write_tiff(out, scr)
+
+
+def make_full_set(root: Path, modality: str, split: str, stems: list[str]) -> None:
+    src = DSB / modality / split
+    for stem in stems:
+        link(src / "images" / f"{stem}.png", root / "images" / f"{stem}.png")
+        link(src / "labels" / f"{stem}.tif", root / "masks" / f"{stem}.tif")
+
+
+def grabcut_proposal(image_path: Path, scribble: np.ndarray, *, near: int = 5,
+                     iterations: int = 5) -> np.ndarray:
+    """Foreground (bool) of ``cv2.grabCut`` initialised from a scribble mask."""
+    import cv2
+
+    img = cv2.imread(str(image_path), cv2.IMREAD_COLOR)  # 8-bit, 3 channels (grey repeated)
+    fg, bg = scribble == 2, scribble == 1
+    if not fg.any():
+        return np.zeros(scribble.shape, bool)
+    if not bg.any():
+        return np.ones(scribble.shape, bool)
+    mask = np.full(scribble.shape, cv2.GC_PR_BGD, np.uint8)
+    if near > 0:
+        k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * near + 1, 2 * near + 1))
+        mask[cv2.dilate(fg.astype(np.uint8), k) > 0] = cv2.GC_PR_FGD
+    mask[bg] = cv2.GC_BGD
+    mask[fg] = cv2.GC_FGD
+    bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
+    cv2.grabCut(img, mask, None, bgd, fgd, iterations, cv2.GC_INIT_WITH_MASK)
+    return (mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD)
+
+
+def make_grabcut_set(root: Path, scribble_root: Path, stems: list[str], *, near: int) -> dict:
+    """images/ + masks/ = GrabCut proposals (instances = connected components)."""
+    from scipy import ndimage as ndi
+
+    from s2l_tools.images import read_labels
+
+    t = time.perf_counter()
+    for stem in stems:
+        link((scribble_root / "images" / f"{stem}.png").resolve(),
+             root / "images" / f"{stem}.png")
+        out = root / "masks" / f"{stem}.tif"
+        if out.exists():
+            continue
+        scr = read_labels(scribble_root / "scribbles" / f"{stem}.tif")
+        fg = grabcut_proposal(scribble_root / "images" / f"{stem}.png", scr, near=near)
+        lab, _ = ndi.label(fg)
+        write_tiff(out, lab.astype(np.uint16 if lab.max() < 65536 else np.uint32))
+    return {"grabcut_s": time.perf_counter() - t}
+
+
+def score_proposals(prop_root: Path, truth_root: Path) -> dict:
+    """How good the GrabCut proposals are on the train images themselves."""
+    from s2l_tools.evaluate import evaluate_folders
+
+    _, summary = evaluate_folders(prop_root / "masks", truth_root / "masks")
+    return {k: summary[k] for k in ("iou", "mdice", "f1_50")}
+
+
+# ------------------------------------------------------------------------- one run
+def train_and_score(run: Path, data: Path, method: str, val: Path, val_stems: list[str],
+                    args, seed: int) -> dict:
+    from rich.console import Console
+
+    from s2l_tools.checkpoint import load_model
+    from s2l_tools.config import TrainConfig
+    from s2l_tools.engine import fit
+    from s2l_tools.evaluate import evaluate_folders
+    from s2l_tools.images import read_image
+    from s2l_tools.predict import predict_image
+
+    cfg = TrainConfig(
+        data=str(data), out=str(run / "model"), method=method, encoder=args.encoder,
+        epochs=args.epochs, warmup_epochs=args.warmup_epochs, ensemble_every=args.ensemble_every,
+        crop=args.crop, batch_size=args.batch_size, samples_per_epoch=args.samples_per_epoch,
+        lr=args.lr, restart_epochs=args.epochs, seed=seed, device="cpu",
+        checkpoint_every=args.epochs, panel_images=0, tile=512)
+    load0 = loadavg()
+    t = time.perf_counter()
+    fit(cfg, console=Console(stderr=True, quiet=not args.verbose))
+    train_s = time.perf_counter() - t
+    model, meta = load_model(run / "model")
+    t = time.perf_counter()
+    pred = run / "pred"
+    pred.mkdir(parents=True, exist_ok=True)
+    for stem in val_stems:
+        image = read_image(val / "images" / f"{stem}.png")
+        labels, _ = predict_image(model, image, meta, device="cpu")
+        write_tiff(pred / f"{stem}.tif", labels.astype(np.int32))
+    predict_s = time.perf_counter() - t
+    _, summary = evaluate_folders(pred, val / "masks")
+    return {"iou": summary["iou"], "mdice": summary["mdice"], "f1_50": summary["f1_50"],
+            "ap_50": summary["ap_50"], "n_val": summary["n_images"], "train_s": train_s,
+            "predict_s": predict_s, "load_start": load0, "load_end": loadavg()}
+
+
+# ---------------------------------------------------------------------------- report
+def aggregate(results: list[dict]) -> dict:
+    """(modality, method, ratio) -> mean/std of each score over seeds."""
+    groups: dict = {}
+    for r in results:
+        groups.setdefault((r["modality"], r["method"], r["ratio"]), []).append(r)
+    out = {}
+    for key, rs in groups.items():
+        agg = {"seeds": [r["seed"] for r in rs], "train_s": statistics.mean(r["train_s"] for r in rs)}
+        for m in ("iou", "mdice", "f1_50"):
+            vals = [r[m] for r in rs]
+            agg[m] = statistics.mean(vals)
+            agg[m + "_std"] = statistics.pstdev(vals) if len(vals) > 1 else 0.0
+        out[key] = agg
+    return out
+
+
+def _cell(a: dict | None, n_seeds: bool) -> str:
+    if a is None:
+        return "-"
+    s = f"{a['iou']:.4f} [{a['mdice']:.4f}] F1 {a['f1_50']:.3f}"
+    if len(a["seeds"]) > 1:
+        s += f" (±{a['iou_std']:.3f} IoU, n={len(a['seeds'])})"
+    return s
+
+
+def markdown(agg: dict, modalities: list[str], ratios: list[float], methods: list[str]) -> str:
+    lines = []
+    methods = [m for m in ORDER if m in methods]
+    for mod in modalities:
+        lines.append(f"\n**DSB-{mod}** (ours: IoU [mDice] F1@0.5 on the val images; "
+                     "paper: Table 1 IoU [mDice], Table 2 IoU for fluo)\n")
+        head = ["method"] + [f"ours {int(r * 100)} %" for r in ratios] + ["paper Table 1"]
+        if mod == "fluo":
+            head += [f"paper T2 {int(r * 100)} %" for r in ratios]
+        lines.append("| " + " | ".join(head) + " |")
+        lines.append("| " + " | ".join("---" for _ in head) + " |")
+        for m in methods:
+            row = [METHOD_NAMES[m]]
+            for r in ratios:
+                key = (mod, m, None if m == "full" else r)
+                row.append(_cell(agg.get(key), True))
+            p = PAPER_T1[mod].get(m)
+            row.append(f"{p[0]:.4f} [{p[1]:.4f}]" if p else "-")
+            if mod == "fluo":
+                row += [f"{PAPER_T2[m][r]:.4f}" if m in PAPER_T2 and r in PAPER_T2[m] else "-"
+                        for r in ratios]
+            lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def plot(agg: dict, modalities: list[str], ratios: list[float], methods: list[str],
+         path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(modalities), figsize=(5.5 * len(modalities), 4),
+                             squeeze=False)
+    colors = {"grabcut": "tab:brown", "pseudo": "tab:purple", "pce": "tab:orange",
+              "s2l": "tab:blue", "full": "tab:green"}
+    for ax, mod in zip(axes[0], modalities):
+        for m in [m for m in ORDER if m in methods]:
+            xs, ys, es = [], [], []
+            for r in ratios:
+                a = agg.get((mod, m, None if m == "full" else r))
+                if a:
+                    xs.append(r * 100), ys.append(a["iou"]), es.append(a["iou_std"])
+            if xs:
+                ax.errorbar(xs, ys, yerr=es, marker="o", color=colors[m], capsize=3,
+                            label=f"{METHOD_NAMES[m]} (ours)")
+            if mod == "fluo" and m in PAPER_T2:
+                ax.plot([r * 100 for r in ratios], [PAPER_T2[m][r] for r in ratios], "x--",
+                        color=colors[m], alpha=0.6, label=f"{METHOD_NAMES[m]} (paper T2)")
+            elif m in PAPER_T1[mod]:
+                ax.axhline(PAPER_T1[mod][m][0], ls=":", color=colors[m], alpha=0.6,
+                           label=f"{METHOD_NAMES[m]} (paper T1)")
+        if len(ratios) == 1:
+            ax.set_xlim(ratios[0] * 100 - 10, ratios[0] * 100 + 10)
+        ax.set_xlabel("scribbled cells (%)")
+        ax.set_ylabel("foreground IoU (val)")
+        ax.set_title(f"DSB-{mod}")
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+# ------------------------------------------------------------------------------ main
+def get_parser():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true",
+                   help="minutes: 20 train / 10 val images, resnet18, crop 128, 12 epochs, "
+                        "ratio 0.3, s2l and pce")
+    p.add_argument("--modality", default="fluo", help="comma list of fluo, histo, brightfield")
+    p.add_argument("--ratios", help="comma list of scribble ratios (default 0.1,0.3,0.5,1.0)")
+    p.add_argument("--methods", help="comma list of grabcut,pseudo,pce,s2l,full")
+    p.add_argument("--seeds", help="a count N (seeds 0..N-1; default 1) or a comma list (0,3)")
+    p.add_argument("--train-images", type=int, help="train images used (0: all)")
+    p.add_argument("--val-images", type=int, help="val images scored (0: all)")
+    p.add_argument("--encoder")
+    p.add_argument("--crop", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--samples-per-epoch", type=int)
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--warmup-epochs", type=int, help="default: half the epochs")
+    p.add_argument("--ensemble-every", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--grabcut-near", type=int, default=5,
+                   help="GC_PR_FGD within this many px of a foreground scribble (0: none)")
+    p.add_argument("--workdir", type=Path, default=Path("/tmp/s2l_accuracy"),
+                   help="datasets, runs and per-run results (kept; finished runs are skipped)")
+    p.add_argument("--json", type=Path, help="write all results here")
+    p.add_argument("--markdown", type=Path, help="write the tables here")
+    p.add_argument("--plot", type=Path, default=ROOT / "docs" / "benchmarks_accuracy.png")
+    p.add_argument("--threads", type=int,
+                   help="torch threads (default: torch's, one per core); on a loaded 2-core "
+                        "machine 1 was up to 7x faster, see docs/benchmarks.md")
+    p.add_argument("--verbose", action="store_true", help="print fit()'s epoch lines")
+    return p
+
+
+def main(argv=None) -> int:
+    args = get_parser().parse_args(argv)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    preset = QUICK if args.quick else DEFAULT
+    for k, v in preset.items():
+        if getattr(args, k, None) is None:
+            setattr(args, k, v)
+    if args.warmup_epochs is None:
+        args.warmup_epochs = args.epochs // 2
+    ratios = [float(x) for x in str(args.ratios).split(",")]
+    methods = str(args.methods).split(",")
+    bad = set(methods) - set(ORDER)
+    if bad:
+        raise SystemExit(f"--methods: unknown {', '.join(sorted(bad))}")
+    seeds = ([int(x) for x in str(args.seeds).split(",")] if "," in str(args.seeds)
+             else list(range(int(args.seeds))))
+    modalities = args.modality.split(",")
+    budget = {k: getattr(args, k) for k in ("encoder", "crop", "batch_size", "samples_per_epoch",
+                                            "epochs", "warmup_epochs", "ensemble_every", "lr")}
+    tag = "quick" if args.quick else "e{epochs}_{encoder}_c{crop}_b{batch_size}_s{samples_per_epoch}".format(**budget)
+    print(f"budget ({tag}): {budget}; train/val images {args.train_images or 'all'}/"
+          f"{args.val_images or 'all'}; ratios {ratios}; methods {methods}; seeds {seeds}",
+          file=sys.stderr, flush=True)
+    results = []
+    t_all = time.perf_counter()
+    for mod in modalities:
+        tr_split, tr_stems, va_split, va_stems = splits(mod, args.train_images, args.val_images)
+        base = args.workdir / mod / f"n{len(tr_stems)}_v{len(va_stems)}"
+        val = base / "val"
+        make_full_set(val, mod, va_split, va_stems)
+        for seed in seeds:
+            todo = [(m, r) for r in ratios for m in methods if m != "full"]
+            if "full" in methods:
+                todo.append(("full", None))
+            for method, ratio in todo:
+                run = base / tag / f"{method}_r{ratio}_s{seed}"
+                done = run / "result.json"
+                if done.exists():
+                    res = json.loads(done.read_text())
+                    results.append(res)
+                    print(f"[cached] {mod} {method} ratio {ratio} seed {seed}: IoU {res['iou']:.4f}",
+                          file=sys.stderr)
+                    continue
+                extra = {}
+                if method == "full":
+                    data = base / "full"
+                    make_full_set(data, mod, tr_split, tr_stems)
+                    fit_method = "full"
+                else:
+                    scr = base / f"scribbles_r{ratio}_s{seed}"
+                    make_train_set(scr, mod, tr_split, tr_stems, ratio=ratio, seed=seed)
+                    data, fit_method = scr, method
+                    if method == "grabcut":
+                        data = base / f"grabcut_r{ratio}_s{seed}_near{args.grabcut_near}"
+                        extra = make_grabcut_set(data, scr, tr_stems, near=args.grabcut_near)
+                        extra["proposal_scores_train"] = score_proposals(data, scr)
+                        fit_method = "full"
+                print(f"{mod} {method} ratio {ratio} seed {seed} ... (load {loadavg()})",
+                      file=sys.stderr, flush=True)
+                res = train_and_score(run, data, fit_method, val, va_stems, args, seed)
+                res.update(extra, modality=mod, method=method, ratio=ratio, seed=seed,
+                           budget=budget, n_train=len(tr_stems))
+                done.write_text(json.dumps(res, indent=2) + "\n")
+                results.append(res)
+                print(f"  IoU {res['iou']:.4f} mDice {res['mdice']:.4f} F1 {res['f1_50']:.3f} "
+                      f"(train {res['train_s']:.0f} s, predict {res['predict_s']:.0f} s, "
+                      f"load {res['load_end']})", file=sys.stderr, flush=True)
+    agg = aggregate(results)
+    md = markdown(agg, modalities, ratios, methods)
+    n_tr = {r["modality"]: r["n_train"] for r in results}
+    header = (f"budget: {budget}; train images {n_tr}, val images {args.val_images or 'all'}; "
+              f"seeds {seeds}; wall {time.perf_counter() - t_all:.0f} s")
+    print(header)
+    print(md)
+    if args.plot:
+        plot(agg, modalities, ratios, methods, args.plot,
+             f"s2l-tools accuracy.py ({'--quick' if args.quick else tag}); {args.encoder}, "
+             f"{args.epochs} epochs")
+    if args.markdown:
+        args.markdown.write_text(header + "\n" + md + "\n")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"budget": budget, "results": results,
+                                         "command": " ".join(sys.argv)}, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
