@@ -140,8 +140,8 @@ def predict_tiled(
         Image of any size (smaller than a tile, odd sizes, huge).
     tile : int, optional
         Tile size in pixels; a positive multiple of ``pad_multiple``. An axis
-        shorter than ``tile`` (plus the border margin) is covered by one tile
-        of the smallest multiple of ``pad_multiple`` that fits.
+        no longer than ``tile`` is covered by one tile of the smallest
+        multiple of ``pad_multiple`` that fits.
     overlap : int, optional
         Overlap between neighbouring tiles, ``0 <= overlap < tile``. It is
         also the length of the blending ramp, and ``overlap // 2`` pixels of
@@ -161,8 +161,9 @@ def predict_tiled(
 
     Notes
     -----
-    The image is reflect-padded by ``overlap // 2`` on every side (more at the
-    bottom/right when it is smaller than one tile), tiled with
+    An axis that fits in one tile (rounded up to ``pad_multiple``) is one
+    tile, reflect-padded at its end; a longer axis is reflect-padded by
+    ``overlap // 2`` at both ends. The padded image is tiled with
     :func:`tile_positions`, and each tile's output is multiplied by the
     separable window ``blend_window(h, overlap) x blend_window(w, overlap)``.
     The result is ``sum(w * out) / sum(w)``; the window is strictly
@@ -189,19 +190,20 @@ def predict_tiled(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     image = image.astype(np.float32, copy=False)
 
-    margin = overlap // 2
-    sizes = []  # per axis: (tile size, padded length)
+    sizes = []  # per axis: (tile size, padded length, leading margin)
     for n in (h, w):
+        # an axis that fits in one tile is one tile, padded at its end only;
+        # a longer axis gets a margin of overlap // 2 at both ends
+        one = _round_up(n, pad_multiple) <= tile
+        margin = 0 if one else overlap // 2
         length = n + 2 * margin
         t = min(tile, _round_up(length, pad_multiple))
-        sizes.append((t, max(length, t)))
-    (th, hp), (tw, wp) = sizes
-    padded = _pad_reflect(
-        image, (margin, margin), (hp - h - margin, wp - w - margin)
-    )
-    ys = tile_positions(hp, th, overlap)
-    xs = tile_positions(wp, tw, overlap)
-    weight = np.outer(blend_window(th, overlap), blend_window(tw, overlap)).astype(np.float32)
+        sizes.append((t, max(length, t), margin, 0 if one else overlap))
+    (th, hp, my, oy), (tw, wp, mx, ox) = sizes
+    padded = _pad_reflect(image, (my, mx), (hp - h - my, wp - w - mx))
+    ys = tile_positions(hp, th, oy)
+    xs = tile_positions(wp, tw, ox)
+    weight = np.outer(blend_window(th, oy), blend_window(tw, ox)).astype(np.float32)
 
     positions = [(y, x) for y in ys for x in xs]
     total = len(positions)
@@ -230,6 +232,6 @@ def predict_tiled(
         if progress is not None:
             progress(done, total)
     assert acc is not None
-    crop = (slice(None), slice(margin, margin + h), slice(margin, margin + w))
+    crop = (slice(None), slice(my, my + h), slice(mx, mx + w))
     result = acc[crop] / wsum[crop[1:]][None]
     return result.astype(np.float32, copy=False)

@@ -115,12 +115,12 @@ def test_one_tile_equals_direct_forward(model, meta):
     np.testing.assert_allclose(prob, _forward(model, x), atol=1e-5)
 
 
-def test_one_tile_with_margin_equals_forward_on_reflected_image(model, meta):
-    # 48 + 2 * (overlap // 2) = 64: one tile of the reflect-padded image
+def test_one_tile_equals_forward_on_end_padded_image(model, meta):
+    # 48 fits in one 64 tile: padded to 64 at its end by reflection, one forward pass
     x, _ = _blobs(np.random.default_rng(4), 48, 48)
     prob = predict_probability(model, x, meta, device="cpu")
-    padded = np.pad(x, ((0, 0), (8, 8), (8, 8)), mode="reflect")
-    np.testing.assert_allclose(prob, _forward(model, padded)[8:-8, 8:-8], atol=1e-5)
+    padded = np.pad(x, ((0, 0), (0, 16), (0, 16)), mode="reflect")
+    np.testing.assert_allclose(prob, _forward(model, padded)[:48, :48], atol=1e-5)
 
 
 @pytest.mark.slow
