@@ -11,7 +11,7 @@ import sys
 import warnings
 from collections.abc import Callable, Sequence
 
-from .errors import S2LError
+from .errors import S2LError, S2LWarning
 
 
 class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
@@ -37,10 +37,6 @@ def make_parser(prog: str, description: str, example: str) -> argparse.ArgumentP
     return parser
 
 
-def _show_warning(message, category, filename, lineno, file=None, line=None):
-    print(f"warning: {message}", file=sys.stderr)
-
-
 def run(
     impl: Callable[[argparse.Namespace], int | None],
     parser: argparse.ArgumentParser,
@@ -58,12 +54,19 @@ def run(
         return int(exc.code or 0)
     debug = getattr(args, "debug", False)
     old_show = warnings.showwarning
-    if not debug:
-        warnings.showwarning = _show_warning
+
+    def show(message, category, *rest, **kw):
+        """Our warnings as one line; anything else (a library's) as before."""
+        if issubclass(category, S2LWarning):
+            print(f"warning: {message}", file=sys.stderr)
+        else:
+            old_show(message, category, *rest, **kw)
+
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("default")
-            warnings.showwarning = _show_warning if not debug else old_show
+            # show every S2LWarning (one line each); leave other filters alone
+            warnings.simplefilter("always", S2LWarning)
+            warnings.showwarning = old_show if debug else show
             result = impl(args)
         return int(result or 0)
     except S2LError as exc:
