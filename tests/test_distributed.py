@@ -118,19 +118,23 @@ def test_storage_checks():
 
 # ------------------------------------------------------------------- Ray
 def _kill_tree(proc):
+    import contextlib
+
     import psutil
 
     try:
         procs = [psutil.Process(proc.pid)] + psutil.Process(proc.pid).children(recursive=True)
     except psutil.NoSuchProcess:
-        return
+        procs = []
     for p in procs:
-        with __import__("contextlib").suppress(psutil.NoSuchProcess):
+        with contextlib.suppress(psutil.NoSuchProcess):
             p.terminate()
     _, alive = psutil.wait_procs(procs, timeout=15)
     for p in alive:
-        with __import__("contextlib").suppress(psutil.NoSuchProcess):
+        with contextlib.suppress(psutil.NoSuchProcess):
             p.kill()
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=30)  # reap it: no "subprocess is still running" warning later
 
 
 def _latest(run: Path) -> dict:
