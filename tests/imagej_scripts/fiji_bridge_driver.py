@@ -26,6 +26,9 @@ from java.awt import Color
 
 import s2l_fiji
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(sys.argv[0])))
+from ij_reference import imagej_mask
+
 
 def out(key, *values):
     print(" ".join([key] + [str(v) for v in values]))
@@ -61,20 +64,6 @@ def make_roi(d):
         c = d["color"]
         roi.setStrokeColor(Color(int(c[1:3], 16), int(c[3:5], 16), int(c[5:7], 16)))
     return roi
-
-
-def imagej_mask(roi, w, h):
-    """The pixels ImageJ marks (as tests/imagej_scripts/render_rois.py)."""
-    ip = ByteProcessor(w, h)
-    ip.setColor(255)
-    ip.setLineWidth(1)
-    if roi.isArea():
-        ip.fill(roi)
-    elif roi.getType() == Roi.LINE and roi.getStrokeWidth() > 1:
-        ip.fillPolygon(roi.getPolygon())
-    else:
-        roi.drawPixels(ip)
-    return ip
 
 
 def save_raw(ip, path):

@@ -4,30 +4,21 @@
 #
 #   usage: render_rois.py ROI_DIR OUT_DIR WIDTH HEIGHT
 #
-# Area ROIs:  ip.fill(roi)                  (Edit > Fill)
-# Straight lines wider than 1: ip.fillPolygon(roi.getPolygon())   (Edit > Fill)
-# Other lines and points:      roi.drawPixels(ip)                (Edit > Draw)
+# The mask is ij_reference.imagej_mask (Edit > Fill for areas and wide straight
+# lines, Edit > Draw for other lines and points).
 # Prints 'S2L-DONE' at the end.
 import os
 import sys
 
-from ij.gui import Roi
+sys.path.insert(0, os.path.dirname(os.path.abspath(sys.argv[0])))
 from ij.io import RoiDecoder
-from ij.process import ByteProcessor
+from ij_reference import imagej_mask
 
 roi_dir, out_dir, width, height = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 names = sorted(n for n in os.listdir(roi_dir) if n.endswith('.roi'))
 for name in names:
     roi = RoiDecoder(os.path.join(roi_dir, name)).getRoi()
-    ip = ByteProcessor(width, height)
-    ip.setColor(255)
-    ip.setLineWidth(1)
-    if roi.isArea():
-        ip.fill(roi)
-    elif roi.getType() == Roi.LINE and roi.getStrokeWidth() > 1:
-        ip.fillPolygon(roi.getPolygon())
-    else:
-        roi.drawPixels(ip)
+    ip = imagej_mask(roi, width, height)
     out = open(os.path.join(out_dir, name[:-4] + '.raw'), 'wb')
     try:
         out.write(ip.getPixels().tostring())
