@@ -52,17 +52,56 @@ def select_device(name: str = "auto"):
 
 
 def autocast_dtype(amp, device):
-    """The autocast dtype for ``amp`` on ``device`` (None: full float32)."""
+    """The training autocast dtype for ``amp`` on ``device`` (None: full float32).
+
+    Mixed-precision *training* is used on CUDA only; see :func:`inference_dtype`
+    for forward passes without gradients.
+    """
     import torch
 
     if amp in (None, False, "off", "none") or device.type != "cuda":
         return None
+    if isinstance(amp, torch.dtype):
+        return amp
     if amp is True or amp == "auto":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     if amp in ("bf16", "bfloat16"):
         return torch.bfloat16
     if amp in ("fp16", "float16"):
         return torch.float16
+    raise ValueError(f"amp must be None, True, 'auto', 'fp16' or 'bf16', got {amp!r}")
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX).
+
+    Only then is bfloat16 autocast faster than float32 on the CPU (1.8x for a
+    resnet34 U-Net forward on 2 Zen 4 cores); elsewhere it is emulated and slower.
+    """
+    import torch
+
+    try:
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    except (AttributeError, RuntimeError):  # private helpers: absent in some builds
+        return False
+
+
+def inference_dtype(amp, device):
+    """The autocast dtype of a forward pass without gradients (None: float32).
+
+    On CUDA as :func:`autocast_dtype`. On the CPU, ``amp`` True/'auto'/'bf16'
+    gives bfloat16 where :func:`cpu_has_native_bf16`, else float32; float16 is
+    never used on the CPU. Probabilities then differ from float32 by about 1e-2
+    at most, which moves the EMA store and thresholded masks by a few pixels.
+    """
+    import torch
+
+    if device.type == "cuda":
+        return autocast_dtype(amp, device)
+    if amp in (None, False, "off", "none", "fp16", "float16", torch.float16):
+        return None
+    if amp in (True, "auto", "bf16", "bfloat16", torch.bfloat16):
+        return torch.bfloat16 if cpu_has_native_bf16() else None
     raise ValueError(f"amp must be None, True, 'auto', 'fp16' or 'bf16', got {amp!r}")
 
 
@@ -77,9 +116,10 @@ def torch_prob_fn(model, *, device=None, amp=None) -> Callable[[np.ndarray], np.
         (in place; this does not change its results).
     device : str or torch.device, optional
         Where to run; None: where the model's parameters are.
-    amp : {None, True, 'auto', 'fp16', 'bf16'}, optional
-        Mixed precision on CUDA (``torch.autocast``); True/'auto' picks bf16
-        where supported, else fp16. Ignored on the CPU. None: float32.
+    amp : {None, True, 'auto', 'fp16', 'bf16'} or torch.dtype, optional
+        Mixed precision (``torch.autocast``), as :func:`inference_dtype` says:
+        on CUDA True/'auto' picks bf16 where supported, else fp16; on the CPU
+        bf16 where the CPU has it natively, else float32. None: float32.
 
     Returns
     -------
@@ -94,7 +134,7 @@ def torch_prob_fn(model, *, device=None, amp=None) -> Callable[[np.ndarray], np.
         param = next(model.parameters(), None)
         device = param.device if param is not None else torch.device("cpu")
     device = torch.device(device)
-    dtype = autocast_dtype(amp, device)
+    dtype = inference_dtype(amp, device)
     model.eval()
     model.to(device=device, memory_format=torch.channels_last)
 

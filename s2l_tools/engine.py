@@ -29,7 +29,7 @@ from ._fsutil import write_bytes_atomic
 from .checkpoint import ModelMeta, load_checkpoint, save_checkpoint, save_model
 from .config import TrainConfig
 from .dataset import open_dataset
-from .device import autocast_dtype, select_device, torch_prob_fn
+from .device import autocast_dtype, inference_dtype, select_device, torch_prob_fn
 from .errors import S2LError
 from .images import read_image, read_labels
 
@@ -209,7 +209,7 @@ def predict_full(model, image: np.ndarray, *, device, amp_dtype=None, tile=512) 
 
     was_training = model.training
     try:
-        fn = torch_prob_fn(model, device=device, amp=amp_dtype is not None)
+        fn = torch_prob_fn(model, device=device, amp=amp_dtype)
         probs = predict_tiled(fn, image, tile=tile, overlap=tile // 8, batch_size=1,
                               pad_multiple=32)
     finally:
@@ -419,7 +419,8 @@ def fit(cfg: TrainConfig, *, resume: bool = False, ctx: Context | None = None,
     out = Path(cfg.out)
     console = console or Console(stderr=True, quiet=not ctx.is_main)
     device = ctx.device(cfg.device)
-    amp_dtype = autocast_dtype(cfg.amp, device)
+    amp_dtype = autocast_dtype(cfg.amp, device)  # training steps
+    infer_dtype = inference_dtype(cfg.amp, device)  # ensemble passes and validation
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
@@ -448,6 +449,9 @@ def fit(cfg: TrainConfig, *, resume: bool = False, ctx: Context | None = None,
     store = EmaStore(data.shapes, alpha=cfg.ema_alpha)
     history: list[dict] = []
     start_epoch = 0
+    # the ensemble pass due after the last epoch would change nothing that is used;
+    # it is skipped and, if the run is resumed for more epochs, made up first
+    ensemble_pending = False
 
     ckpt_path = ctx.initial_checkpoint() or (out / CHECKPOINT if resume else None)
     if ckpt_path is not None:
@@ -465,6 +469,7 @@ def fit(cfg: TrainConfig, *, resume: bool = False, ctx: Context | None = None,
         torch.set_rng_state(ckpt["torch_rng"])
         history = list(ckpt.get("history", []))
         start_epoch = int(ckpt["epoch"])
+        ensemble_pending = bool(ckpt.get("ensemble_pending", False))
         console.print(f"resumed from {ckpt_path} after epoch {start_epoch}")
     elif resume:
         raise S2LError(f"{out / CHECKPOINT}: nothing to resume; start without --resume")
@@ -488,7 +493,7 @@ def fit(cfg: TrainConfig, *, resume: bool = False, ctx: Context | None = None,
             "scaler": scaler.state_dict() if scaler is not None else {},
             "ema": store.state_dict(), "torch_rng": torch.get_rng_state(),
             "config": cfg.to_dict(), "meta": meta.__dict__, "epoch": epoch,
-            "history": history,
+            "history": history, "ensemble_pending": ensemble_pending,
         })
         save_model(where / MODEL, model.state_dict(), meta)
         return where
@@ -502,6 +507,12 @@ def fit(cfg: TrainConfig, *, resume: bool = False, ctx: Context | None = None,
     last: dict = {}
     with progress, _Interrupt() as interrupt:
         ep_task = progress.add_task("epochs", total=cfg.epochs, completed=start_epoch)
+        if ensemble_pending and start_epoch < cfg.epochs:
+            # the pass skipped after the last epoch of the run being resumed: the
+            # checkpoint holds the weights it needs, and it draws no random numbers
+            ensemble_step(model, store, data, ctx, device=device, amp_dtype=infer_dtype,
+                          tile=cfg.tile)
+            ensemble_pending = False
         for epoch in range(start_epoch, cfg.epochs):
             te = time.perf_counter()
             plan = epoch_plan(cfg, data, epoch)
@@ -541,10 +552,13 @@ def fit(cfg: TrainConfig, *, resume: bool = False, ctx: Context | None = None,
             row = {"epoch": epoch + 1, **ctx.mean({k: v / max(n_batches, 1)
                                                   for k, v in sums.items()})}
             row["lr"] = optimizer.param_groups[0]["lr"]
-            if cfg.method == "s2l" and (epoch + 1) % cfg.ensemble_every == 0:
+            ensemble_due = cfg.method == "s2l" and (epoch + 1) % cfg.ensemble_every == 0
+            if ensemble_due and epoch + 1 == cfg.epochs:
+                ensemble_pending = True
+            elif ensemble_due:
                 ts = time.perf_counter()
                 row.update(ensemble_step(model, store, data, ctx, device=device,
-                                         amp_dtype=amp_dtype, tile=cfg.tile))
+                                         amp_dtype=infer_dtype, tile=cfg.tile))
                 row["ensemble_s"] = time.perf_counter() - ts
                 if ctx.is_main and cfg.panel_images:
                     plot_panel(out / "panels" / f"epoch_{epoch + 1:04d}.png", data, store,
@@ -552,7 +566,7 @@ def fit(cfg: TrainConfig, *, resume: bool = False, ctx: Context | None = None,
             val_every = cfg.val_every or cfg.ensemble_every
             if val is not None and ctx.is_main and ((epoch + 1) % val_every == 0
                                                     or epoch + 1 == cfg.epochs):
-                row.update(validate(model, val, device=device, amp_dtype=amp_dtype,
+                row.update(validate(model, val, device=device, amp_dtype=infer_dtype,
                                     tile=cfg.tile, min_size=cfg.min_size))
             row["epoch_s"] = time.perf_counter() - te
             history.append(row)

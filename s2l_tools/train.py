@@ -38,7 +38,8 @@ _HELP = {
     "loader_workers": "DataLoader worker processes",
     "seed": "random seed (crops, augmentation, initial weights)",
     "device": "auto, cpu or cuda",
-    "amp": "mixed precision on CUDA",
+    "amp": "mixed precision: training and inference on CUDA; on a CPU with native bf16 "
+           "(AVX512-BF16/AMX) the ensemble and validation passes run in bf16",
     "deterministic": "deterministic algorithms (slower on GPU)",
     "checkpoint_every": "epochs between checkpoints",
     "val_every": "epochs between validations (default: --ensemble-every)",
