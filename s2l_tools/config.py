@@ -25,6 +25,7 @@ from .errors import S2LError
 
 METHODS = ("s2l", "pce", "pseudo", "full")
 ENCODERS = ("resnet18", "resnet34", "resnet50")
+STORES = ("auto", "replicated", "sharded")
 
 
 @dataclass
@@ -67,6 +68,7 @@ class TrainConfig:
     address: str | None = None
     cpus_per_worker: int = 1
     max_failures: int = 3
+    store: str = "auto"
 
     def validate(self) -> TrainConfig:
         """Check ranges; raise a one-line S2LError naming the setting."""
@@ -75,6 +77,8 @@ class TrainConfig:
 
         if self.method not in METHODS:
             bad("method", f"unknown method; choose one of {', '.join(METHODS)}")
+        if self.store not in STORES:
+            bad("store", f"unknown EMA store layout; choose one of {', '.join(STORES)}")
         if self.encoder not in ENCODERS:
             bad("encoder", f"unknown encoder; choose one of {', '.join(ENCODERS)}")
         for name in ("epochs", "ensemble_every", "batch_size", "checkpoint_every",

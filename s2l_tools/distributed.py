@@ -315,8 +315,8 @@ class RayContext(TorchDistContext):
         if self.last_digest is not None:
             metrics["store_digest"] = self.last_digest
         ckpt = name = None
-        if checkpoint_dir is not None:  # the main rank wrote one
-            for f in RUN_FILES[1:]:
+        if checkpoint_dir is not None:  # the main rank wrote one (every rank: EMA shards)
+            for f in RUN_FILES[1:] if self.is_main else ():
                 if (self.out / f).is_file():
                     shutil.copy2(self.out / f, checkpoint_dir / f)
             ckpt = ray.train.Checkpoint.from_directory(str(checkpoint_dir))

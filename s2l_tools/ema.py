@@ -33,6 +33,14 @@ are computed in float32 and written back in place.
 - ``float32`` (4 bytes/pixel): exact for practical purposes.
 
 DSB2018's 670 training images hold about 10**8 pixels: ~200 MB in float16.
+
+Shards
+------
+With ``owned`` a store keeps the maps of those images only (a distributed
+worker's share, see :mod:`s2l_tools.distributed`); the others take no memory,
+and reading or updating them is an error. Indices stay those of the whole
+training set, and :meth:`state_dict` / :meth:`load_state_dict` move maps
+between a shard and a whole store (or shards of another split).
 """
 
 from __future__ import annotations
@@ -74,6 +82,8 @@ class EmaStore:
         Weight of the new prediction (paper: 0.2; 0.1 on noisy data).
     dtype : {torch.float16, torch.uint8, torch.float32} or its name
         Storage type; see the module notes on the uint8 rounding bias.
+    owned : sequence of int, optional
+        Keep only these images' maps (a shard); default: all.
 
     Examples
     --------
@@ -90,6 +100,7 @@ class EmaStore:
         *,
         alpha: float = 0.2,
         dtype: torch.dtype | str = torch.float16,
+        owned: Sequence[int] | None = None,
     ) -> None:
         if not 0.0 < alpha <= 1.0:
             raise ValueError(f"alpha must be in (0, 1], got {alpha}")
@@ -101,10 +112,17 @@ class EmaStore:
             if h < 1 or w < 1:
                 raise ValueError(f"image shapes must be positive (H, W), got {tuple(s)}")
             self._shapes.append((h, w))
-        sizes = [h * w for h, w in self._shapes]
-        self._offsets = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)]).tolist()
-        self._flat = torch.zeros(self._offsets[-1], dtype=self.dtype)
-        self._counts = torch.zeros(len(self._shapes), dtype=torch.int64)
+        n = len(self._shapes)
+        self._owned = list(range(n)) if owned is None else sorted({int(i) for i in owned})
+        if self._owned and not (0 <= self._owned[0] and self._owned[-1] < n):
+            raise IndexError(f"owned image indices must be in 0..{n - 1}, got {self._owned}")
+        self._offsets: dict[int, int] = {}
+        start = 0
+        for i in self._owned:
+            self._offsets[i] = start
+            start += self._shapes[i][0] * self._shapes[i][1]
+        self._flat = torch.zeros(start, dtype=self.dtype)
+        self._counts = torch.zeros(n, dtype=torch.int64)
 
     # ------------------------------------------------------------ inspection
 
@@ -112,10 +130,21 @@ class EmaStore:
         return len(self._shapes)
 
     def __repr__(self) -> str:
+        held = "" if not self.is_shard else f", holding {len(self._owned)}"
         return (
-            f"EmaStore({len(self)} maps, alpha={self.alpha}, dtype={_dtype_name(self.dtype)}, "
-            f"{sum(self.initialized(i) for i in range(len(self)))} initialised, {self.nbytes} bytes)"
+            f"EmaStore({len(self)} maps{held}, alpha={self.alpha}, dtype={_dtype_name(self.dtype)}, "
+            f"{sum(self.initialized(i) for i in self._owned)} initialised, {self.nbytes} bytes)"
         )
+
+    @property
+    def owned(self) -> list[int]:
+        """Indices of the maps this store holds (all, unless it is a shard)."""
+        return list(self._owned)
+
+    @property
+    def is_shard(self) -> bool:
+        """Whether the store holds only some of the images' maps."""
+        return len(self._owned) != len(self._shapes)
 
     @property
     def shapes(self) -> list[tuple[int, int]]:
@@ -134,8 +163,8 @@ class EmaStore:
 
     @property
     def all_initialized(self) -> bool:
-        """Whether every map has received its first prediction."""
-        return bool((self._counts > 0).all())
+        """Whether every map held has received its first prediction."""
+        return bool((self._counts[self._owned] > 0).all())
 
     @property
     def bytes_per_pixel(self) -> int:
@@ -187,9 +216,10 @@ class EmaStore:
         """Plain tensors, ints, floats and strings (``torch.load(weights_only=True)``-safe).
 
         Keys: ``version``, ``alpha``, ``dtype`` (name), ``shapes`` (N, 2) int64,
-        ``n_updates`` (N,) int64, ``maps`` (1-D, storage dtype, a copy).
+        ``n_updates`` (N,) int64, ``maps`` (1-D, storage dtype, a copy of the
+        maps held) and, for a shard, ``owned`` (int64 indices of those maps).
         """
-        return {
+        state = {
             "version": _STATE_VERSION,
             "alpha": self.alpha,
             "dtype": _dtype_name(self.dtype),
@@ -197,12 +227,22 @@ class EmaStore:
             "n_updates": self._counts.clone(),
             "maps": self._flat.clone(),
         }
+        if self.is_shard:
+            state["owned"] = torch.tensor(self._owned, dtype=torch.int64)
+        return state
 
-    def load_state_dict(self, state: dict) -> None:
+    def load_state_dict(self, state: dict) -> list[int]:
         """Restore maps and counts from :meth:`state_dict`, in place.
 
         The images must be the same (same number and shapes, in order). Maps
         saved with another dtype are converted; ``alpha`` stays this store's.
+        Of a shard's state (or into a shard) only the maps both hold are
+        copied; the others are left alone.
+
+        Returns
+        -------
+        loaded : list of int
+            Indices of the maps copied.
         """
         if not isinstance(state, dict) or state.get("version") != _STATE_VERSION:
             raise S2LError(
@@ -223,12 +263,25 @@ class EmaStore:
             )
         maps = state["maps"]
         saved = _as_dtype(state["dtype"])
-        if maps.ndim != 1 or maps.numel() != self._flat.numel() or maps.dtype != saved:
+        theirs = (state["owned"].tolist() if "owned" in state else list(range(len(shapes))))
+        need = sum(shapes[i][0] * shapes[i][1] for i in theirs)
+        if maps.ndim != 1 or maps.numel() != need or maps.dtype != saved:
             raise S2LError("checkpoint: the EMA store's maps are corrupt; start a new run")
         if saved != self.dtype:
             maps = self._encode(self._decode(maps, dtype=saved))
-        self._flat.copy_(maps)
-        self._counts.copy_(state["n_updates"])
+        if theirs == self._owned:
+            self._flat.copy_(maps)
+            self._counts.copy_(state["n_updates"])
+            return list(theirs)
+        loaded, start = [], 0
+        for i in theirs:
+            h, w = shapes[i]
+            if i in self._offsets:
+                self._view(i).copy_(maps[start : start + h * w].view(h, w))
+                self._counts[i] = state["n_updates"][i]
+                loaded.append(i)
+            start += h * w
+        return loaded
 
     def digest(self) -> str:
         """SHA-256 (hex) of the dtype, shapes, update counts and maps.
@@ -238,6 +291,8 @@ class EmaStore:
         h = hashlib.sha256()
         h.update(_dtype_name(self.dtype).encode())
         h.update(np.asarray(self._shapes, dtype=np.int64).tobytes())
+        if self.is_shard:
+            h.update(np.asarray(self._owned, dtype=np.int64).tobytes())
         h.update(self._counts.numpy().tobytes())
         h.update(self._flat.numpy().view(np.uint8).data)
         return h.hexdigest()
@@ -248,7 +303,7 @@ class EmaStore:
         Parameters
         ----------
         indices : sequence of int, optional
-            Only these maps, concatenated in this order (default: all, in order).
+            Only these maps, concatenated in this order (default: all held, in order).
         """
         if indices is None:
             return self._flat.clone()
@@ -299,8 +354,11 @@ class EmaStore:
         return out
 
     def _view(self, index: int) -> torch.Tensor:
+        start = self._offsets.get(index)
+        if start is None:
+            raise IndexError(f"image {index}'s map is not held by this shard "
+                             f"(it holds {len(self._owned)} of {len(self._shapes)})")
         h, w = self._shapes[index]
-        start = self._offsets[index]
         return self._flat[start : start + h * w].view(h, w)
 
     def _decode(self, values: torch.Tensor, *, dtype: torch.dtype | None = None) -> torch.Tensor:

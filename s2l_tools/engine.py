@@ -35,6 +35,8 @@ from .images import read_image, read_labels
 
 CHECKPOINT = "checkpoint.pt"
 MODEL = "model.pt"
+#: A sharded EMA store's maps: one file per rank beside ``checkpoint.pt``.
+SHARD = "ema_shard_{rank:04d}.pt"
 
 
 # --------------------------------------------------------------------------- data
@@ -120,11 +122,59 @@ def load_training_data(root, *, channel=None, need_scribbles=True, need_masks=Fa
     return TrainingData(stems, images, scribbles, masks)
 
 
-def epoch_plan(cfg: TrainConfig, data: TrainingData, epoch: int) -> np.ndarray:
-    """Image index of every crop of ``epoch`` (with replacement, by area)."""
+def epoch_plan(cfg: TrainConfig, data: TrainingData, epoch: int,
+               owners: list[int] | None = None, world_size: int = 1) -> np.ndarray:
+    """Image index of every crop of ``epoch`` (with replacement, by area).
+
+    Rank ``r`` of ``world_size`` trains on crops ``r, r + W, ...``. With
+    ``owners`` (a sharded EMA store: rank ``owners[i]`` holds image ``i``),
+    those crops are drawn from rank ``r``'s images only, and the plan has
+    ``ceil(samples / W) * W`` crops.
+    """
     areas = np.array([max(h * w, cfg.crop * cfg.crop) for h, w in data.shapes], float)
-    rng = np.random.default_rng([cfg.seed, epoch])
-    return rng.choice(len(areas), size=samples_per_epoch(cfg, data), p=areas / areas.sum())
+    n = samples_per_epoch(cfg, data)
+    if owners is None:
+        rng = np.random.default_rng([cfg.seed, epoch])
+        return rng.choice(len(areas), size=n, p=areas / areas.sum())
+    plan = np.empty(math.ceil(n / world_size) * world_size, dtype=np.int64)
+    owners_ = np.asarray(owners)
+    for r in range(world_size):
+        mine = np.flatnonzero(owners_ == r)
+        rng = np.random.default_rng([cfg.seed, epoch, world_size, r])
+        plan[r::world_size] = rng.choice(mine, size=len(plan[r::world_size]),
+                                         p=areas[mine] / areas[mine].sum())
+    return plan
+
+
+#: ``--store auto`` shards the EMA store when a replica would take more than this per worker.
+REPLICATED_STORE_LIMIT = 2 << 30
+
+
+def store_owners(cfg: TrainConfig, shapes: list[tuple[int, int]], world_size: int,
+                 bytes_per_pixel: int = 2) -> list[int] | None:
+    """Which rank holds each image's EMA map when the store is sharded; None: replicated.
+
+    ``cfg.store`` 'auto' shards when a replica would exceed
+    :data:`REPLICATED_STORE_LIMIT` bytes. Shards balance pixels: images go,
+    largest first, to the rank holding the fewest pixels so far (ties: the
+    lower index and rank), so every rank has a similar share of the area.
+    """
+    if world_size <= 1 or cfg.store == "replicated":
+        return None
+    pixels = [h * w for h, w in shapes]
+    if cfg.store == "auto" and sum(pixels) * bytes_per_pixel <= REPLICATED_STORE_LIMIT:
+        return None
+    if len(shapes) < world_size:
+        raise S2LError(f"--store sharded: {len(shapes)} training image(s) for {world_size} "
+                       "workers; every worker needs at least one: use --store replicated "
+                       "or fewer --num-workers")
+    owners = [0] * len(shapes)
+    load = [0] * world_size
+    for i in sorted(range(len(shapes)), key=lambda i: (-pixels[i], i)):
+        r = min(range(world_size), key=lambda r: (load[r], r))
+        owners[i] = r
+        load[r] += pixels[i]
+    return owners
 
 
 def samples_per_epoch(cfg: TrainConfig, data: TrainingData) -> int:
@@ -221,20 +271,25 @@ def ensemble_step(model, store, data: TrainingData, ctx: Context, *, device, amp
                   tile) -> dict:
     """Update the EMA store from fresh predictions; return train-mask scores.
 
-    Each rank predicts its share (image ``i`` goes to rank ``i % world``),
-    then :meth:`Context.sync_store` makes the store identical everywhere.
+    A replicated store: each rank predicts its share (image ``i`` goes to rank
+    ``i % world``), then :meth:`Context.sync_store` makes the store identical
+    everywhere. A sharded store (``store.is_shard``): each rank predicts the
+    images it holds, and nothing is exchanged.
     """
-    owners = [i % ctx.world_size for i in range(len(data.images))]
+    if store.is_shard:
+        mine = store.owned
+    else:
+        owners = [i % ctx.world_size for i in range(len(data.images))]
+        mine = [i for i, o in enumerate(owners) if o == ctx.rank]
     ctx.sync_buffers(model)  # every rank predicts with the same BatchNorm statistics
     ious = []
-    for i, owner in enumerate(owners):
-        if owner != ctx.rank:
-            continue
+    for i in mine:
         prob = predict_full(model, data.images[i], device=device, amp_dtype=amp_dtype, tile=tile)
         store.update(i, prob)
         if data.masks[i] is not None:
             ious.append(_iou(prob > 0.5, data.masks[i] > 0))
-    ctx.sync_store(store, owners)
+    if not store.is_shard:
+        ctx.sync_store(store, owners)
     if ctx.world_size > 1:  # ratio of the ranks' sums: the same on every rank
         s = ctx.mean({"iou_sum": float(np.sum(ious)), "iou_n": float(len(ious))})
         return {"train_iou": s["iou_sum"] / s["iou_n"]} if s["iou_n"] > 0 else {}
@@ -319,7 +374,7 @@ def plot_curves(path: Path, history: list[dict]) -> None:
 
 
 def plot_panel(path: Path, data: TrainingData, store, *, threshold: float, n: int,
-               epoch: int) -> None:
+               epoch: int, indices: list[int] | None = None) -> None:
     """Image / scribbles / filtered pseudo-label for a few images (paper Fig. 1).
 
     Pseudo-label colours: white cell, black background, red below the
@@ -330,26 +385,27 @@ def plot_panel(path: Path, data: TrainingData, store, *, threshold: float, n: in
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    n = min(n, len(data.images))
+    indices = list(range(len(data.images)) if indices is None else indices)[:n]
+    n = len(indices)
     fig, axes = plt.subplots(n, 3, figsize=(9, 3 * n), squeeze=False)
-    for r in range(n):
+    for row, r in enumerate(indices):
         img = data.images[r]
         show = img[0] if img.shape[0] != 3 else np.moveaxis(img, 0, -1)
-        axes[r, 0].imshow(np.clip(show, 0, 1), cmap="gray")
+        axes[row, 0].imshow(np.clip(show, 0, 1), cmap="gray")
         scr = data.scribbles[r]
         rgb = np.zeros(scr.shape + (3,), np.float32)
         rgb[scr == L.FOREGROUND] = (0.2, 0.4, 1.0)
         rgb[scr == L.BACKGROUND] = (1.0, 0.9, 0.1)
-        axes[r, 1].imshow(rgb)
+        axes[row, 1].imshow(rgb)
         y = store.get(r)
         pl = np.zeros(scr.shape + (3,), np.float32)
         pl[:] = (0.85, 0.1, 0.1)
         pl[y > threshold] = 1.0
         pl[(1 - y) > threshold] = 0.0
-        axes[r, 2].imshow(pl)
+        axes[row, 2].imshow(pl)
         for c, title in enumerate(("image", "scribbles", f"pseudo-label, epoch {epoch}")):
-            axes[r, c].set_title(f"{data.stems[r]}: {title}" if c == 0 else title, fontsize=8)
-            axes[r, c].axis("off")
+            axes[row, c].set_title(f"{data.stems[r]}: {title}" if c == 0 else title, fontsize=8)
+            axes[row, c].axis("off")
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=80)
@@ -358,6 +414,30 @@ def plot_panel(path: Path, data: TrainingData, store, *, threshold: float, n: in
 
 
 # ------------------------------------------------------------------------------ fit
+def latest_checkpoint(out: Path) -> Path | None:
+    """``out/checkpoint.pt``, else the newest ``out/checkpoint_epoch_*/checkpoint.pt``
+    (a run trained on Ray, resumed in one process); None if there is neither."""
+    if (out / CHECKPOINT).is_file():
+        return out / CHECKPOINT
+    ray_ckpts = sorted(out.glob(f"checkpoint_epoch_*/{CHECKPOINT}"))
+    return ray_ckpts[-1] if ray_ckpts else None
+
+
+def load_store(store, ckpt_path: Path, ckpt: dict) -> None:
+    """Fill ``store`` (whole or a shard) from a checkpoint, replicated or sharded."""
+    if ckpt.get("ema") is not None:
+        loaded = store.load_state_dict(ckpt["ema"])
+    else:
+        loaded = []
+        for f in sorted(ckpt_path.parent.glob(SHARD.replace("{rank:04d}", "*"))):
+            loaded += store.load_state_dict(load_checkpoint(f)["ema"])
+    missing = sorted(set(store.owned) - set(loaded))
+    if missing:
+        raise S2LError(f"{ckpt_path.parent}: the EMA maps of {len(missing)} training image(s) "
+                       f"are missing ({SHARD.replace('{rank:04d}', '*')} files of a sharded "
+                       "run); resume from a complete checkpoint folder")
+
+
 def _build(cfg: TrainConfig, in_channels: int, device):
     from .model import build_model, param_groups
 
@@ -446,14 +526,17 @@ def fit(cfg: TrainConfig, *, resume: bool = False, ctx: Context | None = None,
     scheduler = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(
         optimizer, T_0=max(1, cfg.restart_epochs * iters))
     scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
-    store = EmaStore(data.shapes, alpha=cfg.ema_alpha)
+    owners = store_owners(cfg, data.shapes, ctx.world_size)  # None: every rank holds all
+    store = EmaStore(data.shapes, alpha=cfg.ema_alpha,
+                     owned=None if owners is None else
+                     [i for i, o in enumerate(owners) if o == ctx.rank])
     history: list[dict] = []
     start_epoch = 0
     # the ensemble pass due after the last epoch would change nothing that is used;
     # it is skipped and, if the run is resumed for more epochs, made up first
     ensemble_pending = False
 
-    ckpt_path = ctx.initial_checkpoint() or (out / CHECKPOINT if resume else None)
+    ckpt_path = ctx.initial_checkpoint() or (latest_checkpoint(out) if resume else None)
     if ckpt_path is not None:
         ckpt = load_checkpoint(ckpt_path)
         if ckpt["config"].get("method") != cfg.method or ckpt["config"].get("encoder") != cfg.encoder:
@@ -465,7 +548,7 @@ def fit(cfg: TrainConfig, *, resume: bool = False, ctx: Context | None = None,
         scheduler.load_state_dict(ckpt["scheduler"])
         if scaler is not None and ckpt.get("scaler"):
             scaler.load_state_dict(ckpt["scaler"])
-        store.load_state_dict(ckpt["ema"])
+        load_store(store, ckpt_path, ckpt)
         torch.set_rng_state(ckpt["torch_rng"])
         history = list(ckpt.get("history", []))
         start_epoch = int(ckpt["epoch"])
@@ -484,14 +567,21 @@ def fit(cfg: TrainConfig, *, resume: bool = False, ctx: Context | None = None,
     meta = model_meta(cfg, data.in_channels)
 
     def checkpoint(epoch: int) -> Path | None:
-        if not ctx.is_main:
+        if not ctx.is_main and not store.is_shard:
             return None
         where = ctx.checkpoint_dir(out)
+        if store.is_shard:  # every rank saves its own maps beside the main checkpoint
+            save_checkpoint(where / SHARD.format(rank=ctx.rank), {
+                "ema": store.state_dict(), "epoch": epoch})
+            if not ctx.is_main:
+                return where
         save_checkpoint(where / CHECKPOINT, {
             "model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
             "scaler": scaler.state_dict() if scaler is not None else {},
-            "ema": store.state_dict(), "torch_rng": torch.get_rng_state(),
+            "ema": None if store.is_shard else store.state_dict(),
+            "ema_shards": ctx.world_size if store.is_shard else 0,
+            "torch_rng": torch.get_rng_state(),
             "config": cfg.to_dict(), "meta": meta.__dict__, "epoch": epoch,
             "history": history, "ensemble_pending": ensemble_pending,
         })
@@ -515,7 +605,7 @@ def fit(cfg: TrainConfig, *, resume: bool = False, ctx: Context | None = None,
             ensemble_pending = False
         for epoch in range(start_epoch, cfg.epochs):
             te = time.perf_counter()
-            plan = epoch_plan(cfg, data, epoch)
+            plan = epoch_plan(cfg, data, epoch, owners, ctx.world_size)
             ks = np.arange(per_rank_samples * ctx.world_size) % len(plan)
             ks = ks[ctx.rank::ctx.world_size]
             after_warmup = epoch >= cfg.warmup_epochs
@@ -562,7 +652,8 @@ def fit(cfg: TrainConfig, *, resume: bool = False, ctx: Context | None = None,
                 row["ensemble_s"] = time.perf_counter() - ts
                 if ctx.is_main and cfg.panel_images:
                     plot_panel(out / "panels" / f"epoch_{epoch + 1:04d}.png", data, store,
-                               threshold=cfg.threshold, n=cfg.panel_images, epoch=epoch + 1)
+                               threshold=cfg.threshold, n=cfg.panel_images, epoch=epoch + 1,
+                               indices=store.owned)
             val_every = cfg.val_every or cfg.ensemble_every
             if val is not None and ctx.is_main and ((epoch + 1) % val_every == 0
                                                     or epoch + 1 == cfg.epochs):

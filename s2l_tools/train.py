@@ -12,7 +12,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from ._cli import make_parser, run
-from .config import ENCODERS, METHODS, TrainConfig
+from .config import ENCODERS, METHODS, STORES, TrainConfig
 from .errors import S2LError
 
 _HELP = {
@@ -48,6 +48,10 @@ _HELP = {
     "min_size": "smallest object kept when scoring (pixels)",
     "num_workers": "Ray Train data-parallel workers (0: train in this process)",
     "use_gpu": "one GPU per Ray worker (DDP over NCCL)",
+    "store": "EMA store across Ray workers: replicated (every worker holds every map, "
+             "gathered at each ensemble step), sharded (each worker holds and trains on a "
+             "fixed share of the images: memory / workers, nothing gathered), auto "
+             "(sharded once a replicated store would pass 2 GiB per worker)",
     "address": "Ray cluster to use: auto or HOST:PORT (default: a private local Ray)",
     "cpus_per_worker": "CPUs (= torch threads) per Ray worker",
     "max_failures": "Ray: restarts of the worker group from the last checkpoint",
@@ -88,7 +92,7 @@ def get_parser():
         if kind is None:
             kind = type(default) if default is not None else (
                 int if f.name in ("channel", "samples_per_epoch", "val_every") else str)
-        choices = {"method": METHODS, "encoder": ENCODERS}.get(f.name)
+        choices = {"method": METHODS, "encoder": ENCODERS, "store": STORES}.get(f.name)
         metavar = None if choices else {int: "N", float: "X"}.get(kind, "VALUE")
         parser.add_argument(flag, type=kind, default=None, choices=choices, metavar=metavar,
                             help=help_text)

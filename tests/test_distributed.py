@@ -40,7 +40,7 @@ def _free_port() -> int:
 
 
 # ------------------------------------------------------------ gloo, no Ray
-def _ensemble(data_dir, *, ctx, perturb=False):
+def _ensemble(data_dir, *, ctx, perturb=False, sharded=False):
     from s2l_tools.config import TrainConfig
     from s2l_tools.ema import EmaStore
     from s2l_tools.engine import _build, ensemble_step, load_training_data
@@ -52,7 +52,13 @@ def _ensemble(data_dir, *, ctx, perturb=False):
         for m in model.modules():
             if isinstance(m, torch.nn.BatchNorm2d):
                 m.running_mean += 0.5
-    store = EmaStore(data.shapes, alpha=0.2)
+    owned = None
+    if sharded:
+        from s2l_tools.engine import store_owners
+
+        owners = store_owners(TrainConfig(store="sharded"), data.shapes, ctx.world_size)
+        owned = [i for i, o in enumerate(owners) if o == ctx.rank]
+    store = EmaStore(data.shapes, alpha=0.2, owned=owned)
     rows = [ensemble_step(model, store, data, ctx, device=torch.device("cpu"), amp_dtype=None,
                           tile=64) for _ in range(2)]
     return store, rows
@@ -70,7 +76,10 @@ def _gloo_worker(rank, world, port, data_dir, out_dir):
         D._GATHER_CHUNK = 64 * 64 * 2  # one image per round: exercise the rounds
         store, rows = _ensemble(data_dir, ctx=D.TorchDistContext(check_store=True),
                                 perturb=rank == 1)
-        torch.save({"ema": store.state_dict(), "digest": store.digest(), "rows": rows},
+        shard, shard_rows = _ensemble(data_dir, ctx=D.TorchDistContext(), perturb=rank == 1,
+                                      sharded=True)
+        torch.save({"ema": store.state_dict(), "digest": store.digest(), "rows": rows,
+                    "shard": shard.state_dict(), "shard_rows": shard_rows},
                    Path(out_dir) / f"rank{rank}.pt")
     finally:
         dist.destroy_process_group()
@@ -100,6 +109,19 @@ def test_sync_store_equals_single_process(data, tmp_path):
         assert [r.keys() for r in got["rows"]] == [r.keys() for r in rows]
         for a, b in zip(got["rows"], rows):
             assert a["train_iou"] == pytest.approx(b["train_iou"], abs=1e-12)
+    # sharded: each rank predicted and kept only its images, nothing was gathered, and
+    # the shards together are the single process's store, pixel for pixel
+    from s2l_tools.ema import EmaStore
+
+    union = EmaStore(single.shapes, alpha=0.2)
+    held = []
+    for rank in (0, 1):
+        got = torch.load(tmp_path / f"rank{rank}.pt", weights_only=True)
+        assert 0 < len(got["shard"]["owned"]) < 3
+        held += union.load_state_dict(got["shard"])
+        for a, b in zip(got["shard_rows"], rows):  # the ranks' mean IoU: the same scores
+            assert a["train_iou"] == pytest.approx(b["train_iou"], abs=1e-12)
+    assert sorted(held) == [0, 1, 2] and union.digest() == single.digest()
 
 
 def test_storage_checks():
@@ -192,14 +214,31 @@ def test_ray_fault_digest_resume_and_cluster(data, tmp_path, monkeypatch, capsys
         assert "trained with method s2l" in capsys.readouterr().err
         print(f"user error on a `ray start` cluster: {time.perf_counter() - t0:.1f} s")
         t0 = time.perf_counter()
+        # ... with the store now sharded: each worker takes its share of the replicated
+        # checkpoint's maps and from here keeps, predicts and saves only those
         assert train.main(["--out", str(run), "--resume", "--epochs", "5", "--address",
-                           f"127.0.0.1:{port}"]) == 0
+                           f"127.0.0.1:{port}", "--store", "sharded"]) == 0
         print(f"resumed run on a `ray start` cluster: {time.perf_counter() - t0:.1f} s")
     finally:
         _kill_tree(head)
     ck = _latest(run)
-    assert ck["epoch"] == 5 and ck["ema"]["n_updates"].tolist() == [4, 4, 4]
+    assert ck["epoch"] == 5 and ck["ema"] is None and ck["ema_shards"] == 2
+    shards = sorted(run.glob("checkpoint_epoch_0005/ema_shard_*.pt"))
+    assert len(shards) == 2  # one file per rank, merged by Ray into one checkpoint
+    held, counts = [], np.zeros(3, int)
+    for f in shards:
+        st = load_checkpoint(f)["ema"]
+        held += st["owned"].tolist()
+        counts[st["owned"].numpy()] = st["n_updates"][st["owned"]].numpy()
+    assert sorted(held) == [0, 1, 2] and counts.tolist() == [4, 4, 4]
     assert [r["epoch"] for r in ck["history"]] == [1, 2, 3, 4, 5]
     assert len((run / "metrics.csv").read_text().splitlines()) == 6
     cfg = json.loads((run / "config.json").read_text())
-    assert cfg["num_workers"] == 2 and cfg["epochs"] == 5
+    assert cfg["num_workers"] == 2 and cfg["epochs"] == 5 and cfg["store"] == "sharded"
+
+    # (e) the Ray run continued in one process: its newest checkpoint, shards joined
+    assert train.main(["--out", str(run), "--resume", "--epochs", "6", "--num-workers", "0",
+                       "--address", ""]) == 0
+    ck = load_checkpoint(run / "checkpoint.pt")
+    assert ck["epoch"] == 6 and ck["ema"]["n_updates"].tolist() == [5, 5, 5]
+    assert [r["epoch"] for r in ck["history"]] == [1, 2, 3, 4, 5, 6]

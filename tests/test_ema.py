@@ -161,3 +161,32 @@ def test_share_memory_keeps_updates_visible():
     alias = store._flat  # what a forked worker would hold
     store.update(0, np.ones((4, 5)))
     assert alias.is_shared() and float(alias[0]) == 1.0
+
+
+def test_shard_holds_only_its_maps_and_moves_to_and_from_whole_stores(tmp_path):
+    whole = _filled()
+    shard = EmaStore(SHAPES, alpha=0.2, owned=[2, 0])
+    assert shard.owned == [0, 2] and shard.is_shard and not whole.is_shard
+    assert shard.nbytes == (4 * 5 + 6 * 2) * 2 + 3 * 8  # held maps + every count
+    with pytest.raises(IndexError, match="not held by this shard"):
+        shard.get(1)
+    with pytest.raises(IndexError, match="not held"):
+        shard.update(1, _probs(0)[1])
+    assert not shard.all_initialized
+    # whole -> shard: the held maps and their counts only
+    assert shard.load_state_dict(whole.state_dict()) == [0, 2]
+    assert shard.all_initialized  # every map it holds
+    for i in (0, 2):
+        np.testing.assert_array_equal(shard.get(i), whole.get(i))
+    assert shard.n_updates == [2, 0, 2]
+    # shards -> a whole store, through a weights_only file
+    other = EmaStore(SHAPES, alpha=0.2, owned=[1])
+    other.load_state_dict(whole.state_dict())
+    torch.save(shard.state_dict(), tmp_path / "s0.pt")
+    back = EmaStore(SHAPES, alpha=0.2)
+    loaded = back.load_state_dict(torch.load(tmp_path / "s0.pt", weights_only=True))
+    loaded += back.load_state_dict(other.state_dict())
+    assert sorted(loaded) == [0, 1, 2] and back.digest() == whole.digest()
+    assert shard.digest() != EmaStore(SHAPES, owned=[0, 2]).digest()
+    with pytest.raises(IndexError):
+        EmaStore(SHAPES, owned=[3])

@@ -149,3 +149,28 @@ def test_ctrl_c_writes_checkpoint(data, tmp_path):
     ck = load_checkpoint(out / "checkpoint.pt")
     assert 1 <= ck["epoch"] < 1000
     assert train.main(["--out", str(out), "--resume", "--epochs", str(ck["epoch"] + 1)]) == 0
+
+
+def test_store_owners_and_sharded_epoch_plan(data):
+    from s2l_tools.config import TrainConfig
+    from s2l_tools.engine import epoch_plan, load_training_data, store_owners
+    from s2l_tools.errors import S2LError
+
+    shapes = [(10, 10), (10, 10), (10, 10), (20, 20)]
+    sharded = TrainConfig(store="sharded")
+    # largest first, to the rank with the fewest pixels: 400 | 100 + 100 + 100
+    assert store_owners(sharded, shapes, 2) == [1, 1, 1, 0]
+    assert store_owners(sharded, shapes, 1) is None  # one process holds everything
+    assert store_owners(TrainConfig(store="replicated"), shapes, 2) is None
+    assert store_owners(TrainConfig(), shapes, 2) is None  # auto: 1.4 kB is no reason to shard
+    assert store_owners(TrainConfig(), [(40_000, 40_000)] * 2, 2) == [0, 1]  # 6 GiB replicas
+    with pytest.raises(S2LError, match="--store replicated"):
+        store_owners(sharded, shapes, 5)
+    # each rank's crops (positions r, r + W, ...) come from the images it holds
+    d = load_training_data(data / "train")
+    cfg = TrainConfig(samples_per_epoch=7, crop=32, seed=1)
+    owners = [0, 1, 1]
+    plan = epoch_plan(cfg, d, 3, owners, 2)
+    assert len(plan) == 8 and set(plan[0::2]) == {0} and set(plan[1::2]) <= {1, 2}
+    np.testing.assert_array_equal(plan, epoch_plan(cfg, d, 3, owners, 2))
+    assert len(epoch_plan(cfg, d, 3)) == 7
