@@ -1,28 +1,200 @@
-"""RunScribble2Label work (onnx_inference.segment) vs bare ONNX Runtime on a 1024x1024 image.
+"""RunScribble2Label per image inside headless CellProfiler vs bare ONNX Runtime vs torch
+(not a test; issue 5).
 
-Run: .venv/bin/python benchmarks/cellprofiler_bench.py   (medians of 3; resnet34, untrained)
+    .venv/bin/python benchmarks/cellprofiler_bench.py [--images 4] [--size 1024]
+        [--encoder resnet34] [--steps 30] [--cp-venv .cpvenv] [--json OUT]
+
+1. A U-Net (``--encoder``) is trained ``--steps`` Adam steps on 128 px crops of
+   synthetic nuclei (so that it finds nuclei, not noise), saved and exported to
+   ONNX with the default model settings (tile 1024: a 1024 x 1024 image is one tile).
+2. ``--images`` synthetic nuclei images of ``--size``^2 (uint16 TIFF) go through a real
+   headless CellProfiler 4.2.8.1 pipeline (Images, Metadata, NamesAndTypes, Groups,
+   RunScribble2Label, ExportToSpreadsheet). CellProfiler logs each module's wall and
+   CPU seconds per image (``-L INFO``); the first image also loads the model, so the
+   median is over the others.
+3. In the same CellProfiler Python: bare ``onnxruntime`` (``session.run`` on the
+   normalised image, nothing else) and the module's work outside CellProfiler
+   (``onnx_inference.segment``), medians over the images after one warm-up.
+4. In this venv: torch channels_last float32 and bfloat16 (``torch_prob_fn``).
+
+Target: the module within 1.2 x the bare model's time.
 """
-import time, tempfile, numpy as np, os
-from s2l_tools.model import build_model
-from s2l_tools.checkpoint import ModelMeta
-from s2l_tools.export import export_onnx
-from s2l_tools import onnx_inference as oi
-d = tempfile.mkdtemp()
-m = build_model(encoder="resnet34", in_channels=1, seed=0)
-meta = ModelMeta(encoder="resnet34", in_channels=1)
-p = os.path.join(d, "m.onnx"); export_onnx(m, meta, p, check=False)
-sess = oi.load_session(p)
-rng = np.random.default_rng(0)
-img = (rng.random((1024, 1024)) * 1000).astype(np.float32)
-x = oi.normalize_percentile(img[None])[None]
-name = sess.get_inputs()[0].name
-def med(f, n=3):
-    ts = []
-    for _ in range(n):
-        t = time.perf_counter(); f(); ts.append(time.perf_counter() - t)
-    return float(np.median(ts))
-f_bare = med(lambda: sess.run(None, {name: x}))
-f_seg = med(lambda: oi.segment(sess, img))
-f_seg512 = med(lambda: oi.segment(sess, img, tile=512))
-print(f"bare ORT 1024^2 one pass: {f_bare:.2f} s; segment() default tile {meta.tile}: {f_seg:.2f} s "
-      f"(ratio {f_seg/f_bare:.2f}); segment(tile=512): {f_seg512:.2f} s (ratio {f_seg512/f_bare:.2f})")
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def make_images(folder: Path, n: int, size: int) -> list[Path]:
+    import tifffile
+
+    from s2l_tools.demo_data import make_nuclei_image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(n):
+        img, _ = make_nuclei_image(shape=(size, size), n_cells=(150, 250),
+                                   rng=np.random.default_rng([7, i]))
+        paths.append(folder / f"nuclei_{i:02d}.tif")
+        tifffile.imwrite(paths[-1], img)
+    return paths
+
+
+def train_model(folder: Path, encoder: str, steps: int):
+    import torch
+
+    from s2l_tools.checkpoint import ModelMeta, save_model
+    from s2l_tools.demo_data import make_nuclei_image
+    from s2l_tools.export import export_onnx
+    from s2l_tools.images import normalize
+    from s2l_tools.model import build_model
+
+    torch.manual_seed(0)
+    net = build_model(encoder=encoder, in_channels=1, seed=0)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    rng = np.random.default_rng(3)
+    net.train()
+    for _ in range(steps):
+        xs, ys = [], []
+        for _ in range(8):
+            img, lab = make_nuclei_image(shape=(128, 128), n_cells=(4, 10), rng=rng)
+            xs.append(normalize(img[None].astype(np.float32)))
+            ys.append((lab > 0).astype(np.int64))
+        loss = torch.nn.functional.cross_entropy(net(torch.from_numpy(np.stack(xs))),
+                                                torch.from_numpy(np.stack(ys)))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    net.eval()
+    meta = ModelMeta(encoder=encoder, in_channels=1)
+    save_model(folder / "model.pt", net.state_dict(), meta)
+    export_onnx(net, meta, folder / "model.onnx", check=False)
+    return net, meta
+
+
+CP_SIDE = textwrap.dedent("""
+    import json, statistics, sys, time
+    import numpy as np, onnxruntime as ort, tifffile
+    sys.path.insert(0, sys.argv[1])  # the installed plugin folder: its onnx_inference
+    import _s2l_onnx_inference as oi
+    paths, model = sys.argv[3:], sys.argv[2]
+    images = [tifffile.imread(p).astype(np.float32) for p in paths]
+    sess = oi.load_session(model)
+    xs = [oi.normalize_percentile(im[None])[None] for im in images]
+    def med(f, items):
+        f(items[0])
+        ts = []
+        for it in items:
+            t = time.perf_counter(); f(it); ts.append(time.perf_counter() - t)
+        return statistics.median(ts)
+    out = {"onnxruntime": ort.__version__,
+           "bare_ort_s": med(lambda x: sess.run(None, {"image": x}), xs),
+           "segment_s": med(lambda im: oi.segment(sess, im), images),
+           "normalize_s": med(lambda im: oi.normalize_percentile(im[None]), images)}
+    probs = [sess.run(None, {"image": x})[0][0, 1] for x in xs]
+    from _s2l_postprocess import instances_from_probability
+    out["postprocess_s"] = med(lambda p: instances_from_probability(p, threshold=0.5,
+                                                                    min_size=64), probs)
+    out["objects"] = [int(oi.segment(sess, im)[0].max()) for im in images]
+    print(json.dumps(out))
+""")
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--images", type=int, default=4)
+    p.add_argument("--size", type=int, default=1024)
+    p.add_argument("--encoder", default="resnet34")
+    p.add_argument("--steps", type=int, default=30)
+    p.add_argument("--cp-venv", type=Path, default=Path(os.environ.get("CP_VENV",
+                                                                         ROOT / ".cpvenv")))
+    p.add_argument("--json", type=Path)
+    args = p.parse_args()
+    cp_python = args.cp_venv / "bin" / "python"
+    if not cp_python.is_file():
+        print(f"no CellProfiler venv at {args.cp_venv}; build it with make cellprofiler-venv",
+              file=sys.stderr)
+        return 1
+    from s2l_tools import cellprofiler as s2l_cp
+
+    work = Path(tempfile.mkdtemp(prefix="s2l-cpbench-"))
+    t = time.perf_counter()
+    net, meta = train_model(work, args.encoder, args.steps)
+    print(f"model trained and exported in {time.perf_counter() - t:.0f} s", file=sys.stderr)
+    paths = make_images(work / "images", args.images, args.size)
+    plugins, out = work / "plugins", work / "cp_out"
+    out.mkdir()
+    assert s2l_cp.main(["install", "--plugins-dir", str(plugins)]) == 0
+    cppipe = work / "bench.cppipe"
+    assert s2l_cp.main(["pipeline", "--model", str(work / "model.onnx"), "--out", str(cppipe),
+                        "--python", str(cp_python)]) == 0
+    env = {**os.environ, "HOME": str(work)}
+    t = time.perf_counter()
+    proc = subprocess.run([str(cp_python), "-W", "ignore", "-m", "cellprofiler", "-c", "-r",
+                           "-p", str(cppipe), "-i", str(work / "images"), "-o", str(out),
+                           "--plugins-directory", str(plugins), "-L", "INFO"],
+                          capture_output=True, text=True, env=env, cwd=work)
+    cp_total = time.perf_counter() - t
+    times = re.findall(r"module RunScribble2Label # \d+: CPU_time = ([\d.]+) secs, "
+                       r"Wall_time = ([\d.]+) secs", proc.stderr)
+    if proc.returncode != 0 or len(times) != len(paths):
+        print(proc.stderr[-4000:], file=sys.stderr)
+        print(f"CellProfiler exit {proc.returncode}, {len(times)} module timings", file=sys.stderr)
+        return 1
+    cpu = [float(c) for c, _ in times]
+    wall = [float(w) for _, w in times]
+    side = subprocess.run([str(cp_python), "-W", "ignore", "-c", CP_SIDE, str(plugins),
+                           str(work / "model.onnx"), *map(str, paths)],
+                          capture_output=True, text=True, env=env, cwd=work)
+    if side.returncode != 0:
+        print(side.stderr[-4000:], file=sys.stderr)
+        return 1
+    bare = json.loads(side.stdout.strip().splitlines()[-1])
+
+    import torch
+
+    from s2l_tools.device import torch_prob_fn
+    from s2l_tools.images import read_image
+
+    xs = [read_image(p)[None] for p in paths]
+    torch_s = {}
+    for name, amp in (("float32", None), ("bfloat16", True)):
+        fn = torch_prob_fn(net, device="cpu", amp=amp)
+        fn(xs[0])
+        ts = []
+        for x in xs:
+            t = time.perf_counter()
+            fn(x)
+            ts.append(time.perf_counter() - t)
+        torch_s[name] = statistics.median(ts)
+    module_s = statistics.median(wall[1:]) if len(wall) > 1 else wall[0]
+    res = {"image": f"{args.size}x{args.size}", "images": len(paths), "encoder": args.encoder,
+           "tile": meta.tile, "module_wall_s_per_image": wall, "module_cpu_s_per_image": cpu,
+           "module_wall_s_median_after_first": module_s, "cellprofiler_run_s": cp_total,
+           **{f"cp_venv_{k}": v for k, v in bare.items()},
+           "torch_channels_last_s": torch_s, "ratio_module_to_bare_ort":
+           module_s / bare["bare_ort_s"], "target_ratio": 1.2,
+           "met": module_s / bare["bare_ort_s"] <= 1.2, "load": os.getloadavg(),
+           "torch_threads": torch.get_num_threads()}
+    print(json.dumps(res, indent=1))
+    if args.json:
+        args.json.write_text(json.dumps(res, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -20,9 +20,10 @@ Rows
   and ``--method pce`` (one pair quick, else two in alternating order): wall-time ratio
   s2l / pce (target <= 1.08) and the seconds of one ensemble pass.
 - ``predict``: megapixels/s of a 1024 x 1024 image through
-  :func:`s2l_tools.tiling.predict_tiled` (the model's tile 512, overlap 64) for
-  torch eager (contiguous), torch channels_last (:func:`s2l_tools.device.torch_prob_fn`,
-  what s2l-predict uses) and ONNX Runtime (a resnet34 model exported once with
+  :func:`s2l_tools.tiling.predict_tiled` (the model default tile 1024, overlap 128,
+  or ``--tile``) for torch eager (contiguous), torch channels_last
+  (:func:`s2l_tools.device.torch_prob_fn`, what s2l-predict uses), the same in
+  bfloat16 (``s2l-predict --amp``) and ONNX Runtime (a resnet34 model exported once with
   :func:`s2l_tools.export.export_onnx`); also one untiled 1024 x 1024 forward
   per backend, to separate the network from the tiling (target >= 0.8 MP/s).
 - ``ema``: bytes of the EMA store for the DSB fluo train split and for
@@ -266,10 +267,12 @@ def bench_predict(args, workdir: Path) -> dict:
     from s2l_tools.onnx_inference import load_session
     from s2l_tools.tiling import predict_tiled
 
-    size, tile, overlap = 1024, 512, 64
+    size = 1024
+    meta = ModelMeta(encoder="resnet34", in_channels=1)  # the defaults a trained model gets
+    tile, overlap = (args.tile or meta.tile), (args.tile or meta.tile) // 8
+    meta.tile, meta.overlap = tile, overlap
     mp = size * size / 1e6
     image = np.random.default_rng(0).random((1, size, size), dtype=np.float32)
-    meta = ModelMeta(encoder="resnet34", in_channels=1, tile=tile, overlap=overlap)
 
     model = build_model(encoder="resnet34", in_channels=1, classes=2, seed=0)
     calibrate_batchnorm(model)
@@ -301,23 +304,29 @@ def bench_predict(args, workdir: Path) -> dict:
            "target_mp_s": 0.8, "rows": {}}
     backends = [("torch eager (contiguous)", lambda: eager_fn),
                 ("torch channels_last", lambda: torch_prob_fn(model, device="cpu")),
+                ("torch channels_last bf16 (s2l-predict --amp)",
+                 lambda: torch_prob_fn(model, device="cpu", amp=True)),
                 ("onnxruntime", lambda: ort_fn)]
     for name, make in backends:
         model.to(memory_format=torch.contiguous_format)
         fn = make()
-        tiled = timeit(lambda: predict_tiled(fn, image, tile=tile, overlap=overlap,
+        calls = []
+
+        def counted(batch, fn=fn):
+            calls.append(batch.shape)
+            return fn(batch)
+
+        tiled = timeit(lambda: predict_tiled(counted, image, tile=tile, overlap=overlap,
                                              batch_size=4, pad_multiple=32), args.repeats)
+        tiles = [shape for shape in calls[: len(calls) // (args.repeats + 1)]]
         whole = timeit(lambda: fn(image[None]), args.repeats)
         out["rows"][name] = {
             "tiled_mp_s": mp / tiled["median_s"], "tiled": tiled,
             "whole_mp_s": mp / whole["median_s"], "whole": whole,
             "met": mp / tiled["median_s"] >= 0.8,
         }
-    from s2l_tools.tiling import tile_positions
-
-    n = len(tile_positions(size + overlap, tile, overlap))  # reflect margin overlap // 2 a side
-    out["tiles"] = n * n
-    out["tiled_pixels_ratio"] = n * n * tile * tile / (size * size)
+        out["tiles"] = sum(t[0] for t in tiles)
+        out["tiled_pixels_ratio"] = sum(t[0] * t[2] * t[3] for t in tiles) / (size * size)
     return out
 
 
@@ -409,6 +418,7 @@ def main(argv=None) -> int:
     p.add_argument("--only", default="gemm,step,fit,predict,ema",
                    help="comma-separated subset of gemm,step,fit,predict,ema")
     p.add_argument("--threads", type=int, help="torch threads (default: torch's, one per core)")
+    p.add_argument("--tile", type=int, help="predict: tile size (default: the model default)")
     args = p.parse_args(argv)
     import torch
 

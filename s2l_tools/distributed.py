@@ -7,10 +7,14 @@ in a :class:`RayContext`:
 - the model is wrapped in DDP (``ray.train.torch.prepare_model``); each rank
   trains on crops ``k = rank, rank + W, ...`` of the epoch's plan with
   ``batch_size / W`` crops per step, so a step sees the same global batch;
-- the EMA store is *replicated*: at an ensemble step each rank predicts its
-  images (image ``i`` on rank ``i % W``), then :meth:`TorchDistContext.sync_store`
-  all-gathers the new maps and update counts, so every rank holds the same
-  store (bit for bit; ``store.digest()`` is equal);
+- the EMA store is *replicated* (``--store replicated``): at an ensemble step
+  each rank predicts its images (image ``i`` on rank ``i % W``), then
+  :meth:`TorchDistContext.sync_store` all-gathers the new maps and update
+  counts, so every rank holds the same store (bit for bit; ``store.digest()``
+  is equal); or *sharded* (``--store sharded``, and ``auto`` above 2 GiB of
+  maps): each rank holds, predicts and trains on a fixed share of the images
+  (:func:`s2l_tools.engine.store_owners`) and nothing is exchanged; every rank
+  then saves its shard beside the checkpoint (Ray merges the ranks' files);
 - checkpoints go through ``ray.train.report`` into ``RUN/checkpoint_epoch_NNNN``
   (Ray's storage is ``RunConfig(storage_path=parent of RUN, name=RUN's name)``),
   and a restarted worker group, or a driver started again with ``--resume``,
@@ -19,7 +23,8 @@ in a :class:`RayContext`:
   left in RUN at the end, as a single-process run leaves them.
 
 Memory: the replicated store costs every worker ``sum(H * W) * 2`` bytes
-(float16), plus at most ``W * 64 MB`` while it is gathered (in chunks).
+(float16), plus at most ``W * 64 MB`` while it is gathered (in chunks); the
+sharded store about ``1 / W`` of that.
 
 Ray's API moves between releases; everything Ray-specific stays here (checked
 with ray 2.60). The collective parts (:class:`TorchDistContext`) need only

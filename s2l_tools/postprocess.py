@@ -43,16 +43,19 @@ def relabel_sequential(labels: np.ndarray) -> np.ndarray:
     labels = np.asarray(labels)
     if labels.size == 0:
         return np.zeros(labels.shape, dtype=np.int32)
+    if labels.min() < 0:
+        raise ValueError("labels must be non-negative")
+    top = int(labels.max())
+    if top == 0:
+        return np.zeros(labels.shape, dtype=np.int32)
+    if top <= 10 * labels.size:  # a lookup table is cheap, and bincount beats a sort
+        present = np.bincount(labels.ravel().astype(np.intp, copy=False), minlength=top + 1) > 0
+        present[0] = False
+        lut = np.zeros(top + 1, dtype=np.int32)
+        lut[present] = np.arange(1, int(present.sum()) + 1, dtype=np.int32)
+        return lut[labels]
     ids = np.unique(labels)
     ids = ids[ids != 0]
-    if ids.size == 0:
-        return np.zeros(labels.shape, dtype=np.int32)
-    if ids[0] < 0:
-        raise ValueError("labels must be non-negative")
-    if ids[-1] <= 10 * labels.size:  # lookup table is cheap
-        lut = np.zeros(int(ids[-1]) + 1, dtype=np.int32)
-        lut[ids] = np.arange(1, ids.size + 1, dtype=np.int32)
-        return lut[labels]
     pos = np.searchsorted(ids, labels)
     out = np.where(labels != 0, pos + 1, 0)
     return out.astype(np.int32)
@@ -78,8 +81,15 @@ def fill_holes_per_object(labels: np.ndarray) -> np.ndarray:
     """
     labels = np.asarray(labels)
     out = labels.copy()
+    # a hole of any object is also a hole of the whole foreground: only objects
+    # next to one of those can have a hole (on noisy maps, few of thousands)
+    holes = ndi.binary_fill_holes(labels > 0) & (labels == 0)
+    if not holes.any():
+        return out
+    near = labels[ndi.binary_dilation(holes, structure=np.ones((3, 3), bool))]
+    candidates = set(np.unique(near[near > 0]).tolist())
     for i, sl in enumerate(ndi.find_objects(labels), start=1):
-        if sl is None:
+        if sl is None or i not in candidates:
             continue
         obj = labels[sl] == i
         filled = ndi.binary_fill_holes(obj)
