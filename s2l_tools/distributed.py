@@ -495,7 +495,10 @@ def fit_distributed(cfg: TrainConfig, *, resume: bool = False, compress: bool = 
     try:
         if not is_uri(out):
             check_shared_storage(out, _nodes_seeing(cfg.out))
-        else:
+        elif not resume or read_run_text(out, "config.json") is None:
+            # a new run: its settings go where --resume looks for them. A resumed run
+            # keeps the saved ones until it ends (a resume refused for its settings must
+            # not replace them); its own config.json is copied in with the results
             _upload_config(cfg, out)
         trainer = TorchTrainer(
             _train_fn,

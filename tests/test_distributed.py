@@ -197,7 +197,7 @@ def test_ray_fault_digest_resume_and_cluster(data, tmp_path, monkeypatch, capsys
     assert train.main([str(data), "--out", str(run), "--num-workers", "2", *TINY]) == 1
 
     # (c) + (d): a cluster started by `ray start`; the driver starts again with
-    # --resume and continues the same run from its latest checkpoint
+    # --resume and continues the same run, named by a URI, from its latest checkpoint
     port = _free_port()
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
     ray_bin = str(Path(sys.executable).parent / "ray")
@@ -209,14 +209,16 @@ def test_ray_fault_digest_resume_and_cluster(data, tmp_path, monkeypatch, capsys
     try:
         # a user error on the workers comes back as one line, without Ray retrying it
         t0 = time.perf_counter()
-        assert train.main(["--out", str(run), "--resume", "--epochs", "5", "--method", "pce",
+        # RUN given as a storage URI (file:// here; s3:// and gs:// go the same way)
+        uri = f"file://{run}"
+        assert train.main(["--out", uri, "--resume", "--epochs", "5", "--method", "pce",
                            "--address", f"127.0.0.1:{port}"]) == 1
         assert "trained with method s2l" in capsys.readouterr().err
         print(f"user error on a `ray start` cluster: {time.perf_counter() - t0:.1f} s")
         t0 = time.perf_counter()
         # ... with the store now sharded: each worker takes its share of the replicated
         # checkpoint's maps and from here keeps, predicts and saves only those
-        assert train.main(["--out", str(run), "--resume", "--epochs", "5", "--address",
+        assert train.main(["--out", uri, "--resume", "--epochs", "5", "--address",
                            f"127.0.0.1:{port}", "--store", "sharded"]) == 0
         print(f"resumed run on a `ray start` cluster: {time.perf_counter() - t0:.1f} s")
     finally:
