@@ -365,6 +365,12 @@ def _train_fn(config: dict) -> None:
     import logging
 
     logging.getLogger("ray.train").setLevel(logging.WARNING)  # one line per report otherwise
+    try:  # Train V2 logs every report (metrics and all) under a logger named by its file
+        from ray.train.v2._internal.execution import context as _v2_context
+
+        logging.getLogger(_v2_context.__file__).setLevel(logging.WARNING)
+    except ImportError:  # another Ray release: at worst, the extra lines come back
+        pass
     torch.set_num_threads(config["threads"])
     cfg = TrainConfig.from_dict(config["cfg"])
     staging = None
