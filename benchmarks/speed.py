@@ -318,7 +318,7 @@ def bench_predict(args, workdir: Path) -> dict:
 
         tiled = timeit(lambda: predict_tiled(counted, image, tile=tile, overlap=overlap,
                                              batch_size=4, pad_multiple=32), args.repeats)
-        tiles = [shape for shape in calls[: len(calls) // (args.repeats + 1)]]
+        tiles = calls[: len(calls) // (args.repeats + 1)]  # the batches of one call
         whole = timeit(lambda: fn(image[None]), args.repeats)
         out["rows"][name] = {
             "tiled_mp_s": mp / tiled["median_s"], "tiled": tiled,

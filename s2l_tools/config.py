@@ -114,10 +114,14 @@ class TrainConfig:
         """Whether the run goes through Ray Train (``--num-workers`` or ``--address``)."""
         return self.num_workers >= 1 or bool(self.address)
 
+    def to_json_text(self) -> str:
+        """The settings as the text of a config.json."""
+        return json.dumps(asdict(self), indent=2) + "\n"
+
     def to_json(self, path: str | os.PathLike) -> None:
         from ._fsutil import write_bytes_atomic
 
-        write_bytes_atomic(path, (json.dumps(asdict(self), indent=2) + "\n").encode())
+        write_bytes_atomic(path, self.to_json_text().encode())
 
     @classmethod
     def from_dict(cls, d: dict, *, source: str = "config") -> TrainConfig:

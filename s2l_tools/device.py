@@ -51,6 +51,21 @@ def select_device(name: str = "auto"):
     raise S2LError(f"--device {name}: unknown device; use auto, cpu or cuda")
 
 
+def _requested(amp):
+    """``amp`` as None (off), 'auto', torch.bfloat16 or torch.float16."""
+    import torch
+
+    if amp in (None, False, "off", "none"):
+        return None
+    if amp is True or amp == "auto":
+        return "auto"
+    if amp in ("bf16", "bfloat16", torch.bfloat16):
+        return torch.bfloat16
+    if amp in ("fp16", "float16", torch.float16):
+        return torch.float16
+    raise ValueError(f"amp must be None, True, 'auto', 'fp16' or 'bf16', got {amp!r}")
+
+
 def autocast_dtype(amp, device):
     """The training autocast dtype for ``amp`` on ``device`` (None: full float32).
 
@@ -59,17 +74,12 @@ def autocast_dtype(amp, device):
     """
     import torch
 
-    if amp in (None, False, "off", "none") or device.type != "cuda":
+    want = _requested(amp)
+    if want is None or device.type != "cuda":
         return None
-    if isinstance(amp, torch.dtype):
-        return amp
-    if amp is True or amp == "auto":
+    if want == "auto":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if amp in ("bf16", "bfloat16"):
-        return torch.bfloat16
-    if amp in ("fp16", "float16"):
-        return torch.float16
-    raise ValueError(f"amp must be None, True, 'auto', 'fp16' or 'bf16', got {amp!r}")
+    return want
 
 
 def cpu_has_native_bf16() -> bool:
@@ -98,11 +108,9 @@ def inference_dtype(amp, device):
 
     if device.type == "cuda":
         return autocast_dtype(amp, device)
-    if amp in (None, False, "off", "none", "fp16", "float16", torch.float16):
+    if _requested(amp) in (None, torch.float16):
         return None
-    if amp in (True, "auto", "bf16", "bfloat16", torch.bfloat16):
-        return torch.bfloat16 if cpu_has_native_bf16() else None
-    raise ValueError(f"amp must be None, True, 'auto', 'fp16' or 'bf16', got {amp!r}")
+    return torch.bfloat16 if cpu_has_native_bf16() else None
 
 
 def torch_prob_fn(model, *, device=None, amp=None) -> Callable[[np.ndarray], np.ndarray]:

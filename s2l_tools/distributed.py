@@ -124,7 +124,7 @@ def _delete_run_file(out: str, name: str) -> None:
 
 def run_exists(out: str) -> bool:
     """Whether ``out`` holds a run (single-process checkpoint or Ray Train snapshot)."""
-    return any(read_run_text(out, n) is not None for n in (RAY_SNAPSHOT,)) or (
+    return read_run_text(out, RAY_SNAPSHOT) is not None or (
         not is_uri(out) and (Path(out) / CHECKPOINT).is_file())
 
 
@@ -493,8 +493,8 @@ def fit_distributed(cfg: TrainConfig, *, resume: bool = False, compress: bool = 
     if not is_uri(out):
         cfg.out = str(Path(out).expanduser().resolve())  # the same path on every node
     _delete_run_file(out, ERROR_FILE)
-    loop_config = {"run": cfg.out if not is_uri(out) else out, "cfg": cfg.to_dict(), "threads": cfg.cpus_per_worker, "resume": resume,
-                   "compress": compress, "check_store": os.environ.get(CHECK_ENV) == "1",
+    loop_config = {"run": cfg.out, "cfg": cfg.to_dict(), "threads": cfg.cpus_per_worker,
+                   "resume": resume, "compress": compress, "check_store": os.environ.get(CHECK_ENV) == "1",
                    "fault": os.environ.get(FAULT_ENV) or None}
     t0 = time.perf_counter()
     started = _init_ray(cfg.address)
@@ -505,7 +505,7 @@ def fit_distributed(cfg: TrainConfig, *, resume: bool = False, compress: bool = 
             # a new run: its settings go where --resume looks for them. A resumed run
             # keeps the saved ones until it ends (a resume refused for its settings must
             # not replace them); its own config.json is copied in with the results
-            _upload_config(cfg, out)
+            _write_run_text(out, "config.json", cfg.to_json_text())
         trainer = TorchTrainer(
             _train_fn,
             train_loop_config=loop_config,
@@ -537,15 +537,6 @@ def fit_distributed(cfg: TrainConfig, *, resume: bool = False, compress: bool = 
     finally:
         if started:
             ray.shutdown()
-
-
-def _upload_config(cfg: TrainConfig, out: str) -> None:
-    import json
-
-    fs, path = _fs(out.rstrip("/"))
-    fs.create_dir(path, recursive=True)
-    with fs.open_output_stream(path + "/config.json") as f:
-        f.write((json.dumps(cfg.to_dict(), indent=2) + "\n").encode())
 
 
 def _first_line(exc: BaseException) -> str:

@@ -37,6 +37,7 @@ CHECKPOINT = "checkpoint.pt"
 MODEL = "model.pt"
 #: A sharded EMA store's maps: one file per rank beside ``checkpoint.pt``.
 SHARD = "ema_shard_{rank:04d}.pt"
+SHARD_GLOB = "ema_shard_*.pt"
 
 
 # --------------------------------------------------------------------------- data
@@ -429,12 +430,12 @@ def load_store(store, ckpt_path: Path, ckpt: dict) -> None:
         loaded = store.load_state_dict(ckpt["ema"])
     else:
         loaded = []
-        for f in sorted(ckpt_path.parent.glob(SHARD.replace("{rank:04d}", "*"))):
+        for f in sorted(ckpt_path.parent.glob(SHARD_GLOB)):
             loaded += store.load_state_dict(load_checkpoint(f)["ema"])
     missing = sorted(set(store.owned) - set(loaded))
     if missing:
         raise S2LError(f"{ckpt_path.parent}: the EMA maps of {len(missing)} training image(s) "
-                       f"are missing ({SHARD.replace('{rank:04d}', '*')} files of a sharded "
+                       f"are missing ({SHARD_GLOB} files of a sharded "
                        "run); resume from a complete checkpoint folder")
 
 

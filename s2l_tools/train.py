@@ -107,8 +107,9 @@ def config_from_args(args) -> TrainConfig:
     if args.resume:
         if args.out is None:
             raise S2LError("--resume needs --out RUN (the run folder to continue)")
-        if "://" in args.out:  # a Ray run in a URI
-            from .distributed import read_run_text
+        from .distributed import is_uri, read_run_text
+
+        if is_uri(args.out):  # a Ray run in a URI
 
             text = read_run_text(args.out, "config.json")
             if text is None:
@@ -134,7 +135,8 @@ def config_from_args(args) -> TrainConfig:
 
 
 def _main(args) -> int:
-    from .engine import CHECKPOINT, fit
+    from .distributed import is_uri
+    from .engine import fit, latest_checkpoint
 
     cfg = config_from_args(args)
     if cfg.distributed:
@@ -145,11 +147,11 @@ def _main(args) -> int:
         print(f"done: model in {out}/model.pt; metrics in {out}/metrics.csv"
               + (f"; val IoU {last['val_iou']:.3f}" if "val_iou" in last else ""))
         return 0
-    if "://" in cfg.out:
+    if is_uri(cfg.out):
         raise S2LError(f"--out {cfg.out}: a URI needs Ray; add --num-workers N, or give a "
                        "local folder")
     out = Path(cfg.out)
-    if not args.resume and (out / CHECKPOINT).exists():
+    if not args.resume and latest_checkpoint(out) is not None:  # a run of its own or Ray's
         raise S2LError(f"{out}: holds a run already; continue it with --resume or choose "
                        "another --out")
     last = fit(cfg, resume=args.resume)

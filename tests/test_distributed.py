@@ -239,6 +239,10 @@ def test_ray_fault_digest_resume_and_cluster(data, tmp_path, monkeypatch, capsys
     assert cfg["num_workers"] == 2 and cfg["epochs"] == 5 and cfg["store"] == "sharded"
 
     # (e) the Ray run continued in one process: its newest checkpoint, shards joined
+    # (started afresh in one process instead, it is refused, not overwritten)
+    assert train.main([str(data), "--out", str(run), "--num-workers", "0", "--address", "",
+                       *TINY]) == 1
+    assert "--resume" in capsys.readouterr().err
     assert train.main(["--out", str(run), "--resume", "--epochs", "6", "--num-workers", "0",
                        "--address", ""]) == 0
     ck = load_checkpoint(run / "checkpoint.pt")
