@@ -65,8 +65,10 @@ ORDER = ["grabcut", "pseudo", "pce", "s2l", "full"]
 QUICK = dict(train_images=20, val_images=10, encoder="resnet18", crop=128, batch_size=8,
              samples_per_epoch=64, epochs=12, ensemble_every=3, lr=1e-3, ratios="0.3",
              methods="s2l,pce", seeds="1")
-DEFAULT = dict(train_images=0, val_images=0, encoder="resnet18", crop=128, batch_size=8,
-               samples_per_epoch=320, epochs=30, ensemble_every=3, lr=1e-3,
+# the default budget: ~5 min per run on 2 idle cores, so one seed of the whole table (17 runs
+# per modality) takes ~1.5 h for fluo and a few hours for all three modalities
+DEFAULT = dict(train_images=40, val_images=40, encoder="resnet18", crop=128, batch_size=8,
+               samples_per_epoch=128, epochs=30, ensemble_every=3, lr=1e-3,
                ratios="0.1,0.3,0.5,1.0", methods="grabcut,pseudo,pce,s2l,full", seeds="1")
 
 
@@ -250,6 +252,47 @@ def aggregate(results: list[dict]) -> dict:
     return out
 
 
+def paired(results: list[dict], against: str = "s2l") -> list[dict]:
+    """S2L minus each other method, seed by seed (same scribbles, same seed).
+
+    Seeds move every method together (they draw the scribbles and the initialisation),
+    so the per-seed difference is the measurement; its mean, spread, the seeds won and
+    a paired t-test (two-sided, ``scipy.stats.ttest_rel``) are returned for every
+    (modality, ratio, method) with at least two seeds in common.
+    """
+    from scipy.stats import ttest_rel
+
+    iou = {(r["modality"], r["method"], r["ratio"], r["seed"]): r["iou"] for r in results}
+    groups = sorted({k[:3] for k in iou if k[1] not in (against, "full")},
+                    key=lambda k: (k[0], k[2], ORDER.index(k[1])))
+    out = []
+    for mod, method, ratio in groups:  # Full has no ratio and is left out
+        seeds = sorted(s for (m_, me, ra, s) in iou if (m_, me, ra) == (mod, method, ratio)
+                       and (mod, against, ratio, s) in iou)
+        if len(seeds) < 2:
+            continue
+        a = [iou[(mod, against, ratio, s)] for s in seeds]
+        b = [iou[(mod, method, ratio, s)] for s in seeds]
+        d = [x - y for x, y in zip(a, b)]
+        out.append({"modality": mod, "ratio": ratio, "method": method, "seeds": seeds,
+                    "diff_mean": statistics.mean(d), "diff_std": statistics.stdev(d),
+                    "wins": sum(x > 0 for x in d), "p_value": float(ttest_rel(a, b).pvalue)})
+    return out
+
+
+def paired_markdown(rows: list[dict]) -> str:
+    if not rows:
+        return ""
+    lines = ["\n**S2L minus the other method, seed by seed** (IoU; paired t-test, two-sided)\n",
+             "| data | ratio | S2L - method | mean ± sd | S2L ahead | p |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        lines.append(f"| DSB-{r['modality']} | {int(r['ratio'] * 100)} % | "
+                     f"{METHOD_NAMES[r['method']]} | {r['diff_mean']:+.4f} ± {r['diff_std']:.4f} | "
+                     f"{r['wins']} of {len(r['seeds'])} seeds | {r['p_value']:.3f} |")
+    return "\n".join(lines)
+
+
 def _cell(a: dict | None, n_seeds: bool) -> str:
     if a is None:
         return "-"
@@ -336,8 +379,8 @@ def get_parser():
     p.add_argument("--ratios", help="comma list of scribble ratios (default 0.1,0.3,0.5,1.0)")
     p.add_argument("--methods", help="comma list of grabcut,pseudo,pce,s2l,full")
     p.add_argument("--seeds", help="a count N (seeds 0..N-1; default 1) or a comma list (0,3)")
-    p.add_argument("--train-images", type=int, help="train images used (0: all)")
-    p.add_argument("--val-images", type=int, help="val images scored (0: all)")
+    p.add_argument("--train-images", type=int, help="train images used (default 40; 0: all)")
+    p.add_argument("--val-images", type=int, help="val images scored (default 40; 0: all)")
     p.add_argument("--encoder")
     p.add_argument("--crop", type=int)
     p.add_argument("--batch-size", type=int)
@@ -431,7 +474,7 @@ def main(argv=None) -> int:
                       f"(train {res['train_s']:.0f} s, predict {res['predict_s']:.0f} s, "
                       f"load {res['load_end']})", file=sys.stderr, flush=True)
     agg = aggregate(results)
-    md = markdown(agg, modalities, ratios, methods)
+    md = markdown(agg, modalities, ratios, methods) + paired_markdown(paired(results))
     n_tr = {r["modality"]: r["n_train"] for r in results}
     header = (f"budget: {budget}; train images {n_tr}, val images {args.val_images or 'all'}; "
               f"seeds {seeds}; wall {time.perf_counter() - t_all:.0f} s")
@@ -446,6 +489,7 @@ def main(argv=None) -> int:
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"budget": budget, "results": results,
+                                         "paired": paired(results),
                                          "command": " ".join(sys.argv)}, indent=2) + "\n")
     return 0
 
