@@ -422,6 +422,9 @@ def main(argv=None) -> int:
         raise SystemExit(f"--methods: unknown {', '.join(sorted(bad))}")
     seeds = ([int(x) for x in str(args.seeds).split(",")] if "," in str(args.seeds)
              else list(range(int(args.seeds))))
+    if not seeds:
+        raise SystemExit(f"--seeds {args.seeds}: no seeds to run; give a count >= 1 "
+                         "(--seeds 1 runs seed 0) or a list (--seeds 0,3)")
     modalities = args.modality.split(",")
     budget = {k: getattr(args, k) for k in ("encoder", "crop", "batch_size", "samples_per_epoch",
                                             "epochs", "warmup_epochs", "ensemble_every", "lr")}
