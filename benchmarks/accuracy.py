@@ -275,7 +275,7 @@ def paired(results: list[dict], against: str = "s2l") -> list[dict]:
         b = [iou[(mod, method, ratio, s)] for s in seeds]
         d = [x - y for x, y in zip(a, b)]
         out.append({"modality": mod, "ratio": ratio, "method": method, "seeds": seeds,
-                    "diff_mean": statistics.mean(d), "diff_std": statistics.stdev(d),
+                    "diffs": d, "diff_mean": statistics.mean(d), "diff_std": statistics.stdev(d),
                     "wins": sum(x > 0 for x in d), "p_value": float(ttest_rel(a, b).pvalue)})
     return out
 
@@ -283,7 +283,7 @@ def paired(results: list[dict], against: str = "s2l") -> list[dict]:
 def paired_markdown(rows: list[dict]) -> str:
     if not rows:
         return ""
-    lines = ["\n**S2L minus the other method, seed by seed** (IoU; paired t-test, two-sided)\n",
+    lines = ["\n\n**S2L minus the other method, seed by seed** (IoU; paired t-test, two-sided)\n",
              "| data | ratio | S2L - method | mean ± sd | S2L ahead | p |",
              "| --- | --- | --- | --- | --- | --- |"]
     for r in rows:
@@ -328,16 +328,30 @@ def markdown(agg: dict, modalities: list[str], ratios: list[float], methods: lis
 
 
 def plot(agg: dict, modalities: list[str], ratios: list[float], methods: list[str],
-         path: Path, title: str) -> None:
+         path: Path, title: str, pairs: list[dict] = ()) -> None:
+    """IoU by scribble ratio per modality; with ``pairs`` (:func:`paired`) a last panel of
+    S2L minus each method, one dot per seed, the mean as a bar."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(modalities), figsize=(5.5 * len(modalities), 4),
-                             squeeze=False)
+    n = len(modalities) + bool(pairs)
+    fig, axes = plt.subplots(1, n, figsize=(5.5 * n, 4), squeeze=False)
     colors = {"grabcut": "tab:brown", "pseudo": "tab:purple", "pce": "tab:orange",
               "s2l": "tab:blue", "full": "tab:green"}
+    if pairs:
+        ax = axes[0][-1]
+        for i, r in enumerate(pairs):
+            ax.plot([i] * len(r["diffs"]), r["diffs"], "o", alpha=0.6, color=colors[r["method"]])
+            ax.hlines(r["diff_mean"], i - 0.3, i + 0.3, color="k")
+        ax.axhline(0, color="grey", lw=0.8)
+        ax.set_xticks(range(len(pairs)))
+        ax.set_xticklabels([f"{r['modality']} {int(r['ratio'] * 100)} %\nvs {METHOD_NAMES[r['method']]}"
+                            f"\np={r['p_value']:.2g}" for r in pairs], fontsize=7)
+        ax.set_ylabel("S2L IoU - method IoU (same seed)")
+        ax.set_title("paired by seed (dots: seeds, bar: mean)")
+        ax.grid(alpha=0.3)
     for ax, mod in zip(axes[0], modalities):
         for m in [m for m in ORDER if m in methods]:
             xs, ys, es = [], [], []
@@ -393,6 +407,8 @@ def get_parser():
                    help="GC_PR_FGD within this many px of a foreground scribble (0: none)")
     p.add_argument("--workdir", type=Path, default=Path("/tmp/s2l_accuracy"),
                    help="datasets, runs and per-run results (kept; finished runs are skipped)")
+    p.add_argument("--cached-only", action="store_true",
+                   help="train nothing: tables, plot and JSON from the finished runs in --workdir")
     p.add_argument("--json", type=Path, help="write all results here")
     p.add_argument("--markdown", type=Path, help="write the tables here")
     p.add_argument("--plot", type=Path, default=ROOT / "docs" / "benchmarks_accuracy.png")
@@ -452,6 +468,9 @@ def main(argv=None) -> int:
                     print(f"[cached] {mod} {method} ratio {ratio} seed {seed}: IoU {res['iou']:.4f}",
                           file=sys.stderr)
                     continue
+                if args.cached_only:
+                    print(f"[not run] {mod} {method} ratio {ratio} seed {seed}", file=sys.stderr)
+                    continue
                 extra = {}
                 if method == "full":
                     data = base / "full"
@@ -486,7 +505,7 @@ def main(argv=None) -> int:
     if args.plot:
         plot(agg, modalities, ratios, methods, args.plot,
              f"s2l-tools accuracy.py ({'--quick' if args.quick else tag}); {args.encoder}, "
-             f"{args.epochs} epochs")
+             f"{args.epochs} epochs", pairs=paired(results))
     if args.markdown:
         args.markdown.write_text(header + "\n" + md + "\n")
     if args.json:
