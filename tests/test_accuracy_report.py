@@ -1,0 +1,45 @@
+"""benchmarks/accuracy.py's seed-by-seed comparison: the numbers docs/benchmarks.md reports."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+from scipy.stats import ttest_ind, ttest_rel
+
+_SPEC = importlib.util.spec_from_file_location(
+    "accuracy_bench", Path(__file__).resolve().parents[1] / "benchmarks" / "accuracy.py")
+accuracy = importlib.util.module_from_spec(_SPEC)
+_SPEC.loader.exec_module(accuracy)
+
+
+def _r(method, ratio, seed, iou):
+    return {"modality": "fluo", "method": method, "ratio": ratio, "seed": seed, "iou": iou}
+
+
+def test_paired_differences_are_taken_seed_by_seed():
+    # seeds move both methods together: S2L is ahead in every seed by 0.01-0.02,
+    # although the seed-to-seed spread (0.1) is much larger
+    s2l = [0.71, 0.62, 0.83]
+    pce = [0.70, 0.60, 0.82]
+    results = [_r("s2l", 0.1, s, v) for s, v in enumerate(s2l)]
+    results += [_r("pce", 0.1, s, v) for s, v in enumerate(pce)]
+    results += [_r("pseudo", 0.1, 0, 0.5)]  # one seed in common: no comparison
+    results += [_r("full", None, s, 0.9) for s in range(3)]  # no ratio: no comparison
+    results += [_r("pce", 0.3, 7, 0.7)]  # no S2L run at that seed and ratio
+    rows = accuracy.paired(results)
+    assert [(r["method"], r["ratio"]) for r in rows] == [("pce", 0.1)]
+    row = rows[0]
+    assert row["seeds"] == [0, 1, 2]
+    assert row["diffs"] == pytest.approx([0.01, 0.02, 0.01])
+    assert row["diff_mean"] == pytest.approx(0.04 / 3)
+    assert row["wins"] == 3
+    assert row["p_value"] == pytest.approx(ttest_rel(s2l, pce).pvalue)
+    # pairing is what makes the gain visible: unpaired, the seed spread would hide it
+    assert row["p_value"] < 0.1 < 0.5 < ttest_ind(s2l, pce).pvalue
+    table = accuracy.paired_markdown(rows)
+    assert "| DSB-fluo | 10 % | pCE only | +0.0133 ± 0.0058 | 3 of 3 seeds |" in table
+
+
+def test_seeds_zero_is_refused_not_an_empty_run(capsys):
+    with pytest.raises(SystemExit, match="--seeds 1 runs seed 0"):
+        accuracy.main(["--seeds", "0", "--cached-only"])
