@@ -498,7 +498,8 @@ def main(argv=None) -> int:
     agg = aggregate(results)
     md = markdown(agg, modalities, ratios, methods) + paired_markdown(paired(results))
     n_tr = {r["modality"]: r["n_train"] for r in results}
-    header = (f"budget: {budget}; train images {n_tr}, val images {args.val_images or 'all'}; "
+    n_va = {r["modality"]: r["n_val"] for r in results}
+    header = (f"budget: {budget}; train images {n_tr}, val images {n_va}; "
               f"seeds {seeds}; wall {time.perf_counter() - t_all:.0f} s")
     print(header)
     print(md)
