@@ -42,7 +42,6 @@ from pathlib import Path
 import numpy as np
 
 DSB = Path(os.environ.get("S2L_DSB", "/work/shared/data/dsb2018"))
-ROOT = Path(__file__).resolve().parents[1]
 
 # paper (docs/method.md): Table 1, IoU [mDice]
 PAPER_T1 = {
@@ -411,7 +410,7 @@ def get_parser():
                    help="train nothing: tables, plot and JSON from the finished runs in --workdir")
     p.add_argument("--json", type=Path, help="write all results here")
     p.add_argument("--markdown", type=Path, help="write the tables here")
-    p.add_argument("--plot", type=Path, default=ROOT / "docs" / "benchmarks_accuracy.png")
+    p.add_argument("--plot", type=Path, help="write the plot here (e.g. docs/benchmarks_accuracy.png)")
     p.add_argument("--threads", type=int,
                    help="torch threads (default: torch's, one per core); on a loaded 2-core "
                         "machine 1 was up to 7x faster, see docs/benchmarks.md")
