@@ -495,7 +495,8 @@ def main(argv=None) -> int:
                       f"(train {res['train_s']:.0f} s, predict {res['predict_s']:.0f} s, "
                       f"load {res['load_end']})", file=sys.stderr, flush=True)
     agg = aggregate(results)
-    md = markdown(agg, modalities, ratios, methods) + paired_markdown(paired(results))
+    pairs = paired(results)
+    md = markdown(agg, modalities, ratios, methods) + paired_markdown(pairs)
     n_tr = {r["modality"]: r["n_train"] for r in results}
     n_va = {r["modality"]: r["n_val"] for r in results}
     header = (f"budget: {budget}; train images {n_tr}, val images {n_va}; "
@@ -505,13 +506,13 @@ def main(argv=None) -> int:
     if args.plot:
         plot(agg, modalities, ratios, methods, args.plot,
              f"s2l-tools accuracy.py ({'--quick' if args.quick else tag}); {args.encoder}, "
-             f"{args.epochs} epochs", pairs=paired(results))
+             f"{args.epochs} epochs", pairs=pairs)
     if args.markdown:
         args.markdown.write_text(header + "\n" + md + "\n")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"budget": budget, "results": results,
-                                         "paired": paired(results),
+                                         "paired": pairs,
                                          "command": " ".join(sys.argv)}, indent=2) + "\n")
     return 0
 

@@ -40,6 +40,6 @@ def test_paired_differences_are_taken_seed_by_seed():
     assert "| DSB-fluo | 10 % | pCE only | +0.0133 ± 0.0058 | 3 of 3 seeds |" in table
 
 
-def test_seeds_zero_is_refused_not_an_empty_run(capsys):
+def test_seeds_zero_is_refused_not_an_empty_run():
     with pytest.raises(SystemExit, match="--seeds 1 runs seed 0"):
         accuracy.main(["--seeds", "0", "--cached-only"])
