@@ -292,6 +292,17 @@ def paired_markdown(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def parse_seeds(text: str) -> list[int]:
+    """``--seeds``: a count N (seeds 0..N-1) or a comma list (``0,3``; ``3,`` is seed 3 alone)."""
+    try:
+        if "," in text:
+            return [int(x) for x in text.split(",") if x.strip()]
+        return list(range(int(text)))
+    except ValueError:
+        raise SystemExit(f"--seeds {text}: not a count or a list of integers; give a count "
+                         "(--seeds 3 runs seeds 0, 1, 2) or a list (--seeds 0,3)") from None
+
+
 def _cell(a: dict | None, n_seeds: bool) -> str:
     if a is None:
         return "-"
@@ -391,7 +402,7 @@ def get_parser():
     p.add_argument("--modality", default="fluo", help="comma list of fluo, histo, brightfield")
     p.add_argument("--ratios", help="comma list of scribble ratios (default 0.1,0.3,0.5,1.0)")
     p.add_argument("--methods", help="comma list of grabcut,pseudo,pce,s2l,full")
-    p.add_argument("--seeds", help="a count N (seeds 0..N-1; default 1) or a comma list (0,3)")
+    p.add_argument("--seeds", help="a count N (seeds 0..N-1; default 1) or a comma list (0,3; 3, is seed 3 alone)")
     p.add_argument("--train-images", type=int, help="train images used (default 40; 0: all)")
     p.add_argument("--val-images", type=int, help="val images scored (default 40; 0: all)")
     p.add_argument("--encoder")
@@ -430,13 +441,16 @@ def main(argv=None) -> int:
             setattr(args, k, v)
     if args.warmup_epochs is None:
         args.warmup_epochs = args.epochs // 2
-    ratios = [float(x) for x in str(args.ratios).split(",")]
+    try:
+        ratios = [float(x) for x in str(args.ratios).split(",") if x.strip()]
+    except ValueError:
+        raise SystemExit(f"--ratios {args.ratios}: not numbers; give fractions of the "
+                         "skeleton, e.g. --ratios 0.1,0.3") from None
     methods = str(args.methods).split(",")
     bad = set(methods) - set(ORDER)
     if bad:
         raise SystemExit(f"--methods: unknown {', '.join(sorted(bad))}")
-    seeds = ([int(x) for x in str(args.seeds).split(",")] if "," in str(args.seeds)
-             else list(range(int(args.seeds))))
+    seeds = parse_seeds(str(args.seeds))
     if not seeds:
         raise SystemExit(f"--seeds {args.seeds}: no seeds to run; give a count >= 1 "
                          "(--seeds 1 runs seed 0) or a list (--seeds 0,3)")

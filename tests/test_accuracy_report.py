@@ -43,3 +43,14 @@ def test_paired_differences_are_taken_seed_by_seed():
 def test_seeds_zero_is_refused_not_an_empty_run():
     with pytest.raises(SystemExit, match="--seeds 1 runs seed 0"):
         accuracy.main(["--seeds", "0", "--cached-only"])
+
+
+def test_seeds_count_list_and_single_seed():
+    assert accuracy.parse_seeds("3") == [0, 1, 2]
+    assert accuracy.parse_seeds("0,3") == [0, 3]
+    assert accuracy.parse_seeds("4,") == [4]
+
+
+def test_seeds_not_a_number_is_one_line_not_a_traceback():
+    with pytest.raises(SystemExit, match="--seeds 3"):
+        accuracy.main(["--seeds", "two", "--cached-only"])
