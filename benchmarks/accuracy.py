@@ -295,12 +295,15 @@ def paired_markdown(rows: list[dict]) -> str:
 def parse_seeds(text: str) -> list[int]:
     """``--seeds``: a count N (seeds 0..N-1) or a comma list (``0,3``; ``3,`` is seed 3 alone)."""
     try:
-        if "," in text:
-            return [int(x) for x in text.split(",") if x.strip()]
-        return list(range(int(text)))
+        seeds = ([int(x) for x in text.split(",") if x.strip()] if "," in text
+                 else list(range(int(text))))
     except ValueError:
         raise SystemExit(f"--seeds {text}: not a count or a list of integers; give a count "
                          "(--seeds 3 runs seeds 0, 1, 2) or a list (--seeds 0,3)") from None
+    if not seeds:
+        raise SystemExit(f"--seeds {text}: no seeds to run; give a count >= 1 "
+                         "(--seeds 1 runs seed 0) or a list (--seeds 0,3)")
+    return seeds
 
 
 def _cell(a: dict | None, n_seeds: bool) -> str:
@@ -451,9 +454,6 @@ def main(argv=None) -> int:
     if bad:
         raise SystemExit(f"--methods: unknown {', '.join(sorted(bad))}")
     seeds = parse_seeds(str(args.seeds))
-    if not seeds:
-        raise SystemExit(f"--seeds {args.seeds}: no seeds to run; give a count >= 1 "
-                         "(--seeds 1 runs seed 0) or a list (--seeds 0,3)")
     modalities = args.modality.split(",")
     budget = {k: getattr(args, k) for k in ("encoder", "crop", "batch_size", "samples_per_epoch",
                                             "epochs", "warmup_epochs", "ensemble_every", "lr")}

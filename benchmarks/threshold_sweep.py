@@ -40,8 +40,7 @@ def find_run(workdir: Path, modality: str, run: str, budget: str | None) -> Path
 def sweep(run: Path, thresholds=THRESHOLDS) -> dict:
     """Mean IoU, mDice, F1@0.5 and median predicted/true area at each threshold."""
     from s2l_tools.checkpoint import load_model
-    from s2l_tools.evaluate import _read_labels
-    from s2l_tools.images import read_image
+    from s2l_tools.images import read_image, read_labels
     from s2l_tools.metrics import score_pair
     from s2l_tools.postprocess import instances_from_probability
     from s2l_tools.predict import predict_probability
@@ -51,7 +50,7 @@ def sweep(run: Path, thresholds=THRESHOLDS) -> dict:
     scores = {t: {"iou": [], "mdice": [], "f1_50": [], "area": []} for t in thresholds}
     for truth_path in sorted((val / "masks").glob("*.tif")):
         image = read_image(val / "images" / f"{truth_path.stem}.png")
-        truth = _read_labels(truth_path)
+        truth = read_labels(truth_path)
         prob = predict_probability(model, image, meta, device="cpu")
         for t in thresholds:
             labels = instances_from_probability(prob, threshold=t, min_size=int(meta.min_size))
