@@ -23,6 +23,7 @@ import numpy as np
 from . import _cli
 from ._fsutil import atomic_path
 from .errors import S2LError, S2LWarning
+from .images import LABEL_SUFFIXES, read_labels
 from .metrics import score_pair
 
 __all__ = ["evaluate_folders", "get_parser", "main", "METRICS"]
@@ -31,7 +32,6 @@ __all__ = ["evaluate_folders", "get_parser", "main", "METRICS"]
 METRICS = ("iou", "mdice", "f1_50", "ap_50")
 #: per-image CSV columns
 COLUMNS = ("stem", "iou", "mdice", "f1_50", "ap_50", "n_true", "n_pred", "tp", "fp", "fn")
-SUFFIXES = (".tif", ".tiff", ".png")
 PRED_SUFFIX = "_labels"
 
 
@@ -45,7 +45,7 @@ def _list_labels(folder: Path, role: str, *, strip_suffix: bool) -> dict[str, Pa
     for path in sorted(folder.iterdir()):
         if path.name.startswith(".") or not path.is_file():
             continue
-        if path.suffix.lower() not in SUFFIXES:
+        if path.suffix.lower() not in LABEL_SUFFIXES:
             continue
         stem = path.stem
         if strip_suffix and stem.endswith(PRED_SUFFIX) and len(stem) > len(PRED_SUFFIX):
@@ -62,46 +62,6 @@ def _list_labels(folder: Path, role: str, *, strip_suffix: bool) -> dict[str, Pa
             f"check the path given to --{role}"
         )
     return found
-
-
-def _read_labels(path: Path) -> np.ndarray:
-    """Read a 2-D integer label image (TIFF via tifffile, PNG via scikit-image)."""
-    try:
-        if path.suffix.lower() == ".png":
-            from skimage.io import imread
-
-            data = imread(path)
-        else:
-            import tifffile
-
-            data = tifffile.imread(path)
-    except Exception as exc:  # noqa: BLE001 - any reader failure is a bad file
-        raise S2LError(
-            f"{path}: cannot read the label image ({type(exc).__name__}: {exc}); "
-            "re-save it as a TIFF or PNG"
-        ) from None
-    data = np.asarray(data)
-    if data.ndim > 2:
-        data = np.squeeze(data)
-    if data.ndim != 2:
-        raise S2LError(
-            f"{path}: expected a 2-D label image, got shape {data.shape}; "
-            "save one single-channel label image per file"
-        )
-    if data.dtype == bool:
-        data = data.astype(np.uint8)
-    elif data.dtype.kind == "f":
-        if not np.all(np.isfinite(data)) or np.any(data != np.round(data)) or np.any(data < 0):
-            raise S2LError(
-                f"{path}: label image has non-integer or negative values; "
-                "save instance labels as an integer image (0 = background)"
-            )
-        data = data.astype(np.int64)
-    elif data.dtype.kind not in "iu":
-        raise S2LError(f"{path}: label image has dtype {data.dtype}; save it as an integer image")
-    elif data.dtype.kind == "i" and data.size and data.min() < 0:
-        raise S2LError(f"{path}: label image has negative ids; use 0 for background, 1..N for cells")
-    return data
 
 
 def _few(names, n: int = 5) -> str:
@@ -184,8 +144,8 @@ def evaluate_folders(pred_dir: str | os.PathLike, truth_dir: str | os.PathLike):
         )
     rows = []
     for stem in common:
-        pred = _read_labels(preds[stem])
-        true = _read_labels(truths[stem])
+        pred = read_labels(preds[stem])
+        true = read_labels(truths[stem])
         if pred.shape != true.shape:
             raise S2LError(
                 f"{preds[stem]}: shape {pred.shape} differs from the ground truth "
@@ -283,7 +243,7 @@ def _main(args) -> int:
         p.resolve()
         for folder in (args.pred, args.truth)
         for p in folder.iterdir()
-        if p.suffix.lower() in SUFFIXES
+        if p.suffix.lower() in LABEL_SUFFIXES
     }
     _check_output(json_path, inputs, "--json")
     _check_output(csv_path, inputs, "--csv")

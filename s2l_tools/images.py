@@ -242,7 +242,9 @@ def read_labels(path: str | os.PathLike) -> np.ndarray:
     Raises
     ------
     S2LError
-        Missing or unreadable file, not 2-D, or not integer.
+        Missing or unreadable file, not 2-D (after dropping length-1 axes), not
+        integer (floats are accepted when every value is a whole number), or
+        with negative values (labels are 0 = background/unlabeled, 1..N).
     """
     path = Path(path)
     if not path.is_file():
@@ -274,9 +276,14 @@ def read_labels(path: str | os.PathLike) -> np.ndarray:
             data = data.astype(np.int64)
         else:
             raise S2LError(
-                f"{path}: label image must hold integers, got {data.dtype}; save labels as "
-                "8/16/32-bit integer TIFF"
+                f"{path}: label image has non-integer values ({data.dtype}); save labels as "
+                "an 8/16/32-bit integer TIFF"
             )
+    if data.dtype.kind == "i" and data.size and data.min() < 0:
+        raise S2LError(
+            f"{path}: label image has negative values; use 0 for background (or unlabeled) "
+            "and 1..N for cells"
+        )
     return data
 
 

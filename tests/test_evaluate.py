@@ -158,7 +158,7 @@ def test_not_2d(dirs, capsys):
     pred, truth = dirs
     tifffile.imwrite(pred / "a.tif", np.zeros((3, 20, 20), np.uint16), photometric="minisblack")
     assert main(["--pred", str(pred), "--truth", str(truth)]) == 1
-    assert "2-D label image" in capsys.readouterr().err
+    assert "a.tif: label image must be 2-D" in capsys.readouterr().err
 
 
 def test_ambiguous_pred_names(dirs, capsys):

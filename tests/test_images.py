@@ -104,11 +104,24 @@ def test_labels_round_trip_and_errors(tmp_path):
     assert np.array_equal(read_labels(tmp_path / "l.tif"), lab)
     assert not list(tmp_path.glob("*.part"))
     tifffile.imwrite(tmp_path / "f.tif", np.full((4, 4), 0.5, np.float32))
-    with pytest.raises(S2LError, match="must hold integers"):
+    with pytest.raises(S2LError, match="non-integer values"):
         read_labels(tmp_path / "f.tif")
+    nan = np.zeros((4, 4), np.float32)
+    nan[0, 0] = np.nan
+    tifffile.imwrite(tmp_path / "nan.tif", nan)
+    with pytest.raises(S2LError, match="non-integer values"):
+        read_labels(tmp_path / "nan.tif")
+    tifffile.imwrite(tmp_path / "neg.tif", np.array([[0, -1], [2, 2]], np.int16))
+    with pytest.raises(S2LError, match=r"neg\.tif: label image has negative values; use 0"):
+        read_labels(tmp_path / "neg.tif")
+    tifffile.imwrite(tmp_path / "negf.tif", np.array([[0, -1], [2, 2]], np.float32))
+    with pytest.raises(S2LError, match="negative values"):
+        read_labels(tmp_path / "negf.tif")
     tifffile.imwrite(tmp_path / "s.tif", np.zeros((3, 4, 4), np.uint8))
     with pytest.raises(S2LError, match="must be 2-D"):
         read_labels(tmp_path / "s.tif")
+    tifffile.imwrite(tmp_path / "one.tif", lab[None])  # a length-1 axis is dropped
+    assert np.array_equal(read_labels(tmp_path / "one.tif"), lab)
 
 
 def test_image_stem():
