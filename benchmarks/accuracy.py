@@ -22,6 +22,11 @@ foreground scribbles, GC_BGD on background scribbles, GC_PR_FGD within
 iterations), whose full proposal (connected components) is then trained on as
 ``--method full``.
 
+``--background near`` draws the background scribbles just outside the cells
+(``synthesize_scribbles(..., background="near")``) instead of on the
+background's skeleton (the paper's); its scribble sets and runs are kept apart
+(names end in ``_near``).
+
 Finished runs are kept in ``--workdir`` (``result.json`` per run) and are not
 repeated, so a long table can be stopped and continued. Output: markdown tables
 (ours: mean IoU [mDice] and F1 over seeds; the paper's numbers beside them), a
@@ -121,7 +126,7 @@ def write_tiff(path: Path, array: np.ndarray) -> None:
 
 
 def make_train_set(root: Path, modality: str, split: str, stems: list[str], *, ratio: float,
-                   seed: int) -> None:
+                   seed: int, background: str = "skeleton") -> None:
     """images/ (symlinks), masks/ (symlinks to the labels), scribbles/ (synthetic)."""
     from s2l_tools.errors import S2LWarning
     from s2l_tools.images import read_labels
@@ -136,7 +141,8 @@ def make_train_set(root: Path, modality: str, split: str, stems: list[str], *, r
             lab = read_labels(src / "labels" / f"{stem}.tif")
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", S2LWarning)  # an image without cells
-                scr = synthesize_scribbles(lab, ratio=ratio, seed=image_seed(seed, stem))
+                scr = synthesize_scribbles(lab, ratio=ratio, seed=image_seed(seed, stem),
+                                           background=background)
             write_tiff(out, scr)
 
 
@@ -416,6 +422,9 @@ def get_parser():
     p.add_argument("--warmup-epochs", type=int, help="default: half the epochs")
     p.add_argument("--ensemble-every", type=int)
     p.add_argument("--lr", type=float)
+    p.add_argument("--background", choices=("skeleton", "near"), default="skeleton",
+                   help="synthetic background scribbles on the background's skeleton (the "
+                   "paper's) or just outside the cells (runs named ..._near)")
     p.add_argument("--grabcut-near", type=int, default=5,
                    help="GC_PR_FGD within this many px of a foreground scribble (0: none)")
     p.add_argument("--workdir", type=Path, default=Path("/tmp/s2l_accuracy"),
@@ -473,7 +482,8 @@ def main(argv=None) -> int:
             if "full" in methods:
                 todo.append(("full", None))
             for method, ratio in todo:
-                run = base / tag / f"{method}_r{ratio}_s{seed}"
+                bg_tag = "_near" if args.background == "near" and method != "full" else ""
+                run = base / tag / f"{method}_r{ratio}_s{seed}{bg_tag}"
                 done = run / "result.json"
                 if done.exists():
                     res = json.loads(done.read_text())
@@ -490,11 +500,12 @@ def main(argv=None) -> int:
                     make_full_set(data, mod, tr_split, tr_stems)
                     fit_method = "full"
                 else:
-                    scr = base / f"scribbles_r{ratio}_s{seed}"
-                    make_train_set(scr, mod, tr_split, tr_stems, ratio=ratio, seed=seed)
+                    scr = base / f"scribbles_r{ratio}_s{seed}{bg_tag}"
+                    make_train_set(scr, mod, tr_split, tr_stems, ratio=ratio, seed=seed,
+                                   background=args.background)
                     data, fit_method = scr, method
                     if method == "grabcut":
-                        data = base / f"grabcut_r{ratio}_s{seed}_near{args.grabcut_near}"
+                        data = base / f"grabcut_r{ratio}_s{seed}{bg_tag}_near{args.grabcut_near}"
                         extra = make_grabcut_set(data, scr, tr_stems, near=args.grabcut_near)
                         extra["proposal_scores_train"] = score_proposals(data, scr)
                         fit_method = "full"
@@ -502,7 +513,8 @@ def main(argv=None) -> int:
                       file=sys.stderr, flush=True)
                 res = train_and_score(run, data, fit_method, val, va_stems, args, seed)
                 res.update(extra, modality=mod, method=method, ratio=ratio, seed=seed,
-                           budget=budget, n_train=len(tr_stems))
+                           budget=budget, n_train=len(tr_stems),
+                           background="skeleton" if method == "full" else args.background)
                 done.write_text(json.dumps(res, indent=2) + "\n")
                 results.append(res)
                 print(f"  IoU {res['iou']:.4f} mDice {res['mdice']:.4f} F1 {res['f1_50']:.3f} "

@@ -35,6 +35,10 @@ BACKGROUND_MARGIN = 2
 CORNER_TOLERANCE = 2.0
 #: background segments shorter than this (pixels) are dropped, unless none is longer
 MIN_SEGMENT_LENGTH = 5
+#: ``background="near"``: the background scribbles run this many pixels outside the cells
+NEAR_DISTANCE = 3
+#: where background scribbles go (see :func:`synthesize_scribbles`)
+BACKGROUND_STYLES = ("skeleton", "near")
 
 _EIGHT = np.ones((3, 3), dtype=bool)
 
@@ -45,6 +49,7 @@ def synthesize_scribbles(
     ratio: float,
     rng: np.random.Generator | None = None,
     seed=None,
+    background: str = "skeleton",
 ) -> np.ndarray:
     """Synthetic scribbles from a full instance label image.
 
@@ -61,6 +66,11 @@ def synthesize_scribbles(
     seed : int or sequence of int, optional
         Seed for a new generator (``np.random.default_rng(seed)``), when ``rng``
         is not given. Neither: a fresh, unseeded generator.
+    background : {'skeleton', 'near'}
+        Where the background scribbles go: ``'skeleton'`` (the paper's) on the
+        background's skeleton, midway between cells; ``'near'`` on the
+        outline of the cells grown by :data:`NEAR_DISTANCE` pixels, the way a
+        biologist traces background strokes just outside the cells.
 
     Returns
     -------
@@ -72,7 +82,8 @@ def synthesize_scribbles(
     ------
     ValueError
         ``ratio`` outside (0, 1], ``labels`` not a non-empty 2-D integer array
-        or with negative values, or both ``rng`` and ``seed`` given.
+        or with negative values, both ``rng`` and ``seed`` given, or an
+        unknown ``background``.
 
     Warns
     -----
@@ -104,6 +115,15 @@ def synthesize_scribbles(
     foreground pieces (all of them if there are fewer). So background
     scribbles never touch a cell. Without any cell, ``max(1, round(ratio * S))``
     of the ``S`` segments are kept.
+
+    *Background near the cells* (``background="near"``, not the paper's). The
+    segments are cut the same way from the outline of the cells dilated by
+    :data:`NEAR_DISTANCE` pixels, so each runs that far from a cell (where
+    two cells are closer than twice that, the outline between them is left
+    out). Skeleton background scribbles label only pixels far from every
+    cell, which leaves the cell boundary to the network's guess; these pin it
+    (docs/benchmarks.md measures the difference). If the outline has no
+    segment, the skeleton's are used.
 
     At least one pixel of each class present in ``labels`` is scribbled (if
     the background is too thin for a skeleton, its pixel farthest from the
@@ -138,6 +158,10 @@ def synthesize_scribbles(
         )
     if rng is not None and seed is not None:
         raise ValueError("give either rng or seed, not both")
+    if background not in BACKGROUND_STYLES:
+        raise ValueError(
+            f"background={background!r}: must be one of {', '.join(BACKGROUND_STYLES)}"
+        )
     if rng is None:
         rng = np.random.default_rng(seed)
     labels = _sequential(labels)
@@ -159,7 +183,7 @@ def synthesize_scribbles(
             stacklevel=2,
         )
         return out
-    segments = _background_segments(cells)
+    segments = (_near_segments(cells) if background == "near" else []) or _background_segments(cells)
     if n_cells == 0:
         warnings.warn(
             "the label image has no cell: background scribbles only; "
@@ -221,6 +245,18 @@ def _background_segments(cells: np.ndarray) -> list[tuple[np.ndarray, np.ndarray
     skeleton = skeletonize(~near)
     segments = [s for s in _cut(skeleton) if len(s[0]) >= MIN_SEGMENT_LENGTH]
     return segments or _cut(skeleton)
+
+
+def _near_segments(cells: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The outline of ``cells`` grown by :data:`NEAR_DISTANCE` px, cut into segments."""
+    from skimage.morphology import disk, skeletonize
+
+    grown = ndi.binary_dilation(cells, structure=disk(NEAR_DISTANCE))
+    outline = grown & ~ndi.binary_erosion(grown, structure=_EIGHT, border_value=1)
+    # off the outline between cells closer than 2 x NEAR_DISTANCE: it would touch them
+    outline &= ~ndi.binary_dilation(cells, structure=disk(NEAR_DISTANCE - 1))
+    segments = [s for s in _cut(skeletonize(outline)) if len(s[0]) >= MIN_SEGMENT_LENGTH]
+    return segments
 
 
 def _cut(skeleton: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -287,7 +323,8 @@ Existing scribbles are never replaced without --overwrite."""
 
 _EXAMPLE = """\
   s2l-synth data/dsb --ratio 0.1 --seed 0          # 10 % of the cells
-  s2l-synth data/dsb --ratio 0.3 --seed 0 --rois --overwrite"""
+  s2l-synth data/dsb --ratio 0.3 --seed 0 --rois --overwrite
+  s2l-synth data/dsb --ratio 0.3 --background near  # background strokes beside the cells"""
 
 
 def get_parser():
@@ -299,6 +336,10 @@ def get_parser():
                         help="fraction of the cells to scribble, in (0, 1] (paper: 0.1 0.3 0.5 1)")
     parser.add_argument("--seed", type=int, default=0,
                         help="random seed (each image gets its own, derived from it and its name)")
+    parser.add_argument("--background", choices=BACKGROUND_STYLES, default="skeleton",
+                        help="background scribbles on the background's skeleton, midway between "
+                        f"cells (the paper's; default), or 'near': {NEAR_DISTANCE} px outside the "
+                        "cells, as a biologist draws them")
     parser.add_argument("--rois", action="store_true",
                         help="also write the scribbles as Fiji ROI sets in DATA/rois/<stem>.zip")
     parser.add_argument("--overwrite", action="store_true",
@@ -418,7 +459,8 @@ def _main(args) -> int:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always", S2LWarning)
                 mask = synthesize_scribbles(
-                    labels, ratio=ratio, rng=np.random.default_rng(image_seed(seed, stem))
+                    labels, ratio=ratio, rng=np.random.default_rng(image_seed(seed, stem)),
+                    background=args.background,
                 )
             for w in caught:
                 warnings.warn(f"{path}: {w.message}", w.category, stacklevel=1)

@@ -10,7 +10,7 @@ from skimage.draw import disk
 
 from s2l_tools.errors import S2LWarning
 from s2l_tools.labels import BACKGROUND, FOREGROUND
-from s2l_tools.synth import image_seed, main, synthesize_scribbles
+from s2l_tools.synth import NEAR_DISTANCE, image_seed, main, synthesize_scribbles
 
 RATIOS = (0.1, 0.3, 0.5, 1.0)
 
@@ -83,6 +83,29 @@ def test_scribbles_are_one_pixel_wide(by_ratio):
     for s in by_ratio.values():
         m = s > 0
         assert not np.any(m[:-1, :-1] & m[1:, :-1] & m[:-1, 1:] & m[1:, 1:])
+
+
+def test_near_background_runs_beside_the_cells(labels):
+    distance = ndi.distance_transform_edt(labels == 0)
+    for ratio in (0.1, 1.0):
+        near = synthesize_scribbles(labels, ratio=ratio, seed=3, background="near")
+        far = synthesize_scribbles(labels, ratio=ratio, seed=3)
+        assert np.array_equal(near == FOREGROUND, far == FOREGROUND)  # same cells
+        d = distance[near == BACKGROUND]
+        assert d.size and d.min() >= 2 and d.max() <= NEAR_DISTANCE + 0.5
+        assert np.median(distance[far == BACKGROUND]) > 2 * NEAR_DISTANCE  # skeleton: far off
+        m = near > 0
+        assert not np.any(m[:-1, :-1] & m[1:, :-1] & m[:-1, 1:] & m[1:, 1:])  # 1 px wide
+    with pytest.raises(ValueError, match="background='ring'.*skeleton, near"):
+        synthesize_scribbles(labels, ratio=0.5, background="ring")
+
+
+def test_near_background_falls_back_to_the_skeleton():
+    labels = np.zeros((20, 40), np.int32)
+    labels[:, :17] = 1  # the only background is a 3-px strip: no outline 3 px out
+    labels[:, 20:] = 2
+    s = synthesize_scribbles(labels, ratio=1.0, seed=0, background="near")
+    assert np.any(s == BACKGROUND) and np.all(labels[s == BACKGROUND] == 0)
 
 
 def test_tiny_cells_get_a_pixel():
@@ -178,6 +201,16 @@ def test_cli_writes_scribbles(data, capsys):
         assert np.any(s == FOREGROUND) and np.all(labels[s == FOREGROUND] > 0)
         assert np.any(s == BACKGROUND) and np.all(labels[s == BACKGROUND] == 0)
     assert not list((data / "scribbles").glob(".*"))  # no temporary files left
+
+
+def test_cli_background_near(data, capsys):
+    assert main([str(data), "--ratio", "1", "--background", "near"]) == 0
+    labels = tifffile.imread(data / "masks" / "a.tif")
+    s = tifffile.imread(data / "scribbles" / "a.tif")
+    d = ndi.distance_transform_edt(labels == 0)[s == BACKGROUND]
+    assert d.size and d.max() <= NEAR_DISTANCE + 0.5
+    assert main([str(data), "--ratio", "1", "--background", "ring", "--overwrite"]) == 2
+    assert "invalid choice: 'ring'" in capsys.readouterr().err
 
 
 def test_cli_refuses_to_overwrite(data, capsys):
