@@ -1,0 +1,96 @@
+"""How right are a finished S2L run's pseudo-labels? (a diagnosis, not a test)
+
+Reads the EMA store from the ``checkpoint.pt`` of finished
+``benchmarks/accuracy.py`` runs (``s2l`` runs; the store is what the last
+ensemble pass left) and compares the pseudo-labels it gives on the
+**training** images' unscribbled pixels (EMA > tau: foreground, EMA < 1 - tau:
+background; the run's own tau) with those images' full masks:
+
+- pseudo-foreground precision: the share of pseudo-foreground pixels that are
+  cells in the truth (the rest is halo or debris the network teaches itself);
+- pseudo-foreground / true foreground, over the unscribbled pixels;
+- pseudo-background precision, and the share of each true class covered.
+
+    .venv/bin/python benchmarks/pseudo_labels.py --workdir /tmp/s2l_acc3 --modality fluo \\
+        --budget e30_resnet18_c128_b8_s128 --runs s2l_r0.1_s0,s2l_r1.0_s0
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from threshold_sweep import find_run  # noqa: E402  (a sibling script, not a package)
+
+
+def check(run: Path) -> dict:
+    """Pixel counts of the run's pseudo-labels against the truth, as ratios."""
+    import torch
+
+    from s2l_tools.dataset import open_dataset
+    from s2l_tools.ema import EmaStore
+    from s2l_tools.images import read_labels
+
+    model = run / "model"
+    config = json.loads((model / "config.json").read_text())
+    tau = float(config["threshold"])
+    state = torch.load(model / "checkpoint.pt", map_location="cpu", weights_only=False)["ema"]
+    if state is None or int(state["n_updates"].max()) == 0:
+        raise SystemExit(f"{model}: no EMA store was filled in this run (method "
+                         f"{config['method']}); pass S2L runs (s2l_r...)")
+    shapes = [tuple(s) for s in state["shapes"].tolist()]
+    store = EmaStore(shapes, dtype=state["dtype"])
+    store.load_state_dict(state)
+    # the trainer's order: the dataset's samples (sorted by stem) that have scribbles
+    samples = [s for s in open_dataset(config["data"]).samples if s.scribbles is not None]
+    if len(samples) != len(shapes) or any(s.mask is None for s in samples):
+        raise SystemExit(f"{config['data']}: {len(samples)} scribbled images (with masks needed) "
+                         f"for {len(shapes)} in the store; re-run the run's accuracy.py command")
+    n = dict.fromkeys(("pfg", "pfg_ok", "pbg", "pbg_ok", "fg", "bg"), 0)
+    for i, s in enumerate(samples):
+        ema, truth, scribbles = store.get(i), read_labels(s.mask) > 0, read_labels(s.scribbles)
+        unlabeled = scribbles == 0
+        pfg, pbg = unlabeled & (ema > tau), unlabeled & (ema < 1 - tau)
+        n["pfg"] += int(pfg.sum())
+        n["pfg_ok"] += int((pfg & truth).sum())
+        n["pbg"] += int(pbg.sum())
+        n["pbg_ok"] += int((pbg & ~truth).sum())
+        n["fg"] += int((unlabeled & truth).sum())
+        n["bg"] += int((unlabeled & ~truth).sum())
+    return {"tau": tau, "fg_precision": n["pfg_ok"] / max(n["pfg"], 1),
+            "fg_area": n["pfg"] / max(n["fg"], 1),
+            "bg_precision": n["pbg_ok"] / max(n["pbg"], 1),
+            "fg_covered": n["pfg_ok"] / max(n["fg"], 1),
+            "bg_covered": n["pbg_ok"] / max(n["bg"], 1)}
+
+
+def markdown(results: dict[str, dict]) -> str:
+    lines = ["| run | pseudo-fg precision | pseudo-fg / true fg | pseudo-bg precision | "
+             "true fg covered | true bg covered |", "| --- |" + " --- |" * 5]
+    for name, r in results.items():
+        lines.append(f"| {name} | {r['fg_precision']:.3f} | {r['fg_area']:.2f}x | "
+                     f"{r['bg_precision']:.3f} | {r['fg_covered']:.3f} | {r['bg_covered']:.3f} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--workdir", type=Path, required=True, help="accuracy.py's --workdir")
+    p.add_argument("--modality", default="fluo")
+    p.add_argument("--runs", required=True, help="comma list of S2L run folders, e.g. s2l_r1.0_s0")
+    p.add_argument("--budget", help="the budget folder, e.g. e30_resnet18_c128_b8_s128")
+    args = p.parse_args(argv)
+    results = {name: check(find_run(args.workdir, args.modality, name, args.budget))
+               for name in args.runs.split(",")}
+    print(f"pseudo-labels on the unscribbled training pixels, {args.modality}:\n")
+    print(markdown(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
