@@ -22,10 +22,11 @@ foreground scribbles, GC_BGD on background scribbles, GC_PR_FGD within
 iterations), whose full proposal (connected components) is then trained on as
 ``--method full``.
 
-``--background near`` draws the background scribbles just outside the cells
-(``synthesize_scribbles(..., background="near")``) instead of on the
-background's skeleton (the paper's); its scribble sets and runs are kept apart
-(names end in ``_near``).
+``--background near`` draws the background scribbles just outside the cells,
+``--background mixed`` half there and half on the background's skeleton
+(``synthesize_scribbles(..., background=...)``), instead of all on the skeleton
+(the paper's); their scribble sets and runs are kept apart (names end in
+``_near`` or ``_mixed``).
 
 Finished runs are kept in ``--workdir`` (``result.json`` per run) and are not
 repeated, so a long table can be stopped and continued. Output: markdown tables
@@ -422,9 +423,10 @@ def get_parser():
     p.add_argument("--warmup-epochs", type=int, help="default: half the epochs")
     p.add_argument("--ensemble-every", type=int)
     p.add_argument("--lr", type=float)
-    p.add_argument("--background", choices=("skeleton", "near"), default="skeleton",
+    p.add_argument("--background", choices=("skeleton", "near", "mixed"), default="skeleton",
                    help="synthetic background scribbles on the background's skeleton (the "
-                   "paper's) or just outside the cells (runs named ..._near)")
+                   "paper's), just outside the cells (near) or half of each (mixed); runs are "
+                   "named ..._near, ..._mixed")
     p.add_argument("--grabcut-near", type=int, default=5,
                    help="GC_PR_FGD within this many px of a foreground scribble (0: none)")
     p.add_argument("--workdir", type=Path, default=Path("/tmp/s2l_accuracy"),
@@ -482,7 +484,8 @@ def main(argv=None) -> int:
             if "full" in methods:
                 todo.append(("full", None))
             for method, ratio in todo:
-                bg_tag = "_near" if args.background == "near" and method != "full" else ""
+                bg_tag = "" if args.background == "skeleton" or method == "full" else \
+                    f"_{args.background}"
                 run = base / tag / f"{method}_r{ratio}_s{seed}{bg_tag}"
                 done = run / "result.json"
                 if done.exists():

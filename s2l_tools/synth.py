@@ -38,7 +38,7 @@ MIN_SEGMENT_LENGTH = 5
 #: ``background="near"``: the background scribbles run this many pixels outside the cells
 NEAR_DISTANCE = 3
 #: where background scribbles go (see :func:`synthesize_scribbles`)
-BACKGROUND_STYLES = ("skeleton", "near")
+BACKGROUND_STYLES = ("skeleton", "near", "mixed")
 
 _EIGHT = np.ones((3, 3), dtype=bool)
 
@@ -66,11 +66,13 @@ def synthesize_scribbles(
     seed : int or sequence of int, optional
         Seed for a new generator (``np.random.default_rng(seed)``), when ``rng``
         is not given. Neither: a fresh, unseeded generator.
-    background : {'skeleton', 'near'}
+    background : {'skeleton', 'near', 'mixed'}
         Where the background scribbles go: ``'skeleton'`` (the paper's) on the
         background's skeleton, midway between cells; ``'near'`` on the
-        outline of the cells grown by :data:`NEAR_DISTANCE` pixels, the way a
-        biologist traces background strokes just outside the cells.
+        outline of the cells grown by :data:`NEAR_DISTANCE` pixels, just
+        outside the cells; ``'mixed'``: half of them near the cells, half on
+        the skeleton, the way a biologist scribbles both the open background
+        and the gaps beside cells.
 
     Returns
     -------
@@ -121,9 +123,12 @@ def synthesize_scribbles(
     :data:`NEAR_DISTANCE` pixels, so each runs that far from a cell (where
     two cells are closer than twice that, the outline between them is left
     out). Skeleton background scribbles label only pixels far from every
-    cell, which leaves the cell boundary to the network's guess; these pin it
-    (docs/benchmarks.md measures the difference). If the outline has no
-    segment, the skeleton's are used.
+    cell, which leaves the cell boundary to the network's guess; these pin it,
+    but leave the open background unlabeled. ``'mixed'`` takes ``k // 2``
+    segments near the cells and the other ``k - k // 2`` from the skeleton
+    (so one segment is a skeleton one), each set drawn from its own
+    permutation. docs/benchmarks.md measures the three. If the outline has
+    no segment, the skeleton's are used.
 
     At least one pixel of each class present in ``labels`` is scribbled (if
     the background is too thin for a skeleton, its pixel farthest from the
@@ -183,7 +188,8 @@ def synthesize_scribbles(
             stacklevel=2,
         )
         return out
-    segments = (_near_segments(cells) if background == "near" else []) or _background_segments(cells)
+    skeleton = _background_segments(cells)
+    near = _near_segments(cells) if background != "skeleton" and n_cells else []
     if n_cells == 0:
         warnings.warn(
             "the label image has no cell: background scribbles only; "
@@ -191,11 +197,18 @@ def synthesize_scribbles(
             S2LWarning,
             stacklevel=2,
         )
-        k = max(1, math.floor(ratio * len(segments) + 0.5))
-    if segments:
-        for index in rng.permutation(len(segments))[:k]:
-            rows, cols = segments[index]
-            out[rows, cols] = BACKGROUND
+        k = max(1, math.floor(ratio * len(skeleton) + 0.5))
+    if background == "mixed" and near and skeleton:  # k // 2 beside cells, the rest midway
+        picks = [(skeleton, k - k // 2), (near, k // 2)]
+    elif background != "skeleton" and near:
+        picks = [(near, k)]
+    else:
+        picks = [(skeleton, k)]
+    if picks[0][0]:
+        for pool, count in picks:
+            for index in rng.permutation(len(pool))[:count]:
+                rows, cols = pool[index]
+                out[rows, cols] = BACKGROUND
     else:  # background too thin for a skeleton: its pixel farthest from the cells
         distance = ndi.distance_transform_edt(~cells)
         out[np.unravel_index(np.argmax(distance), distance.shape)] = BACKGROUND
@@ -324,7 +337,7 @@ Existing scribbles are never replaced without --overwrite."""
 _EXAMPLE = """\
   s2l-synth data/dsb --ratio 0.1 --seed 0          # 10 % of the cells
   s2l-synth data/dsb --ratio 0.3 --seed 0 --rois --overwrite
-  s2l-synth data/dsb --ratio 0.3 --background near  # background strokes beside the cells"""
+  s2l-synth data/dsb --ratio 0.3 --background mixed  # background also beside the cells"""
 
 
 def get_parser():
@@ -338,8 +351,8 @@ def get_parser():
                         help="random seed (each image gets its own, derived from it and its name)")
     parser.add_argument("--background", choices=BACKGROUND_STYLES, default="skeleton",
                         help="background scribbles on the background's skeleton, midway between "
-                        f"cells (the paper's; default), or 'near': {NEAR_DISTANCE} px outside the "
-                        "cells, as a biologist draws them")
+                        f"cells (the paper's; default); 'near': {NEAR_DISTANCE} px outside the "
+                        "cells; 'mixed': half of each, as a biologist draws them")
     parser.add_argument("--rois", action="store_true",
                         help="also write the scribbles as Fiji ROI sets in DATA/rois/<stem>.zip")
     parser.add_argument("--overwrite", action="store_true",

@@ -96,16 +96,32 @@ def test_near_background_runs_beside_the_cells(labels):
         assert np.median(distance[far == BACKGROUND]) > 2 * NEAR_DISTANCE  # skeleton: far off
         m = near > 0
         assert not np.any(m[:-1, :-1] & m[1:, :-1] & m[:-1, 1:] & m[1:, 1:])  # 1 px wide
-    with pytest.raises(ValueError, match="background='ring'.*skeleton, near"):
+    with pytest.raises(ValueError, match="background='ring'.*skeleton, near, mixed"):
         synthesize_scribbles(labels, ratio=0.5, background="ring")
+
+
+def test_mixed_background_splits_the_segments(labels):
+    distance = ndi.distance_transform_edt(labels == 0)
+    previous = None
+    for ratio in RATIOS:
+        mixed = synthesize_scribbles(labels, ratio=ratio, seed=3, background="mixed")
+        far = synthesize_scribbles(labels, ratio=ratio, seed=3)
+        assert np.array_equal(mixed == FOREGROUND, far == FOREGROUND)
+        bg = ndi.label(mixed == BACKGROUND, structure=np.ones((3, 3), bool))[0]
+        beside = [np.max(distance[bg == i]) <= NEAR_DISTANCE + 0.5 for i in range(1, bg.max() + 1)]
+        assert any(beside) and not all(beside)  # some strokes beside cells, some midway
+        if previous is not None:  # a larger ratio scribbles a superset
+            assert np.all(mixed[previous > 0] == previous[previous > 0])
+        previous = mixed
 
 
 def test_near_background_falls_back_to_the_skeleton():
     labels = np.zeros((20, 40), np.int32)
     labels[:, :17] = 1  # the only background is a 3-px strip: no outline 3 px out
     labels[:, 20:] = 2
-    s = synthesize_scribbles(labels, ratio=1.0, seed=0, background="near")
-    assert np.any(s == BACKGROUND) and np.all(labels[s == BACKGROUND] == 0)
+    for background in ("near", "mixed"):
+        s = synthesize_scribbles(labels, ratio=1.0, seed=0, background=background)
+        assert np.any(s == BACKGROUND) and np.all(labels[s == BACKGROUND] == 0)
 
 
 def test_tiny_cells_get_a_pixel():
