@@ -82,7 +82,15 @@ def main(argv=None) -> int:
     p.add_argument("--runs", required=True, help="comma list of run folders, e.g. pce_r1.0_s0")
     p.add_argument("--budget", help="the budget folder, e.g. e30_resnet18_c128_b8_s128")
     p.add_argument("--threads", type=int, help="torch threads (default: torch's)")
+    p.add_argument("--thresholds", default=",".join(map(str, THRESHOLDS)),
+                   help="comma list (default %(default)s); 0.5 alone gives the table's masks")
     args = p.parse_args(argv)
+    try:
+        thresholds = tuple(float(t) for t in args.thresholds.split(","))
+    except ValueError:
+        raise SystemExit(f"--thresholds {args.thresholds}: give numbers in (0, 1), e.g. 0.5,0.9")
+    if not all(0 < t < 1 for t in thresholds):
+        raise SystemExit(f"--thresholds {args.thresholds}: every threshold must be in (0, 1)")
     if args.threads:
         import torch
 
@@ -90,7 +98,7 @@ def main(argv=None) -> int:
     results = {}
     for name in args.runs.split(","):
         run = find_run(args.workdir, args.modality, name, args.budget)
-        results[name] = sweep(run)
+        results[name] = sweep(run, thresholds)
         print(name, " ".join(f"{t}:{v['iou']:.3f}/{v['area']:.2f}x"
                              for t, v in results[name].items()), file=sys.stderr, flush=True)
     print(f"IoU (median predicted / true area) by threshold, {args.modality}:\n")

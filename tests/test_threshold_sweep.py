@@ -24,3 +24,9 @@ def test_markdown_names_the_threshold_with_the_best_iou():
 def test_a_missing_run_says_how_to_make_it(tmp_path):
     with pytest.raises(SystemExit, match="run benchmarks/accuracy.py first"):
         sweep.main(["--workdir", str(tmp_path), "--runs", "pce_r0.1_s0"])
+
+
+@pytest.mark.parametrize("bad", ["0.5,x", "0.5,1.2"])
+def test_bad_thresholds_say_what_to_give(tmp_path, bad):
+    with pytest.raises(SystemExit, match="--thresholds"):
+        sweep.main(["--workdir", str(tmp_path), "--runs", "pce_r0.1_s0", "--thresholds", bad])
