@@ -423,7 +423,9 @@ def get_parser():
     p.add_argument("--warmup-epochs", type=int, help="default: half the epochs")
     p.add_argument("--ensemble-every", type=int)
     p.add_argument("--lr", type=float)
-    p.add_argument("--background", choices=("skeleton", "near", "mixed"), default="skeleton",
+    from s2l_tools.synth import BACKGROUND_STYLES
+
+    p.add_argument("--background", choices=BACKGROUND_STYLES, default="skeleton",
                    help="synthetic background scribbles on the background's skeleton (the "
                    "paper's), just outside the cells (near) or half of each (mixed); runs are "
                    "named ..._near, ..._mixed")

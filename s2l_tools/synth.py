@@ -126,7 +126,7 @@ def synthesize_scribbles(
     cell, which leaves the cell boundary to the network's guess; these pin it,
     but leave the open background unlabeled. ``'mixed'`` takes ``k // 2``
     segments near the cells and the other ``k - k // 2`` from the skeleton
-    (so one segment is a skeleton one), each set drawn from its own
+    (a single segment is a skeleton one), each set drawn from its own
     permutation. docs/benchmarks.md measures the three. If the outline has
     no segment, the skeleton's are used.
 
