@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from threshold_sweep import find_run  # noqa: E402  (a sibling script, not a package)
+from threshold_sweep import add_run_arguments, find_run  # noqa: E402  (a sibling script, not a package)
 
 
 def check(run: Path) -> dict:
@@ -80,10 +80,7 @@ def markdown(results: dict[str, dict]) -> str:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--workdir", type=Path, required=True, help="accuracy.py's --workdir")
-    p.add_argument("--modality", default="fluo")
-    p.add_argument("--runs", required=True, help="comma list of S2L run folders, e.g. s2l_r1.0_s0")
-    p.add_argument("--budget", help="the budget folder, e.g. e30_resnet18_c128_b8_s128")
+    add_run_arguments(p, "s2l_r1.0_s0")
     args = p.parse_args(argv)
     results = {name: check(find_run(args.workdir, args.modality, name, args.budget))
                for name in args.runs.split(",")}

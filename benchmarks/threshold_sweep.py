@@ -75,12 +75,17 @@ def markdown(results: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_run_arguments(p: argparse.ArgumentParser, example: str = "pce_r1.0_s0") -> None:
+    """``--workdir --modality --runs --budget``: which finished accuracy.py runs to read."""
     p.add_argument("--workdir", type=Path, required=True, help="accuracy.py's --workdir")
     p.add_argument("--modality", default="fluo")
-    p.add_argument("--runs", required=True, help="comma list of run folders, e.g. pce_r1.0_s0")
+    p.add_argument("--runs", required=True, help=f"comma list of run folders, e.g. {example}")
     p.add_argument("--budget", help="the budget folder, e.g. e30_resnet18_c128_b8_s128")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_run_arguments(p)
     p.add_argument("--threads", type=int, help="torch threads (default: torch's)")
     p.add_argument("--thresholds", default=",".join(map(str, THRESHOLDS)),
                    help="comma list (default %(default)s); 0.5 alone gives the table's masks")
