@@ -32,9 +32,8 @@ def check(run: Path) -> dict:
     """Pixel counts of the run's pseudo-labels against the truth, as ratios."""
     import torch
 
-    from s2l_tools.dataset import open_dataset
     from s2l_tools.ema import EmaStore
-    from s2l_tools.images import read_labels
+    from s2l_tools.engine import load_training_data
 
     model = run / "model"
     config = json.loads((model / "config.json").read_text())
@@ -46,15 +45,14 @@ def check(run: Path) -> dict:
     shapes = [tuple(s) for s in state["shapes"].tolist()]
     store = EmaStore(shapes, dtype=state["dtype"])
     store.load_state_dict(state)
-    # the trainer's order: the dataset's samples (sorted by stem) that have scribbles
-    samples = [s for s in open_dataset(config["data"]).samples if s.scribbles is not None]
-    if len(samples) != len(shapes) or any(s.mask is None for s in samples):
-        raise SystemExit(f"{config['data']}: {len(samples)} scribbled images (with masks needed) "
-                         f"for {len(shapes)} in the store; re-run the run's accuracy.py command")
+    data = load_training_data(config["data"], channel=config.get("channel"))  # the trainer's order
+    if data.shapes != shapes or any(m is None for m in data.masks):
+        raise SystemExit(f"{config['data']}: {len(data.shapes)} scribbled images (with masks "
+                         f"needed) for {len(shapes)} in the store; re-run the run's accuracy.py "
+                         "command")
     n = dict.fromkeys(("pfg", "pfg_ok", "pbg", "pbg_ok", "fg", "bg"), 0)
-    for i, s in enumerate(samples):
-        ema, truth, scribbles = store.get(i), read_labels(s.mask) > 0, read_labels(s.scribbles)
-        unlabeled = scribbles == 0
+    for i, (scribbles, mask) in enumerate(zip(data.scribbles, data.masks)):
+        ema, truth, unlabeled = store.get(i), mask > 0, scribbles == 0
         pfg, pbg = unlabeled & (ema > tau), unlabeled & (ema < 1 - tau)
         n["pfg"] += int(pfg.sum())
         n["pfg_ok"] += int((pfg & truth).sum())

@@ -268,8 +268,7 @@ def _near_segments(cells: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
     outline = grown & ~ndi.binary_erosion(grown, structure=_EIGHT, border_value=1)
     # off the outline between cells closer than 2 x NEAR_DISTANCE: it would touch them
     outline &= ~ndi.binary_dilation(cells, structure=disk(NEAR_DISTANCE - 1))
-    segments = [s for s in _cut(skeletonize(outline)) if len(s[0]) >= MIN_SEGMENT_LENGTH]
-    return segments
+    return [s for s in _cut(skeletonize(outline)) if len(s[0]) >= MIN_SEGMENT_LENGTH]
 
 
 def _cut(skeleton: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:

@@ -23,7 +23,7 @@ def _run(tmp_path, ema, n_updates=1):
     data = tmp_path / "data"
     for sub in ("images", "scribbles", "masks"):
         (data / sub).mkdir(parents=True)
-    tifffile.imwrite(data / "images" / "a.tif", np.zeros((2, 8), np.uint8))
+    tifffile.imwrite(data / "images" / "a.tif", np.arange(16, dtype=np.uint8).reshape(2, 8))
     tifffile.imwrite(data / "scribbles" / "a.tif", np.array([[1, 0, 0, 0, 2, 0, 0, 0], [1] * 8], np.uint8))
     tifffile.imwrite(data / "masks" / "a.tif", np.array([[0, 0, 0, 1, 1, 1, 1, 0], [0] * 8], np.uint16))
     run = tmp_path / "fluo" / "n1_v1" / "e1" / "s2l_r1.0_s0"
