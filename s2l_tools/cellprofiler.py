@@ -5,8 +5,11 @@
 ``s2l_tools/onnx_inference.py``, ``tiling.py`` and ``postprocess.py`` become
 ``_s2l_onnx_inference.py``, ``_s2l_tiling.py`` and ``_s2l_postprocess.py``
 (CellProfiler imports every ``*.py`` file of its plugins folder that does not
-start with ``_`` as a module). The plugin and CellProfiler ``segment`` with
-exactly the code ``s2l-predict``'s ONNX path uses.
+start with ``_`` as a module). The plugin segments with
+:func:`s2l_tools.onnx_inference.segment`; ``s2l-predict`` loads ``.onnx``
+models with the same session loader and metadata reader and runs them through
+:func:`s2l_tools.predict.predict_image`, with the same tiling and
+post-processing modules (the tests check that the results agree).
 
 ``s2l-cellprofiler pipeline --model model.onnx --out example.cppipe`` writes a
 ready-to-run pipeline. Building it needs ``cellprofiler_core``, which lives in
@@ -151,10 +154,7 @@ def _pipeline(args) -> int:
                        "0.5 is the usual choice)")
     if args.min_size is not None and args.min_size < 0:
         raise S2LError(f"--min-size {args.min_size}: must be 0 or more (pixels)")
-    try:
-        read_meta(args.model)
-    except ValueError as exc:
-        raise S2LError(str(exc)) from None
+    read_meta(args.model)  # ModelLoadError, an S2LError: one line
     out = Path(args.out)
     if out.suffix.lower() not in (".cppipe", ".cp"):
         raise S2LError(f"--out {out}: the file name must end in .cppipe (e.g. example.cppipe)")

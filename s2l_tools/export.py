@@ -10,7 +10,10 @@ Everything a consumer needs to use the model is stored in the file's
 :class:`~s2l_tools.checkpoint.ModelMeta`, and flat keys repeat the common
 fields (``s2l.in_channels``, ``s2l.normalization`` (JSON), ``s2l.tile``,
 ``s2l.overlap``, ``s2l.threshold``, ``s2l.min_size``, ``s2l.classes``, ...).
-ONNX Runtime exposes them without the ``onnx`` package::
+The keys, the tensor names and the reader of this format live in
+:mod:`s2l_tools.onnx_inference` (:func:`~s2l_tools.onnx_inference.read_meta`
+reads them without the ``onnx`` package or onnxruntime). ONNX Runtime also
+exposes them::
 
     sess = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
     meta = meta_from_props(sess.get_modelmeta().custom_metadata_map)
@@ -33,30 +36,37 @@ from pathlib import Path
 from . import _cli
 from .checkpoint import ModelMeta
 from .errors import S2LError
+from .onnx_inference import (
+    FORMAT,
+    FORMAT_KEY,
+    FORMAT_VERSION,
+    FORMAT_VERSION_KEY,
+    INPUT_KEY,
+    INPUT_NAME,
+    META_KEY,
+    OUTPUT_KEY,
+    OUTPUT_NAME,
+    PAD_MULTIPLE,
+    meta_from_props,
+    read_props,
+)
 
 __all__ = ["export_onnx", "read_onnx_meta", "meta_from_props", "get_parser", "main",
-           "INPUT_NAME", "OUTPUT_NAME", "ONNX_FORMAT"]
+           "INPUT_NAME", "OUTPUT_NAME"]
 
-INPUT_NAME = "image"
-OUTPUT_NAME = "probability"
-ONNX_FORMAT = "s2l-tools-onnx"
-ONNX_FORMAT_VERSION = 1
-#: height and width given to the graph must be multiples of this
-PAD_MULTIPLE = 32
 #: opsets accepted by ``--opset`` (13: Softmax over one axis; ONNX Runtime
 #: 1.19, CellProfiler's, runs up to 21)
 MIN_OPSET, MAX_OPSET = 13, 20
 DEFAULT_OPSET = 17
-_NOT_OURS = "export the model with s2l-export RUN --out model.onnx"
 
 
 def _flat_props(meta: ModelMeta, opset: int) -> dict[str, str]:
     """The ``metadata_props`` written into the ONNX file."""
     d = asdict(meta)
     return {
-        "s2l.format": ONNX_FORMAT,
-        "s2l.format_version": str(ONNX_FORMAT_VERSION),
-        "s2l.meta": json.dumps(d, sort_keys=True),
+        FORMAT_KEY: FORMAT,
+        FORMAT_VERSION_KEY: str(FORMAT_VERSION),
+        META_KEY: json.dumps(d, sort_keys=True),
         "s2l.version": str(meta.s2l_version),
         "s2l.encoder": str(meta.encoder),
         "s2l.in_channels": str(meta.in_channels),
@@ -67,58 +77,19 @@ def _flat_props(meta: ModelMeta, opset: int) -> dict[str, str]:
         "s2l.overlap": str(meta.overlap),
         "s2l.threshold": repr(float(meta.threshold)),
         "s2l.min_size": str(meta.min_size),
-        "s2l.input": INPUT_NAME,
-        "s2l.output": OUTPUT_NAME,
+        INPUT_KEY: INPUT_NAME,
+        OUTPUT_KEY: OUTPUT_NAME,
         "s2l.pad_multiple": str(PAD_MULTIPLE),
         "s2l.opset": str(opset),
     }
 
 
-def meta_from_props(props, *, source: str = "model") -> dict:
-    """ModelMeta fields from an ONNX file's metadata properties.
-
-    Parameters
-    ----------
-    props : mapping of str to str
-        ``{key: value}``, e.g. ONNX Runtime's
-        ``session.get_modelmeta().custom_metadata_map``.
-    source : str, optional
-        File name used in error messages.
-
-    Returns
-    -------
-    meta : dict
-        The :class:`~s2l_tools.checkpoint.ModelMeta` fields
-        (``ModelMeta.from_dict(meta)`` rebuilds it).
-
-    Raises
-    ------
-    S2LError
-        The properties were not written by :func:`export_onnx`, or by a newer
-        version.
-    """
-    props = dict(props)
-    if props.get("s2l.format") != ONNX_FORMAT or "s2l.meta" not in props:
-        raise S2LError(f"{source}: an ONNX model without s2l-tools metadata (not written by "
-                       f"s2l-export); {_NOT_OURS}")
-    try:
-        version = int(props.get("s2l.format_version", "0"))
-        meta = json.loads(props["s2l.meta"])
-    except (ValueError, TypeError) as exc:
-        raise S2LError(f"{source}: damaged s2l-tools metadata ({exc}); {_NOT_OURS}") from None
-    if version > ONNX_FORMAT_VERSION:
-        raise S2LError(f"{source}: written by a newer s2l-tools (format {version}); upgrade "
-                       "s2l-tools")
-    if not isinstance(meta, dict):
-        raise S2LError(f"{source}: damaged s2l-tools metadata (s2l.meta is not an object); "
-                       f"{_NOT_OURS}")
-    return meta
-
-
 def read_onnx_meta(path: str | os.PathLike) -> dict:
     """Read the :class:`~s2l_tools.checkpoint.ModelMeta` fields of an exported model.
 
-    Uses the ``onnx`` package only (no torch).
+    :func:`s2l_tools.onnx_inference.read_meta` without the graph's tensor
+    names: the weights are skipped, and neither onnxruntime nor the ``onnx``
+    package is needed.
 
     Parameters
     ----------
@@ -134,22 +105,11 @@ def read_onnx_meta(path: str | os.PathLike) -> dict:
 
     Raises
     ------
-    S2LError
-        Missing file, not an ONNX model, or an ONNX model not written by
-        s2l-export.
+    s2l_tools.onnx_inference.ModelLoadError
+        (an :class:`~s2l_tools.errors.S2LError`) Missing file, not an ONNX
+        model, or an ONNX model not written by s2l-export.
     """
-    import onnx
-
-    path = Path(path)
-    if not path.is_file():
-        raise S2LError(f"{path}: no such ONNX file; check the path")
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:  # protobuf raises DecodeError, RuntimeWarning, ...
-        msg = " ".join(str(exc).split())[:120] or type(exc).__name__
-        raise S2LError(f"{path}: not an ONNX model ({msg}); {_NOT_OURS}") from None
-    props = {p.key: p.value for p in model.metadata_props}
-    return meta_from_props(props, source=str(path))
+    return meta_from_props(read_props(path), source=os.fspath(path))
 
 
 def _with_softmax(net):

@@ -1,22 +1,34 @@
-"""Segmentation with an exported ONNX model: one code path for every front end.
+"""Exported ONNX models: the file format, reading it, and segmentation with it.
 
-The CellProfiler module (``cellprofiler_plugin/runscribble2label.py``) and the
-ONNX path of ``s2l-predict`` call :func:`segment`, which does what
-``s2l-predict`` does with torch: percentile normalisation (as stored in the
-model), tiled prediction with smooth blending (:mod:`s2l_tools.tiling`) and
-instance labels from the foreground probability (:mod:`s2l_tools.postprocess`).
+This module owns the ONNX format that ``s2l-export`` writes (the tensor names,
+the ``metadata_props`` keys, :data:`PAD_MULTIPLE`), the one reader of its
+metadata (:func:`read_meta`, :func:`meta_from_props`) and the one ONNX Runtime
+session loader (:func:`load_session`: cached per file version, CPU threads from
+``S2L_ORT_THREADS``, a CUDA memory arena that grows only as needed). Every
+front end uses them: ``s2l-export`` writes the keys defined here,
+``s2l-predict`` loads ``.onnx`` models with :func:`load_session` and runs the
+session through :func:`s2l_tools.predict.predict_image`, and the CellProfiler
+module (``cellprofiler_plugin/runscribble2label.py``) calls :func:`segment`.
+:func:`segment` does what ``predict_image`` does after percentile
+normalisation (as stored in the model): tiled prediction with smooth blending
+(:mod:`s2l_tools.tiling`) and instance labels from the foreground probability
+(:mod:`s2l_tools.postprocess`), with the same two modules.
 
 This module runs inside CellProfiler 4.2's own Python 3.9 (numpy 1.23,
 scipy 1.9, onnxruntime 1.19, no torch). It therefore imports only numpy, the
-standard library, onnxruntime (lazily, in :func:`load_session`) and the two
-modules above, avoids Python 3.10-only runtime syntax and raises
-:class:`ValueError` for user errors. ``s2l-cellprofiler install`` copies it
+standard library, the two modules above (:mod:`~s2l_tools.postprocess`
+lazily, in :func:`segment`, so that reading a model's metadata stays cheap)
+and onnxruntime (lazily, in :func:`load_session`), and avoids Python
+3.10-only runtime syntax. User errors are :class:`ValueError`; a model that
+cannot be loaded raises :class:`ModelLoadError`, a ValueError that inside
+s2l-tools is also an :class:`~s2l_tools.errors.S2LError` (the command-line
+tools print it as one line). ``s2l-cellprofiler install`` copies this module
 next to the plugin as ``_s2l_onnx_inference.py``, with ``_s2l_tiling.py`` and
 ``_s2l_postprocess.py``; the imports below work in both layouts.
 
 The model's metadata (``s2l.meta`` in the ONNX file's ``metadata_props``,
-written by ``s2l-export``) can be read without onnxruntime or the ``onnx``
-package by :func:`read_meta`, which skips over the weights: cheap enough for
+written by ``s2l-export``) is read by :func:`read_meta` without onnxruntime or
+the ``onnx`` package, skipping over the weights: cheap enough for
 CellProfiler's settings validation, which runs on every change.
 """
 
@@ -26,36 +38,60 @@ import json
 import os
 import threading
 from collections import OrderedDict
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
 if __package__:  # s2l_tools.onnx_inference
-    from .postprocess import instances_from_probability
+    from .errors import S2LError
     from .tiling import predict_tiled
+
+    _LOAD_ERROR_BASES: Tuple[type, ...] = (S2LError, ValueError)
 else:  # _s2l_onnx_inference.py, copied beside the CellProfiler plugin
-    from _s2l_postprocess import instances_from_probability  # type: ignore[no-redef]
     from _s2l_tiling import predict_tiled  # type: ignore[no-redef]
 
+    _LOAD_ERROR_BASES = (ValueError,)
+
 __all__ = [
+    "ModelLoadError",
+    "read_props",
+    "meta_from_props",
     "read_meta",
     "load_session",
     "model_meta",
     "normalize_percentile",
     "segment",
     "clear_cache",
+    "INPUT_NAME",
+    "OUTPUT_NAME",
+    "PAD_MULTIPLE",
 ]
 
-#: ``metadata_props`` keys written by ``s2l-export``
-META_KEY = "s2l.meta"
+#: the graph's input ``(N, C, H, W)`` and output ``(N, classes, H, W)`` tensors
+INPUT_NAME, OUTPUT_NAME = "image", "probability"
+#: ``metadata_props`` keys (and values) written by ``s2l-export``: the format
+#: marker, its version, the JSON of the whole ``ModelMeta`` and the tensor names
 FORMAT_KEY, FORMAT = "s2l.format", "s2l-tools-onnx"
 FORMAT_VERSION_KEY, FORMAT_VERSION = "s2l.format_version", 1
-#: height and width given to the graph must be multiples of this
+META_KEY = "s2l.meta"
+INPUT_KEY, OUTPUT_KEY = "s2l.input", "s2l.output"
+#: height and width given to the network are multiples of this (five poolings)
 PAD_MULTIPLE = 32
 DECLUMP = ("none", "watershed")
 _FIX = "export the model with: s2l-export RUN --out model.onnx"
 #: environment variable: CPU threads per ONNX Runtime session (unset or 0: one per core)
 THREADS_ENV = "S2L_ORT_THREADS"
+
+
+class ModelLoadError(*_LOAD_ERROR_BASES):  # type: ignore[misc]
+    """A model that cannot be loaded; the one-line message names the file and the fix.
+
+    Missing file, not an ONNX file, an ONNX model not written by s2l-export
+    (or by a newer version), one ONNX Runtime refuses, or a bad
+    ``S2L_ORT_THREADS``. A :class:`ValueError`; inside s2l-tools also an
+    :class:`~s2l_tools.errors.S2LError`.
+    """
+
 
 # --------------------------------------------------------------------------- metadata
 
@@ -157,42 +193,104 @@ def _metadata_props(path: str) -> Dict[str, str]:
     return props
 
 
-def _meta_from_props(props: Dict[str, str], source: str) -> Dict[str, Any]:
-    """ModelMeta fields (a dict) from the metadata properties of ``source``."""
-    if props.get(FORMAT_KEY) != FORMAT or META_KEY not in props:
-        raise ValueError(f"{source}: an ONNX model without s2l-tools metadata (not written by "
-                         f"s2l-export); {_FIX}")
-    try:
-        version = int(props.get(FORMAT_VERSION_KEY, "0"))
-        meta = json.loads(props[META_KEY])
-    except ValueError as exc:
-        raise ValueError(f"{source}: damaged s2l-tools metadata ({exc}); {_FIX}") from None
-    if version > FORMAT_VERSION:
-        raise ValueError(f"{source}: written by a newer s2l-tools (format {version}); update "
-                         "the plugin with: s2l-cellprofiler install --plugins-dir DIR")
-    if not isinstance(meta, dict) or "in_channels" not in meta:
-        raise ValueError(f"{source}: damaged s2l-tools metadata (s2l.meta has no "
-                         f"in_channels); {_FIX}")
-    meta = dict(meta)
-    meta.setdefault("input", props.get("s2l.input", "image"))
-    meta.setdefault("output", props.get("s2l.output", "probability"))
-    return meta
-
-
-def _check_file(path: str) -> str:
+def _check_file(path) -> str:
     path = os.fspath(path)
     if not path or not os.path.isfile(path):
-        raise ValueError(f"{path or '(empty path)'}: no such model file; give the .onnx file "
-                         "written by s2l-export")
+        raise ModelLoadError(f"{path or '(empty path)'}: no such model file; give the .onnx "
+                             "file written by s2l-export")
     return path
 
 
-def read_meta(path: str) -> Dict[str, Any]:
-    """Read the s2l-tools metadata of an exported model, cheaply.
+def read_props(path) -> Dict[str, str]:
+    """The ``metadata_props`` of an ONNX file, read without loading the graph.
 
     Only the file's top-level protobuf fields are walked; the weights are
     skipped with seeks, so this takes milliseconds even for large models and
     needs neither onnxruntime nor the ``onnx`` package.
+
+    Parameters
+    ----------
+    path : str or path-like
+        An ONNX file.
+
+    Returns
+    -------
+    props : dict of str to str
+        ``{key: value}`` of every metadata property.
+
+    Raises
+    ------
+    ModelLoadError
+        Missing file or not an ONNX file.
+    """
+    return _read_props(_check_file(path))
+
+
+def _read_props(path: str) -> Dict[str, str]:
+    try:
+        return _metadata_props(path)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ModelLoadError(f"{path}: not an ONNX model ({exc}); {_FIX}") from None
+
+
+def meta_from_props(props: Mapping[str, str], *, source: str = "model") -> Dict[str, Any]:
+    """The ``ModelMeta`` fields stored in an exported model's metadata properties.
+
+    Parameters
+    ----------
+    props : mapping of str to str
+        ``{key: value}``: :func:`read_props`, or ONNX Runtime's
+        ``session.get_modelmeta().custom_metadata_map``.
+    source : str, optional
+        File name used in error messages.
+
+    Returns
+    -------
+    meta : dict
+        The :class:`~s2l_tools.checkpoint.ModelMeta` fields (``encoder``,
+        ``in_channels``, ``classes``, ``normalization``, ``channel``,
+        ``tile``, ``overlap``, ``threshold``, ``min_size``, ``s2l_version``);
+        ``ModelMeta.from_dict(meta)`` rebuilds it.
+
+    Raises
+    ------
+    ModelLoadError
+        The properties were not written by ``s2l-export``, are damaged, or
+        were written by a newer version.
+    """
+    props = dict(props)
+    if props.get(FORMAT_KEY) != FORMAT or META_KEY not in props:
+        raise ModelLoadError(f"{source}: an ONNX model without s2l-tools metadata (not "
+                             f"written by s2l-export); {_FIX}")
+    try:
+        version = int(props.get(FORMAT_VERSION_KEY, "0"))
+        meta = json.loads(props[META_KEY])
+    except (ValueError, TypeError) as exc:
+        raise ModelLoadError(f"{source}: damaged s2l-tools metadata ({exc}); {_FIX}") from None
+    if version > FORMAT_VERSION:
+        raise ModelLoadError(f"{source}: written by a newer s2l-tools (format {version}); "
+                             "update s2l-tools, then the CellProfiler plugin with: "
+                             "s2l-cellprofiler install --plugins-dir DIR")
+    if not isinstance(meta, dict) or "in_channels" not in meta:
+        raise ModelLoadError(f"{source}: damaged s2l-tools metadata (s2l.meta has no "
+                             f"in_channels); {_FIX}")
+    return meta
+
+
+def _with_tensor_names(meta: Dict[str, Any], props: Mapping[str, str]) -> Dict[str, Any]:
+    """``meta`` plus ``input`` and ``output``, the graph's tensor names."""
+    meta = dict(meta)
+    meta.setdefault("input", props.get(INPUT_KEY, INPUT_NAME))
+    meta.setdefault("output", props.get(OUTPUT_KEY, OUTPUT_NAME))
+    return meta
+
+
+def read_meta(path) -> Dict[str, Any]:
+    """Read the s2l-tools metadata of an exported model, cheaply.
+
+    :func:`read_props` and :func:`meta_from_props`: the weights are skipped,
+    so this takes milliseconds even for large models and needs neither
+    onnxruntime nor the ``onnx`` package.
 
     Parameters
     ----------
@@ -208,16 +306,13 @@ def read_meta(path: str) -> Dict[str, Any]:
 
     Raises
     ------
-    ValueError
+    ModelLoadError
         Missing file, not an ONNX file, or an ONNX model without s2l-tools
         metadata; the one-line message names the file and the fix.
     """
     path = _check_file(path)
-    try:
-        props = _metadata_props(path)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{path}: not an ONNX model ({exc}); {_FIX}") from None
-    return _meta_from_props(props, path)
+    props = _read_props(path)
+    return _with_tensor_names(meta_from_props(props, source=path), props)
 
 
 # --------------------------------------------------------------------------- sessions
@@ -259,9 +354,10 @@ def load_session(path, *, providers: Optional[Sequence] = None):
 
     Raises
     ------
-    ValueError
-        Missing file, not an ONNX model, or an ONNX model not written by
-        s2l-export (one line naming the file and the fix).
+    ModelLoadError
+        Missing file, not an ONNX model, an ONNX model not written by
+        s2l-export, one ONNX Runtime cannot load, or a bad
+        ``S2L_ORT_THREADS`` (one line naming the file or setting and the fix).
     ImportError
         onnxruntime is not installed.
     """
@@ -269,8 +365,8 @@ def load_session(path, *, providers: Optional[Sequence] = None):
     meta = read_meta(path)  # cheap, and a clear error before onnxruntime sees the file
     threads = os.environ.get(THREADS_ENV, "").strip()
     if threads and not threads.isdigit():
-        raise ValueError(f"{THREADS_ENV}={threads}: must be a whole number of CPU threads "
-                         "(0: ONNX Runtime's default, one per core)")
+        raise ModelLoadError(f"{THREADS_ENV}={threads}: must be a whole number of CPU "
+                             "threads (0: ONNX Runtime's default, one per core)")
     stat = os.stat(path)
     key = (path, stat.st_mtime_ns, stat.st_size, repr(providers), threads)
     with _LOCK:
@@ -295,8 +391,8 @@ def load_session(path, *, providers: Optional[Sequence] = None):
             providers=list(providers) if providers is not None else _default_providers(ort))
     except Exception as exc:  # onnxruntime raises its own exception types
         msg = " ".join(str(exc).split())[:160] or type(exc).__name__
-        raise ValueError(f"{path}: ONNX Runtime cannot load this model ({msg}); {_FIX}") \
-            from None
+        raise ModelLoadError(f"{path}: ONNX Runtime cannot load this model ({msg}); "
+                             f"{_FIX}") from None
     session._s2l_meta = meta  # the file's metadata, read once
     with _LOCK:
         _CACHE[key] = session
@@ -323,11 +419,16 @@ def model_meta(session) -> Dict[str, Any]:
     -------
     meta : dict
         As :func:`read_meta` (a copy).
+
+    Raises
+    ------
+    ModelLoadError
+        A session of a model not written by ``s2l-export``.
     """
     meta = getattr(session, "_s2l_meta", None)
     if meta is None:
         props = dict(session.get_modelmeta().custom_metadata_map)
-        meta = _meta_from_props(props, "model")
+        meta = _with_tensor_names(meta_from_props(props), props)
     return dict(meta)
 
 
@@ -394,6 +495,25 @@ def _tiling(meta: dict, tile: Optional[int]) -> Tuple[int, int]:
         raise ValueError(f"tile overlap {overlap}: must be 0 or more and less than the tile "
                          f"size {tile}")
     return tile, overlap
+
+
+def _postprocess():
+    """The post-processing module, imported on first use.
+
+    It imports scikit-image, which takes most of a second; reading a model's
+    metadata (``s2l-predict``, ``s2l-export``, CellProfiler's settings
+    validation) does not need it.
+    """
+    if __package__:
+        from . import postprocess
+
+        return postprocess
+    try:
+        import _s2l_postprocess
+    except ImportError as exc:
+        raise ImportError(f"cannot import _s2l_postprocess ({exc}); reinstall the plugin with: "
+                          "s2l-cellprofiler install --plugins-dir DIR") from None
+    return _s2l_postprocess
 
 
 def segment(
@@ -466,8 +586,8 @@ def segment(
     tile_size, overlap = _tiling(meta, tile)
 
     x = _normalize(image, meta.get("normalization"))
-    input_name = str(meta.get("input", "image"))
-    output_name = str(meta.get("output", "probability"))
+    input_name = str(meta.get("input", INPUT_NAME))
+    output_name = str(meta.get("output", OUTPUT_NAME))
 
     def fn(batch: np.ndarray) -> np.ndarray:
         feed = {input_name: np.ascontiguousarray(batch, dtype=np.float32)}
@@ -477,6 +597,6 @@ def segment(
                          pad_multiple=PAD_MULTIPLE, progress=progress)
     fg = prob[1] if prob.shape[0] == 2 else prob[1:].sum(0)
     fg = np.ascontiguousarray(fg, dtype=np.float32)
-    labels = instances_from_probability(fg, threshold=threshold, min_size=min_size,
-                                        fill_holes=bool(fill_holes), declump=declump)
+    labels = _postprocess().instances_from_probability(
+        fg, threshold=threshold, min_size=min_size, fill_holes=bool(fill_holes), declump=declump)
     return labels, fg

@@ -16,12 +16,15 @@ image that cannot be read or does not fit the model (the results already
 written are complete files).
 
 ``RUN_OR_MODEL`` may also be an ``.onnx`` file written by ``s2l-export``; it
-then runs in ONNX Runtime (its CUDA provider where available) instead of torch.
+then runs in ONNX Runtime (its CUDA provider where available) instead of
+torch, loaded by :func:`s2l_tools.onnx_inference.load_session` (the loader and
+metadata reader of the CellProfiler module).
 
 The same functions (:func:`predict_probability`, :func:`predict_image`) take
 either a torch model or any numpy batch function, e.g. an ONNX Runtime
-session wrapped by the CellProfiler plugin, so every front end shares one
-prediction path.
+session's ``run``: the torch and ONNX paths of ``s2l-predict`` share this code.
+The CellProfiler module calls :func:`s2l_tools.onnx_inference.segment`,
+which runs the same tiling and post-processing modules.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from . import _cli
 from .checkpoint import ModelMeta
 from .device import select_device, torch_prob_fn
 from .errors import S2LError
+from .onnx_inference import PAD_MULTIPLE
 
 __all__ = [
     "select_device",
@@ -47,8 +51,6 @@ __all__ = [
     "main",
 ]
 
-#: spatial sizes given to the network are multiples of this (five poolings)
-PAD_MULTIPLE = 32
 #: suffixes of the files written per image
 LABELS_SUFFIX, PROB_SUFFIX, ROIS_SUFFIX = ".tif", "_prob.tif", "_rois.zip"
 DESCRIPTION = "s2l-predict instance labels: 0 background, 1..N cells"
@@ -257,20 +259,18 @@ def _plan_outputs(files: list[Path], out: Path, *, prob: bool, rois: bool) -> li
 
 def _onnx_prob_fn(path: Path, device):
     """A batch function and the ModelMeta of a model exported by ``s2l-export``."""
-    import onnxruntime as ort
+    from .onnx_inference import load_session, model_meta
 
-    from .export import INPUT_NAME, OUTPUT_NAME, read_onnx_meta
-
-    meta = ModelMeta.from_dict(read_onnx_meta(path))
-    providers = ["CPUExecutionProvider"]
-    if device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
-        providers.insert(0, "CUDAExecutionProvider")
-    session = ort.InferenceSession(str(path), providers=providers)
+    # on a GPU: CUDA where onnxruntime offers it (load_session's default), else the CPU
+    session = load_session(path, providers=None if device.type == "cuda"
+                           else ["CPUExecutionProvider"])
+    info = model_meta(session)
+    input_name, output_name = info["input"], info["output"]
 
     def fn(batch: np.ndarray) -> np.ndarray:
-        return session.run([OUTPUT_NAME], {INPUT_NAME: batch})[0]
+        return session.run([output_name], {input_name: batch})[0]
 
-    return fn, meta
+    return fn, ModelMeta.from_dict(info)
 
 
 def _label_dtype(labels: np.ndarray) -> np.ndarray:

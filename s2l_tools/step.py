@@ -24,6 +24,8 @@ from collections.abc import Mapping
 import torch
 import torch.nn.functional as F
 
+from .config import METHODS
+
 __all__ = [
     "IGNORE_INDEX",
     "METHODS",
@@ -36,7 +38,6 @@ __all__ = [
 ]
 
 IGNORE_INDEX = -100
-METHODS = ("s2l", "pce", "pseudo", "full")
 
 
 def scribble_targets(scribble: torch.Tensor) -> torch.Tensor:

@@ -121,8 +121,62 @@ def test_read_onnx_meta_not_ours(tmp_path):
     onnx.save(helper.make_model(graph), str(other))
     with pytest.raises(S2LError, match="without s2l-tools metadata"):
         read_onnx_meta(other)
-    with pytest.raises(S2LError, match="no such ONNX file"):
+    with pytest.raises(S2LError, match="no such model file"):
         read_onnx_meta(tmp_path / "missing.onnx")
+
+
+def test_one_error_type_for_a_bad_model_file(tmp_path):
+    """read_onnx_meta raised S2LError and onnx_inference.read_meta ValueError for the
+    same file; both now raise ModelLoadError (an S2LError and a ValueError), same text."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from s2l_tools import onnx_inference as oi
+
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"not a model at all\n")
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+    )
+    foreign = tmp_path / "foreign.onnx"
+    onnx.save(helper.make_model(graph), str(foreign))
+    for path in (junk, foreign, tmp_path / "missing.onnx"):
+        messages = []
+        for reader in (read_onnx_meta, oi.read_meta):
+            with pytest.raises(oi.ModelLoadError) as err:
+                reader(path)
+            assert isinstance(err.value, S2LError) and isinstance(err.value, ValueError)
+            messages.append(str(err.value))
+        assert messages[0] == messages[1] and "\n" not in messages[0]
+        assert messages[0].startswith(f"{path}: ")
+
+
+@pytest.mark.parametrize("change, match", [
+    ({"s2l.format_version": "2"}, "written by a newer s2l-tools .format 2.; update"),
+    ({"s2l.meta": "{not json"}, "damaged s2l-tools metadata"),
+    ({"s2l.meta": "[1, 2]"}, r"damaged s2l-tools metadata \(s2l.meta has no in_channels"),
+    ({"s2l.format": "something-else"}, "without s2l-tools metadata"),
+])
+def test_meta_from_props_refuses(session, change, match):
+    props = {**session.get_modelmeta().custom_metadata_map, **change}
+    with pytest.raises(S2LError, match=match):
+        meta_from_props(props, source="m.onnx")
+
+
+def test_export_writes_the_keys_the_reader_reads(onnx_path):
+    """One definition of the format: onnx_inference's names and keys are in the file."""
+    from s2l_tools import onnx_inference as oi
+
+    props = oi.read_props(onnx_path)
+    assert props[oi.FORMAT_KEY] == oi.FORMAT
+    assert props[oi.FORMAT_VERSION_KEY] == str(oi.FORMAT_VERSION)
+    assert props[oi.INPUT_KEY] == oi.INPUT_NAME and props[oi.OUTPUT_KEY] == oi.OUTPUT_NAME
+    assert props["s2l.pad_multiple"] == str(oi.PAD_MULTIPLE)
+    meta = oi.read_meta(onnx_path)
+    assert (meta.pop("input"), meta.pop("output")) == (oi.INPUT_NAME, oi.OUTPUT_NAME)
+    assert meta == read_onnx_meta(onnx_path)
 
 
 def test_cli_writes_onnx(tmp_path, model, meta, capsys):

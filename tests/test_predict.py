@@ -285,6 +285,22 @@ def test_cli_onnx_model_matches_torch(run_dir, images, tmp_path, capsys, model, 
     assert np.mean((labels > 0) == (want_labels > 0)) > 0.999
 
 
+def test_cli_onnx_uses_the_shared_session_loader(model, meta, images, tmp_path, capsys,
+                                                   monkeypatch):
+    """The ONNX path loads with onnx_inference.load_session: S2L_ORT_THREADS applies, and
+    its errors are one line."""
+    from s2l_tools.export import export_onnx
+
+    onnx_path = tmp_path / "model.onnx"
+    export_onnx(model, meta, onnx_path, check=False)
+    monkeypatch.setenv("S2L_ORT_THREADS", "many")
+    rc = main([str(onnx_path), str(images / "a.tif"), "--out", str(tmp_path / "pred"),
+               "--device", "cpu"])
+    assert rc == 1
+    assert "S2L_ORT_THREADS=many: must be a whole number" in _one_line_error(capsys)
+    assert not (tmp_path / "pred").exists()
+
+
 def test_cli_onnx_not_ours(images, tmp_path, capsys):
     bad = tmp_path / "model.onnx"
     bad.write_bytes(np.random.default_rng(0).bytes(300))
