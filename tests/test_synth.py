@@ -9,8 +9,15 @@ from scipy import ndimage as ndi
 from skimage.draw import disk
 
 from s2l_tools.errors import S2LWarning
-from s2l_tools.labels import BACKGROUND, FOREGROUND
-from s2l_tools.synth import NEAR_DISTANCE, image_seed, main, synthesize_scribbles
+from s2l_tools.labels import BACKGROUND, BACKGROUND_CLASS, FOREGROUND, FOREGROUND_CLASS
+from s2l_tools.synth import (
+    BACKGROUND_MARGIN,
+    NEAR_DISTANCE,
+    handdrawn_rois,
+    image_seed,
+    main,
+    synthesize_scribbles,
+)
 
 RATIOS = (0.1, 0.3, 0.5, 1.0)
 
@@ -323,3 +330,223 @@ def test_cli_rois_round_trip(data, capsys):
         (data / "scribbles" / f"{stem}.tif").unlink()
     assert main([str(data), "--ratio", "0.5", "--rois"]) == 1  # the ROI sets exist
     assert "a.zip" in one_line_error(capsys)
+
+
+# --------------------------------------------------------------------------- hand-drawn strokes
+
+
+@pytest.fixture(scope="module")
+def small_labels():
+    return make_labels((128, 128), 14, seed=4)
+
+
+@pytest.fixture(scope="module")
+def hand(small_labels):
+    return {r: handdrawn_rois(small_labels, ratio=r, seed=3) for r in (0.3, 1.0)}
+
+
+def by_class(rois):
+    from s2l_tools.roi import roi_class
+
+    classes = [roi_class(roi) for roi in rois]
+    assert None not in classes
+    return ([r for r, k in zip(rois, classes) if k == FOREGROUND_CLASS],
+            [r for r, k in zip(rois, classes) if k == BACKGROUND_CLASS])
+
+
+def test_hand_counts_and_classes(small_labels, hand):
+    import roifile
+
+    from s2l_tools.roi import rasterize_roi
+
+    for ratio, rois in hand.items():
+        k = max(1, round(ratio * int(small_labels.max())))
+        fg, bg = by_class(rois)
+        assert k <= len(fg) <= 2 * k and len(bg) == k
+        assert rois == fg + bg  # the ROI Manager's order: cells first
+        assert [r.group for r in fg] == [1] * len(fg) and [r.group for r in bg] == [2] * len(bg)
+        assert [r.name for r in fg] == [f"fg-{i:04d}" for i in range(1, len(fg) + 1)]
+        assert [r.name for r in bg] == [f"bg-{i:04d}" for i in range(1, len(bg) + 1)]
+        assert {r.roitype for r in rois} == {roifile.ROI_TYPE.POLYLINE}
+        assert all(r.subpixel_coordinates is None and r.n_coordinates >= 2 for r in rois)
+        cells = set()
+        for roi in fg:  # each stroke in one cell; k cells scribbled
+            under = np.unique(small_labels[rasterize_roi(roi, small_labels.shape)])
+            assert len(under) == 1 and under[0] > 0
+            cells.add(int(under[0]))
+        assert len(cells) == k
+    widths = [r.stroke_width for r in hand[1.0]]
+    assert set(widths) == {1, 2, 3}
+    assert all(r.float_stroke_width == 0 for r in hand[1.0])
+
+
+def test_hand_strokes_stay_on_their_side(small_labels, hand):
+    from s2l_tools.roi import rois_to_scribbles
+
+    cells = small_labels > 0
+    touching = ndi.binary_dilation(cells, structure=np.ones((3, 3), bool))
+    for rois in hand.values():  # S2LWarning is an error: no overlap, nothing off the image
+        s = rois_to_scribbles(rois, small_labels.shape)
+        assert np.any(s == FOREGROUND) and np.all(cells[s == FOREGROUND])
+        assert np.any(s == BACKGROUND) and not np.any(touching[s == BACKGROUND])
+
+
+def test_hand_background_beside_cells_and_across_background(small_labels, hand):
+    from s2l_tools.roi import rasterize_roi
+
+    distance = ndi.distance_transform_edt(small_labels == 0)
+    beside = across = 0
+    _, bg = by_class(hand[1.0])
+    for roi in bg:
+        d = distance[rasterize_roi(roi, small_labels.shape)]
+        assert d.min() > BACKGROUND_MARGIN  # a clear margin, whatever the width
+        beside += d.max() <= 6.5
+        across += d.min() > 6
+    assert beside >= len(bg) // 3 and across >= len(bg) // 3, (beside, across, len(bg))
+    _, bg = by_class(handdrawn_rois(small_labels, ratio=0.01, seed=3))
+    assert len(bg) == 1 and distance[rasterize_roi(bg[0], small_labels.shape)].min() > 6
+
+
+def test_hand_strokes_are_short_and_wobbly(small_labels, hand):
+    from s2l_tools.roi import rasterize_roi
+
+    fg, bg = by_class(hand[1.0])
+    for roi in fg:
+        cell = np.unique(small_labels[rasterize_roi(roi, small_labels.shape)])[0]
+        size = np.ptp(np.argwhere(small_labels == cell), axis=0).max() + 1
+        xy = roi.integer_coordinates
+        assert np.ptp(xy, axis=0).max() <= 0.6 * size + 2
+    bent = sum(len(r.integer_coordinates) > 2 for r in fg + bg)
+    assert bent > len(fg + bg) // 2  # mostly polylines of several vertices, not straight lines
+
+
+def test_hand_same_seed_same_strokes_other_seed_other(small_labels):
+    def encoded(rois):
+        return [r.tobytes() for r in rois]
+
+    a = handdrawn_rois(small_labels, ratio=0.5, seed=7)
+    b = handdrawn_rois(small_labels, ratio=0.5, rng=np.random.default_rng(7))
+    c = handdrawn_rois(small_labels, ratio=0.5, seed=8)
+    assert encoded(a) == encoded(b)
+    assert encoded(a) != encoded(c)
+
+
+def test_hand_larger_ratio_draws_a_superset(small_labels, hand):
+    from s2l_tools.roi import rois_to_scribbles
+
+    lo, hi = (rois_to_scribbles(hand[r], small_labels.shape) for r in (0.3, 1.0))
+    assert np.all(hi[lo > 0] == lo[lo > 0])
+    assert np.count_nonzero(hi) > np.count_nonzero(lo)
+
+
+def test_hand_concave_and_tiny_cells():
+    from s2l_tools.roi import rois_to_scribbles
+
+    labels = np.zeros((64, 64), np.int32)
+    labels[disk((30, 30), 20)] = 3  # a crescent: the centroid is outside it
+    labels[disk((30, 40), 16)] = 0
+    labels[60, 2] = 9  # one pixel at the border
+    labels[2:4, 60:62] = 5
+    for seed in range(4):
+        rois = handdrawn_rois(labels, ratio=1.0, seed=seed)
+        s = rois_to_scribbles(rois, labels.shape)
+        assert set(np.unique(labels[s == FOREGROUND]).tolist()) == {3, 5, 9}
+        assert np.any(s == BACKGROUND) and np.all(labels[s == BACKGROUND] == 0)
+
+
+def test_hand_no_cell_warns_and_strokes_background():
+    with pytest.warns(S2LWarning, match="no cell"):
+        rois = handdrawn_rois(np.zeros((64, 64), np.uint8), ratio=0.5, seed=0)
+    fg, bg = by_class(rois)
+    assert not fg and bg
+
+
+def test_hand_no_background_warns():
+    with pytest.warns(S2LWarning, match="no background"):
+        rois = handdrawn_rois(np.ones((16, 16), np.uint8), ratio=1.0, seed=0)
+    fg, bg = by_class(rois)
+    assert fg and not bg
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [({"ratio": 0}, r"ratio.*\(0, 1\]"), ({"ratio": 1.5}, r"ratio.*\(0, 1\]"),
+     ({"ratio": 0.5, "labels": np.zeros((4, 4), np.float32)}, "integer"),
+     ({"ratio": 0.5, "labels": np.zeros((4, 4, 4), np.uint8)}, "2-D"),
+     ({"ratio": 0.5, "labels": -np.ones((4, 4), np.int32)}, "negative"),
+     ({"ratio": 0.5, "rng": np.random.default_rng(0)}, "either")],
+)
+def test_hand_bad_input(small_labels, kwargs, match):
+    kwargs = {"labels": small_labels, "seed": 0, **kwargs}
+    with pytest.raises(ValueError, match=match):
+        handdrawn_rois(kwargs.pop("labels"), **kwargs)
+
+
+def test_cli_hand_writes_rois_and_their_scribbles(data, capsys):
+    import roifile
+
+    from s2l_tools import scribbles
+    from s2l_tools.images import read_labels
+    from s2l_tools.roi import read_rois, rois_to_scribbles
+
+    assert main([str(data), "--ratio", "0.5", "--seed", "1", "--protocol", "hand"]) == 0
+    assert "2 ROI sets" in capsys.readouterr().out
+    (data / "images").mkdir()
+    written = {}
+    for stem, name in (("a", "a.tif"), ("b", "b.png")):
+        labels = read_labels(data / "masks" / name)
+        zip_path = data / "rois" / f"{stem}.zip"
+        rois = roifile.roiread(zip_path)  # a real RoiSet.zip
+        expected = handdrawn_rois(labels, ratio=0.5, rng=np.random.default_rng(image_seed(1, stem)))
+        assert [r.tobytes() for r in rois] == [r.tobytes() for r in expected]
+        s = tifffile.imread(data / "scribbles" / f"{stem}.tif")
+        np.testing.assert_array_equal(s, rois_to_scribbles(read_rois(zip_path), labels.shape))
+        assert np.any(s == FOREGROUND) and np.all(labels[s == FOREGROUND] > 0)
+        assert np.any(s == BACKGROUND) and np.all(labels[s == BACKGROUND] == 0)
+        written[stem] = s
+        tifffile.imwrite(data / "images" / f"{stem}.tif", np.zeros(labels.shape, np.uint8))
+    assert not list((data / "rois").glob(".*")) and not list((data / "scribbles").glob(".*"))
+    # s2l-scribbles on the same folder gives the very same masks (and takes them as its own)
+    assert scribbles.main([str(data)]) == 0
+    for stem, s in written.items():
+        np.testing.assert_array_equal(tifffile.imread(data / "scribbles" / f"{stem}.tif"), s)
+
+
+def test_cli_hand_respects_existing_files(data, capsys):
+    (data / "rois").mkdir()
+    (data / "rois" / "a.zip").write_bytes(b"hand-made")
+    assert main([str(data), "--ratio", "0.5", "--protocol", "hand"]) == 1
+    err = one_line_error(capsys)
+    assert "a.zip" in err and "--overwrite" in err
+    assert (data / "rois" / "a.zip").read_bytes() == b"hand-made"
+    assert not (data / "scribbles").exists()
+    assert main([str(data), "--ratio", "0.5", "--protocol", "hand", "--overwrite"]) == 0
+    assert (data / "rois" / "a.zip").read_bytes() != b"hand-made"
+
+
+def test_cli_hand_has_its_own_background(data, capsys):
+    assert main([str(data), "--ratio", "0.5", "--protocol", "hand", "--background", "near"]) == 1
+    err = one_line_error(capsys)
+    assert "--background near" in err and "--protocol skeleton" in err
+    assert not (data / "scribbles").exists() and not (data / "rois").exists()
+
+
+@pytest.mark.parametrize("argv", [["--protocol", "freehand"], ["--protocol"],
+                                  ["--protocol", "hand", "--background", "ring"]])
+def test_cli_bad_protocol(data, capsys, argv):
+    assert main([str(data), "--ratio", "0.5", *argv]) == 2
+    assert "usage:" in capsys.readouterr().err
+    assert not (data / "scribbles").exists()
+
+
+def test_cli_hand_warns_about_an_image_without_cells(data, capsys):
+    from s2l_tools.roi import read_rois, roi_class
+
+    tifffile.imwrite(data / "masks" / "c.tif", np.zeros((32, 32), np.uint16))
+    assert main([str(data), "--ratio", "0.5", "--protocol", "hand"]) == 0
+    err = capsys.readouterr().err
+    assert "warning:" in err and "c.tif" in err and "no cell" in err
+    rois = read_rois(data / "rois" / "c.zip")
+    assert rois and {roi_class(r) for r in rois} == {BACKGROUND_CLASS}
+    s = tifffile.imread(data / "scribbles" / "c.tif")
+    assert np.any(s == BACKGROUND) and not np.any(s == FOREGROUND)
