@@ -1,10 +1,12 @@
 """The Scribble2Label network: a U-Net with a ResNet encoder.
 
 The paper uses a U-Net with a ResNet-50 encoder (ResNet-34 for histology) and a
-2-class softmax output; the authors added scSE attention in the decoder. Nothing
-can be downloaded here, so the encoder starts random unless ``weights`` names a
-local torchvision ResNet state dict (e.g. ``resnet50-11ad3fa6.pth`` copied by
-hand), which is loaded into the encoder.
+2-class softmax output; the authors added scSE attention in the decoder. The
+encoder starts random unless ``weights`` names ImageNet weights: ``'imagenet'``
+(torchvision's, fetched once into torch's cache, ``$TORCH_HOME/hub/checkpoints``,
+and read from there offline), a URL (``https://``, ``file://``; cached the same
+way) or a local torchvision ResNet state dict (e.g. ``resnet50-0676ba61.pth``
+copied by hand to an air-gapped machine). See :func:`resolve_encoder_weights`.
 
 Output of the model: logits ``(N, classes, H, W)``; class 0 = background,
 1 = foreground. ``H`` and ``W`` must be multiples of 32 (see
@@ -21,7 +23,8 @@ import torch
 
 from s2l_tools.errors import S2LError
 
-__all__ = ["ENCODERS", "build_model", "load_encoder_weights", "param_groups", "count_parameters"]
+__all__ = ["ENCODERS", "build_model", "resolve_encoder_weights", "load_encoder_weights",
+           "param_groups", "count_parameters"]
 
 #: supported encoders -> (block type, blocks per stage), as in torchvision
 ENCODERS: dict[str, tuple[str, tuple[int, int, int, int]]] = {
@@ -56,10 +59,11 @@ def build_model(
         Channels of the input images (1 grey, 3 RGB, ...).
     classes : int
         Output classes (2: background, foreground).
-    weights : path, optional
-        Local torchvision ResNet state dict (``.pth``/``.pt`` or
-        ``.safetensors``) loaded into the encoder, see
-        :func:`load_encoder_weights`. None: random encoder.
+    weights : str or path, optional
+        ``'imagenet'``, a URL or a local torchvision ResNet state dict
+        (``.pth``/``.pt`` or ``.safetensors``) loaded into the encoder, see
+        :func:`resolve_encoder_weights` and :func:`load_encoder_weights`.
+        None: random encoder.
     attention : {'scse', None}
         Decoder attention (the authors used scSE).
     seed : int, optional
@@ -99,8 +103,70 @@ def build_model(
             torch.manual_seed(seed)
             model = make()
     if weights is not None:
-        load_encoder_weights(model, weights, encoder=encoder)
+        load_encoder_weights(model, resolve_encoder_weights(weights, encoder), encoder=encoder)
     return model
+
+
+#: torchvision's ImageNet weights (IMAGENET1K_V1, the paper's era) for ``weights='imagenet'``
+IMAGENET_URLS = {
+    "resnet18": "https://download.pytorch.org/models/resnet18-f37072fd.pth",
+    "resnet34": "https://download.pytorch.org/models/resnet34-b627a593.pth",
+    "resnet50": "https://download.pytorch.org/models/resnet50-0676ba61.pth",
+}
+
+
+def resolve_encoder_weights(weights: str | Path, encoder: str) -> Path:
+    """The local file of an encoder weights setting, fetching it once if needed.
+
+    Parameters
+    ----------
+    weights : str or path
+        ``'imagenet'`` (torchvision's ImageNet weights of ``encoder``), a URL
+        (``https://...``, ``file://...``) or a local file path.
+    encoder : str
+        The encoder's name (picks the ImageNet file).
+
+    Returns
+    -------
+    path : Path
+        A local file: the path itself, or the copy in torch's cache
+        (``torch.hub.get_dir() / 'checkpoints'``; set ``TORCH_HOME`` to move it).
+        A cached copy is used without any network access.
+
+    Raises
+    ------
+    S2LError
+        When the file is neither cached nor downloadable (one line: what to do offline).
+    """
+    text = str(weights)
+    if text == "imagenet":
+        if encoder not in IMAGENET_URLS:
+            raise S2LError(f"--encoder-weights imagenet: no ImageNet weights known for "
+                           f"{encoder}; use one of {', '.join(IMAGENET_URLS)}")
+        url = IMAGENET_URLS[encoder]
+    elif re.match(r"^(https?|file)://", text):
+        url = text
+    else:
+        return Path(text)
+    from urllib.parse import unquote, urlparse
+
+    name = Path(unquote(urlparse(url).path)).name or "weights.pth"
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / name
+    if cached.is_file():
+        return cached
+    # torchvision's file names carry the first hex digits of the file's sha256
+    match = re.search(r"-([a-f0-9]{6,})\.", name) if text == "imagenet" else None
+    try:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        torch.hub.download_url_to_file(url, str(cached), match.group(1) if match else None,
+                                       progress=False)
+    except Exception as exc:  # offline, refused, wrong hash: one line that says what to do
+        cached.unlink(missing_ok=True)
+        reason = " ".join(str(exc).split())[:160] or type(exc).__name__
+        raise S2LError(f"--encoder-weights {text}: cannot fetch {url} ({reason}) and "
+                       f"{cached} does not exist; on a machine with internet fetch it "
+                       "once (or copy the file there), or pass a local .pth file") from None
+    return cached
 
 
 def load_encoder_weights(model: torch.nn.Module, path: str | Path, *, encoder: str) -> None:

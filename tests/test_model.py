@@ -108,3 +108,51 @@ def test_param_groups_decoder_mult():
     assert n_enc + sum(p.numel() for p in dec["params"]) == count_parameters(model)
     opt = torch.optim.RAdam(groups)
     assert [g["lr"] for g in opt.param_groups] == [enc["lr"], dec["lr"]]
+
+
+# --------------------------------------------------------- --encoder-weights imagenet / URL
+def test_imagenet_weights_from_a_prefilled_cache(tmp_path, monkeypatch):
+    """Offline, as on an air-gapped microscope PC: the cached torchvision file is used."""
+    from s2l_tools.model import IMAGENET_URLS, resolve_encoder_weights
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setattr(torch.hub, "download_url_to_file",
+                        lambda *a, **k: pytest.fail("a cached file must not be fetched"))
+    state = _tv_state("resnet18", seed=4)
+    cached = tmp_path / "torch" / "hub" / "checkpoints" / IMAGENET_URLS["resnet18"].rsplit("/", 1)[1]
+    cached.parent.mkdir(parents=True)
+    torch.save(state, cached)
+    assert resolve_encoder_weights("imagenet", "resnet18") == cached
+    model = build_model(encoder="resnet18", weights="imagenet")
+    assert torch.equal(model.encoder.state_dict()["layer3.0.conv1.weight"],
+                       state["layer3.0.conv1.weight"])
+
+
+def test_weights_url_is_fetched_once_into_the_cache(tmp_path, monkeypatch):
+    from s2l_tools.model import resolve_encoder_weights
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    src = tmp_path / "served" / "my-resnet18.pth"
+    src.parent.mkdir()
+    state = _tv_state("resnet18", seed=5)
+    torch.save(state, src)
+    url = src.as_uri()  # file://..., fetched the way an https:// URL is
+    model = build_model(encoder="resnet18", in_channels=3, weights=url)
+    cached = tmp_path / "torch" / "hub" / "checkpoints" / "my-resnet18.pth"
+    assert cached.is_file()
+    assert torch.equal(model.encoder.state_dict()["conv1.weight"], state["conv1.weight"])
+    src.unlink()  # the source is gone: the cache still serves
+    assert resolve_encoder_weights(url, "resnet18") == cached
+
+
+def test_weights_neither_cached_nor_fetchable(tmp_path, monkeypatch):
+    from s2l_tools import model as model_mod
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    missing = (tmp_path / "nowhere" / "resnet34-b627a593.pth").as_uri()
+    monkeypatch.setitem(model_mod.IMAGENET_URLS, "resnet34", missing)
+    with pytest.raises(S2LError) as err:
+        build_model(encoder="resnet34", weights="imagenet")
+    msg = str(err.value)
+    assert "\n" not in msg and "cannot fetch" in msg and "resnet34-b627a593.pth does not exist" in msg
+    assert not list((tmp_path / "torch").rglob("*.pth"))  # no half-written file left
