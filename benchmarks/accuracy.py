@@ -63,9 +63,13 @@ PAPER_T1 = {
 PAPER_T2 = {"s2l": {0.1: 0.8274, 0.3: 0.8539, 0.5: 0.8497, 1.0: 0.8588},
             "pce": {0.1: 0.7996, 0.3: 0.8180, 0.5: 0.8189, 1.0: 0.8098},
             "full": {r: 0.8638 for r in (0.1, 0.3, 0.5, 1.0)}}
-METHOD_NAMES = {"grabcut": "GrabCut", "pseudo": "Pseudo-Label", "pce": "pCE only",
-                "s2l": "S2L", "full": "Full"}
-ORDER = ["grabcut", "pseudo", "pce", "s2l", "full"]
+METHOD_NAMES = {"forest": "Random forest", "grabcut": "GrabCut", "pseudo": "Pseudo-Label",
+                "pce": "pCE only", "s2l": "S2L", "s2lf": "S2L + forest start",
+                "s2lg": "S2L + GrabCut start", "s2lfg": "S2L + forest+GrabCut start",
+                "full": "Full"}
+ORDER = ["forest", "grabcut", "pseudo", "pce", "s2l", "s2lf", "s2lg", "s2lfg", "full"]
+#: the benchmark's names of S2L with a fast start (s2l-train --fast-start)
+FAST_STARTS = {"s2lf": "forest", "s2lg": "grabcut", "s2lfg": "forest+grabcut"}
 
 QUICK = dict(train_images=20, val_images=10, encoder="resnet18", crop=128, batch_size=8,
              samples_per_epoch=64, epochs=12, ensemble_every=3, lr=1e-3, ratios="0.3",
@@ -127,16 +131,28 @@ def write_tiff(path: Path, array: np.ndarray) -> None:
 
 
 def make_train_set(root: Path, modality: str, split: str, stems: list[str], *, ratio: float,
-                   seed: int, background: str = "skeleton") -> None:
-    """images/ (symlinks), masks/ (symlinks to the labels), scribbles/ (synthetic)."""
+                   seed: int, background: str = "skeleton", protocol: str = "skeleton") -> None:
+    """images/ (symlinks), masks/ (symlinks to the labels), scribbles/ (synthetic).
+
+    ``protocol`` 'hand': Fiji-like strokes made by ``s2l-synth --protocol hand``
+    (RoiSet.zip files in rois/, converted as s2l-scribbles converts them)."""
     from s2l_tools.errors import S2LWarning
     from s2l_tools.images import read_labels
-    from s2l_tools.synth import image_seed, synthesize_scribbles
+    from s2l_tools.synth import image_seed, main as synth_main, synthesize_scribbles
 
     src = DSB / modality / split
     for stem in stems:
         link(src / "images" / f"{stem}.png", root / "images" / f"{stem}.png")
         link(src / "labels" / f"{stem}.tif", root / "masks" / f"{stem}.tif")
+    if protocol == "hand":
+        if not all((root / "scribbles" / f"{stem}.tif").exists() for stem in stems):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", S2LWarning)  # an image without cells
+                if synth_main([str(root), "--ratio", str(ratio), "--seed", str(seed),
+                               "--protocol", "hand", "--overwrite"]) != 0:
+                    raise SystemExit(f"{root}: s2l-synth --protocol hand failed")
+        return
+    for stem in stems:
         out = root / "scribbles" / f"{stem}.tif"
         if not out.exists():
             lab = read_labels(src / "labels" / f"{stem}.tif")
@@ -154,32 +170,13 @@ def make_full_set(root: Path, modality: str, split: str, stems: list[str]) -> No
         link(src / "labels" / f"{stem}.tif", root / "masks" / f"{stem}.tif")
 
 
-def grabcut_proposal(image_path: Path, scribble: np.ndarray, *, near: int = 5,
-                     iterations: int = 5) -> np.ndarray:
-    """Foreground (bool) of ``cv2.grabCut`` initialised from a scribble mask."""
-    import cv2
-
-    img = cv2.imread(str(image_path), cv2.IMREAD_COLOR)  # 8-bit, 3 channels (grey repeated)
-    fg, bg = scribble == 2, scribble == 1
-    if not fg.any():
-        return np.zeros(scribble.shape, bool)
-    if not bg.any():
-        return np.ones(scribble.shape, bool)
-    mask = np.full(scribble.shape, cv2.GC_PR_BGD, np.uint8)
-    if near > 0:
-        k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * near + 1, 2 * near + 1))
-        mask[cv2.dilate(fg.astype(np.uint8), k) > 0] = cv2.GC_PR_FGD
-    mask[bg] = cv2.GC_BGD
-    mask[fg] = cv2.GC_FGD
-    bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
-    cv2.grabCut(img, mask, None, bgd, fgd, iterations, cv2.GC_INIT_WITH_MASK)
-    return (mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD)
-
-
 def make_grabcut_set(root: Path, scribble_root: Path, stems: list[str], *, near: int) -> dict:
     """images/ + masks/ = GrabCut proposals (instances = connected components)."""
     from scipy import ndimage as ndi
 
+    import cv2
+
+    from s2l_tools.grabcut import grabcut_proposal
     from s2l_tools.images import read_labels
 
     t = time.perf_counter()
@@ -190,7 +187,8 @@ def make_grabcut_set(root: Path, scribble_root: Path, stems: list[str], *, near:
         if out.exists():
             continue
         scr = read_labels(scribble_root / "scribbles" / f"{stem}.tif")
-        fg = grabcut_proposal(scribble_root / "images" / f"{stem}.png", scr, near=near)
+        image = cv2.imread(str(scribble_root / "images" / f"{stem}.png"), cv2.IMREAD_COLOR)
+        fg = grabcut_proposal(image, scr, near=near)  # the PNG's own 8 bits, grey repeated
         lab, _ = ndi.label(fg)
         write_tiff(out, lab.astype(np.uint16 if lab.max() < 65536 else np.uint32))
     return {"grabcut_s": time.perf_counter() - t}
@@ -205,6 +203,39 @@ def score_proposals(prop_root: Path, truth_root: Path) -> dict:
 
 
 # ------------------------------------------------------------------------- one run
+def forest_and_score(run: Path, data: Path, val: Path, val_stems: list[str], seed: int) -> dict:
+    """The random-forest pixel classifier (ilastik / Labkit): trained on the scribbles,
+    predicts the val images with the networks' post-processing (threshold 0.5, holes
+    filled, objects < 64 px removed)."""
+    import torch
+
+    from s2l_tools.engine import load_training_data
+    from s2l_tools.evaluate import evaluate_folders
+    from s2l_tools.forest import ForestSettings, fit_forest, forest_probability
+    from s2l_tools.images import read_image
+    from s2l_tools.postprocess import instances_from_probability
+
+    settings = ForestSettings(n_jobs=torch.get_num_threads())
+    train = load_training_data(data)
+    load0 = loadavg()
+    t = time.perf_counter()
+    forest = fit_forest(train.images, train.scribbles, settings=settings, seed=seed)
+    train_s = time.perf_counter() - t
+    t = time.perf_counter()
+    pred = run / "pred"
+    pred.mkdir(parents=True, exist_ok=True)
+    for stem in val_stems:
+        prob = forest_probability(forest, read_image(val / "images" / f"{stem}.png"),
+                                  settings=settings)
+        labels = instances_from_probability(prob, threshold=0.5, min_size=64)
+        write_tiff(pred / f"{stem}.tif", labels.astype(np.int32))
+    predict_s = time.perf_counter() - t
+    _, summary = evaluate_folders(pred, val / "masks")
+    return {"iou": summary["iou"], "mdice": summary["mdice"], "f1_50": summary["f1_50"],
+            "ap_50": summary["ap_50"], "n_val": summary["n_images"], "train_s": train_s,
+            "predict_s": predict_s, "load_start": load0, "load_end": loadavg()}
+
+
 def train_and_score(run: Path, data: Path, method: str, val: Path, val_stems: list[str],
                     args, seed: int) -> dict:
     from rich.console import Console
@@ -216,8 +247,11 @@ def train_and_score(run: Path, data: Path, method: str, val: Path, val_stems: li
     from s2l_tools.images import read_image
     from s2l_tools.predict import predict_image
 
+    fast_start = FAST_STARTS.get(method, "none")
+    method = "s2l" if method in FAST_STARTS else method
     cfg = TrainConfig(
-        data=str(data), out=str(run / "model"), method=method, encoder=args.encoder,
+        data=str(data), out=str(run / "model"), method=method, fast_start=fast_start,
+        encoder=args.encoder,
         epochs=args.epochs, warmup_epochs=args.warmup_epochs, ensemble_every=args.ensemble_every,
         crop=args.crop, batch_size=args.batch_size, samples_per_epoch=args.samples_per_epoch,
         lr=args.lr, restart_epochs=args.epochs, seed=seed, device="cpu",
@@ -280,17 +314,20 @@ def paired(results: list[dict], against: str = "s2l") -> list[dict]:
         a = [iou[(mod, against, ratio, s)] for s in seeds]
         b = [iou[(mod, method, ratio, s)] for s in seeds]
         d = [x - y for x, y in zip(a, b)]
-        out.append({"modality": mod, "ratio": ratio, "method": method, "seeds": seeds,
+        out.append({"modality": mod, "ratio": ratio, "method": method, "against": against,
+                    "seeds": seeds,
                     "diffs": d, "diff_mean": statistics.mean(d), "diff_std": statistics.stdev(d),
                     "wins": sum(x > 0 for x in d), "p_value": float(ttest_rel(a, b).pvalue)})
     return out
 
 
-def paired_markdown(rows: list[dict]) -> str:
+def paired_markdown(rows: list[dict], against: str = "s2l") -> str:
     if not rows:
         return ""
-    lines = ["\n\n**S2L minus the other method, seed by seed** (IoU; paired t-test, two-sided)\n",
-             "| data | ratio | S2L - method | mean ± sd | S2L ahead | p |",
+    name = METHOD_NAMES[against]
+    lines = [f"\n\n**{name} minus the other method, seed by seed** (IoU; paired t-test, "
+             "two-sided)\n",
+             f"| data | ratio | {name} - method | mean ± sd | {name} ahead | p |",
              "| --- | --- | --- | --- | --- | --- |"]
     for r in rows:
         lines.append(f"| DSB-{r['modality']} | {int(r['ratio'] * 100)} % | "
@@ -358,8 +395,9 @@ def plot(agg: dict, modalities: list[str], ratios: list[float], methods: list[st
 
     n = len(modalities) + bool(pairs)
     fig, axes = plt.subplots(1, n, figsize=(5.5 * n, 4), squeeze=False)
-    colors = {"grabcut": "tab:brown", "pseudo": "tab:purple", "pce": "tab:orange",
-              "s2l": "tab:blue", "full": "tab:green"}
+    colors = {"forest": "tab:olive", "grabcut": "tab:brown", "pseudo": "tab:purple",
+              "pce": "tab:orange", "s2l": "tab:blue", "s2lf": "tab:cyan", "s2lg": "tab:pink",
+              "s2lfg": "tab:red", "full": "tab:green"}
     if pairs:
         ax = axes[0][-1]
         for i, r in enumerate(pairs):
@@ -369,7 +407,7 @@ def plot(agg: dict, modalities: list[str], ratios: list[float], methods: list[st
         ax.set_xticks(range(len(pairs)))
         ax.set_xticklabels([f"{r['modality']} {int(r['ratio'] * 100)} %\nvs {METHOD_NAMES[r['method']]}"
                             f"\np={r['p_value']:.2g}" for r in pairs], fontsize=7)
-        ax.set_ylabel("S2L IoU - method IoU (same seed)")
+        ax.set_ylabel(f"{METHOD_NAMES[pairs[0]['against']]} IoU - method IoU (same seed)")
         ax.set_title("paired by seed (dots: seeds, bar: mean)")
         ax.grid(alpha=0.3)
     for ax, mod in zip(axes[0], modalities):
@@ -411,7 +449,9 @@ def get_parser():
                         "ratio 0.3, s2l and pce")
     p.add_argument("--modality", default="fluo", help="comma list of fluo, histo, brightfield")
     p.add_argument("--ratios", help="comma list of scribble ratios (default 0.1,0.3,0.5,1.0)")
-    p.add_argument("--methods", help="comma list of grabcut,pseudo,pce,s2l,full")
+    p.add_argument("--methods", help="comma list of forest,grabcut,pseudo,pce,s2l,s2lf,s2lg,"
+                   "s2lfg,full (forest: random-forest pixel classifier; s2lf / s2lg / s2lfg: S2L "
+                   "with --fast-start forest / grabcut / forest+grabcut)")
     p.add_argument("--seeds", help="a count N (seeds 0..N-1; default 1) or a comma list (0,3; 3, is seed 3 alone)")
     p.add_argument("--train-images", type=int, help="train images used (default 40; 0: all)")
     p.add_argument("--val-images", type=int, help="val images scored (default 40; 0: all)")
@@ -429,6 +469,12 @@ def get_parser():
                    help="synthetic background scribbles on the background's skeleton (the "
                    "paper's), just outside the cells (near) or half of each (mixed); runs are "
                    "named ..._near, ..._mixed")
+    p.add_argument("--scribbles", choices=("skeleton", "hand"), default="skeleton",
+                   help="synthetic scribbles: the paper's skeleton pieces, or Fiji-like "
+                   "hand-drawn strokes (s2l-synth --protocol hand; --background does not apply; "
+                   "runs are named ..._hand)")
+    p.add_argument("--against", default="s2l", choices=ORDER,
+                   help="the method the others are compared with, seed by seed (default s2l)")
     p.add_argument("--grabcut-near", type=int, default=5,
                    help="GC_PR_FGD within this many px of a foreground scribble (0: none)")
     p.add_argument("--workdir", type=Path, default=Path("/tmp/s2l_accuracy"),
@@ -488,6 +534,8 @@ def main(argv=None) -> int:
             for method, ratio in todo:
                 bg_tag = "" if args.background == "skeleton" or method == "full" else \
                     f"_{args.background}"
+                if args.scribbles == "hand" and method not in ("full",):
+                    bg_tag = "_hand"
                 run = base / tag / f"{method}_r{ratio}_s{seed}{bg_tag}"
                 done = run / "result.json"
                 if done.exists():
@@ -507,7 +555,7 @@ def main(argv=None) -> int:
                 else:
                     scr = base / f"scribbles_r{ratio}_s{seed}{bg_tag}"
                     make_train_set(scr, mod, tr_split, tr_stems, ratio=ratio, seed=seed,
-                                   background=args.background)
+                                   background=args.background, protocol=args.scribbles)
                     data, fit_method = scr, method
                     if method == "grabcut":
                         data = base / f"grabcut_r{ratio}_s{seed}{bg_tag}_near{args.grabcut_near}"
@@ -516,18 +564,22 @@ def main(argv=None) -> int:
                         fit_method = "full"
                 print(f"{mod} {method} ratio {ratio} seed {seed} ... (load {loadavg()})",
                       file=sys.stderr, flush=True)
-                res = train_and_score(run, data, fit_method, val, va_stems, args, seed)
+                if method == "forest":
+                    res = forest_and_score(run, data, val, va_stems, seed)
+                else:
+                    res = train_and_score(run, data, fit_method, val, va_stems, args, seed)
                 res.update(extra, modality=mod, method=method, ratio=ratio, seed=seed,
                            budget=budget, n_train=len(tr_stems),
-                           background="skeleton" if method == "full" else args.background)
+                           background="skeleton" if method == "full" else args.background,
+                           scribbles="skeleton" if method == "full" else args.scribbles)
                 done.write_text(json.dumps(res, indent=2) + "\n")
                 results.append(res)
                 print(f"  IoU {res['iou']:.4f} mDice {res['mdice']:.4f} F1 {res['f1_50']:.3f} "
                       f"(train {res['train_s']:.0f} s, predict {res['predict_s']:.0f} s, "
                       f"load {res['load_end']})", file=sys.stderr, flush=True)
     agg = aggregate(results)
-    pairs = paired(results)
-    md = markdown(agg, modalities, ratios, methods) + paired_markdown(pairs)
+    pairs = paired(results, against=args.against)
+    md = markdown(agg, modalities, ratios, methods) + paired_markdown(pairs, args.against)
     n_tr = {r["modality"]: r["n_train"] for r in results}
     n_va = {r["modality"]: r["n_val"] for r in results}
     header = (f"budget: {budget}; train images {n_tr}, val images {n_va}; "

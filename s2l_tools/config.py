@@ -26,6 +26,20 @@ from .errors import S2LError
 METHODS = ("s2l", "pce", "pseudo", "full")
 ENCODERS = ("resnet18", "resnet34", "resnet50")
 STORES = ("auto", "replicated", "sharded")
+FAST_STARTS = ("none", "forest", "grabcut", "forest+grabcut")
+
+
+#: ``s2l-train --preset NAME``: budgets chosen together (flags given on the command line win).
+#: ``laptop``: the measured CPU budget (docs/benchmarks.md: about 5 minutes on 2 cores for
+#: 40 small images); ``paper``: the paper's settings (the defaults), for a GPU.
+PRESETS: dict[str, dict] = {
+    "laptop": dict(encoder="resnet18", crop=128, batch_size=8, samples_per_epoch=128,
+                   epochs=30, warmup_epochs=15, ensemble_every=3, lr=1e-3, restart_epochs=30,
+                   fast_start="forest"),
+    "paper": dict(encoder="resnet34", crop=256, batch_size=30, samples_per_epoch=None,
+                  epochs=200, warmup_epochs=100, ensemble_every=5, lr=3e-4, restart_epochs=50,
+                  fast_start="none"),
+}
 
 
 @dataclass
@@ -36,6 +50,7 @@ class TrainConfig:
     out: str = ""
     val: str | None = None
     method: str = "s2l"
+    fast_start: str = "none"
     encoder: str = "resnet34"
     encoder_weights: str | None = None
     channel: int | None = None
@@ -77,6 +92,11 @@ class TrainConfig:
 
         if self.method not in METHODS:
             bad("method", f"unknown method; choose one of {', '.join(METHODS)}")
+        if self.fast_start not in FAST_STARTS:
+            bad("fast_start", f"unknown fast start; choose one of {', '.join(FAST_STARTS)}")
+        if self.fast_start != "none" and self.method != "s2l":
+            bad("fast_start", f"starts the EMA store of --method s2l; --method {self.method} "
+                "has none: drop --fast-start or use --method s2l")
         if self.store not in STORES:
             bad("store", f"unknown EMA store layout; choose one of {', '.join(STORES)}")
         if self.encoder not in ENCODERS:

@@ -297,6 +297,41 @@ def ensemble_step(model, store, data: TrainingData, ctx: Context, *, device, amp
     return {"train_iou": float(np.mean(ious))} if ious else {}
 
 
+def fast_start(store, data: TrainingData, ctx: Context, *, kind: str, seed: int) -> float:
+    """``--fast-start``: the EMA store's first map from classic segmentation of the scribbles.
+
+    ``kind`` 'forest': a random-forest pixel classifier's foreground probability
+    (:mod:`s2l_tools.forest`, trained on the scribbles of every training image:
+    the same seeded forest on every rank); 'grabcut': each image's GrabCut
+    proposal (:mod:`s2l_tools.grabcut`) as 0 / 1; 'forest+grabcut': their mean,
+    so a pixel is confident only where both agree. Each rank computes its share
+    of the images as :func:`ensemble_step` does. Returns the seconds it took.
+    """
+    from .forest import ForestSettings, fit_forest, forest_probability
+    from .grabcut import grabcut_proposal, to_bgr8
+
+    t = time.perf_counter()
+    settings = ForestSettings(n_jobs=torch.get_num_threads())
+    forest = (fit_forest(data.images, data.scribbles, settings=settings, seed=seed)
+              if "forest" in kind else None)
+    if store.is_shard:
+        mine = store.owned
+    else:
+        owners = [i % ctx.world_size for i in range(len(data.images))]
+        mine = [i for i, o in enumerate(owners) if o == ctx.rank]
+    for i in mine:
+        maps = []
+        if forest is not None:
+            maps.append(forest_probability(forest, data.images[i], settings=settings))
+        if "grabcut" in kind:
+            maps.append(grabcut_proposal(to_bgr8(data.images[i]), data.scribbles[i])
+                        .astype(np.float32))
+        store.update(i, np.mean(maps, axis=0))
+    if not store.is_shard:
+        ctx.sync_store(store, owners)
+    return time.perf_counter() - t
+
+
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
     union = np.logical_or(a, b).sum()
     return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
@@ -561,6 +596,11 @@ def fit(cfg: TrainConfig, *, resume: bool = False, ctx: Context | None = None,
     if ctx.is_main:
         out.mkdir(parents=True, exist_ok=True)
         cfg.to_json(out / "config.json")
+    fast = cfg.fast_start != "none"
+    if fast and ckpt_path is None:
+        seconds = fast_start(store, data, ctx, kind=cfg.fast_start, seed=cfg.seed)
+        console.print(f"fast start: {cfg.fast_start} pseudo-labels for {len(data.images)} "
+                      f"image(s) in {seconds:.1f} s")
     train_model = ctx.wrap_model(model)
     # --method full: the masks were loaded as "scribbles" on every pixel, so the
     # scribble loss is the full cross entropy
@@ -610,7 +650,9 @@ def fit(cfg: TrainConfig, *, resume: bool = False, ctx: Context | None = None,
             ks = np.arange(per_rank_samples * ctx.world_size) % len(plan)
             ks = ks[ctx.rank::ctx.world_size]
             after_warmup = epoch >= cfg.warmup_epochs
-            with_ema = cfg.method == "s2l" and after_warmup and store.all_initialized
+            # a fast start fills the store before epoch 1: its pseudo-labels act at once,
+            # and the network's own predictions join the store after the warm-up
+            with_ema = cfg.method == "s2l" and (after_warmup or fast) and store.all_initialized
             use_pseudo = (cfg.method == "s2l" and with_ema) or (cfg.method == "pseudo"
                                                                 and after_warmup)
             loader = torch.utils.data.DataLoader(
@@ -643,7 +685,8 @@ def fit(cfg: TrainConfig, *, resume: bool = False, ctx: Context | None = None,
             row = {"epoch": epoch + 1, **ctx.mean({k: v / max(n_batches, 1)
                                                   for k, v in sums.items()})}
             row["lr"] = optimizer.param_groups[0]["lr"]
-            ensemble_due = cfg.method == "s2l" and (epoch + 1) % cfg.ensemble_every == 0
+            ensemble_due = (cfg.method == "s2l" and (epoch + 1) % cfg.ensemble_every == 0
+                            and (after_warmup or not fast))
             if ensemble_due and epoch + 1 == cfg.epochs:
                 ensemble_pending = True
             elif ensemble_due:

@@ -12,15 +12,20 @@ from dataclasses import fields
 from pathlib import Path
 
 from ._cli import make_parser, run
-from .config import ENCODERS, METHODS, STORES, TrainConfig
+from .config import ENCODERS, FAST_STARTS, METHODS, PRESETS, STORES, TrainConfig
 from .errors import S2LError
 
 _HELP = {
     "val": "validation dataset with masks/ (scored every --val-every epochs)",
     "method": "s2l (Scribble2Label), pce (scribbles only), pseudo (Pseudo-Label), "
               "full (full masks; an upper bound)",
+    "fast_start": "forest: a random-forest pixel classifier (as ilastik/Labkit) trained on the "
+                  "scribbles gives the EMA store its first map, so pseudo-labels act from "
+                  "epoch 1 (--method s2l only); none: the paper's warm-up on scribbles alone",
     "encoder": "U-Net encoder",
-    "encoder_weights": "local torchvision ResNet weights (.pth or .safetensors) for the encoder",
+    "encoder_weights": "ImageNet weights for the encoder: 'imagenet' (torchvision's, fetched "
+                       "once into torch's cache and used from there offline), a URL, or a "
+                       "local torchvision ResNet .pth/.safetensors file",
     "channel": "channel to use from multi-channel images (0-based)",
     "epochs": "total epochs (one epoch = --samples-per-epoch crops)",
     "warmup_epochs": "epochs trained on scribbles only, before pseudo-labels",
@@ -65,6 +70,7 @@ def get_parser():
         "Writes RUN/config.json, RUN/checkpoint.pt (to resume), RUN/model.pt (to predict and "
         "export), RUN/metrics.csv, RUN/curves.png and RUN/panels/*.png. Ctrl-C saves a "
         "checkpoint; --resume continues it.",
+        "  s2l-train my_data --out runs/first --preset laptop      # ~5 min on a laptop CPU\n"
         "  s2l-train my_data --out runs/first --epochs 60 --warmup-epochs 30\n"
         "  s2l-train my_data --out runs/first --resume\n"
         "  s2l-train my_data --out runs/pce --method pce --config runs/first/config.json\n"
@@ -76,6 +82,12 @@ def get_parser():
     parser.add_argument("--config", type=Path, help="read settings from a config.json")
     parser.add_argument("--resume", action="store_true",
                         help="continue from RUN/checkpoint.pt with its settings")
+    parser.add_argument("--preset", choices=sorted(PRESETS),
+                        help="a budget chosen as a whole; flags given on the command line win. "
+                        "laptop: resnet18, crop 128, batch 8, 128 crops x 30 epochs (warm-up "
+                        "15), ensemble every 3, lr 1e-3, --fast-start forest: about 5 min on 2 "
+                        "CPU cores for 40 small images. paper: the paper's settings (the "
+                        "defaults; resnet34, crop 256, batch 30, 200 epochs), for a GPU")
     defaults = TrainConfig()
     for f in fields(TrainConfig):
         if f.name in ("data", "out"):
@@ -92,7 +104,8 @@ def get_parser():
         if kind is None:
             kind = type(default) if default is not None else (
                 int if f.name in ("channel", "samples_per_epoch", "val_every") else str)
-        choices = {"method": METHODS, "encoder": ENCODERS, "store": STORES}.get(f.name)
+        choices = {"method": METHODS, "encoder": ENCODERS, "store": STORES,
+                   "fast_start": FAST_STARTS}.get(f.name)
         metavar = None if choices else {int: "N", float: "X"}.get(kind, "VALUE")
         parser.add_argument(flag, type=kind, default=None, choices=choices, metavar=metavar,
                             help=help_text)
@@ -100,7 +113,7 @@ def get_parser():
 
 
 def config_from_args(args) -> TrainConfig:
-    """Defaults < --config file < resumed run's config < flags given."""
+    """Defaults < --config file < resumed run's config < --preset < flags given."""
     cfg = TrainConfig()
     if args.config is not None:
         cfg = TrainConfig.from_json(args.config)
@@ -122,6 +135,9 @@ def config_from_args(args) -> TrainConfig:
                 raise S2LError(f"{saved}: nothing to resume in {args.out}; start without "
                                "--resume")
             cfg = TrainConfig.from_json(saved)
+    if getattr(args, "preset", None):
+        for name, value in PRESETS[args.preset].items():
+            setattr(cfg, name, value)
     for f in fields(TrainConfig):
         value = getattr(args, f.name, None)
         if value is not None:

@@ -1,0 +1,146 @@
+"""The random-forest pixel classifier and s2l-train's --fast-start forest / --preset."""
+
+import json
+
+import numpy as np
+import pytest
+
+from s2l_tools import train
+from s2l_tools.checkpoint import load_checkpoint
+from s2l_tools.config import PRESETS, TrainConfig
+from s2l_tools.demo_data import make_demo_dataset
+from s2l_tools.errors import S2LError
+from s2l_tools.forest import ForestSettings, fit_forest, forest_probability, pixel_features
+from s2l_tools.scribbles import main as scribbles_main
+
+SMALL = ForestSettings(n_estimators=20, sigma_max=4)
+
+
+def discs(seed=0, shape=(64, 64), n=5, radius=6):
+    """A noisy image of bright discs and its truth."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    truth = np.zeros(shape, bool)
+    for cy, cx in rng.integers(radius + 2, shape[0] - radius - 2, size=(n, 2)):
+        truth |= (yy - cy) ** 2 + (xx - cx) ** 2 <= radius ** 2
+    image = truth * 0.8 + rng.normal(0, 0.1, shape)
+    return image[None].astype(np.float32), truth
+
+
+def scribble_of(truth, seed=0):
+    """A few foreground pixels inside the discs, a few background pixels outside."""
+    rng = np.random.default_rng(seed)
+    scr = np.zeros(truth.shape, np.uint8)
+    fg, bg = np.flatnonzero(truth), np.flatnonzero(~truth)
+    scr.flat[rng.choice(fg, 20, replace=False)] = 2
+    scr.flat[rng.choice(bg, 60, replace=False)] = 1
+    return scr
+
+
+def test_features_shape():
+    image = np.zeros((2, 20, 30), np.float32)
+    feats = pixel_features(image, ForestSettings(sigma_min=1, sigma_max=4))
+    assert feats.shape == (20, 30, 2 * 3 * 4) and feats.dtype == np.float32
+    with pytest.raises(ValueError, match="C, H, W"):
+        pixel_features(np.zeros((20, 30)))
+
+
+def test_forest_labels_unscribbled_pixels():
+    image, truth = discs(0)
+    forest = fit_forest([image], [scribble_of(truth)], settings=SMALL, seed=0)
+    # a new image of the same kind: the forest generalises beyond the scribbled pixels
+    image2, truth2 = discs(1)
+    prob = forest_probability(forest, image2, settings=SMALL)
+    assert prob.shape == truth2.shape and prob.dtype == np.float32
+    assert 0 <= prob.min() and prob.max() <= 1
+    iou = ((prob > 0.5) & truth2).sum() / ((prob > 0.5) | truth2).sum()
+    assert iou > 0.8, iou
+    # seeded: the same forest twice
+    again = fit_forest([image], [scribble_of(truth)], settings=SMALL, seed=0)
+    assert np.array_equal(forest_probability(again, image2, settings=SMALL), prob)
+
+
+def test_forest_needs_both_classes():
+    image, truth = discs(0)
+    only_fg = np.where(scribble_of(truth) == 2, 2, 0).astype(np.uint8)
+    with pytest.raises(S2LError, match="background and foreground"):
+        fit_forest([image], [only_fg], settings=SMALL)
+
+
+def test_forest_caps_training_pixels():
+    image, truth = discs(0)
+    scr = np.where(truth, 2, 1).astype(np.uint8)  # every pixel scribbled
+    forest = fit_forest([image], [scr], settings=ForestSettings(n_estimators=3, sigma_max=2,
+                                                                max_pixels=50), seed=0)
+    assert sum(t.tree_.n_node_samples[0] for t in forest.estimators_) <= 3 * 100
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ds")
+    make_demo_dataset(root, n_train=3, n_val=1, shape=(64, 64), seed=3)
+    assert scribbles_main([str(root / "train")]) == 0
+    return root
+
+
+TINY = ["--encoder", "resnet18", "--crop", "32", "--batch-size", "2", "--samples-per-epoch",
+        "4", "--ensemble-every", "1", "--tile", "64", "--panel-images", "0", "--device", "cpu"]
+
+
+@pytest.mark.parametrize("kind", ["forest", "grabcut", "forest+grabcut"])
+def test_fast_start_pseudo_labels_from_epoch_one(data, tmp_path, capsys, kind):
+    out = tmp_path / "fast"
+    # a warm-up longer than the run: without a fast start no pseudo-label would act
+    assert train.main([str(data / "train"), "--out", str(out), "--epochs", "2",
+                       "--warmup-epochs", "5", "--fast-start", kind, *TINY]) == 0
+    assert f"fast start: {kind} pseudo-labels for 3 image(s)" in capsys.readouterr().err
+    ck = load_checkpoint(out / "checkpoint.pt")
+    assert all(row["coverage"] > 0.5 for row in ck["history"])
+    # the forest's map is the store's only update: the network's join after the warm-up
+    assert all(n == 1 for n in ck["ema"]["n_updates"])
+    plain = tmp_path / "plain"
+    assert train.main([str(data / "train"), "--out", str(plain), "--epochs", "2",
+                       "--warmup-epochs", "5", *TINY]) == 0
+    ck = load_checkpoint(plain / "checkpoint.pt")
+    assert all(row["coverage"] == 0 for row in ck["history"])
+
+
+def test_fast_start_resume_keeps_store(data, tmp_path):
+    out = tmp_path / "run"
+    common = [str(data / "train"), *TINY, "--fast-start", "forest", "--warmup-epochs", "1",
+              "--checkpoint-every", "1"]
+    assert train.main([*common, "--out", str(out), "--epochs", "1"]) == 0
+    before = load_checkpoint(out / "checkpoint.pt")["ema"]
+    assert all(n == 1 for n in before["n_updates"])  # the forest's map
+    assert train.main(["--out", str(out), "--resume", "--epochs", "2"]) == 0
+    after = load_checkpoint(out / "checkpoint.pt")
+    # resumed from the checkpoint's store: the forest did not run again (it would count
+    # an update), and the pass due after the last epoch is pending as in any run
+    assert after["epoch"] == 2 and after["ensemble_pending"]
+    assert all(n == 1 for n in after["ema"]["n_updates"])
+    for x, y in zip(before["maps"], after["ema"]["maps"]):
+        assert np.array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_fast_start_only_for_s2l(data, tmp_path, capsys):
+    with pytest.raises(S2LError, match="--fast-start forest"):
+        TrainConfig(method="pce", fast_start="forest").validate()
+    assert train.main([str(data / "train"), "--out", str(tmp_path / "x"), "--method", "pce",
+                       "--fast-start", "forest", *TINY]) == 1
+    err = capsys.readouterr().err
+    assert "--method s2l" in err and "Traceback" not in err
+
+
+def test_preset_sets_budget_and_flags_win(data, tmp_path):
+    out = tmp_path / "laptop"
+    assert train.main([str(data / "train"), "--out", str(out), "--preset", "laptop",
+                       "--epochs", "1", "--crop", "32", "--samples-per-epoch", "2",
+                       "--batch-size", "2", "--tile", "64", "--device", "cpu"]) == 0
+    cfg = json.loads((out / "config.json").read_text())
+    laptop = PRESETS["laptop"]
+    assert cfg["encoder"] == laptop["encoder"] and cfg["fast_start"] == "forest"
+    assert cfg["lr"] == laptop["lr"] and cfg["ensemble_every"] == laptop["ensemble_every"]
+    assert cfg["epochs"] == 1 and cfg["crop"] == 32  # flags given win
+    # the paper preset is the defaults
+    defaults = TrainConfig()
+    assert all(getattr(defaults, k) == v for k, v in PRESETS["paper"].items())
