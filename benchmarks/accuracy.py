@@ -210,9 +210,7 @@ def forest_and_score(run: Path, data: Path, val: Path, val_stems: list[str], see
     import torch
 
     from s2l_tools.engine import load_training_data
-    from s2l_tools.evaluate import evaluate_folders
     from s2l_tools.forest import ForestSettings, fit_forest, forest_probability
-    from s2l_tools.images import read_image
     from s2l_tools.postprocess import instances_from_probability
 
     settings = ForestSettings(n_jobs=torch.get_num_threads())
@@ -221,13 +219,25 @@ def forest_and_score(run: Path, data: Path, val: Path, val_stems: list[str], see
     t = time.perf_counter()
     forest = fit_forest(train.images, train.scribbles, settings=settings, seed=seed)
     train_s = time.perf_counter() - t
+
+    def segment(image):
+        prob = forest_probability(forest, image, settings=settings)
+        return instances_from_probability(prob, threshold=0.5, min_size=64)
+
+    return predict_and_score(run, val, val_stems, segment, train_s=train_s, load0=load0)
+
+
+def predict_and_score(run: Path, val: Path, val_stems: list[str], segment, *, train_s: float,
+                      load0: list[float]) -> dict:
+    """Labels of every val image from ``segment(image)`` into ``run/pred``, scored."""
+    from s2l_tools.evaluate import evaluate_folders
+    from s2l_tools.images import read_image
+
     t = time.perf_counter()
     pred = run / "pred"
     pred.mkdir(parents=True, exist_ok=True)
     for stem in val_stems:
-        prob = forest_probability(forest, read_image(val / "images" / f"{stem}.png"),
-                                  settings=settings)
-        labels = instances_from_probability(prob, threshold=0.5, min_size=64)
+        labels = segment(read_image(val / "images" / f"{stem}.png"))
         write_tiff(pred / f"{stem}.tif", labels.astype(np.int32))
     predict_s = time.perf_counter() - t
     _, summary = evaluate_folders(pred, val / "masks")
@@ -243,8 +253,6 @@ def train_and_score(run: Path, data: Path, method: str, val: Path, val_stems: li
     from s2l_tools.checkpoint import load_model
     from s2l_tools.config import TrainConfig
     from s2l_tools.engine import fit
-    from s2l_tools.evaluate import evaluate_folders
-    from s2l_tools.images import read_image
     from s2l_tools.predict import predict_image
 
     fast_start = FAST_STARTS.get(method, "none")
@@ -261,18 +269,9 @@ def train_and_score(run: Path, data: Path, method: str, val: Path, val_stems: li
     fit(cfg, console=Console(stderr=True, quiet=not args.verbose))
     train_s = time.perf_counter() - t
     model, meta = load_model(run / "model")
-    t = time.perf_counter()
-    pred = run / "pred"
-    pred.mkdir(parents=True, exist_ok=True)
-    for stem in val_stems:
-        image = read_image(val / "images" / f"{stem}.png")
-        labels, _ = predict_image(model, image, meta, device="cpu")
-        write_tiff(pred / f"{stem}.tif", labels.astype(np.int32))
-    predict_s = time.perf_counter() - t
-    _, summary = evaluate_folders(pred, val / "masks")
-    return {"iou": summary["iou"], "mdice": summary["mdice"], "f1_50": summary["f1_50"],
-            "ap_50": summary["ap_50"], "n_val": summary["n_images"], "train_s": train_s,
-            "predict_s": predict_s, "load_start": load0, "load_end": loadavg()}
+    return predict_and_score(run, val, val_stems,
+                             lambda image: predict_image(model, image, meta, device="cpu")[0],
+                             train_s=train_s, load0=load0)
 
 
 # ---------------------------------------------------------------------------- report

@@ -21,23 +21,23 @@ from pathlib import Path
 
 import torch
 
+from s2l_tools.config import ENCODERS as _ENCODER_NAMES
 from s2l_tools.errors import S2LError
 
 __all__ = ["ENCODERS", "build_model", "resolve_encoder_weights", "load_encoder_weights",
            "param_groups", "count_parameters"]
 
-#: supported encoders -> (block type, blocks per stage), as in torchvision
-ENCODERS: dict[str, tuple[str, tuple[int, int, int, int]]] = {
+#: torchvision ResNets -> (block type, blocks per stage); all of them name what a wrong
+#: weights file seems to be, the supported ones (config.ENCODERS) are :data:`ENCODERS`
+_KNOWN_RESNETS: dict[str, tuple[str, tuple[int, int, int, int]]] = {
     "resnet18": ("basic", (2, 2, 2, 2)),
     "resnet34": ("basic", (3, 4, 6, 3)),
     "resnet50": ("bottleneck", (3, 4, 6, 3)),
-}
-# for naming what a wrong file seems to be (not all of these are supported)
-_KNOWN_RESNETS: dict[str, tuple[str, tuple[int, int, int, int]]] = {
-    **ENCODERS,
     "resnet101": ("bottleneck", (3, 4, 23, 3)),
     "resnet152": ("bottleneck", (3, 8, 36, 3)),
 }
+#: supported encoders -> (block type, blocks per stage)
+ENCODERS = {name: _KNOWN_RESNETS[name] for name in _ENCODER_NAMES}
 
 
 def build_model(

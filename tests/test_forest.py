@@ -138,7 +138,7 @@ def test_preset_sets_budget_and_flags_win(data, tmp_path):
                        "--batch-size", "2", "--tile", "64", "--device", "cpu"]) == 0
     cfg = json.loads((out / "config.json").read_text())
     laptop = PRESETS["laptop"]
-    assert cfg["encoder"] == laptop["encoder"] and cfg["fast_start"] == "forest"
+    assert cfg["encoder"] == laptop["encoder"] and cfg["fast_start"] == laptop["fast_start"]
     assert cfg["lr"] == laptop["lr"] and cfg["ensemble_every"] == laptop["ensemble_every"]
     assert cfg["epochs"] == 1 and cfg["crop"] == 32  # flags given win
     # the paper preset is the defaults
