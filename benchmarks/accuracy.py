@@ -15,7 +15,10 @@ post-processing, :func:`s2l_tools.predict.predict_image`) and is scored with
 :func:`s2l_tools.evaluate.evaluate_folders` (IoU, mDice, F1 at IoU 0.5).
 
 Methods: ``s2l``, ``pce``, ``pseudo``, ``full`` (the full masks; it does not
-depend on the ratio and is trained once per seed) and ``grabcut``:
+depend on the ratio and is trained once per seed), ``forest`` (the random-forest
+pixel classifier of :mod:`s2l_tools.forest`, no network: what ilastik and Labkit
+do), ``s2lf`` / ``s2lg`` / ``s2lfg`` (S2L with ``--fast-start forest`` /
+``grabcut`` / ``forest+grabcut``) and ``grabcut``:
 ``cv2.grabCut`` initialised with a mask from the scribbles (GC_FGD on
 foreground scribbles, GC_BGD on background scribbles, GC_PR_FGD within
 ``--grabcut-near`` px of a foreground scribble, GC_PR_BGD elsewhere; 5
@@ -26,7 +29,9 @@ iterations), whose full proposal (connected components) is then trained on as
 ``--background mixed`` half there and half on the background's skeleton
 (``synthesize_scribbles(..., background=...)``), instead of all on the skeleton
 (the paper's); their scribble sets and runs are kept apart (names end in
-``_near`` or ``_mixed``).
+``_near`` or ``_mixed``). ``--scribbles hand`` uses Fiji-like strokes instead
+(``s2l-synth --protocol hand``: RoiSet.zip files converted as s2l-scribbles
+does; names end in ``_hand``).
 
 Finished runs are kept in ``--workdir`` (``result.json`` per run) and are not
 repeated, so a long table can be stopped and continued. Output: markdown tables

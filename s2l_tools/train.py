@@ -85,9 +85,10 @@ def get_parser():
     parser.add_argument("--preset", choices=sorted(PRESETS),
                         help="a budget chosen as a whole; flags given on the command line win. "
                         "laptop: resnet18, crop 128, batch 8, 128 crops x 30 epochs (warm-up "
-                        "15), ensemble every 3, lr 1e-3, --fast-start forest: about 5 min on 2 "
-                        "CPU cores for 40 small images. paper: the paper's settings (the "
-                        "defaults; resnet34, crop 256, batch 30, 200 epochs), for a GPU")
+                        "15), ensemble every 3, lr 1e-3, --fast-start forest+grabcut: 5-16 min "
+                        "on 2 CPU cores for 40 small images (docs/benchmarks.md). paper: the "
+                        "paper's settings (the defaults; resnet34, crop 256, batch 30, 200 "
+                        "epochs), for a GPU")
     defaults = TrainConfig()
     for f in fields(TrainConfig):
         if f.name in ("data", "out"):
