@@ -41,6 +41,26 @@ class ForestSettings:
     max_pixels: int = 50_000  # per class, drawn from all scribbled pixels
     min_samples_leaf: int = 1
     n_jobs: int | None = None  # None: scikit-learn's default (one core); -1: all cores
+    band_pixels: int = 1 << 20  # features are made for bands of about this many pixels
+
+
+def _bands(image: np.ndarray, settings: ForestSettings):
+    """``(r0, r1, features of rows r0..r1)`` for horizontal bands of ``image``.
+
+    Each band's features are computed with a margin of rows wide enough for the
+    largest filter (Gaussians truncated at 4 sigma, plus the derivatives), so they
+    equal those of the whole image while memory stays bounded by the band.
+    """
+    h, w = image.shape[1:]
+    rows = max(1, settings.band_pixels // max(w, 1))
+    margin = int(np.ceil(4 * settings.sigma_max)) + 4
+    for r0 in range(0, h, rows):
+        r1 = min(h, r0 + rows)
+        a, b = max(0, r0 - margin), min(h, r1 + margin)
+        if a == 0 and b == h:
+            yield r0, r1, pixel_features(image, settings)[r0:r1]
+        else:
+            yield r0, r1, pixel_features(image[:, a:b], settings)[r0 - a:r1 - a]
 
 
 def pixel_features(image: np.ndarray, settings: ForestSettings = ForestSettings()) -> np.ndarray:
@@ -115,8 +135,14 @@ def fit_forest(images: Sequence[np.ndarray], scribbles: Sequence[np.ndarray], *,
         if not picks:
             continue
         idx = np.concatenate(picks)
-        feats = pixel_features(images[i], settings)
-        xs.append(feats.reshape(-1, feats.shape[-1])[idx])
+        w = images[i].shape[2]
+        x = None
+        for r0, r1, feats in _bands(images[i], settings):
+            if x is None:
+                x = np.empty((idx.size, feats.shape[-1]), np.float32)
+            here = (idx >= r0 * w) & (idx < r1 * w)
+            x[here] = feats.reshape(-1, feats.shape[-1])[idx[here] - r0 * w]
+        xs.append(x)
         ys.append(np.asarray(scribbles[i]).ravel()[idx] == L.FOREGROUND)
     forest = RandomForestClassifier(
         n_estimators=settings.n_estimators, min_samples_leaf=settings.min_samples_leaf,
@@ -127,10 +153,17 @@ def fit_forest(images: Sequence[np.ndarray], scribbles: Sequence[np.ndarray], *,
 
 def forest_probability(forest, image: np.ndarray, *,
                        settings: ForestSettings = ForestSettings()) -> np.ndarray:
-    """Foreground probability of every pixel of ``image`` (H, W) float32, in [0, 1]."""
-    feats = pixel_features(image, settings)
-    h, w, f = feats.shape
-    prob = forest.predict_proba(feats.reshape(-1, f))
-    fg = list(forest.classes_).index(1) if 1 in forest.classes_ else None
-    out = prob[:, fg] if fg is not None else np.zeros(h * w)
-    return out.reshape(h, w).astype(np.float32)
+    """Foreground probability of every pixel of ``image`` (H, W) float32, in [0, 1].
+
+    Features are made and classified band by band (``settings.band_pixels``), so
+    memory stays bounded for large images.
+    """
+    image = np.asarray(image, dtype=np.float32)
+    out = np.zeros(image.shape[1:], np.float32)
+    if 1 not in forest.classes_:
+        return out
+    fg = list(forest.classes_).index(1)
+    for r0, r1, feats in _bands(image, settings):
+        prob = forest.predict_proba(feats.reshape(-1, feats.shape[-1]))
+        out[r0:r1] = prob[:, fg].reshape(r1 - r0, -1)
+    return out

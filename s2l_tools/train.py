@@ -144,6 +144,8 @@ def config_from_args(args) -> TrainConfig:
         if value is not None:
             setattr(cfg, f.name, str(value) if f.name in ("data", "out", "val",
                                                           "encoder_weights") else value)
+    if getattr(args, "preset", None) and cfg.method != "s2l" and args.fast_start is None:
+        cfg.fast_start = "none"  # the preset's fast start is for S2L: --method pce keeps its budget
     if not cfg.data:
         raise S2LError("no dataset given: s2l-train DATA --out RUN")
     if not cfg.out:

@@ -141,6 +141,28 @@ def test_preset_sets_budget_and_flags_win(data, tmp_path):
     assert cfg["encoder"] == laptop["encoder"] and cfg["fast_start"] == laptop["fast_start"]
     assert cfg["lr"] == laptop["lr"] and cfg["ensemble_every"] == laptop["ensemble_every"]
     assert cfg["epochs"] == 1 and cfg["crop"] == 32  # flags given win
+    # another method keeps the preset's budget without its (S2L-only) fast start
+    pce = tmp_path / "laptop_pce"
+    assert train.main([str(data / "train"), "--out", str(pce), "--preset", "laptop",
+                       "--method", "pce", "--epochs", "1", "--crop", "32",
+                       "--samples-per-epoch", "2", "--batch-size", "2", "--tile", "64",
+                       "--device", "cpu"]) == 0
+    cfg = json.loads((pce / "config.json").read_text())
+    assert cfg["method"] == "pce" and cfg["fast_start"] == "none" and cfg["encoder"] == "resnet18"
     # the paper preset is the defaults
     defaults = TrainConfig()
     assert all(getattr(defaults, k) == v for k, v in PRESETS["paper"].items())
+
+
+def test_bands_equal_the_whole_image():
+    """Band by band (bounded memory) gives the whole image's features and probabilities."""
+    from dataclasses import replace
+
+    image, truth = discs(2, shape=(90, 40))
+    forest = fit_forest([image], [scribble_of(truth)], settings=SMALL, seed=0)
+    whole = forest_probability(forest, image, settings=SMALL)
+    banded_settings = replace(SMALL, band_pixels=7 * 40)  # 7 rows a band
+    banded = forest_probability(forest, image, settings=banded_settings)
+    np.testing.assert_allclose(banded, whole, atol=1e-6)
+    again = fit_forest([image], [scribble_of(truth)], settings=banded_settings, seed=0)
+    np.testing.assert_allclose(forest_probability(again, image, settings=SMALL), whole, atol=1e-6)
