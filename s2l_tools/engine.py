@@ -268,6 +268,18 @@ def predict_full(model, image: np.ndarray, *, device, amp_dtype=None, tile=512) 
     return probs[1]
 
 
+def _my_images(store, n_images: int, ctx: Context) -> tuple[list[int], list[int] | None]:
+    """The images this rank predicts for the store, and who predicts each (None: sharded).
+
+    A sharded store: the images the rank holds. A replicated one: image ``i``
+    goes to rank ``i % world``, and :meth:`Context.sync_store` shares the maps.
+    """
+    if store.is_shard:
+        return list(store.owned), None
+    owners = [i % ctx.world_size for i in range(n_images)]
+    return [i for i, o in enumerate(owners) if o == ctx.rank], owners
+
+
 def ensemble_step(model, store, data: TrainingData, ctx: Context, *, device, amp_dtype,
                   tile) -> dict:
     """Update the EMA store from fresh predictions; return train-mask scores.
@@ -277,11 +289,7 @@ def ensemble_step(model, store, data: TrainingData, ctx: Context, *, device, amp
     everywhere. A sharded store (``store.is_shard``): each rank predicts the
     images it holds, and nothing is exchanged.
     """
-    if store.is_shard:
-        mine = store.owned
-    else:
-        owners = [i % ctx.world_size for i in range(len(data.images))]
-        mine = [i for i, o in enumerate(owners) if o == ctx.rank]
+    mine, owners = _my_images(store, len(data.images), ctx)
     ctx.sync_buffers(model)  # every rank predicts with the same BatchNorm statistics
     ious = []
     for i in mine:
@@ -314,11 +322,7 @@ def fast_start(store, data: TrainingData, ctx: Context, *, kind: str, seed: int)
     settings = ForestSettings(n_jobs=torch.get_num_threads())
     forest = (fit_forest(data.images, data.scribbles, settings=settings, seed=seed)
               if "forest" in kind else None)
-    if store.is_shard:
-        mine = store.owned
-    else:
-        owners = [i % ctx.world_size for i in range(len(data.images))]
-        mine = [i for i, o in enumerate(owners) if o == ctx.rank]
+    mine, owners = _my_images(store, len(data.images), ctx)
     for i in mine:
         maps = []
         if forest is not None:
