@@ -53,6 +53,16 @@ PROTOCOLS = ("skeleton", "hand")
 _EIGHT = np.ones((3, 3), dtype=bool)
 
 
+def _warn_no_background() -> None:
+    """The warning of both protocols for a label image that is all cells."""
+    warnings.warn(
+        "the label image has no background pixel: foreground scribbles only; "
+        "Scribble2Label needs background scribbles too",
+        S2LWarning,
+        stacklevel=3,
+    )
+
+
 def synthesize_scribbles(
     labels: np.ndarray,
     *,
@@ -174,12 +184,7 @@ def synthesize_scribbles(
 
     cells = labels > 0
     if cells.all():
-        warnings.warn(
-            "the label image has no background pixel: foreground scribbles only; "
-            "Scribble2Label needs background scribbles too",
-            S2LWarning,
-            stacklevel=2,
-        )
+        _warn_no_background()
         return out
     skeleton = _background_segments(cells)
     near = _near_segments(cells) if background != "skeleton" and n_cells else []
@@ -471,12 +476,7 @@ def handdrawn_rois(
                     in _cell_strokes(labels, index + 1, objects[index], cell_rng)]
     cells = labels > 0
     if cells.all():
-        warnings.warn(
-            "the label image has no background pixel: foreground scribbles only; "
-            "Scribble2Label needs background scribbles too",
-            S2LWarning,
-            stacklevel=2,
-        )
+        _warn_no_background()
     else:
         if n_cells == 0:
             warnings.warn(
