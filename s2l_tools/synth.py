@@ -63,6 +63,16 @@ def _warn_no_background() -> None:
     )
 
 
+def _warn_no_cells() -> None:
+    """The warning of both protocols for a label image without cells."""
+    warnings.warn(
+        "the label image has no cell: background scribbles only; "
+        "Scribble2Label needs foreground scribbles too",
+        S2LWarning,
+        stacklevel=3,
+    )
+
+
 def synthesize_scribbles(
     labels: np.ndarray,
     *,
@@ -189,12 +199,7 @@ def synthesize_scribbles(
     skeleton = _background_segments(cells)
     near = _near_segments(cells) if background != "skeleton" and n_cells else []
     if n_cells == 0:
-        warnings.warn(
-            "the label image has no cell: background scribbles only; "
-            "Scribble2Label needs foreground scribbles too",
-            S2LWarning,
-            stacklevel=2,
-        )
+        _warn_no_cells()
         k = max(1, math.floor(ratio * len(skeleton) + 0.5))
     if background == "mixed" and near and skeleton:  # k // 2 beside cells, the rest midway
         picks = [(skeleton, k - k // 2), (near, k // 2)]
@@ -479,12 +484,7 @@ def handdrawn_rois(
         _warn_no_background()
     else:
         if n_cells == 0:
-            warnings.warn(
-                "the label image has no cell: background scribbles only; "
-                "Scribble2Label needs foreground scribbles too",
-                S2LWarning,
-                stacklevel=2,
-            )
+            _warn_no_cells()
         strokes += [(BACKGROUND_CLASS, points, width) for points, width
                     in _background_strokes(cells, k, ratio, rng, bg_key)]
 
