@@ -47,7 +47,7 @@ test: venv system-deps cellprofiler-venv
 	CP_VENV=$(abspath $(CP_VENV)) $(PY) -m pytest $(PYTEST_ARGS)
 
 demo: venv
-	$(PY) -m s2l_tools.demo --out demo_out --fresh
+	$(PY) -m s2l_tools.cli.demo --out demo_out --fresh
 
 clean:
 	rm -rf $(VENV) $(CP_VENV) demo_out .pytest_cache

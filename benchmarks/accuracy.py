@@ -5,18 +5,18 @@
         --methods s2l,pce,pseudo,grabcut,full --seeds 0,1,2
 
 For each modality, scribble ratio and seed: synthetic scribbles are drawn from
-the train split's full masks (:func:`s2l_tools.synth.synthesize_scribbles`),
+the train split's full masks (:func:`s2l_tools.data.synth.synthesize_scribbles`),
 a dataset in the project's layout is written to the work folder
 (``images/`` symlinks to the PNGs, ``scribbles/`` uint8 TIFFs, ``masks/`` the
-labels), and every method is trained with :func:`s2l_tools.engine.fit` under one
+labels), and every method is trained with :func:`s2l_tools.training.engine.fit` under one
 budget (the same encoder, crop, batch, crops per epoch and epochs for all;
 warm-up half the epochs), then predicts the val split (the model's tiling and
-post-processing, :func:`s2l_tools.predict.predict_image`) and is scored with
-:func:`s2l_tools.evaluate.evaluate_folders` (IoU, mDice, F1 at IoU 0.5).
+post-processing, :func:`s2l_tools.inference.predict.predict_image`) and is scored with
+:func:`s2l_tools.evaluation.evaluate.evaluate_folders` (IoU, mDice, F1 at IoU 0.5).
 
 Methods: ``s2l``, ``pce``, ``pseudo``, ``full`` (the full masks; it does not
 depend on the ratio and is trained once per seed), ``forest`` (the random-forest
-pixel classifier of :mod:`s2l_tools.forest`, no network: what ilastik and Labkit
+pixel classifier of :mod:`s2l_tools.classic.forest`, no network: what ilastik and Labkit
 do), ``s2lf`` / ``s2lg`` / ``s2lfg`` (S2L with ``--fast-start forest`` /
 ``grabcut`` / ``forest+grabcut``) and ``grabcut``:
 ``cv2.grabCut`` initialised with a mask from the scribbles (GC_FGD on
@@ -142,8 +142,8 @@ def make_train_set(root: Path, modality: str, split: str, stems: list[str], *, r
     ``protocol`` 'hand': Fiji-like strokes made by ``s2l-synth --protocol hand``
     (RoiSet.zip files in rois/, converted as s2l-scribbles converts them)."""
     from s2l_tools.errors import S2LWarning
-    from s2l_tools.images import read_labels
-    from s2l_tools.synth import image_seed, main as synth_main, synthesize_scribbles
+    from s2l_tools.io.images import read_labels
+    from s2l_tools.data.synth import image_seed, main as synth_main, synthesize_scribbles
 
     src = DSB / modality / split
     for stem in stems:
@@ -181,8 +181,8 @@ def make_grabcut_set(root: Path, scribble_root: Path, stems: list[str], *, near:
 
     import cv2
 
-    from s2l_tools.grabcut import grabcut_proposal
-    from s2l_tools.images import read_labels
+    from s2l_tools.classic.grabcut import grabcut_proposal
+    from s2l_tools.io.images import read_labels
 
     t = time.perf_counter()
     for stem in stems:
@@ -201,7 +201,7 @@ def make_grabcut_set(root: Path, scribble_root: Path, stems: list[str], *, near:
 
 def score_proposals(prop_root: Path, truth_root: Path) -> dict:
     """How good the GrabCut proposals are on the train images themselves."""
-    from s2l_tools.evaluate import evaluate_folders
+    from s2l_tools.evaluation.evaluate import evaluate_folders
 
     _, summary = evaluate_folders(prop_root / "masks", truth_root / "masks")
     return {k: summary[k] for k in ("iou", "mdice", "f1_50")}
@@ -214,9 +214,9 @@ def forest_and_score(run: Path, data: Path, val: Path, val_stems: list[str], see
     filled, objects < 64 px removed)."""
     import torch
 
-    from s2l_tools.engine import load_training_data
-    from s2l_tools.forest import ForestSettings, fit_forest, forest_probability
-    from s2l_tools.postprocess import instances_from_probability
+    from s2l_tools.training.engine import load_training_data
+    from s2l_tools.classic.forest import ForestSettings, fit_forest, forest_probability
+    from s2l_tools.inference.postprocess import instances_from_probability
 
     settings = ForestSettings(n_jobs=torch.get_num_threads())
     train = load_training_data(data)
@@ -235,8 +235,8 @@ def forest_and_score(run: Path, data: Path, val: Path, val_stems: list[str], see
 def predict_and_score(run: Path, val: Path, val_stems: list[str], segment, *, train_s: float,
                       load0: list[float]) -> dict:
     """Labels of every val image from ``segment(image)`` into ``run/pred``, scored."""
-    from s2l_tools.evaluate import evaluate_folders
-    from s2l_tools.images import read_image
+    from s2l_tools.evaluation.evaluate import evaluate_folders
+    from s2l_tools.io.images import read_image
 
     t = time.perf_counter()
     pred = run / "pred"
@@ -255,10 +255,10 @@ def train_and_score(run: Path, data: Path, method: str, val: Path, val_stems: li
                     args, seed: int) -> dict:
     from rich.console import Console
 
-    from s2l_tools.checkpoint import load_model
-    from s2l_tools.config import TrainConfig
-    from s2l_tools.engine import fit
-    from s2l_tools.predict import predict_image
+    from s2l_tools.training.checkpoint import load_model
+    from s2l_tools.training.config import TrainConfig
+    from s2l_tools.training.engine import fit
+    from s2l_tools.inference.predict import predict_image
 
     fast_start = FAST_STARTS.get(method, "none")
     method = "s2l" if method in FAST_STARTS else method
@@ -467,7 +467,7 @@ def get_parser():
     p.add_argument("--warmup-epochs", type=int, help="default: half the epochs")
     p.add_argument("--ensemble-every", type=int)
     p.add_argument("--lr", type=float)
-    from s2l_tools.synth import BACKGROUND_STYLES
+    from s2l_tools.data.synth import BACKGROUND_STYLES
 
     p.add_argument("--background", choices=BACKGROUND_STYLES, default="skeleton",
                    help="synthetic background scribbles on the background's skeleton (the "

@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def make_images(folder: Path, n: int, size: int) -> list[Path]:
     import tifffile
 
-    from s2l_tools.demo_data import make_nuclei_image
+    from s2l_tools.data.demo_data import make_nuclei_image
 
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -57,11 +57,11 @@ def make_images(folder: Path, n: int, size: int) -> list[Path]:
 def train_model(folder: Path, encoder: str, steps: int):
     import torch
 
-    from s2l_tools.checkpoint import ModelMeta, save_model
-    from s2l_tools.demo_data import make_nuclei_image
-    from s2l_tools.export import export_onnx
-    from s2l_tools.images import normalize
-    from s2l_tools.model import build_model
+    from s2l_tools.training.checkpoint import ModelMeta, save_model
+    from s2l_tools.data.demo_data import make_nuclei_image
+    from s2l_tools.inference.export import export_onnx
+    from s2l_tools.io.images import normalize
+    from s2l_tools.training.model import build_model
 
     torch.manual_seed(0)
     net = build_model(encoder=encoder, in_channels=1, seed=0)
@@ -129,7 +129,7 @@ def main() -> int:
         print(f"no CellProfiler venv at {args.cp_venv}; build it with make cellprofiler-venv",
               file=sys.stderr)
         return 1
-    from s2l_tools import cellprofiler as s2l_cp
+    from s2l_tools.interop import cellprofiler as s2l_cp
 
     work = Path(tempfile.mkdtemp(prefix="s2l-cpbench-"))
     t = time.perf_counter()
@@ -168,7 +168,7 @@ def main() -> int:
     import torch
 
     from s2l_tools.device import torch_prob_fn
-    from s2l_tools.images import read_image
+    from s2l_tools.io.images import read_image
 
     xs = [read_image(p)[None] for p in paths]
     torch_s = {}

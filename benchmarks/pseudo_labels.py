@@ -32,8 +32,8 @@ def check(run: Path) -> dict:
     """Pixel counts of the run's pseudo-labels against the truth, as ratios."""
     import torch
 
-    from s2l_tools.ema import EmaStore
-    from s2l_tools.engine import load_training_data
+    from s2l_tools.training.ema import EmaStore
+    from s2l_tools.training.engine import load_training_data
 
     model = run / "model"
     config = json.loads((model / "config.json").read_text())

@@ -21,10 +21,10 @@ def _bench_fn(config):
     import torch
 
     import ray.train
-    from s2l_tools.distributed import RayContext
-    from s2l_tools.ema import EmaStore
-    from s2l_tools.model import build_model
-    from s2l_tools.step import train_step
+    from s2l_tools.training.distributed import RayContext
+    from s2l_tools.training.ema import EmaStore
+    from s2l_tools.training.model import build_model
+    from s2l_tools.training.step import train_step
 
     torch.set_num_threads(config["threads"])
     ctx = RayContext(out=".", compress=config["compress"])

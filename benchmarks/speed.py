@@ -11,20 +11,20 @@ as a fraction of what this CPU does on a large matrix product right now
 Rows
 ----
 - ``gemm``: ``torch.mm`` of two 2048 x 2048 float32 matrices, GFLOP/s (2 n^3 FLOPs).
-- ``step``: :func:`s2l_tools.step.train_step` (method s2l with the pseudo-label
+- ``step``: :func:`s2l_tools.training.step.train_step` (method s2l with the pseudo-label
   loss on, RAdam, resnet34 U-Net, channels_last, crop 256) at batch 8 (and the
   paper's batch 30 without ``--quick``): images/s, achieved GFLOP/s (FLOPs of one
   forward + backward counted with ``torch.utils.flop_counter.FlopCounterMode``)
   and the ratio to the GEMM rate (target >= 0.7).
-- ``fit``: the same short :func:`s2l_tools.engine.fit` with ``--method s2l``
+- ``fit``: the same short :func:`s2l_tools.training.engine.fit` with ``--method s2l``
   and ``--method pce`` (one pair quick, else two in alternating order): wall-time ratio
   s2l / pce (target <= 1.08) and the seconds of one ensemble pass.
 - ``predict``: megapixels/s of a 1024 x 1024 image through
-  :func:`s2l_tools.tiling.predict_tiled` (the model default tile 1024, overlap 128,
+  :func:`s2l_tools.inference.tiling.predict_tiled` (the model default tile 1024, overlap 128,
   or ``--tile``) for torch eager (contiguous), torch channels_last
   (:func:`s2l_tools.device.torch_prob_fn`, what s2l-predict uses), the same in
   bfloat16 (``s2l-predict --amp``) and ONNX Runtime (a resnet34 model exported once with
-  :func:`s2l_tools.export.export_onnx`); also one untiled 1024 x 1024 forward
+  :func:`s2l_tools.inference.export.export_onnx`); also one untiled 1024 x 1024 forward
   per backend, to separate the network from the tiling (target >= 0.8 MP/s).
 - ``ema``: bytes of the EMA store for the DSB fluo train split and for
   10,000 images of 1024 x 1024.
@@ -87,7 +87,7 @@ def bench_gemm(repeats: int, n: int = 2048) -> dict:
 def _step_setup(encoder: str, batch: int, crop: int):
     import torch
 
-    from s2l_tools.model import build_model, param_groups
+    from s2l_tools.training.model import build_model, param_groups
 
     model = build_model(encoder=encoder, in_channels=1, classes=2, seed=0)
     model = model.to(memory_format=torch.channels_last)
@@ -117,7 +117,7 @@ def count_step_flops(encoder: str, batch: int, crop: int) -> float:
 
 
 def bench_step(encoder: str, batch: int, crop: int, repeats: int, gemm_gflops: float) -> dict:
-    from s2l_tools.step import train_step
+    from s2l_tools.training.step import train_step
 
     flops = count_step_flops(encoder, batch, crop)
     model, opt, b = _step_setup(encoder, batch, crop)
@@ -160,8 +160,8 @@ def make_fit_dataset(root: Path, ids: list[str], ratio: float = 0.3) -> None:
     """images/ (symlinks), scribbles/ (synthetic, uint8 TIFF), masks/ of DSB fluo train."""
     import tifffile
 
-    from s2l_tools.images import read_labels
-    from s2l_tools.synth import synthesize_scribbles
+    from s2l_tools.io.images import read_labels
+    from s2l_tools.data.synth import synthesize_scribbles
 
     src = DSB / "fluo" / "train"
     for d in ("images", "scribbles", "masks"):
@@ -177,8 +177,8 @@ def make_fit_dataset(root: Path, ids: list[str], ratio: float = 0.3) -> None:
 def bench_fit(args, workdir: Path) -> dict:
     from rich.console import Console
 
-    from s2l_tools.config import TrainConfig
-    from s2l_tools.engine import fit
+    from s2l_tools.training.config import TrainConfig
+    from s2l_tools.training.engine import fit
 
     data = workdir / "fitdata"
     ids = fit_images(args.fit_images)
@@ -205,7 +205,7 @@ def bench_fit(args, workdir: Path) -> dict:
                 ensemble += [float(r["ensemble_s"]) for r in rows]
                 passes.append(len(rows))
     s2l, pce = statistics.median(runs["s2l"]), statistics.median(runs["pce"])
-    from s2l_tools.engine import load_training_data, samples_per_epoch
+    from s2l_tools.training.engine import load_training_data, samples_per_epoch
 
     td = load_training_data(data)
     cfg = TrainConfig(data=str(data), **settings)
@@ -260,12 +260,12 @@ def calibrate_batchnorm(model, size: int = 256) -> None:
 def bench_predict(args, workdir: Path) -> dict:
     import torch
 
-    from s2l_tools.checkpoint import ModelMeta
+    from s2l_tools.training.checkpoint import ModelMeta
     from s2l_tools.device import torch_prob_fn
-    from s2l_tools.export import export_onnx
-    from s2l_tools.model import build_model
-    from s2l_tools.onnx_inference import load_session
-    from s2l_tools.tiling import predict_tiled
+    from s2l_tools.inference.export import export_onnx
+    from s2l_tools.training.model import build_model
+    from s2l_tools.inference.onnx import load_session
+    from s2l_tools.inference.tiling import predict_tiled
 
     size = 1024
     meta = ModelMeta(encoder="resnet34", in_channels=1)  # the defaults a trained model gets
@@ -334,7 +334,7 @@ def bench_predict(args, workdir: Path) -> dict:
 def bench_ema() -> dict:
     import csv
 
-    from s2l_tools.ema import EmaStore
+    from s2l_tools.training.ema import EmaStore
 
     rows = [r for r in csv.DictReader(open(DSB / "manifest.csv"))
             if r["modality"] == "fluo" and r["split"] == "train"]

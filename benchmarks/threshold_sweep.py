@@ -13,7 +13,7 @@ calibration, it is not a fair score.
 Each run is read from ``<workdir>/<modality>/n*_v*/<budget>/<run>/model`` (the
 one match; ``--budget`` picks among several) and predicts the val images of that
 folder once; post-processing and scores are those of the table (objects < the
-model's ``min_size`` removed, holes filled; :func:`s2l_tools.metrics.score_pair`).
+model's ``min_size`` removed, holes filled; :func:`s2l_tools.evaluation.metrics.score_pair`).
 """
 
 from __future__ import annotations
@@ -39,11 +39,11 @@ def find_run(workdir: Path, modality: str, run: str, budget: str | None) -> Path
 
 def sweep(run: Path, thresholds=THRESHOLDS) -> dict:
     """Mean IoU, mDice, F1@0.5 and median predicted/true area at each threshold."""
-    from s2l_tools.checkpoint import load_model
-    from s2l_tools.images import read_image, read_labels
-    from s2l_tools.metrics import score_pair
-    from s2l_tools.postprocess import instances_from_probability
-    from s2l_tools.predict import predict_probability
+    from s2l_tools.training.checkpoint import load_model
+    from s2l_tools.io.images import read_image, read_labels
+    from s2l_tools.evaluation.metrics import score_pair
+    from s2l_tools.inference.postprocess import instances_from_probability
+    from s2l_tools.inference.predict import predict_probability
 
     val = run.parent.parent / "val"
     model, meta = load_model(run / "model")

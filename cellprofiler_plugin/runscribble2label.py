@@ -100,7 +100,7 @@ def _inference():
         return _s2l_onnx_inference
     except ImportError as first:
         try:  # a development install of s2l-tools in CellProfiler's Python
-            from s2l_tools import onnx_inference
+            from s2l_tools.inference import onnx as onnx_inference
 
             return onnx_inference
         except ImportError:

@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .errors import S2LError
+from s2l_tools.errors import S2LError
 
 def select_device(name: str = "auto"):
     """The torch device to predict on.

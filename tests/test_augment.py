@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from s2l_tools.augment import EMA_FILL, EMA_FILL_UINT8, augment, random_crop
+from s2l_tools.data.augment import EMA_FILL, EMA_FILL_UINT8, augment, random_crop
 
 
 def _coded(h: int, w: int, seed: int = 0):

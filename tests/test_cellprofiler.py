@@ -1,4 +1,4 @@
-"""Tests of the CellProfiler path: s2l_tools.onnx_inference, s2l-cellprofiler and
+"""Tests of the CellProfiler path: s2l_tools.inference.onnx, s2l-cellprofiler and
 the RunScribble2Label module in real headless CellProfiler 4.2.8.1.
 
 The fast tests need only this venv. The ``cellprofiler`` tests need the
@@ -22,13 +22,13 @@ import tifffile
 import torch
 from scipy import ndimage as ndi
 
-from s2l_tools import cellprofiler as s2l_cp
-from s2l_tools import onnx_inference as oi
-from s2l_tools.checkpoint import ModelMeta, save_model
-from s2l_tools.export import export_onnx
-from s2l_tools.model import build_model
-from s2l_tools.predict import main as predict_main
-from s2l_tools.predict import predict_image
+from s2l_tools.interop import cellprofiler as s2l_cp
+from s2l_tools.inference import onnx as oi
+from s2l_tools.training.checkpoint import ModelMeta, save_model
+from s2l_tools.inference.export import export_onnx
+from s2l_tools.training.model import build_model
+from s2l_tools.inference.predict import main as predict_main
+from s2l_tools.inference.predict import predict_image
 
 ROOT = Path(__file__).resolve().parents[1]
 CP_VENV = Path(os.environ.get("CP_VENV", ROOT / ".cpvenv"))
@@ -117,7 +117,7 @@ def _images(folder: Path, n: int = 3) -> list[Path]:
 
 # --------------------------------------------------------------------------- onnx_inference
 def test_read_meta_is_the_exported_meta(onnx_path):
-    from s2l_tools.export import read_onnx_meta
+    from s2l_tools.inference.export import read_onnx_meta
 
     meta = oi.read_meta(onnx_path)
     assert meta.pop("input") == "image" and meta.pop("output") == "probability"
@@ -195,8 +195,8 @@ def test_segment_options(session):
 
 
 def test_segment_matches_torch_prediction(model_files, session):
-    from s2l_tools.checkpoint import load_model
-    from s2l_tools.images import normalize
+    from s2l_tools.training.checkpoint import load_model
+    from s2l_tools.io.images import normalize
 
     model, meta = load_model(model_files[0])
     img, _ = _blobs(np.random.default_rng(5), 100, 140)

@@ -2,7 +2,7 @@
 
 import json
 
-from s2l_tools import demo
+from s2l_tools.cli import demo
 
 
 def test_demo_end_to_end(tmp_path, capsys):

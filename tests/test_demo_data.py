@@ -11,7 +11,7 @@ import tifffile
 from scipy import ndimage as ndi
 from skimage.draw import polygon
 
-from s2l_tools.demo_data import make_demo_dataset, make_nuclei_image, scribble_rois
+from s2l_tools.data.demo_data import make_demo_dataset, make_nuclei_image, scribble_rois
 from s2l_tools.errors import S2LError
 
 SEEDS = range(5)

@@ -6,7 +6,7 @@ import torch
 
 from s2l_tools import device as dev
 from s2l_tools.errors import S2LError
-from s2l_tools.model import build_model
+from s2l_tools.training.model import build_model
 
 CPU = torch.device("cpu")
 

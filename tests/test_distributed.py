@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 import torch
 
-from s2l_tools import train
-from s2l_tools.checkpoint import load_checkpoint
-from s2l_tools.demo_data import make_demo_dataset
+from s2l_tools.cli import train
+from s2l_tools.training.checkpoint import load_checkpoint
+from s2l_tools.data.demo_data import make_demo_dataset
 from s2l_tools.errors import S2LError
-from s2l_tools.scribbles import main as scribbles_main
+from s2l_tools.data.scribbles import main as scribbles_main
 
 TINY = ["--encoder", "resnet18", "--crop", "32", "--batch-size", "4", "--samples-per-epoch",
         "4", "--warmup-epochs", "1", "--ensemble-every", "1", "--checkpoint-every", "2",
@@ -41,9 +41,9 @@ def _free_port() -> int:
 
 # ------------------------------------------------------------ gloo, no Ray
 def _ensemble(data_dir, *, ctx, perturb=False, sharded=False):
-    from s2l_tools.config import TrainConfig
-    from s2l_tools.ema import EmaStore
-    from s2l_tools.engine import _build, ensemble_step, load_training_data
+    from s2l_tools.training.config import TrainConfig
+    from s2l_tools.training.ema import EmaStore
+    from s2l_tools.training.engine import _build, ensemble_step, load_training_data
 
     cfg = TrainConfig(data=str(data_dir), encoder="resnet18", tile=64, seed=5)
     data = load_training_data(cfg.data)
@@ -54,7 +54,7 @@ def _ensemble(data_dir, *, ctx, perturb=False, sharded=False):
                 m.running_mean += 0.5
     owned = None
     if sharded:
-        from s2l_tools.engine import store_owners
+        from s2l_tools.training.engine import store_owners
 
         owners = store_owners(TrainConfig(store="sharded"), data.shapes, ctx.world_size)
         owned = [i for i, o in enumerate(owners) if o == ctx.rank]
@@ -67,7 +67,7 @@ def _ensemble(data_dir, *, ctx, perturb=False, sharded=False):
 def _gloo_worker(rank, world, port, data_dir, out_dir):
     import torch.distributed as dist
 
-    import s2l_tools.distributed as D
+    import s2l_tools.training.distributed as D
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
@@ -89,7 +89,7 @@ def test_sync_store_equals_single_process(data, tmp_path):
     """2 ranks, each predicting its share, end with the store 1 process computes alone."""
     import torch.multiprocessing as mp
 
-    from s2l_tools.engine import Context
+    from s2l_tools.training.engine import Context
 
     mp.start_processes(_gloo_worker, args=(2, _free_port(), str(data), str(tmp_path)),
                        nprocs=2, join=True, start_method="spawn")
@@ -111,7 +111,7 @@ def test_sync_store_equals_single_process(data, tmp_path):
             assert a["train_iou"] == pytest.approx(b["train_iou"], abs=1e-12)
     # sharded: each rank predicted and kept only its images, nothing was gathered, and
     # the shards together are the single process's store, pixel for pixel
-    from s2l_tools.ema import EmaStore
+    from s2l_tools.training.ema import EmaStore
 
     union = EmaStore(single.shapes, alpha=0.2)
     held = []
@@ -125,7 +125,7 @@ def test_sync_store_equals_single_process(data, tmp_path):
 
 
 def test_storage_checks():
-    from s2l_tools.distributed import _storage, check_shared_storage, is_uri
+    from s2l_tools.training.distributed import _storage, check_shared_storage, is_uri
 
     check_shared_storage("/shared/run", {"10.0.0.1": True, "10.0.0.2": True})
     with pytest.raises(S2LError, match="10.0.0.2 cannot see; on a multi-node cluster"):
@@ -167,7 +167,7 @@ def _latest(run: Path) -> dict:
 @pytest.mark.ray
 def test_ray_fault_digest_resume_and_cluster(data, tmp_path, monkeypatch, capsys):
     pytest.importorskip("ray")
-    from s2l_tools.ema import EmaStore
+    from s2l_tools.training.ema import EmaStore
 
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")  # no ~/.ray/auth_token from tests
     monkeypatch.setenv("S2L_CHECK_STORE", "1")  # every ensemble step: digests equal on all ranks

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from s2l_tools.ema import EmaStore
+from s2l_tools.training.ema import EmaStore
 from s2l_tools.errors import S2LError
 
 SHAPES = [(4, 5), (3, 7), (6, 2)]

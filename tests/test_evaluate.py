@@ -1,4 +1,4 @@
-"""Tests of the s2l-eval command (s2l_tools.evaluate)."""
+"""Tests of the s2l-eval command (s2l_tools.evaluation.evaluate)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import tifffile
 from skimage.io import imsave
 
 from s2l_tools.errors import S2LError, S2LWarning
-from s2l_tools.evaluate import evaluate_folders, main
+from s2l_tools.evaluation.evaluate import evaluate_folders, main
 
 KEYS = {"iou", "mdice", "f1_50", "ap_50", "n_images",
         "iou_std", "mdice_std", "f1_50_std", "ap_50_std"}

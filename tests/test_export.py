@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from s2l_tools.checkpoint import ModelMeta, save_model
+from s2l_tools.training.checkpoint import ModelMeta, save_model
 from s2l_tools.errors import S2LError
-from s2l_tools.export import export_onnx, main, meta_from_props, read_onnx_meta
-from s2l_tools.model import build_model
-from s2l_tools.predict import predict_probability
+from s2l_tools.inference.export import export_onnx, main, meta_from_props, read_onnx_meta
+from s2l_tools.training.model import build_model
+from s2l_tools.inference.predict import predict_probability
 
 ort = pytest.importorskip("onnxruntime")
 
@@ -72,7 +72,7 @@ def test_onnxruntime_matches_torch(model, session, shape):
 @pytest.mark.dsb
 @pytest.mark.skipif(not DSB_VAL.is_dir(), reason="no DSB2018 validation images")
 def test_onnxruntime_matches_torch_on_real_image(model, session):
-    from s2l_tools.images import list_images, read_image
+    from s2l_tools.io.images import list_images, read_image
 
     x = read_image(list_images(DSB_VAL)[0], channel=None)[:1]
     h, w = (max(32, n // 32 * 32) for n in x.shape[1:])
@@ -131,7 +131,7 @@ def test_one_error_type_for_a_bad_model_file(tmp_path):
     import onnx
     from onnx import TensorProto, helper
 
-    from s2l_tools import onnx_inference as oi
+    from s2l_tools.inference import onnx as oi
 
     junk = tmp_path / "junk.onnx"
     junk.write_bytes(b"not a model at all\n")
@@ -167,7 +167,7 @@ def test_meta_from_props_refuses(session, change, match):
 
 def test_export_writes_the_keys_the_reader_reads(onnx_path):
     """One definition of the format: onnx_inference's names and keys are in the file."""
-    from s2l_tools import onnx_inference as oi
+    from s2l_tools.inference import onnx as oi
 
     props = oi.read_props(onnx_path)
     assert props[oi.FORMAT_KEY] == oi.FORMAT

@@ -5,13 +5,13 @@ import json
 import numpy as np
 import pytest
 
-from s2l_tools import train
-from s2l_tools.checkpoint import load_checkpoint
-from s2l_tools.config import PRESETS, TrainConfig
-from s2l_tools.demo_data import make_demo_dataset
+from s2l_tools.cli import train
+from s2l_tools.training.checkpoint import load_checkpoint
+from s2l_tools.training.config import PRESETS, TrainConfig
+from s2l_tools.data.demo_data import make_demo_dataset
 from s2l_tools.errors import S2LError
-from s2l_tools.forest import ForestSettings, fit_forest, forest_probability, pixel_features
-from s2l_tools.scribbles import main as scribbles_main
+from s2l_tools.classic.forest import ForestSettings, fit_forest, forest_probability, pixel_features
+from s2l_tools.data.scribbles import main as scribbles_main
 
 SMALL = ForestSettings(n_estimators=20, sigma_max=4)
 

@@ -1,9 +1,9 @@
-"""GrabCut from scribbles (s2l_tools.grabcut)."""
+"""GrabCut from scribbles (s2l_tools.classic.grabcut)."""
 
 import numpy as np
 import pytest
 
-from s2l_tools.grabcut import grabcut_proposal, to_bgr8
+from s2l_tools.classic.grabcut import grabcut_proposal, to_bgr8
 
 
 def test_to_bgr8():

@@ -5,7 +5,7 @@ import pytest
 import tifffile
 
 from s2l_tools.errors import S2LError, S2LWarning
-from s2l_tools.images import image_stem, normalize, read_image, read_labels, read_raw, write_tiff
+from s2l_tools.io.images import image_stem, normalize, read_image, read_labels, read_raw, write_tiff
 
 
 @pytest.fixture
@@ -83,7 +83,7 @@ def test_corrupt_and_empty_files(tmp_path):
 
 
 def test_huge_image_refused(tmp_path, monkeypatch):
-    import s2l_tools.images as images
+    import s2l_tools.io.images as images
 
     tifffile.imwrite(tmp_path / "h.tif", np.zeros((64, 64), np.uint8))
     monkeypatch.setattr(images, "MAX_PIXELS", 1000)

@@ -9,9 +9,9 @@ import csv
 
 import pytest
 
-from s2l_tools import train
-from s2l_tools.demo_data import make_demo_dataset
-from s2l_tools.scribbles import main as scribbles_main
+from s2l_tools.cli import train
+from s2l_tools.data.demo_data import make_demo_dataset
+from s2l_tools.data.scribbles import main as scribbles_main
 
 WARMUP = 10
 

@@ -1,11 +1,11 @@
-"""Tests of s2l_tools.metrics on hand-made label images."""
+"""Tests of s2l_tools.evaluation.metrics on hand-made label images."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from s2l_tools.metrics import (
+from s2l_tools.evaluation.metrics import (
     average_precision,
     f1_score,
     foreground_iou,

@@ -5,7 +5,7 @@ import torch
 import torchvision
 
 from s2l_tools.errors import S2LError
-from s2l_tools.model import build_model, count_parameters, param_groups
+from s2l_tools.training.model import build_model, count_parameters, param_groups
 
 
 def _tv_state(name: str, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -113,7 +113,7 @@ def test_param_groups_decoder_mult():
 # --------------------------------------------------------- --encoder-weights imagenet / URL
 def test_imagenet_weights_from_a_prefilled_cache(tmp_path, monkeypatch):
     """Offline, as on an air-gapped microscope PC: the cached torchvision file is used."""
-    from s2l_tools.model import IMAGENET_URLS, resolve_encoder_weights
+    from s2l_tools.training.model import IMAGENET_URLS, resolve_encoder_weights
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     monkeypatch.setattr(torch.hub, "download_url_to_file",
@@ -129,7 +129,7 @@ def test_imagenet_weights_from_a_prefilled_cache(tmp_path, monkeypatch):
 
 
 def test_weights_url_is_fetched_once_into_the_cache(tmp_path, monkeypatch):
-    from s2l_tools.model import resolve_encoder_weights
+    from s2l_tools.training.model import resolve_encoder_weights
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     src = tmp_path / "served" / "my-resnet18.pth"
@@ -146,7 +146,7 @@ def test_weights_url_is_fetched_once_into_the_cache(tmp_path, monkeypatch):
 
 
 def test_weights_neither_cached_nor_fetchable(tmp_path, monkeypatch):
-    from s2l_tools import model as model_mod
+    from s2l_tools.training import model as model_mod
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     missing = (tmp_path / "nowhere" / "resnet34-b627a593.pth").as_uri()

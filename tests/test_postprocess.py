@@ -1,11 +1,11 @@
-"""Tests of s2l_tools.postprocess (probability -> instance labels)."""
+"""Tests of s2l_tools.inference.postprocess (probability -> instance labels)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from s2l_tools.postprocess import (
+from s2l_tools.inference.postprocess import (
     fill_holes_per_object,
     instances_from_probability,
     relabel_sequential,
@@ -160,7 +160,7 @@ def test_fill_holes_matches_filling_every_object():
     same result as filling each object separately, on random blobs with holes."""
     from scipy import ndimage as ndi
 
-    from s2l_tools.postprocess import fill_holes_per_object
+    from s2l_tools.inference.postprocess import fill_holes_per_object
 
     rng = np.random.default_rng(4)
     for _ in range(5):

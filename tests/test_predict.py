@@ -6,11 +6,11 @@ import tifffile
 import torch
 from scipy import ndimage as ndi
 
-from s2l_tools.checkpoint import ModelMeta, save_model
+from s2l_tools.training.checkpoint import ModelMeta, save_model
 from s2l_tools.errors import S2LError
-from s2l_tools.images import read_image
-from s2l_tools.model import build_model
-from s2l_tools.predict import main, predict_image, predict_probability, select_device
+from s2l_tools.io.images import read_image
+from s2l_tools.training.model import build_model
+from s2l_tools.inference.predict import main, predict_image, predict_probability, select_device
 
 
 def _blobs(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
@@ -270,7 +270,7 @@ def test_cli_bad_options(run_dir, images, tmp_path, capsys, flag):
 
 
 def test_cli_onnx_model_matches_torch(run_dir, images, tmp_path, capsys, model, meta):
-    from s2l_tools.export import export_onnx
+    from s2l_tools.inference.export import export_onnx
 
     onnx_path = tmp_path / "model.onnx"
     export_onnx(model, meta, onnx_path, check=False)
@@ -289,7 +289,7 @@ def test_cli_onnx_uses_the_shared_session_loader(model, meta, images, tmp_path, 
                                                    monkeypatch):
     """The ONNX path loads with onnx_inference.load_session: S2L_ORT_THREADS applies, and
     its errors are one line."""
-    from s2l_tools.export import export_onnx
+    from s2l_tools.inference.export import export_onnx
 
     onnx_path = tmp_path / "model.onnx"
     export_onnx(model, meta, onnx_path, check=False)

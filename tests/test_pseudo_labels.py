@@ -9,7 +9,7 @@ import pytest
 import tifffile
 import torch
 
-from s2l_tools.ema import EmaStore
+from s2l_tools.training.ema import EmaStore
 
 _SPEC = importlib.util.spec_from_file_location(
     "pseudo_labels", Path(__file__).resolve().parents[1] / "benchmarks" / "pseudo_labels.py")

@@ -1,4 +1,4 @@
-"""Tests for s2l_tools.roi: ImageJ ROIs <-> masks, cross-checked against real ImageJ 1."""
+"""Tests for s2l_tools.io.roi: ImageJ ROIs <-> masks, cross-checked against real ImageJ 1."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from roifile import ROI_OPTIONS, ROI_SUBTYPE, ROI_TYPE, ImagejRoi
 
-from s2l_tools import roi as R
+from s2l_tools.io import roi as R
 from s2l_tools.errors import S2LError, S2LWarning
 
 from _imagej import IMAGEJ_AVAILABLE, run_jython

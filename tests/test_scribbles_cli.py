@@ -5,10 +5,11 @@ import pytest
 import roifile
 import tifffile
 
-from s2l_tools import dataset, scribbles
-from s2l_tools.demo_data import make_demo_dataset
-from s2l_tools.images import read_labels
-from s2l_tools.roi import read_rois, rois_to_scribbles
+from s2l_tools.data import dataset
+from s2l_tools.data import scribbles
+from s2l_tools.data.demo_data import make_demo_dataset
+from s2l_tools.io.images import read_labels
+from s2l_tools.io.roi import read_rois, rois_to_scribbles
 
 
 @pytest.fixture

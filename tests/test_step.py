@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from s2l_tools.model import build_model
-from s2l_tools.step import (
+from s2l_tools.training.model import build_model
+from s2l_tools.training.step import (
     IGNORE_INDEX,
     compute_losses,
     pseudo_labels,

@@ -1,4 +1,4 @@
-"""Synthetic scribbles: s2l_tools.synth and the s2l-synth command."""
+"""Synthetic scribbles: s2l_tools.data.synth and the s2l-synth command."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from skimage.draw import disk
 
 from s2l_tools.errors import S2LWarning
 from s2l_tools.labels import BACKGROUND, BACKGROUND_CLASS, FOREGROUND, FOREGROUND_CLASS
-from s2l_tools.synth import (
+from s2l_tools.data.synth import (
     BACKGROUND_MARGIN,
     NEAR_DISTANCE,
     handdrawn_rois,
@@ -318,7 +318,7 @@ def test_cli_help_has_example(capsys):
 
 
 def test_cli_rois_round_trip(data, capsys):
-    roi = pytest.importorskip("s2l_tools.roi")
+    roi = pytest.importorskip("s2l_tools.io.roi")
     assert main([str(data), "--ratio", "0.5", "--rois"]) == 0
     for stem in "ab":
         mask = tifffile.imread(data / "scribbles" / f"{stem}.tif")
@@ -346,7 +346,7 @@ def hand(small_labels):
 
 
 def by_class(rois):
-    from s2l_tools.roi import roi_class
+    from s2l_tools.io.roi import roi_class
 
     classes = [roi_class(roi) for roi in rois]
     assert None not in classes
@@ -357,7 +357,7 @@ def by_class(rois):
 def test_hand_counts_and_classes(small_labels, hand):
     import roifile
 
-    from s2l_tools.roi import rasterize_roi
+    from s2l_tools.io.roi import rasterize_roi
 
     for ratio, rois in hand.items():
         k = max(1, round(ratio * int(small_labels.max())))
@@ -381,7 +381,7 @@ def test_hand_counts_and_classes(small_labels, hand):
 
 
 def test_hand_strokes_stay_on_their_side(small_labels, hand):
-    from s2l_tools.roi import rois_to_scribbles
+    from s2l_tools.io.roi import rois_to_scribbles
 
     cells = small_labels > 0
     touching = ndi.binary_dilation(cells, structure=np.ones((3, 3), bool))
@@ -392,7 +392,7 @@ def test_hand_strokes_stay_on_their_side(small_labels, hand):
 
 
 def test_hand_background_beside_cells_and_across_background(small_labels, hand):
-    from s2l_tools.roi import rasterize_roi
+    from s2l_tools.io.roi import rasterize_roi
 
     distance = ndi.distance_transform_edt(small_labels == 0)
     beside = across = 0
@@ -408,7 +408,7 @@ def test_hand_background_beside_cells_and_across_background(small_labels, hand):
 
 
 def test_hand_strokes_are_short_and_wobbly(small_labels, hand):
-    from s2l_tools.roi import rasterize_roi
+    from s2l_tools.io.roi import rasterize_roi
 
     fg, bg = by_class(hand[1.0])
     for roi in fg:
@@ -432,7 +432,7 @@ def test_hand_same_seed_same_strokes_other_seed_other(small_labels):
 
 
 def test_hand_larger_ratio_draws_a_superset(small_labels, hand):
-    from s2l_tools.roi import rois_to_scribbles
+    from s2l_tools.io.roi import rois_to_scribbles
 
     lo, hi = (rois_to_scribbles(hand[r], small_labels.shape) for r in (0.3, 1.0))
     assert np.all(hi[lo > 0] == lo[lo > 0])
@@ -440,7 +440,7 @@ def test_hand_larger_ratio_draws_a_superset(small_labels, hand):
 
 
 def test_hand_concave_and_tiny_cells():
-    from s2l_tools.roi import rois_to_scribbles
+    from s2l_tools.io.roi import rois_to_scribbles
 
     labels = np.zeros((64, 64), np.int32)
     labels[disk((30, 30), 20)] = 3  # a crescent: the centroid is outside it
@@ -485,9 +485,9 @@ def test_hand_bad_input(small_labels, kwargs, match):
 def test_cli_hand_writes_rois_and_their_scribbles(data, capsys):
     import roifile
 
-    from s2l_tools import scribbles
-    from s2l_tools.images import read_labels
-    from s2l_tools.roi import read_rois, rois_to_scribbles
+    from s2l_tools.data import scribbles
+    from s2l_tools.io.images import read_labels
+    from s2l_tools.io.roi import read_rois, rois_to_scribbles
 
     assert main([str(data), "--ratio", "0.5", "--seed", "1", "--protocol", "hand"]) == 0
     assert "2 ROI sets" in capsys.readouterr().out
@@ -540,7 +540,7 @@ def test_cli_bad_protocol(data, capsys, argv):
 
 
 def test_cli_hand_warns_about_an_image_without_cells(data, capsys):
-    from s2l_tools.roi import read_rois, roi_class
+    from s2l_tools.io.roi import read_rois, roi_class
 
     tifffile.imwrite(data / "masks" / "c.tif", np.zeros((32, 32), np.uint16))
     assert main([str(data), "--ratio", "0.5", "--protocol", "hand"]) == 0

@@ -1,11 +1,11 @@
-"""Tests of s2l_tools.tiling (tiled prediction with blending)."""
+"""Tests of s2l_tools.inference.tiling (tiled prediction with blending)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from s2l_tools.tiling import blend_window, predict_tiled, tile_positions
+from s2l_tools.inference.tiling import blend_window, predict_tiled, tile_positions
 
 
 def _identity(batch):

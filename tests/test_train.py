@@ -13,10 +13,10 @@ import pytest
 import tifffile
 import torch
 
-from s2l_tools import train
-from s2l_tools.checkpoint import load_checkpoint
-from s2l_tools.demo_data import make_demo_dataset
-from s2l_tools.scribbles import main as scribbles_main
+from s2l_tools.cli import train
+from s2l_tools.training.checkpoint import load_checkpoint
+from s2l_tools.data.demo_data import make_demo_dataset
+from s2l_tools.data.scribbles import main as scribbles_main
 
 TINY = ["--encoder", "resnet18", "--crop", "32", "--batch-size", "2", "--samples-per-epoch",
         "4", "--warmup-epochs", "1", "--ensemble-every", "1", "--checkpoint-every", "2",
@@ -128,7 +128,7 @@ def test_bad_inputs(case, tmp_path, capsys):
 
 def test_ctrl_c_writes_checkpoint(data, tmp_path):
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "s2l_tools.train", str(data / "train"), "--out", str(out),
+    cmd = [sys.executable, "-m", "s2l_tools.cli.train", str(data / "train"), "--out", str(out),
            "--epochs", "1000", *TINY]
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                             env={**os.environ, "COLUMNS": "200"})
@@ -152,8 +152,8 @@ def test_ctrl_c_writes_checkpoint(data, tmp_path):
 
 
 def test_store_owners_and_sharded_epoch_plan(data):
-    from s2l_tools.config import TrainConfig
-    from s2l_tools.engine import epoch_plan, load_training_data, store_owners
+    from s2l_tools.training.config import TrainConfig
+    from s2l_tools.training.engine import epoch_plan, load_training_data, store_owners
     from s2l_tools.errors import S2LError
 
     shapes = [(10, 10), (10, 10), (10, 10), (20, 20)]

@@ -1,5 +1,5 @@
 # Jython 2.7, for the test scripts beside it: the mask ImageJ itself makes for
-# one ROI, the reference that s2l_tools.roi.rasterize_roi is checked against.
+# one ROI, the reference that s2l_tools.io.roi.rasterize_roi is checked against.
 #
 # Area ROIs:                    ip.fill(roi)                       (Edit > Fill)
 # Straight lines wider than 1:  ip.fillPolygon(roi.getPolygon())   (Edit > Fill)

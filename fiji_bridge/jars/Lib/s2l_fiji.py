@@ -16,7 +16,7 @@ Dataset layout written and read (the one s2l-tools uses)::
                                 group 2 = background (s2l-scribbles DATA reads it)
 
 Classes of an ROI (first rule that matches), the same rules as
-``s2l_tools.roi.roi_class``:
+``s2l_tools.io.roi.roi_class``:
 
 1. its group (Edit > Selection > Properties): 1 foreground, 2 background;
 2. its name, at the start, any case: ``fg``, ``cell``, ``fore``, ``nuc``

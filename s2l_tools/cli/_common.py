@@ -1,0 +1,90 @@
+"""Shared command-line plumbing: one-line errors, warnings, exit codes.
+
+Every tool has ``get_parser()`` returning an ``argparse.ArgumentParser`` and
+``main(argv=None) -> int`` that calls :func:`run` with its implementation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from collections.abc import Callable, Sequence
+
+from s2l_tools.errors import S2LError, S2LWarning
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Keep the examples' line breaks and show defaults (unless None or already said)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if (action.default is None or isinstance(action.default, bool) or action.nargs == 0
+                or "(default" in text):
+            return text
+        return super()._get_help_string(action)
+
+
+def make_parser(prog: str, description: str, example: str) -> argparse.ArgumentParser:
+    """A parser with the tool's description, an example epilog and ``--debug``."""
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description=description,
+        epilog="example:\n" + example.strip("\n"),
+        formatter_class=_Formatter,
+    )
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    return parser
+
+
+def run(
+    impl: Callable[[argparse.Namespace], int | None],
+    parser: argparse.ArgumentParser,
+    argv: Sequence[str] | None,
+) -> int:
+    """Parse ``argv``, call ``impl(args)`` and turn errors into exit codes.
+
+    Returns 0 on success, 1 for an :class:`S2LError` (printed as one line),
+    2 for bad arguments (argparse's convention), 130 on Ctrl-C and 3 for an
+    unexpected internal error (one line, plus ``--debug`` for the traceback).
+    """
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse: --help (0) or usage errors (2)
+        return int(exc.code or 0)
+    debug = getattr(args, "debug", False)
+    old_show = warnings.showwarning
+
+    def show(message, category, *rest, **kw):
+        """Our warnings as one line; anything else (a library's) as before."""
+        if issubclass(category, S2LWarning):
+            print(f"warning: {message}", file=sys.stderr)
+        else:
+            old_show(message, category, *rest, **kw)
+
+    try:
+        with warnings.catch_warnings():
+            # show every S2LWarning (one line each); leave other filters alone
+            warnings.simplefilter("always", S2LWarning)
+            warnings.showwarning = old_show if debug else show
+            result = impl(args)
+        return int(result or 0)
+    except S2LError as exc:
+        if debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - last resort: one line, no traceback
+        if debug:
+            raise
+        print(
+            f"error: internal error ({type(exc).__name__}: {exc}); re-run with --debug "
+            "for the traceback and report it",
+            file=sys.stderr,
+        )
+        return 3
+    finally:
+        warnings.showwarning = old_show

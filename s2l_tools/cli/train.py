@@ -1,0 +1,187 @@
+"""``s2l-train``: train a Scribble2Label model on a dataset folder.
+
+The defaults are the paper's; ``RUN/config.json`` records every setting and
+``--config RUN/config.json`` reads them back (flags given on the command
+line win). See :mod:`s2l_tools.training.config` for how epochs relate to the paper's.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import fields
+from pathlib import Path
+
+from s2l_tools.cli._common import make_parser, run
+from s2l_tools.training.config import ENCODERS, FAST_STARTS, METHODS, PRESETS, STORES, TrainConfig
+from s2l_tools.errors import S2LError
+
+_HELP = {
+    "val": "validation dataset with masks/ (scored every --val-every epochs)",
+    "method": "s2l (Scribble2Label), pce (scribbles only), pseudo (Pseudo-Label), "
+              "full (full masks; an upper bound)",
+    "fast_start": "forest: a random-forest pixel classifier (as ilastik/Labkit) trained on the "
+                  "scribbles gives the EMA store its first map, so pseudo-labels act from "
+                  "epoch 1 (--method s2l only); none: the paper's warm-up on scribbles alone",
+    "encoder": "U-Net encoder",
+    "encoder_weights": "ImageNet weights for the encoder: 'imagenet' (torchvision's, fetched "
+                       "once into torch's cache and used from there offline), a URL, or a "
+                       "local torchvision ResNet .pth/.safetensors file",
+    "channel": "channel to use from multi-channel images (0-based)",
+    "epochs": "total epochs (one epoch = --samples-per-epoch crops)",
+    "warmup_epochs": "epochs trained on scribbles only, before pseudo-labels",
+    "ensemble_every": "epochs between EMA prediction ensembles (gamma)",
+    "ema_alpha": "EMA weight of the newest prediction (alpha)",
+    "threshold": "consistency threshold tau for pseudo-labels",
+    "pseudo_weight": "weight lambda of the pseudo-label loss",
+    "lr": "encoder learning rate (RAdam)",
+    "weight_decay": "weight decay",
+    "decoder_lr_mult": "decoder learning rate = lr x this",
+    "restart_epochs": "epochs per cosine-annealing cycle (warm restarts)",
+    "crop": "training crop size (multiple of 32)",
+    "batch_size": "crops per optimiser step (split across workers)",
+    "samples_per_epoch": "crops per epoch (default: max(images, 8 x batch size))",
+    "loader_workers": "DataLoader worker processes",
+    "seed": "random seed (crops, augmentation, initial weights)",
+    "device": "auto, cpu or cuda",
+    "amp": "mixed precision: training and inference on CUDA; on a CPU with native bf16 "
+           "(AVX512-BF16/AMX) the ensemble and validation passes run in bf16",
+    "deterministic": "deterministic algorithms (slower on GPU)",
+    "checkpoint_every": "epochs between checkpoints",
+    "val_every": "epochs between validations (default: --ensemble-every)",
+    "panel_images": "images shown in the pseudo-label panels (0: none)",
+    "tile": "tile size for full-image prediction",
+    "min_size": "smallest object kept when scoring (pixels)",
+    "num_workers": "Ray Train data-parallel workers (0: train in this process)",
+    "use_gpu": "one GPU per Ray worker (DDP over NCCL)",
+    "store": "EMA store across Ray workers: replicated (every worker holds every map, "
+             "gathered at each ensemble step), sharded (each worker holds and trains on a "
+             "fixed share of the images: memory / workers, nothing gathered), auto "
+             "(sharded once a replicated store would pass 2 GiB per worker)",
+    "address": "Ray cluster to use: auto or HOST:PORT (default: a private local Ray)",
+    "cpus_per_worker": "CPUs (= torch threads) per Ray worker",
+    "max_failures": "Ray: restarts of the worker group from the last checkpoint",
+}
+
+
+def get_parser():
+    parser = make_parser(
+        "s2l-train",
+        "Train a Scribble2Label U-Net on DATA/images + DATA/scribbles.\n\n"
+        "Writes RUN/config.json, RUN/checkpoint.pt (to resume), RUN/model.pt (to predict and "
+        "export), RUN/metrics.csv, RUN/curves.png and RUN/panels/*.png. Ctrl-C saves a "
+        "checkpoint; --resume continues it.",
+        "  s2l-train my_data --out runs/first --preset laptop      # ~5 min on a laptop CPU\n"
+        "  s2l-train my_data --out runs/first --epochs 60 --warmup-epochs 30\n"
+        "  s2l-train my_data --out runs/first --resume\n"
+        "  s2l-train my_data --out runs/pce --method pce --config runs/first/config.json\n"
+        "  s2l-train my_data --out /shared/runs/big --num-workers 8 --use-gpu --address auto",
+    )
+    parser.add_argument("data", type=Path, nargs="?", help="dataset folder (images/, scribbles/)")
+    parser.add_argument("--out", help="run folder for checkpoints, model and reports (with Ray "
+                        "also a URI: s3://bucket/runs/first)")
+    parser.add_argument("--config", type=Path, help="read settings from a config.json")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from RUN/checkpoint.pt with its settings")
+    parser.add_argument("--preset", choices=sorted(PRESETS),
+                        help="a budget chosen as a whole; flags given on the command line win. "
+                        "laptop: resnet18, crop 128, batch 8, 128 crops x 30 epochs (warm-up "
+                        "15), ensemble every 3, lr 1e-3, --fast-start forest+grabcut: 5-16 min "
+                        "on 2 CPU cores for 40 small images (docs/benchmarks.md). paper: the "
+                        "paper's settings (the defaults; resnet34, crop 256, batch 30, 200 "
+                        "epochs), for a GPU")
+    defaults = TrainConfig()
+    for f in fields(TrainConfig):
+        if f.name in ("data", "out"):
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        default = getattr(defaults, f.name)
+        help_text = f"{_HELP.get(f.name, f.name)} (default: {default})"
+        if isinstance(default, bool):
+            parser.add_argument(flag, default=None, action="store_true", help=help_text)
+            parser.add_argument("--no-" + f.name.replace("_", "-"), dest=f.name,
+                                action="store_false", help="turn off " + flag)
+            continue
+        kind = {"epochs": int}.get(f.name)
+        if kind is None:
+            kind = type(default) if default is not None else (
+                int if f.name in ("channel", "samples_per_epoch", "val_every") else str)
+        choices = {"method": METHODS, "encoder": ENCODERS, "store": STORES,
+                   "fast_start": FAST_STARTS}.get(f.name)
+        metavar = None if choices else {int: "N", float: "X"}.get(kind, "VALUE")
+        parser.add_argument(flag, type=kind, default=None, choices=choices, metavar=metavar,
+                            help=help_text)
+    return parser
+
+
+def config_from_args(args) -> TrainConfig:
+    """Defaults < --config file < resumed run's config < --preset < flags given."""
+    cfg = TrainConfig()
+    if args.config is not None:
+        cfg = TrainConfig.from_json(args.config)
+    if args.resume:
+        if args.out is None:
+            raise S2LError("--resume needs --out RUN (the run folder to continue)")
+        from s2l_tools.training.distributed import is_uri, read_run_text
+
+        if is_uri(args.out):  # a Ray run in a URI
+
+            text = read_run_text(args.out, "config.json")
+            if text is None:
+                raise S2LError(f"{args.out}/config.json: nothing to resume in {args.out}; "
+                               "start without --resume")
+            cfg = TrainConfig.from_dict(json.loads(text), source=f"{args.out}/config.json")
+        else:
+            saved = Path(args.out) / "config.json"
+            if not saved.is_file():
+                raise S2LError(f"{saved}: nothing to resume in {args.out}; start without "
+                               "--resume")
+            cfg = TrainConfig.from_json(saved)
+    if getattr(args, "preset", None):
+        for name, value in PRESETS[args.preset].items():
+            setattr(cfg, name, value)
+    for f in fields(TrainConfig):
+        value = getattr(args, f.name, None)
+        if value is not None:
+            setattr(cfg, f.name, str(value) if f.name in ("data", "out", "val",
+                                                          "encoder_weights") else value)
+    if getattr(args, "preset", None) and cfg.method != "s2l" and args.fast_start is None:
+        cfg.fast_start = "none"  # the preset's fast start is for S2L: --method pce keeps its budget
+    if not cfg.data:
+        raise S2LError("no dataset given: s2l-train DATA --out RUN")
+    if not cfg.out:
+        raise S2LError("no run folder given: add --out RUN")
+    return cfg.validate()
+
+
+def _main(args) -> int:
+    from s2l_tools.training.distributed import is_uri
+    from s2l_tools.training.engine import fit, latest_checkpoint
+
+    cfg = config_from_args(args)
+    if cfg.distributed:
+        from s2l_tools.training.distributed import fit_distributed
+
+        last = fit_distributed(cfg, resume=args.resume)
+        out = cfg.out
+        print(f"done: model in {out}/model.pt; metrics in {out}/metrics.csv"
+              + (f"; val IoU {last['val_iou']:.3f}" if "val_iou" in last else ""))
+        return 0
+    if is_uri(cfg.out):
+        raise S2LError(f"--out {cfg.out}: a URI needs Ray; add --num-workers N, or give a "
+                       "local folder")
+    out = Path(cfg.out)
+    if not args.resume and latest_checkpoint(out) is not None:  # a run of its own or Ray's
+        raise S2LError(f"{out}: holds a run already; continue it with --resume or choose "
+                       "another --out")
+    last = fit(cfg, resume=args.resume)
+    print(f"done: model in {out / 'model.pt'}; metrics in {out / 'metrics.csv'}"
+          + (f"; val IoU {last['val_iou']:.3f}" if "val_iou" in last else ""))
+    return 0
+
+
+def main(argv=None) -> int:
+    return run(_main, get_parser(), argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

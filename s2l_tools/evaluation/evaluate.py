@@ -1,0 +1,263 @@
+"""s2l-eval: score predicted label images against ground truth.
+
+Label images are paired by file stem: ``truth/<stem>.tif`` with
+``pred/<stem>.tif`` or ``pred/<stem>_labels.tif`` (``.tif``, ``.tiff`` and
+``.png`` are read). Each pair is scored with :func:`s2l_tools.evaluation.metrics.score_pair`
+(foreground IoU, instance mDice, F1 and DSB2018 AP at IoU > 0.5); the means
+and standard deviations over images form the summary. Predictions are scored
+as given (post-processing happens in ``s2l-predict``).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from s2l_tools.cli import _common as _cli
+from s2l_tools.io.atomic import atomic_path
+from s2l_tools.errors import S2LError, S2LWarning
+from s2l_tools.io.images import LABEL_SUFFIXES, read_labels
+from s2l_tools.evaluation.metrics import score_pair
+
+__all__ = ["evaluate_folders", "get_parser", "main", "METRICS"]
+
+#: summary metrics (means over images, with ``<name>_std``)
+METRICS = ("iou", "mdice", "f1_50", "ap_50")
+#: per-image CSV columns
+COLUMNS = ("stem", "iou", "mdice", "f1_50", "ap_50", "n_true", "n_pred", "tp", "fp", "fn")
+PRED_SUFFIX = "_labels"
+
+
+def _list_labels(folder: Path, role: str, *, strip_suffix: bool) -> dict[str, Path]:
+    """Map stem -> file for the label images in ``folder``."""
+    if not folder.exists():
+        raise S2LError(f"{folder}: {role} folder does not exist; check the path given to --{role}")
+    if not folder.is_dir():
+        raise S2LError(f"{folder}: {role} path is not a folder; pass the folder of label images")
+    found: dict[str, Path] = {}
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith(".") or not path.is_file():
+            continue
+        if path.suffix.lower() not in LABEL_SUFFIXES:
+            continue
+        stem = path.stem
+        if strip_suffix and stem.endswith(PRED_SUFFIX) and len(stem) > len(PRED_SUFFIX):
+            stem = stem[: -len(PRED_SUFFIX)]
+        if stem in found:
+            raise S2LError(
+                f"{folder}: both {found[stem].name} and {path.name} are labels for image "
+                f"'{stem}'; keep only one of them"
+            )
+        found[stem] = path
+    if not found:
+        raise S2LError(
+            f"{folder}: no label images (.tif, .tiff, .png) in the {role} folder; "
+            f"check the path given to --{role}"
+        )
+    return found
+
+
+def _few(names, n: int = 5) -> str:
+    names = sorted(names)
+    shown = ", ".join(names[:n])
+    return shown + (f", ... ({len(names)} in all)" if len(names) > n else "")
+
+
+def _summarize(rows: list[dict]) -> dict:
+    summary: dict = {}
+    for key in METRICS:
+        values = np.array([r[key] for r in rows], dtype=np.float64)
+        summary[key] = float(values.mean()) if values.size else math.nan
+        summary[f"{key}_std"] = float(values.std()) if values.size else math.nan
+    summary["n_images"] = len(rows)
+    for key in ("n_true", "n_pred", "tp", "fp", "fn"):
+        summary[key] = int(sum(r[key] for r in rows))
+    return summary
+
+
+def evaluate_folders(pred_dir: str | os.PathLike, truth_dir: str | os.PathLike):
+    """Score every predicted label image against its ground truth.
+
+    Parameters
+    ----------
+    pred_dir : path
+        Folder of predicted label images ``<stem>.tif`` or
+        ``<stem>_labels.tif`` (``.tiff``, ``.png`` too).
+    truth_dir : path
+        Folder of ground-truth label images ``<stem>.tif`` (``.tiff``,
+        ``.png``).
+
+    Returns
+    -------
+    rows : list of dict
+        One per common stem, sorted by stem: ``stem`` plus the keys of
+        :func:`s2l_tools.evaluation.metrics.score_pair`.
+    summary : dict
+        ``iou``, ``mdice``, ``f1_50``, ``ap_50`` (means over images, each
+        image weighted equally), ``<metric>_std`` (population standard
+        deviation over images), ``n_images`` and the totals ``n_true``,
+        ``n_pred``, ``tp``, ``fp``, ``fn``.
+
+    Raises
+    ------
+    S2LError
+        A folder is missing or has no label images, no stem is in both,
+        a file cannot be read, or a pair's shapes differ.
+
+    Warns
+    -----
+    S2LWarning
+        Stems present on one side only (they are not scored).
+    """
+    pred_dir, truth_dir = Path(pred_dir), Path(truth_dir)
+    preds = _list_labels(pred_dir, "pred", strip_suffix=True)
+    truths = _list_labels(truth_dir, "truth", strip_suffix=False)
+    common = sorted(set(preds) & set(truths))
+    if not common:
+        raise S2LError(
+            f"{pred_dir}: no image in common with {truth_dir} (pred: {_few(preds)}; "
+            f"truth: {_few(truths)}); name predictions <stem>.tif or <stem>_labels.tif "
+            "after the ground-truth files"
+        )
+    no_truth = set(preds) - set(truths)
+    no_pred = set(truths) - set(preds)
+    if no_pred:
+        warnings.warn(
+            f"{pred_dir}: no prediction for {len(no_pred)} ground-truth image(s) "
+            f"({_few(no_pred)}); they are not scored",
+            S2LWarning,
+            stacklevel=2,
+        )
+    if no_truth:
+        warnings.warn(
+            f"{truth_dir}: no ground truth for {len(no_truth)} predicted image(s) "
+            f"({_few(no_truth)}); they are not scored",
+            S2LWarning,
+            stacklevel=2,
+        )
+    rows = []
+    for stem in common:
+        pred = read_labels(preds[stem])
+        true = read_labels(truths[stem])
+        if pred.shape != true.shape:
+            raise S2LError(
+                f"{preds[stem]}: shape {pred.shape} differs from the ground truth "
+                f"{truths[stem]} {true.shape}; predict on the same images as the ground truth"
+            )
+        rows.append({"stem": stem, **score_pair(pred, true)})
+    return rows, _summarize(rows)
+
+
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", newline="", encoding="utf-8") as fh:
+            writer = csv.DictWriter(fh, fieldnames=list(COLUMNS))
+            writer.writeheader()
+            for row in rows:
+                writer.writerow(
+                    {k: (f"{row[k]:.6f}" if k in METRICS else row[k]) for k in COLUMNS}
+                )
+
+
+def _write_json(path: Path, summary: dict) -> None:
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+
+
+def _print_table(rows: list[dict], summary: dict, *, max_rows: int = 50) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"s2l-eval: {summary['n_images']} image(s)")
+    table.add_column("image")
+    for key in METRICS:
+        table.add_column(key, justify="right")
+    for key in ("n_true", "n_pred"):
+        table.add_column(key, justify="right")
+    for row in rows[:max_rows]:
+        table.add_row(
+            row["stem"],
+            *(f"{row[k]:.4f}" for k in METRICS),
+            str(row["n_true"]),
+            str(row["n_pred"]),
+        )
+    if len(rows) > max_rows:
+        table.add_row(f"... {len(rows) - max_rows} more (see the CSV)", *[""] * 6)
+    table.add_section()
+    table.add_row(
+        "mean ± std",
+        *(f"{summary[k]:.4f} ± {summary[k + '_std']:.4f}" for k in METRICS),
+        str(summary["n_true"]),
+        str(summary["n_pred"]),
+    )
+    Console(file=sys.stdout, width=max(120, Console(file=sys.stdout).width)).print(table)
+
+
+def _check_output(path: Path, inputs: set[Path], flag: str) -> None:
+    if path.resolve() in inputs:
+        raise S2LError(f"{path}: {flag} would overwrite an input label image; choose another file")
+    if path.exists() and path.is_dir():
+        raise S2LError(f"{path}: {flag} is a folder; give a file name")
+
+
+def get_parser():
+    """The argument parser of ``s2l-eval``."""
+    parser = _cli.make_parser(
+        "s2l-eval",
+        "Score predicted label images against ground truth (foreground IoU, instance "
+        "mDice, F1 and AP at IoU > 0.5), paired by file stem.\n"
+        "A prediction may be named <stem>.tif or <stem>_labels.tif (.tiff, .png too).",
+        "s2l-eval --pred runs/exp1/pred --truth data/test/labels --json runs/exp1/scores.json",
+    )
+    parser.add_argument("--pred", required=True, type=Path, help="folder of predicted label images")
+    parser.add_argument("--truth", required=True, type=Path, help="folder of ground-truth label images")
+    parser.add_argument(
+        "--json",
+        type=Path,
+        default=None,
+        help="summary JSON (means and stds over images) [default: PRED/scores.json]",
+    )
+    parser.add_argument(
+        "--csv",
+        type=Path,
+        default=None,
+        help="per-image scores [default: the JSON path with .csv, e.g. PRED/scores.csv]",
+    )
+    return parser
+
+
+def _main(args) -> int:
+    json_path = args.json if args.json is not None else args.pred / "scores.json"
+    csv_path = args.csv if args.csv is not None else json_path.with_suffix(".csv")
+    if json_path.resolve() == csv_path.resolve():
+        raise S2LError(f"{json_path}: --json and --csv name the same file; give two files")
+    rows, summary = evaluate_folders(args.pred, args.truth)
+    inputs = {
+        p.resolve()
+        for folder in (args.pred, args.truth)
+        for p in folder.iterdir()
+        if p.suffix.lower() in LABEL_SUFFIXES
+    }
+    _check_output(json_path, inputs, "--json")
+    _check_output(csv_path, inputs, "--csv")
+    _print_table(rows, summary)
+    _write_csv(csv_path, rows)
+    _write_json(json_path, summary)
+    print(f"wrote {csv_path} and {json_path}", file=sys.stderr)
+    return 0
+
+
+def main(argv=None) -> int:
+    """Entry point of ``s2l-eval``; returns the exit status."""
+    return _cli.run(_main, get_parser(), argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Other people's tools: installing the CellProfiler module."""

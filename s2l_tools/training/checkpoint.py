@@ -1,0 +1,143 @@
+"""Checkpoints (to resume training) and model bundles (to predict and export).
+
+Both are plain dicts of tensors, numbers and strings saved with
+``torch.save`` and loaded with ``torch.load(weights_only=True)``: loading one
+never runs code from the file. Writes are atomic.
+
+A *checkpoint* (``RUN/checkpoint.pt``) holds everything training needs to
+continue exactly: model, optimiser, scheduler, grad scaler, EMA store, RNG
+state, config and the number of finished epochs.
+
+A *model bundle* (``RUN/model.pt``) holds what inference needs: the weights
+and :class:`ModelMeta` (encoder, channels, normalisation, tile size,
+suggested threshold, s2l-tools version).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from s2l_tools import __version__
+from s2l_tools.io.atomic import atomic_path
+from s2l_tools.errors import S2LError
+
+CHECKPOINT_FORMAT = "s2l-tools-checkpoint"
+MODEL_FORMAT = "s2l-tools-model"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class ModelMeta:
+    """What a trained model needs at inference time."""
+
+    encoder: str = "resnet34"
+    in_channels: int = 1
+    classes: int = 2
+    normalization: dict = field(default_factory=lambda: {"method": "percentile", "low": 1.0,
+                                                         "high": 99.8})
+    channel: int | None = None
+    tile: int = 1024
+    overlap: int = 128
+    threshold: float = 0.5
+    min_size: int = 64
+    s2l_version: str = __version__
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ModelMeta:
+        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+
+def _save(obj: dict, path: str | os.PathLike) -> None:
+    import torch
+
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+
+
+def _load(path: str | os.PathLike, expected: str, what: str) -> dict:
+    import pickle
+
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise S2LError(f"{path}: no such {what} file; check the path")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise S2LError(
+            f"{path}: not an s2l-tools {what} ({first[:120]}); give a file written by "
+            "s2l-train (RUN/model.pt or RUN/checkpoint.pt)"
+        ) from None
+    if not isinstance(obj, dict) or obj.get("format") not in (CHECKPOINT_FORMAT, MODEL_FORMAT):
+        raise S2LError(
+            f"{path}: not an s2l-tools {what} (no s2l-tools format tag); give a file "
+            "written by s2l-train (RUN/model.pt or RUN/checkpoint.pt)"
+        )
+    if obj.get("format_version", 0) > FORMAT_VERSION:
+        raise S2LError(f"{path}: written by a newer s2l-tools (format "
+                       f"{obj.get('format_version')}); upgrade s2l-tools")
+    if expected == CHECKPOINT_FORMAT and obj["format"] != CHECKPOINT_FORMAT:
+        raise S2LError(f"{path}: a model bundle, not a training checkpoint; resume from "
+                       "RUN/checkpoint.pt")
+    return obj
+
+
+def save_checkpoint(path: str | os.PathLike, state: dict) -> None:
+    """Atomically save a training checkpoint (see module docstring)."""
+    _save({"format": CHECKPOINT_FORMAT, "format_version": FORMAT_VERSION, **state}, path)
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict:
+    """Load a training checkpoint safely (``weights_only=True``)."""
+    return _load(path, CHECKPOINT_FORMAT, "checkpoint")
+
+
+def save_model(path: str | os.PathLike, state_dict: dict, meta: ModelMeta) -> None:
+    """Atomically save a model bundle: weights + :class:`ModelMeta`."""
+    _save({"format": MODEL_FORMAT, "format_version": FORMAT_VERSION,
+           "state_dict": state_dict, "meta": asdict(meta)}, path)
+
+
+def resolve_model_path(path: str | os.PathLike) -> Path:
+    """A run folder -> its ``model.pt`` (else ``checkpoint.pt``); a file -> itself."""
+    path = Path(path)
+    if path.is_dir():
+        for name in ("model.pt", "checkpoint.pt"):
+            if (path / name).is_file():
+                return path / name
+        raise S2LError(f"{path}: no model.pt or checkpoint.pt in this folder; give a run "
+                       "folder written by s2l-train or a model file")
+    return path
+
+
+def load_model(path: str | os.PathLike, *, device="cpu"):
+    """Load a model bundle (or a checkpoint, or a run folder) for inference.
+
+    Returns
+    -------
+    model : torch.nn.Module
+        In eval mode, on ``device``.
+    meta : ModelMeta
+    """
+    from s2l_tools.training.model import build_model
+
+    path = resolve_model_path(path)
+    obj = _load(path, MODEL_FORMAT, "model")
+    if obj["format"] == CHECKPOINT_FORMAT:
+        meta = ModelMeta.from_dict(obj["meta"])
+        state_dict = obj["model"]
+    else:
+        meta = ModelMeta.from_dict(obj["meta"])
+        state_dict = obj["state_dict"]
+    model = build_model(encoder=meta.encoder, in_channels=meta.in_channels, classes=meta.classes)
+    try:
+        model.load_state_dict(state_dict)
+    except RuntimeError as exc:
+        raise S2LError(f"{path}: weights do not fit a {meta.encoder} U-Net "
+                       f"({str(exc).splitlines()[0][:100]}); the file is damaged") from None
+    return model.to(device).eval(), meta

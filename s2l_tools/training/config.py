@@ -1,0 +1,170 @@
+"""Training settings: one dataclass shared by the CLI, the trainer and Ray.
+
+Defaults are the paper's (Lee et al. 2020, and the authors' code where the
+paper is silent; see docs/method.md). ``TrainConfig`` is written to
+``RUN/config.json`` and can be read back with ``s2l-train --config``.
+
+Epochs
+------
+The paper's epoch is one pass over its training images (hundreds of them).
+A biologist often scribbles 3-10 images, so here an epoch is
+``samples_per_epoch`` random crops drawn with replacement; the default is
+``max(n_images, 8 * batch_size)``. With hundreds of images this equals the
+paper's epoch; with a handful it keeps an epoch a useful amount of work, so
+warm-up and ensemble intervals (counted in epochs) keep their meaning.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+from s2l_tools.errors import S2LError
+
+METHODS = ("s2l", "pce", "pseudo", "full")
+ENCODERS = ("resnet18", "resnet34", "resnet50")
+STORES = ("auto", "replicated", "sharded")
+FAST_STARTS = ("none", "forest", "grabcut", "forest+grabcut")
+
+
+#: ``s2l-train --preset NAME``: budgets chosen together (flags given on the command line win).
+#: ``laptop``: the measured CPU budget of benchmarks/accuracy.py (docs/benchmarks.md: 5-16
+#: minutes on 2 cores for 40 small images, by CPU) with the fast start that won there;
+#: ``paper``: the paper's settings (the defaults), for a GPU.
+PRESETS: dict[str, dict] = {
+    "laptop": dict(encoder="resnet18", crop=128, batch_size=8, samples_per_epoch=128,
+                   epochs=30, warmup_epochs=15, ensemble_every=3, lr=1e-3, restart_epochs=30,
+                   fast_start="forest+grabcut"),
+    "paper": dict(encoder="resnet34", crop=256, batch_size=30, samples_per_epoch=None,
+                  epochs=200, warmup_epochs=100, ensemble_every=5, lr=3e-4, restart_epochs=50,
+                  fast_start="none"),
+}
+
+
+@dataclass
+class TrainConfig:
+    """Every setting of a training run (see ``s2l-train --help``)."""
+
+    data: str = ""
+    out: str = ""
+    val: str | None = None
+    method: str = "s2l"
+    fast_start: str = "none"
+    encoder: str = "resnet34"
+    encoder_weights: str | None = None
+    channel: int | None = None
+    epochs: int = 200
+    warmup_epochs: int = 100
+    ensemble_every: int = 5
+    ema_alpha: float = 0.2
+    threshold: float = 0.8
+    pseudo_weight: float = 0.5
+    lr: float = 3e-4
+    weight_decay: float = 5e-5
+    decoder_lr_mult: float = 10.0
+    restart_epochs: int = 50
+    crop: int = 256
+    batch_size: int = 30
+    samples_per_epoch: int | None = None
+    loader_workers: int = 0
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = True
+    deterministic: bool = False
+    checkpoint_every: int = 10
+    val_every: int | None = None
+    panel_images: int = 3
+    tile: int = 1024
+    min_size: int = 64
+    # Ray Train (s2l_tools.training.distributed): used when num_workers >= 1 or address is set
+    num_workers: int = 0
+    use_gpu: bool = False
+    address: str | None = None
+    cpus_per_worker: int = 1
+    max_failures: int = 3
+    store: str = "auto"
+
+    def validate(self) -> TrainConfig:
+        """Check ranges; raise a one-line S2LError naming the setting."""
+        def bad(name, msg):
+            raise S2LError(f"--{name.replace('_', '-')} {getattr(self, name)}: {msg}")
+
+        if self.method not in METHODS:
+            bad("method", f"unknown method; choose one of {', '.join(METHODS)}")
+        if self.fast_start not in FAST_STARTS:
+            bad("fast_start", f"unknown fast start; choose one of {', '.join(FAST_STARTS)}")
+        if self.fast_start != "none" and self.method != "s2l":
+            bad("fast_start", f"starts the EMA store of --method s2l; --method {self.method} "
+                "has none: drop --fast-start or use --method s2l")
+        if self.store not in STORES:
+            bad("store", f"unknown EMA store layout; choose one of {', '.join(STORES)}")
+        if self.encoder not in ENCODERS:
+            bad("encoder", f"unknown encoder; choose one of {', '.join(ENCODERS)}")
+        for name in ("epochs", "ensemble_every", "batch_size", "checkpoint_every",
+                     "restart_epochs"):
+            if getattr(self, name) < 1:
+                bad(name, "must be at least 1")
+        if self.warmup_epochs < 0:
+            bad("warmup_epochs", "must be 0 or more")
+        if not 0 < self.ema_alpha <= 1:
+            bad("ema_alpha", "must be in (0, 1]")
+        if not 0.5 <= self.threshold < 1:
+            bad("threshold", "must be in [0.5, 1)")
+        if self.pseudo_weight < 0:
+            bad("pseudo_weight", "must be 0 or more")
+        if self.lr <= 0:
+            bad("lr", "must be positive")
+        if self.crop < 32 or self.crop % 32:
+            bad("crop", "must be a multiple of 32, at least 32")
+        if self.samples_per_epoch is not None and self.samples_per_epoch < 1:
+            bad("samples_per_epoch", "must be at least 1")
+        if self.num_workers < 0:
+            bad("num_workers", "must be 0 (no Ray) or more")
+        if self.cpus_per_worker < 1:
+            bad("cpus_per_worker", "must be at least 1")
+        if self.max_failures < -1:
+            bad("max_failures", "must be -1 (retry for ever), 0 or more")
+        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
+            bad("device", "use auto, cpu or cuda")
+        return self
+
+    @property
+    def distributed(self) -> bool:
+        """Whether the run goes through Ray Train (``--num-workers`` or ``--address``)."""
+        return self.num_workers >= 1 or bool(self.address)
+
+    def to_json_text(self) -> str:
+        """The settings as the text of a config.json."""
+        return json.dumps(asdict(self), indent=2) + "\n"
+
+    def to_json(self, path: str | os.PathLike) -> None:
+        from s2l_tools.io.atomic import write_bytes_atomic
+
+        write_bytes_atomic(path, self.to_json_text().encode())
+
+    @classmethod
+    def from_dict(cls, d: dict, *, source: str = "config") -> TrainConfig:
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise S2LError(f"{source}: unknown setting(s) {', '.join(unknown)}; "
+                           "see s2l-train --help")
+        return cls(**d)
+
+    @classmethod
+    def from_json(cls, path: str | os.PathLike) -> TrainConfig:
+        path = Path(path)
+        try:
+            d = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise S2LError(f"{path}: no such config file") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise S2LError(f"{path}: not valid JSON ({exc}); fix or regenerate it") from None
+        if not isinstance(d, dict):
+            raise S2LError(f"{path}: expected a JSON object of settings")
+        return cls.from_dict(d, source=str(path))
+
+    def to_dict(self) -> dict:
+        return asdict(self)

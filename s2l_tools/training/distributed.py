@@ -1,0 +1,549 @@
+"""Data-parallel training on a Ray cluster: the only module that imports Ray.
+
+The training loop is :func:`s2l_tools.training.engine.fit`, unchanged; this module
+runs it in every worker of a Ray Train ``TorchTrainer`` (Train V2) and plugs
+in a :class:`RayContext`:
+
+- the model is wrapped in DDP (``ray.train.torch.prepare_model``); each rank
+  trains on crops ``k = rank, rank + W, ...`` of the epoch's plan with
+  ``batch_size / W`` crops per step, so a step sees the same global batch;
+- the EMA store is *replicated* (``--store replicated``): at an ensemble step
+  each rank predicts its images (image ``i`` on rank ``i % W``), then
+  :meth:`TorchDistContext.sync_store` all-gathers the new maps and update
+  counts, so every rank holds the same store (bit for bit; ``store.digest()``
+  is equal); or *sharded* (``--store sharded``, and ``auto`` above 2 GiB of
+  maps): each rank holds, predicts and trains on a fixed share of the images
+  (:func:`s2l_tools.training.engine.store_owners`) and nothing is exchanged; every rank
+  then saves its shard beside the checkpoint (Ray merges the ranks' files);
+- checkpoints go through ``ray.train.report`` into ``RUN/checkpoint_epoch_NNNN``
+  (Ray's storage is ``RunConfig(storage_path=parent of RUN, name=RUN's name)``),
+  and a restarted worker group, or a driver started again with ``--resume``,
+  continues from the latest one (``ray.train.get_checkpoint``);
+- ``RUN/model.pt``, ``metrics.csv``, ``curves.png`` and ``config.json`` are
+  left in RUN at the end, as a single-process run leaves them.
+
+Memory: the replicated store costs every worker ``sum(H * W) * 2`` bytes
+(float16), plus at most ``W * 64 MB`` while it is gathered (in chunks); the
+sharded store about ``1 / W`` of that.
+
+Ray's API moves between releases; everything Ray-specific stays here (checked
+with ray 2.60). The collective parts (:class:`TorchDistContext`) need only
+``torch.distributed`` and are tested without Ray.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from s2l_tools.training.config import TrainConfig
+from s2l_tools.training.engine import CHECKPOINT, MODEL, Context
+from s2l_tools.errors import S2LError
+
+__all__ = ["TorchDistContext", "RayContext", "fit_distributed", "is_uri", "run_exists",
+           "read_run_text"]
+
+#: Ray Train V2 keeps the run's list of checkpoints in this file of the run folder.
+RAY_SNAPSHOT = "checkpoint_manager_snapshot.json"
+#: Files copied from the latest checkpoint into RUN when the run ends.
+RUN_FILES = (MODEL, "metrics.csv", "curves.png", "config.json")
+#: A user error (S2LError) on the workers is passed to the driver in this file of RUN.
+ERROR_FILE = ".s2l-error.txt"
+#: Test-only: "RANK:EPOCH:MARKER" makes worker RANK kill itself (SIGKILL) when it
+#: reports EPOCH, once (it creates MARKER first; an existing MARKER disarms it).
+FAULT_ENV = "S2L_TEST_FAULT"
+#: Test-only: "1" makes every ensemble step compare the store's digest across ranks.
+CHECK_ENV = "S2L_CHECK_STORE"
+
+_GATHER_CHUNK = 64 << 20  # bytes per rank and round of the store's all-gather
+
+
+# ---------------------------------------------------------------- storage paths
+def is_uri(path) -> bool:
+    """Whether ``path`` is a URI (``s3://``, ``gs://``, ``file://`` ...), not a plain path."""
+    return "://" in str(path)
+
+
+def _storage(out: str) -> tuple[str, str]:
+    """``(storage_path, name)`` of Ray's RunConfig for the run folder ``out``."""
+    if is_uri(out):
+        parent, _, name = str(out).rstrip("/").rpartition("/")
+        if not name or parent.endswith(":/"):
+            raise S2LError(f"--out {out}: a run folder URI needs a parent, e.g. "
+                           "s3://bucket/runs/first")
+        return parent, name
+    path = Path(out).expanduser().resolve()  # Ray refuses relative storage paths
+    return str(path.parent), path.name
+
+
+def _fs(uri: str):
+    import pyarrow.fs
+
+    return pyarrow.fs.FileSystem.from_uri(uri)
+
+
+def read_run_text(out: str, name: str) -> str | None:
+    """Text of the file ``name`` in the run folder ``out`` (path or URI), or None."""
+    if not is_uri(out):
+        p = Path(out) / name
+        return p.read_text() if p.is_file() else None
+    import pyarrow.fs
+
+    fs, path = _fs(str(out).rstrip("/") + "/" + name)
+    if fs.get_file_info(path).type != pyarrow.fs.FileType.File:
+        return None
+    with fs.open_input_stream(path) as f:
+        return f.read().decode()
+
+
+def _write_run_text(out: str, name: str, text: str) -> None:
+    if not is_uri(out):
+        Path(out).mkdir(parents=True, exist_ok=True)
+        (Path(out) / name).write_text(text)
+        return
+    fs, path = _fs(str(out).rstrip("/"))
+    fs.create_dir(path, recursive=True)
+    with fs.open_output_stream(f"{path}/{name}") as f:
+        f.write(text.encode())
+
+
+def _delete_run_file(out: str, name: str) -> None:
+    if not is_uri(out):
+        (Path(out) / name).unlink(missing_ok=True)
+    elif read_run_text(out, name) is not None:
+        fs, path = _fs(str(out).rstrip("/") + "/" + name)
+        fs.delete_file(path)
+
+
+def run_exists(out: str) -> bool:
+    """Whether ``out`` holds a run (single-process checkpoint or Ray Train snapshot)."""
+    return read_run_text(out, RAY_SNAPSHOT) is not None or (
+        not is_uri(out) and (Path(out) / CHECKPOINT).is_file())
+
+
+def check_shared_storage(out: str, seen_by: dict[str, bool]) -> None:
+    """Refuse a run folder that some node of the cluster cannot see.
+
+    Parameters
+    ----------
+    out : str
+        The run folder (a plain path; URIs are not checked).
+    seen_by : dict of str to bool
+        Node address -> whether a task on that node found the driver's marker file in ``out``.
+    """
+    blind = sorted(ip for ip, seen in seen_by.items() if not seen)
+    if blind:
+        raise S2LError(f"--out {out}: a local folder the cluster's node(s) {', '.join(blind)} "
+                       "cannot see; on a multi-node cluster put RUN on shared storage "
+                       "(the same path on every node) or give a URI (s3://..., gs://...)")
+
+
+# ------------------------------------------------------------------- contexts
+class TorchDistContext(Context):
+    """A :class:`~s2l_tools.training.engine.Context` over an initialised ``torch.distributed`` group.
+
+    Parameters
+    ----------
+    check_store : bool
+        After every store synchronisation, compare the store's digest across
+        ranks and raise if they differ (costs a SHA-256 of the store).
+    """
+
+    def __init__(self, *, check_store: bool = False):
+        import torch.distributed as dist
+
+        self.rank = dist.get_rank()
+        self.world_size = dist.get_world_size()
+        self.check_store = check_store
+        self.last_digest: str | None = None
+
+    @property
+    def _comm(self) -> torch.device:
+        """Where collectives' tensors must live: NCCL needs CUDA tensors, gloo takes CPU ones."""
+        import torch.distributed as dist
+
+        if dist.get_backend() == "nccl":
+            return torch.device("cuda", torch.cuda.current_device())
+        return torch.device("cpu")
+
+    def sync_buffers(self, model) -> None:
+        import torch.distributed as dist
+
+        if self.world_size > 1:
+            for buf in model.buffers():
+                dist.broadcast(buf.data, 0)
+
+    def mean(self, values: dict) -> dict:
+        import torch.distributed as dist
+
+        if self.world_size == 1 or not values:
+            return values
+        keys = sorted(values)
+        t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=self._comm)
+        dist.all_reduce(t)
+        return {k: float(v) / self.world_size for k, v in zip(keys, t.tolist())}
+
+    def sync_store(self, store, owners: list[int]) -> None:
+        """All-gather every rank's freshly updated maps and their update counts.
+
+        Maps travel as bytes, in rounds of at most 64 MB per rank, so the
+        extra memory is bounded by ``world_size * 64 MB`` whatever the store's size.
+        """
+        import torch.distributed as dist
+
+        W = self.world_size
+        if W > 1:
+            shares = [[i for i, o in enumerate(owners) if o == r] for r in range(W)]
+            rounds = [_chunks(store, s) for s in shares]  # the same lists on every rank
+            itemsize = store.bytes_per_pixel
+            dev = self._comm
+            for j in range(max(len(r) for r in rounds)):
+                groups = [r[j] if j < len(r) else [] for r in rounds]
+                nbytes = [sum(h * w for h, w in (store.shapes[i] for i in g)) * itemsize
+                          for g in groups]
+                size = max(nbytes)
+                send = torch.zeros(size, dtype=torch.uint8, device=dev)
+                if groups[self.rank]:
+                    mine = store.as_flat(groups[self.rank]).view(torch.uint8)
+                    send[: mine.numel()] = mine.to(dev)
+                bufs = [torch.empty(size, dtype=torch.uint8, device=dev) for _ in range(W)]
+                dist.all_gather(bufs, send)
+                for r, g in enumerate(groups):
+                    if g and r != self.rank:
+                        store.from_flat(bufs[r][: nbytes[r]].cpu().view(store.dtype), g)
+                del send, bufs
+            # from_flat leaves the counts alone: take each image's count from its owner
+            counts = store._counts  # noqa: SLF001  (EmaStore has no public setter)
+            gathered = [torch.empty_like(counts, device=dev) for _ in range(W)]
+            dist.all_gather(gathered, counts.to(dev))
+            for i, o in enumerate(owners):
+                counts[i] = gathered[o][i].cpu()
+        if self.check_store:
+            self.last_digest = store.digest()
+            if W > 1:
+                mine = torch.tensor(list(bytes.fromhex(self.last_digest)), dtype=torch.uint8,
+                                    device=self._comm)
+                all_d = [torch.empty_like(mine) for _ in range(W)]
+                dist.all_gather(all_d, mine)
+                if any(not torch.equal(d, mine) for d in all_d):
+                    raise RuntimeError("EMA store differs between ranks after sync: "
+                                       + ", ".join(bytes(d.tolist()).hex()[:12] for d in all_d))
+
+
+def _chunks(store, indices: list[int]) -> list[list[int]]:
+    """``indices`` cut into consecutive groups of at most ``_GATHER_CHUNK`` bytes (>= 1 image)."""
+    out, cur, size = [], [], 0
+    for i in indices:
+        h, w = store.shapes[i]
+        n = h * w * store.bytes_per_pixel
+        if cur and size + n > _GATHER_CHUNK:
+            out.append(cur)
+            cur, size = [], 0
+        cur.append(i)
+        size += n
+    if cur:
+        out.append(cur)
+    return out
+
+
+class RayContext(TorchDistContext):
+    """The context of one Ray Train worker (rank, DDP, checkpoints through Ray).
+
+    Parameters
+    ----------
+    out : Path
+        Where the main rank writes the run's reports (RUN itself, or a local
+        staging folder when RUN is a URI).
+    compress : bool
+        Compress DDP's gradient all-reduce to float16 (``fp16_compress_hook``).
+    check_store : bool
+        See :class:`TorchDistContext`.
+    fault : str, optional
+        Test-only fault injection, see :data:`FAULT_ENV`.
+    """
+
+    def __init__(self, *, out: Path, compress: bool = False, check_store: bool = False,
+                 fault: str | None = None):
+        import ray.train
+
+        tc = ray.train.get_context()
+        self.rank = tc.get_world_rank()
+        self.world_size = tc.get_world_size()
+        self.check_store = check_store
+        self.last_digest = None
+        self.out = Path(out)
+        self.compress = compress
+        self.fault = fault
+        self._stack = contextlib.ExitStack()
+        self._initial: Path | None | bool = False
+
+    def device(self, name: str):
+        import ray.train.torch
+
+        if name == "cpu":
+            return torch.device("cpu")
+        device = ray.train.torch.get_device()
+        if device.type == "cuda":
+            torch.cuda.set_device(device)  # NCCL collectives use the current device
+        return device
+
+    def wrap_model(self, model):
+        import ray.train.torch
+
+        # static_graph: the last decoder block's attention1 has no skip to act on, so
+        # its parameters never get gradients; the graph is the same at every step
+        wrapped = ray.train.torch.prepare_model(
+            model, parallel_strategy_kwargs={"static_graph": True})
+        if self.compress and isinstance(wrapped, torch.nn.parallel.DistributedDataParallel):
+            from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import (
+                fp16_compress_hook,
+            )
+
+            wrapped.register_comm_hook(None, fp16_compress_hook)
+        return wrapped
+
+    def checkpoint_dir(self, out: Path) -> Path:
+        return Path(tempfile.mkdtemp(prefix="s2l-ckpt-"))
+
+    def report(self, metrics: dict, checkpoint_dir: Path | None) -> None:
+        import ray.train
+
+        self._maybe_fault(int(metrics["epoch"]))
+        metrics = {k: v for k, v in metrics.items() if isinstance(v, (int, float, str))}
+        if self.last_digest is not None:
+            metrics["store_digest"] = self.last_digest
+        ckpt = name = None
+        if checkpoint_dir is not None:  # the main rank wrote one (every rank: EMA shards)
+            for f in RUN_FILES[1:] if self.is_main else ():
+                if (self.out / f).is_file():
+                    shutil.copy2(self.out / f, checkpoint_dir / f)
+            ckpt = ray.train.Checkpoint.from_directory(str(checkpoint_dir))
+            name = f"checkpoint_epoch_{int(metrics['epoch']):04d}"
+        try:
+            ray.train.report(metrics, checkpoint=ckpt, checkpoint_dir_name=name)
+        finally:
+            if checkpoint_dir is not None:
+                shutil.rmtree(checkpoint_dir, ignore_errors=True)
+
+    def initial_checkpoint(self) -> Path | None:
+        """``checkpoint.pt`` of the run's latest reported checkpoint (None: start afresh)."""
+        import ray.train
+
+        if self._initial is False:
+            ckpt = ray.train.get_checkpoint()
+            self._initial = None
+            if ckpt is not None:
+                self._initial = Path(self._stack.enter_context(ckpt.as_directory())) / CHECKPOINT
+        return self._initial
+
+    def close(self) -> None:
+        self._stack.close()
+
+    def _maybe_fault(self, epoch: int) -> None:
+        if not self.fault:
+            return
+        rank, at, marker = self.fault.split(":", 2)
+        if self.rank == int(rank) and epoch == int(at) and not os.path.exists(marker):
+            Path(marker).touch()
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+# ---------------------------------------------------------------- worker side
+def _train_fn(config: dict) -> None:
+    """What every Ray Train worker runs: :func:`s2l_tools.training.engine.fit` with a RayContext."""
+    import ray.train
+
+    from s2l_tools.training.engine import fit
+
+    import logging
+
+    logging.getLogger("ray.train").setLevel(logging.WARNING)  # one line per report otherwise
+    try:  # Train V2 logs every report (metrics and all) under a logger named by its file
+        from ray.train.v2._internal.execution import context as _v2_context
+
+        logging.getLogger(_v2_context.__file__).setLevel(logging.WARNING)
+    except ImportError:  # another Ray release: at worst, the extra lines come back
+        pass
+    torch.set_num_threads(config["threads"])
+    cfg = TrainConfig.from_dict(config["cfg"])
+    staging = None
+    if is_uri(cfg.out):  # reports are written locally, then travel in the checkpoints
+        staging = tempfile.mkdtemp(prefix="s2l-run-")
+        cfg.out = staging
+    ctx = RayContext(out=Path(cfg.out), compress=config["compress"],
+                     check_store=config["check_store"], fault=config["fault"])
+    try:
+        resume_local = config["resume"] and ctx.initial_checkpoint() is None
+        fit(cfg, resume=resume_local, ctx=ctx)
+    except S2LError as exc:
+        # a user error (bad data, settings): the same on every rank. Pass it to the
+        # driver and end normally, so that Ray does not retry what cannot succeed
+        if ctx.is_main:
+            _write_run_text(config["run"], ERROR_FILE, str(exc))
+    finally:
+        ctx.close()
+        if staging:
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- driver side
+def _init_ray(address: str | None):
+    """Connect to ``address`` or start a private local Ray; return whether we started one."""
+    import logging
+
+    import ray
+
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
+    env = {k: os.environ[k] for k in ("RAY_TRAIN_ENABLE_PRINT_PATCH",)}
+    if ray.is_initialized():
+        return False
+    kwargs = dict(logging_level=logging.WARNING, log_to_driver=True,
+                  runtime_env={"env_vars": env})
+    if address:
+        ray.init(address=address, **kwargs)
+    else:
+        # "local": always a new private instance, never a cluster found on this machine
+        ray.init(address="local", include_dashboard=False, **kwargs)
+    return True
+
+
+def _nodes_seeing(out: str) -> dict[str, bool]:
+    """Node address -> whether that node sees a marker file the driver writes in ``out``."""
+    import uuid
+
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    if len(nodes) < 2:
+        return {}
+    Path(out).mkdir(parents=True, exist_ok=True)
+    marker = Path(out).resolve() / f".s2l-storage-check-{uuid.uuid4().hex}"
+    marker.touch()
+    try:
+        seen = ray.remote(num_cpus=0)(os.path.exists)
+        refs = {n["NodeManagerAddress"]: seen.options(
+            scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)
+        ).remote(str(marker)) for n in nodes}
+        return {ip: bool(ray.get(ref, timeout=120)) for ip, ref in refs.items()}
+    finally:
+        marker.unlink(missing_ok=True)
+
+
+def _copy_run_files(result, out: str) -> None:
+    """Copy model.pt, metrics.csv, curves.png (and config.json) from the last checkpoint to RUN."""
+    import pyarrow.fs
+
+    ckpt = result.checkpoint
+    if ckpt is None:
+        return
+    fs = ckpt.filesystem
+    dest = str(out).rstrip("/") if is_uri(out) else str(Path(out).resolve())
+    dest_fs, dest_path = _fs(dest) if is_uri(out) else (pyarrow.fs.LocalFileSystem(), dest)
+    names = RUN_FILES if is_uri(out) else RUN_FILES[:3]  # config.json is already there
+    for name in names:
+        src = f"{ckpt.path}/{name}"
+        if fs.get_file_info(src).type == pyarrow.fs.FileType.File:
+            pyarrow.fs.copy_files(src, f"{dest_path}/{name}", source_filesystem=fs,
+                                  destination_filesystem=dest_fs)
+
+
+def fit_distributed(cfg: TrainConfig, *, resume: bool = False, compress: bool = False) -> dict:
+    """Run :func:`s2l_tools.training.engine.fit` on ``cfg.num_workers`` Ray Train workers.
+
+    Parameters
+    ----------
+    cfg : TrainConfig
+        ``num_workers`` (default 1 with ``address``), ``use_gpu``,
+        ``cpus_per_worker`` (CPUs per worker = torch threads), ``address``
+        (None: a private local Ray; ``auto`` or ``HOST:PORT``: that cluster),
+        ``max_failures`` (worker-group restarts from the last checkpoint).
+    resume : bool
+        Continue the run in ``cfg.out`` (its latest Ray checkpoint, else a
+        single-process ``checkpoint.pt``). Without it, ``cfg.out`` must hold no run.
+    compress : bool
+        float16 gradient compression for DDP (``fp16_compress_hook``). Off by
+        default: on 2 CPU workers (resnet34, batch 8 x 128 px) it changed the
+        step time by < 2 %, and it rounds the gradients.
+
+    Returns
+    -------
+    dict
+        The last epoch's metrics (rank 0).
+    """
+    import ray
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    cfg.validate()
+    out = str(cfg.out)
+    storage_path, name = _storage(out)
+    if not resume and run_exists(out):
+        raise S2LError(f"{out}: holds a run already; continue it with --resume or choose "
+                       "another --out")
+    workers = max(1, cfg.num_workers)
+    if not is_uri(out):
+        cfg.out = str(Path(out).expanduser().resolve())  # the same path on every node
+    _delete_run_file(out, ERROR_FILE)
+    loop_config = {"run": cfg.out, "cfg": cfg.to_dict(), "threads": cfg.cpus_per_worker,
+                   "resume": resume, "compress": compress, "check_store": os.environ.get(CHECK_ENV) == "1",
+                   "fault": os.environ.get(FAULT_ENV) or None}
+    t0 = time.perf_counter()
+    started = _init_ray(cfg.address)
+    try:
+        if not is_uri(out):
+            check_shared_storage(out, _nodes_seeing(cfg.out))
+        elif not resume or read_run_text(out, "config.json") is None:
+            # a new run: its settings go where --resume looks for them. A resumed run
+            # keeps the saved ones until it ends (a resume refused for its settings must
+            # not replace them); its own config.json is copied in with the results
+            _write_run_text(out, "config.json", cfg.to_json_text())
+        trainer = TorchTrainer(
+            _train_fn,
+            train_loop_config=loop_config,
+            scaling_config=ScalingConfig(num_workers=workers, use_gpu=cfg.use_gpu,
+                                         resources_per_worker={"CPU": cfg.cpus_per_worker}),
+            torch_config=TorchConfig(backend="nccl" if cfg.use_gpu else "gloo"),
+            run_config=RunConfig(
+                name=name, storage_path=storage_path,
+                checkpoint_config=CheckpointConfig(num_to_keep=2),
+                failure_config=FailureConfig(max_failures=cfg.max_failures)),
+        )
+        print(f"ray: {workers} worker(s) x {cfg.cpus_per_worker} CPU"
+              + (" + 1 GPU" if cfg.use_gpu else "") + f", ready in "
+              f"{time.perf_counter() - t0:.1f} s; checkpoints in {storage_path}/{name}",
+              flush=True)
+        try:
+            result = trainer.fit()
+        except ray.train.TrainingFailedError as exc:
+            raise S2LError(f"{out}: training failed on the Ray workers after "
+                           f"{cfg.max_failures} restart(s): {_first_line(exc)}; fix it and "
+                           "continue with --resume (--debug: the full error)") from exc
+        error = read_run_text(out, ERROR_FILE)
+        if error is not None:
+            _delete_run_file(out, ERROR_FILE)
+            raise S2LError(error)
+        metrics = dict(result.metrics or {})  # of the last checkpoint (Ray V2)
+        _copy_run_files(result, out)
+        return metrics
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def _first_line(exc: BaseException) -> str:
+    import re
+
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    for ln in reversed(lines):  # the innermost exception line is the most telling
+        if re.match(r"^[\w.]*(Error|Exception|Interrupt)\b:?", ln):
+            return ln[:200]
+    return lines[-1][:200] if lines else type(exc).__name__
