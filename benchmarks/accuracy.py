@@ -69,10 +69,10 @@ PAPER_T2 = {"s2l": {0.1: 0.8274, 0.3: 0.8539, 0.5: 0.8497, 1.0: 0.8588},
             "pce": {0.1: 0.7996, 0.3: 0.8180, 0.5: 0.8189, 1.0: 0.8098},
             "full": {r: 0.8638 for r in (0.1, 0.3, 0.5, 1.0)}}
 METHOD_NAMES = {"forest": "Random forest", "grabcut": "GrabCut", "pseudo": "Pseudo-Label",
-                "pce": "pCE only", "s2l": "S2L", "s2lf": "S2L + forest start",
+                "pce": "pCE only", "rloss": "rLoss (pCE + CRF)", "s2l": "S2L", "s2lf": "S2L + forest start",
                 "s2lg": "S2L + GrabCut start", "s2lfg": "S2L + forest+GrabCut start",
                 "full": "Full"}
-ORDER = ["forest", "grabcut", "pseudo", "pce", "s2l", "s2lf", "s2lg", "s2lfg", "full"]
+ORDER = ["forest", "grabcut", "pseudo", "pce", "rloss", "s2l", "s2lf", "s2lg", "s2lfg", "full"]
 #: the benchmark's names of S2L with a fast start (s2l-train --fast-start)
 FAST_STARTS = {"s2lf": "forest", "s2lg": "grabcut", "s2lfg": "forest+grabcut"}
 
@@ -143,7 +143,8 @@ def make_train_set(root: Path, modality: str, split: str, stems: list[str], *, r
     (RoiSet.zip files in rois/, converted as s2l-scribbles converts them)."""
     from s2l_tools.errors import S2LWarning
     from s2l_tools.io.images import read_labels
-    from s2l_tools.data.synth import image_seed, main as synth_main, synthesize_scribbles
+    from s2l_tools.cli.synth import main as synth_main
+    from s2l_tools.data.synth import image_seed, synthesize_scribbles
 
     src = DSB / modality / split
     for stem in stems:
@@ -214,7 +215,7 @@ def forest_and_score(run: Path, data: Path, val: Path, val_stems: list[str], see
     filled, objects < 64 px removed)."""
     import torch
 
-    from s2l_tools.training.engine import load_training_data
+    from s2l_tools.training.data import load_training_data
     from s2l_tools.classic.forest import ForestSettings, fit_forest, forest_probability
     from s2l_tools.inference.postprocess import instances_from_probability
 
@@ -268,6 +269,7 @@ def train_and_score(run: Path, data: Path, method: str, val: Path, val_stems: li
         epochs=args.epochs, warmup_epochs=args.warmup_epochs, ensemble_every=args.ensemble_every,
         crop=args.crop, batch_size=args.batch_size, samples_per_epoch=args.samples_per_epoch,
         lr=args.lr, restart_epochs=args.epochs, seed=seed, device="cpu",
+        crf_weight=None if method == "full" else args.crf_weight,
         checkpoint_every=args.epochs, panel_images=0, tile=512)
     load0 = loadavg()
     t = time.perf_counter()
@@ -400,7 +402,7 @@ def plot(agg: dict, modalities: list[str], ratios: list[float], methods: list[st
     n = len(modalities) + bool(pairs)
     fig, axes = plt.subplots(1, n, figsize=(5.5 * n, 4), squeeze=False)
     colors = {"forest": "tab:olive", "grabcut": "tab:brown", "pseudo": "tab:purple",
-              "pce": "tab:orange", "s2l": "tab:blue", "s2lf": "tab:cyan", "s2lg": "tab:pink",
+              "pce": "tab:orange", "rloss": "tab:gray", "s2l": "tab:blue", "s2lf": "tab:cyan", "s2lg": "tab:pink",
               "s2lfg": "tab:red", "full": "tab:green"}
     if pairs:
         ax = axes[0][-1]
@@ -453,9 +455,13 @@ def get_parser():
                         "ratio 0.3, s2l and pce")
     p.add_argument("--modality", default="fluo", help="comma list of fluo, histo, brightfield")
     p.add_argument("--ratios", help="comma list of scribble ratios (default 0.1,0.3,0.5,1.0)")
-    p.add_argument("--methods", help="comma list of forest,grabcut,pseudo,pce,s2l,s2lf,s2lg,"
-                   "s2lfg,full (forest: random-forest pixel classifier; s2lf / s2lg / s2lfg: S2L "
-                   "with --fast-start forest / grabcut / forest+grabcut)")
+    p.add_argument("--methods", help="comma list of forest,grabcut,pseudo,pce,rloss,s2l,s2lf,"
+                   "s2lg,s2lfg,full (forest: random-forest pixel classifier; rloss: pCE + CRF "
+                   "loss; s2lf / s2lg / s2lfg: S2L with --fast-start forest / grabcut / "
+                   "forest+grabcut)")
+    p.add_argument("--crf-weight", type=float,
+                   help="s2l-train --crf-weight for every method but full and forest (default: "
+                   "the method's: 5 for rloss, 0 for the others); runs are named ..._crfX")
     p.add_argument("--seeds", help="a count N (seeds 0..N-1; default 1) or a comma list (0,3; 3, is seed 3 alone)")
     p.add_argument("--train-images", type=int, help="train images used (default 40; 0: all)")
     p.add_argument("--val-images", type=int, help="val images scored (default 40; 0: all)")
@@ -540,7 +546,9 @@ def main(argv=None) -> int:
                     f"_{args.background}"
                 if args.scribbles == "hand" and method not in ("full",):
                     bg_tag = "_hand"
-                run = base / tag / f"{method}_r{ratio}_s{seed}{bg_tag}"
+                crf_tag = f"_crf{args.crf_weight:g}" if args.crf_weight is not None and \
+                    method not in ("full", "forest", "grabcut") else ""
+                run = base / tag / f"{method}_r{ratio}_s{seed}{bg_tag}{crf_tag}"
                 done = run / "result.json"
                 if done.exists():
                     res = json.loads(done.read_text())

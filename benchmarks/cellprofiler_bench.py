@@ -129,7 +129,7 @@ def main() -> int:
         print(f"no CellProfiler venv at {args.cp_venv}; build it with make cellprofiler-venv",
               file=sys.stderr)
         return 1
-    from s2l_tools.interop import cellprofiler as s2l_cp
+    from s2l_tools.cli import cellprofiler as s2l_cp
 
     work = Path(tempfile.mkdtemp(prefix="s2l-cpbench-"))
     t = time.perf_counter()

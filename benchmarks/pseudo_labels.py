@@ -33,7 +33,7 @@ def check(run: Path) -> dict:
     import torch
 
     from s2l_tools.training.ema import EmaStore
-    from s2l_tools.training.engine import load_training_data
+    from s2l_tools.training.data import load_training_data
 
     model = run / "model"
     config = json.loads((model / "config.json").read_text())

@@ -205,7 +205,7 @@ def bench_fit(args, workdir: Path) -> dict:
                 ensemble += [float(r["ensemble_s"]) for r in rows]
                 passes.append(len(rows))
     s2l, pce = statistics.median(runs["s2l"]), statistics.median(runs["pce"])
-    from s2l_tools.training.engine import load_training_data, samples_per_epoch
+    from s2l_tools.training.data import load_training_data, samples_per_epoch
 
     td = load_training_data(data)
     cfg = TrainConfig(data=str(data), **settings)

@@ -7,7 +7,7 @@ seconds per ensemble-step synchronisation, replicated vs sharded (not a test).
 For each store of N float16 maps of SIZE x SIZE, every worker "predicts" (fills)
 its share and the replicated layout all-gathers the shares
 (:meth:`s2l_tools.training.distributed.TorchDistContext.sync_store`); the sharded layout
-(:func:`s2l_tools.training.engine.store_owners`) exchanges nothing. Prints one JSON line
+(:func:`s2l_tools.training.data.store_owners`) exchanges nothing. Prints one JSON line
 per store: bytes held per worker in each layout and the median sync seconds
 of 3, with the GB/s the all-gather reached (extrapolate with it to larger stores).
 """
@@ -29,7 +29,7 @@ def _worker(rank, world, port, sizes, size, out):
     from s2l_tools.training.config import TrainConfig
     from s2l_tools.training.distributed import TorchDistContext
     from s2l_tools.training.ema import EmaStore
-    from s2l_tools.training.engine import store_owners
+    from s2l_tools.training.data import store_owners
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)

@@ -1,4 +1,4 @@
-"""The scribble-mask convention shared by every tool.
+"""The scribble-mask convention shared by every tool, and the Fiji ROI groups.
 
 A scribble mask is a ``uint8`` array the size of its image:
 
@@ -13,15 +13,27 @@ k + 1  class ``k`` when there are more classes
 
 This is scikit-image's seed convention (``random_walker``): 0 = unlabeled,
 1..K = classes.
+
+Scribbles drawn in Fiji carry their class in their ROI group instead (Edit >
+Selection > Properties), with other numbers: :data:`GROUP_FOREGROUND` = 1 and
+:data:`GROUP_BACKGROUND` = 2 (``fiji_bridge`` writes these groups,
+:mod:`s2l_tools.io.roi` reads them). Mask values are :data:`FOREGROUND` = 2 and
+:data:`BACKGROUND` = 1: never mix the two pairs up.
 """
 
+#: scribble-mask values (the codes stored in a mask)
 UNLABELED = 0
 BACKGROUND = 1
 FOREGROUND = 2
 
-#: class index -> mask value
+#: class indices (mask value = class + 1, see :func:`class_to_code`)
 BACKGROUND_CLASS = 0
 FOREGROUND_CLASS = 1
+
+#: ImageJ ROI group of a foreground scribble (not a mask value)
+GROUP_FOREGROUND = 1
+#: ImageJ ROI group of a background scribble (not a mask value)
+GROUP_BACKGROUND = 2
 
 
 def class_to_code(k: int) -> int:

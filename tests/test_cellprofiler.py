@@ -22,12 +22,13 @@ import tifffile
 import torch
 from scipy import ndimage as ndi
 
+from s2l_tools.cli.cellprofiler import main as cp_main
 from s2l_tools.interop import cellprofiler as s2l_cp
 from s2l_tools.inference import onnx as oi
 from s2l_tools.training.checkpoint import ModelMeta, save_model
 from s2l_tools.inference.export import export_onnx
 from s2l_tools.training.model import build_model
-from s2l_tools.inference.predict import main as predict_main
+from s2l_tools.cli.predict import main as predict_main
 from s2l_tools.inference.predict import predict_image
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -238,7 +239,7 @@ def test_normalize_percentile_constant_channel():
 # --------------------------------------------------------------------------- installer
 def test_install_copies_plugin_and_helpers(tmp_path, capsys):
     plugins = tmp_path / "plugins"
-    assert s2l_cp.main(["install", "--plugins-dir", str(plugins)]) == 0
+    assert cp_main(["install", "--plugins-dir", str(plugins)]) == 0
     assert "installed runscribble2label.py" in capsys.readouterr().out
     names = sorted(p.name for p in plugins.iterdir())
     assert names == ["_s2l_onnx_inference.py", "_s2l_postprocess.py", "_s2l_tiling.py",
@@ -248,7 +249,7 @@ def test_install_copies_plugin_and_helpers(tmp_path, capsys):
     assert oct((plugins / "_s2l_tiling.py").stat().st_mode & 0o777) == oct(0o644)
     # again: replaces its own files, nothing else
     (plugins / "other.py").write_text("x = 1\n")
-    assert s2l_cp.main(["install", "--plugins-dir", str(plugins)]) == 0
+    assert cp_main(["install", "--plugins-dir", str(plugins)]) == 0
     assert (plugins / "other.py").read_text() == "x = 1\n"
 
 
@@ -272,19 +273,19 @@ def test_installed_helper_imports_standalone(tmp_path):
 def test_install_into_a_file(tmp_path, capsys):
     target = tmp_path / "plugins"
     target.write_text("")
-    assert s2l_cp.main(["install", "--plugins-dir", str(target)]) == 1
+    assert cp_main(["install", "--plugins-dir", str(target)]) == 1
     assert "exists and is not a folder" in capsys.readouterr().err
 
 
 def test_pipeline_rejects_foreign_model(foreign_onnx, tmp_path, capsys):
-    assert s2l_cp.main(["pipeline", "--model", str(foreign_onnx), "--out",
+    assert cp_main(["pipeline", "--model", str(foreign_onnx), "--out",
                         str(tmp_path / "x.cppipe")]) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "without s2l-tools metadata" in err
 
 
 def test_pipeline_needs_cellprofiler_python(onnx_path, tmp_path, capsys):
-    assert s2l_cp.main(["pipeline", "--model", str(onnx_path), "--out",
+    assert cp_main(["pipeline", "--model", str(onnx_path), "--out",
                         str(tmp_path / "x.cppipe"), "--python",
                         str(tmp_path / "nope" / "python")]) == 1
     assert "no CellProfiler Python here" in capsys.readouterr().err
@@ -361,9 +362,9 @@ def test_headless_cellprofiler_matches_s2l_predict(tmp_path, model_files):
     images = _images(tmp_path / "images")
     plugins, out = tmp_path / "plugins", tmp_path / "cp_out"
     out.mkdir()
-    assert s2l_cp.main(["install", "--plugins-dir", str(plugins)]) == 0
+    assert cp_main(["install", "--plugins-dir", str(plugins)]) == 0
     cppipe = tmp_path / "test.cppipe"
-    assert s2l_cp.main(["pipeline", "--model", str(model_onnx), "--out", str(cppipe),
+    assert cp_main(["pipeline", "--model", str(model_onnx), "--out", str(cppipe),
                         "--python", str(CP_PYTHON), "--threshold", str(THRESHOLD),
                         "--min-size", str(MIN_SIZE), "--save-labels",
                         "--save-probability"]) == 0

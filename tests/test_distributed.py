@@ -1,6 +1,7 @@
 """Distributed training: the store's all-gather under a real gloo group (no Ray),
 and s2l-train on real Ray clusters: digests equal on every rank, a worker killed
-with SIGKILL, a driver started again with --resume, a cluster from `ray start`."""
+with SIGKILL, a driver started again with --resume, a cluster from `ray start`
+(one run in stages, one test per scenario)."""
 
 import json
 import os
@@ -18,7 +19,7 @@ from s2l_tools.cli import train
 from s2l_tools.training.checkpoint import load_checkpoint
 from s2l_tools.data.demo_data import make_demo_dataset
 from s2l_tools.errors import S2LError
-from s2l_tools.data.scribbles import main as scribbles_main
+from s2l_tools.cli.scribbles import main as scribbles_main
 
 TINY = ["--encoder", "resnet18", "--crop", "32", "--batch-size", "4", "--samples-per-epoch",
         "4", "--warmup-epochs", "1", "--ensemble-every", "1", "--checkpoint-every", "2",
@@ -40,10 +41,12 @@ def _free_port() -> int:
 
 
 # ------------------------------------------------------------ gloo, no Ray
-def _ensemble(data_dir, *, ctx, perturb=False, sharded=False):
+def _ensemble(data_dir, *, ctx, perturb=False, sharded=False, check=False):
+    from s2l_tools.training._faults import check_same_store
     from s2l_tools.training.config import TrainConfig
+    from s2l_tools.training.data import load_training_data
     from s2l_tools.training.ema import EmaStore
-    from s2l_tools.training.engine import _build, ensemble_step, load_training_data
+    from s2l_tools.training.engine import _build, ensemble_step
 
     cfg = TrainConfig(data=str(data_dir), encoder="resnet18", tile=64, seed=5)
     data = load_training_data(cfg.data)
@@ -54,13 +57,17 @@ def _ensemble(data_dir, *, ctx, perturb=False, sharded=False):
                 m.running_mean += 0.5
     owned = None
     if sharded:
-        from s2l_tools.training.engine import store_owners
+        from s2l_tools.training.data import store_owners
 
         owners = store_owners(TrainConfig(store="sharded"), data.shapes, ctx.world_size)
         owned = [i for i, o in enumerate(owners) if o == ctx.rank]
     store = EmaStore(data.shapes, alpha=0.2, owned=owned)
-    rows = [ensemble_step(model, store, data, ctx, device=torch.device("cpu"), amp_dtype=None,
-                          tile=64) for _ in range(2)]
+    rows = []
+    for _ in range(2):
+        rows.append(ensemble_step(model, store, data, ctx, device=torch.device("cpu"),
+                                  amp_dtype=None, tile=64))
+        if check:  # every rank's store the same after the sync (RuntimeError if not)
+            check_same_store(ctx, store)
     return store, rows
 
 
@@ -74,8 +81,8 @@ def _gloo_worker(rank, world, port, data_dir, out_dir):
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
         D._GATHER_CHUNK = 64 * 64 * 2  # one image per round: exercise the rounds
-        store, rows = _ensemble(data_dir, ctx=D.TorchDistContext(check_store=True),
-                                perturb=rank == 1)
+        store, rows = _ensemble(data_dir, ctx=D.TorchDistContext(), perturb=rank == 1,
+                                check=True)
         shard, shard_rows = _ensemble(data_dir, ctx=D.TorchDistContext(), perturb=rank == 1,
                                       sharded=True)
         torch.save({"ema": store.state_dict(), "digest": store.digest(), "rows": rows,
@@ -125,7 +132,8 @@ def test_sync_store_equals_single_process(data, tmp_path):
 
 
 def test_storage_checks():
-    from s2l_tools.training.distributed import _storage, check_shared_storage, is_uri
+    from s2l_tools.training.distributed import _storage, check_shared_storage
+    from s2l_tools.training.rundir import is_uri
 
     check_shared_storage("/shared/run", {"10.0.0.1": True, "10.0.0.2": True})
     with pytest.raises(S2LError, match="10.0.0.2 cannot see; on a multi-node cluster"):
@@ -164,40 +172,38 @@ def _latest(run: Path) -> dict:
     return load_checkpoint(ckpts[-1])
 
 
-@pytest.mark.ray
-def test_ray_fault_digest_resume_and_cluster(data, tmp_path, monkeypatch, capsys):
+# One run, in stages that build on each other: (a) 2 workers on a private local Ray, rank 1
+# killed in epoch 3; (b) a second start refused; (c) a user error on a `ray start` cluster;
+# (d) the run resumed there with a sharded store; (e) continued in one process. The stages
+# are module-scoped fixtures, so each test names one scenario and nothing runs twice.
+@pytest.fixture(scope="module")
+def ray_env(tmp_path_factory):
+    """The environment of every Ray stage (as one test's monkeypatch had it)."""
     pytest.importorskip("ray")
-    from s2l_tools.training.ema import EmaStore
+    marker = tmp_path_factory.mktemp("fault") / "killed"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("RAY_AUTH_MODE", "disabled")  # no ~/.ray/auth_token from tests
+        mp.setenv("S2L_CHECK_STORE", "1")  # every epoch: digests equal on all ranks
+        mp.setenv("S2L_TEST_FAULT", f"1:3:{marker}")  # rank 1 SIGKILLs itself at epoch 3
+        yield marker
 
-    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")  # no ~/.ray/auth_token from tests
-    monkeypatch.setenv("S2L_CHECK_STORE", "1")  # every ensemble step: digests equal on all ranks
-    marker = tmp_path / "killed"
-    monkeypatch.setenv("S2L_TEST_FAULT", f"1:3:{marker}")  # rank 1 SIGKILLs itself at epoch 3
-    run = tmp_path / "run"
 
-    # (a) + (b): 2 workers on a private local Ray; rank 1 dies in epoch 3, the group
-    # restarts from the epoch-2 checkpoint and finishes with the store continued
+@pytest.fixture(scope="module")
+def fault_run(data, ray_env, tmp_path_factory):
+    """(a): 4 epochs on 2 workers of a private local Ray; rank 1 dies in epoch 3, the group
+    restarts from the epoch-2 checkpoint and finishes with the store continued."""
+    run = tmp_path_factory.mktemp("ray") / "run"
     t0 = time.perf_counter()
-    assert train.main([str(data), "--out", str(run), "--epochs", "4", "--num-workers", "2",
-                       "--max-failures", "1", *TINY]) == 0
+    rc = train.main([str(data), "--out", str(run), "--epochs", "4", "--num-workers", "2",
+                     "--max-failures", "1", *TINY])
     print(f"run with a fault: {time.perf_counter() - t0:.1f} s")
-    assert marker.exists()
-    ck = _latest(run)
-    assert ck["epoch"] == 4 and ck["ema"]["n_updates"].tolist() == [3, 3, 3]
-    assert [r["epoch"] for r in ck["history"]] == [1, 2, 3, 4]
-    for name in ("model.pt", "metrics.csv", "curves.png", "config.json", "panels/epoch_0003.png"):
-        assert (run / name).stat().st_size > 0, name
-    assert len((run / "metrics.csv").read_text().splitlines()) == 5
-    store = EmaStore([tuple(s) for s in ck["ema"]["shapes"].tolist()])
-    store.load_state_dict(ck["ema"])
-    snapshot = (run / "checkpoint_manager_snapshot.json").read_text()
-    assert store.digest() in snapshot  # rank 0 reported the digest the ranks agreed on
-    assert len(list(run.glob("checkpoint_epoch_*"))) == 2  # num_to_keep
-    # a second start without --resume is refused
-    assert train.main([str(data), "--out", str(run), "--num-workers", "2", *TINY]) == 1
+    assert rc == 0
+    return run
 
-    # (c) + (d): a cluster started by `ray start`; the driver starts again with
-    # --resume and continues the same run, named by a URI, from its latest checkpoint
+
+@pytest.fixture(scope="module")
+def ray_cluster(ray_env):
+    """A cluster started by `ray start` (port), stopped after the module."""
     port = _free_port()
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
     ray_bin = str(Path(sys.executable).parent / "ray")
@@ -207,22 +213,67 @@ def test_ray_fault_digest_resume_and_cluster(data, tmp_path, monkeypatch, capsys
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     try:
-        # a user error on the workers comes back as one line, without Ray retrying it
-        t0 = time.perf_counter()
-        # RUN given as a storage URI (file:// here; s3:// and gs:// go the same way)
-        uri = f"file://{run}"
-        assert train.main(["--out", uri, "--resume", "--epochs", "5", "--method", "pce",
-                           "--address", f"127.0.0.1:{port}"]) == 1
-        assert "trained with method s2l" in capsys.readouterr().err
-        print(f"user error on a `ray start` cluster: {time.perf_counter() - t0:.1f} s")
-        t0 = time.perf_counter()
-        # ... with the store now sharded: each worker takes its share of the replicated
-        # checkpoint's maps and from here keeps, predicts and saves only those
-        assert train.main(["--out", uri, "--resume", "--epochs", "5", "--address",
-                           f"127.0.0.1:{port}", "--store", "sharded"]) == 0
-        print(f"resumed run on a `ray start` cluster: {time.perf_counter() - t0:.1f} s")
+        yield port
     finally:
         _kill_tree(head)
+
+
+@pytest.fixture(scope="module")
+def cluster_resume(fault_run, ray_cluster):
+    """(d): the driver starts again with --resume on the `ray start` cluster and continues
+    the same run, named by a URI (file:// here; s3:// and gs:// go the same way), from its
+    latest checkpoint, with the store now sharded: each worker takes its share of the
+    replicated checkpoint's maps and from here keeps, predicts and saves only those."""
+    t0 = time.perf_counter()
+    rc = train.main(["--out", f"file://{fault_run}", "--resume", "--epochs", "5", "--address",
+                     f"127.0.0.1:{ray_cluster}", "--store", "sharded"])
+    print(f"resumed run on a `ray start` cluster: {time.perf_counter() - t0:.1f} s")
+    assert rc == 0
+    return fault_run
+
+
+@pytest.mark.ray
+def test_ray_worker_killed_group_restarts_from_checkpoint(fault_run, ray_env):
+    assert ray_env.exists()  # rank 1 did kill itself
+    ck = _latest(fault_run)
+    assert ck["epoch"] == 4 and ck["ema"]["n_updates"].tolist() == [3, 3, 3]
+    assert [r["epoch"] for r in ck["history"]] == [1, 2, 3, 4]
+    for name in ("model.pt", "metrics.csv", "curves.png", "config.json", "panels/epoch_0003.png"):
+        assert (fault_run / name).stat().st_size > 0, name
+    assert len((fault_run / "metrics.csv").read_text().splitlines()) == 5
+    assert len(list(fault_run.glob("checkpoint_epoch_*"))) == 2  # num_to_keep
+
+
+@pytest.mark.ray
+def test_ray_ranks_report_the_same_store_digest(fault_run):
+    from s2l_tools.training.ema import EmaStore
+
+    ck = _latest(fault_run)
+    store = EmaStore([tuple(s) for s in ck["ema"]["shapes"].tolist()])
+    store.load_state_dict(ck["ema"])
+    snapshot = (fault_run / "checkpoint_manager_snapshot.json").read_text()
+    assert store.digest() in snapshot  # rank 0 reported the digest the ranks agreed on
+
+
+@pytest.mark.ray
+def test_ray_second_start_without_resume_is_refused(fault_run, data):
+    assert train.main([str(data), "--out", str(fault_run), "--num-workers", "2",
+                       *TINY]) == 1
+
+
+@pytest.mark.ray
+def test_ray_user_error_on_cluster_is_one_line_without_retry(fault_run, ray_cluster, capsys):
+    """(c): a user error on the workers comes back as one line, without Ray retrying it."""
+    t0 = time.perf_counter()
+    assert train.main(["--out", f"file://{fault_run}", "--resume", "--epochs", "5", "--method",
+                       "pce", "--address", f"127.0.0.1:{ray_cluster}"]) == 1
+    assert "trained with method s2l" in capsys.readouterr().err
+    print(f"user error on a `ray start` cluster: {time.perf_counter() - t0:.1f} s")
+
+
+@pytest.mark.ray
+def test_ray_resume_on_cluster_with_uri_and_sharded_store(cluster_resume):
+    run = cluster_resume
     ck = _latest(run)
     assert ck["epoch"] == 5 and ck["ema"] is None and ck["ema_shards"] == 2
     shards = sorted(run.glob("checkpoint_epoch_0005/ema_shard_*.pt"))
@@ -238,8 +289,12 @@ def test_ray_fault_digest_resume_and_cluster(data, tmp_path, monkeypatch, capsys
     cfg = json.loads((run / "config.json").read_text())
     assert cfg["num_workers"] == 2 and cfg["epochs"] == 5 and cfg["store"] == "sharded"
 
-    # (e) the Ray run continued in one process: its newest checkpoint, shards joined
-    # (started afresh in one process instead, it is refused, not overwritten)
+
+@pytest.mark.ray
+def test_ray_run_continued_in_one_process(cluster_resume, data, capsys):
+    """(e): the Ray run continued in one process: its newest checkpoint, shards joined
+    (started afresh in one process instead, it is refused, not overwritten)."""
+    run = cluster_resume
     assert train.main([str(data), "--out", str(run), "--num-workers", "0", "--address", "",
                        *TINY]) == 1
     assert "--resume" in capsys.readouterr().err

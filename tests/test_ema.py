@@ -190,3 +190,22 @@ def test_shard_holds_only_its_maps_and_moves_to_and_from_whole_stores(tmp_path):
     assert shard.digest() != EmaStore(SHAPES, owned=[0, 2]).digest()
     with pytest.raises(IndexError):
         EmaStore(SHAPES, owned=[3])
+
+
+def test_set_n_updates_after_from_flat():
+    a = _filled(seed=0)
+    b = EmaStore(SHAPES, alpha=0.2).share_memory()
+    alias = b._counts  # what a forked worker would hold
+    b.from_flat(a.as_flat())
+    assert b.n_updates == [0, 0, 0] and b.digest() != a.digest()  # maps only
+    b.set_n_updates(torch.tensor(a.n_updates))
+    assert b.n_updates == [2, 2, 2] and b.digest() == a.digest() and alias.tolist() == [2, 2, 2]
+    with pytest.raises(ValueError, match="shape"):
+        b.set_n_updates([1, 2])
+    with pytest.raises(ValueError, match="non-negative"):
+        b.set_n_updates([1, -1, 0])
+    shard = EmaStore(SHAPES, owned=[1])
+    shard.set_n_updates([0, 4, 0])
+    assert shard.n_updates == [0, 4, 0] and shard.all_initialized
+    with pytest.raises(ValueError, match="does not hold"):
+        shard.set_n_updates([1, 4, 0])

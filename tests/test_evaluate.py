@@ -1,4 +1,4 @@
-"""Tests of the s2l-eval command (s2l_tools.evaluation.evaluate)."""
+"""Tests of s2l-eval (s2l_tools.cli.evaluate) and s2l_tools.evaluation.evaluate."""
 
 from __future__ import annotations
 
@@ -11,7 +11,13 @@ import tifffile
 from skimage.io import imsave
 
 from s2l_tools.errors import S2LError, S2LWarning
-from s2l_tools.evaluation.evaluate import evaluate_folders, main
+from s2l_tools.cli.evaluate import main
+from s2l_tools.evaluation.evaluate import (
+    check_outputs,
+    evaluate_folders,
+    output_paths,
+    write_scores,
+)
 
 KEYS = {"iou", "mdice", "f1_50", "ap_50", "n_images",
         "iou_std", "mdice_std", "f1_50_std", "ap_50_std"}
@@ -195,3 +201,22 @@ def test_usage_errors(capsys):
 def test_api_raises_s2lerror(tmp_path):
     with pytest.raises(S2LError, match="does not exist"):
         evaluate_folders(tmp_path / "x", tmp_path / "y")
+
+
+def test_library_writes_scores_without_the_cli(dirs, tmp_path):
+    pred, truth = dirs
+    assert output_paths(pred) == (pred / "scores.json", pred / "scores.csv")
+    json_path, csv_path = output_paths(pred, json_path=tmp_path / "s.json")
+    assert csv_path == tmp_path / "s.csv"
+    with pytest.raises(S2LError, match="same file"):
+        output_paths(pred, json_path=tmp_path / "x.json", csv_path=tmp_path / "x.json")
+    with pytest.raises(S2LError, match="overwrite"):
+        check_outputs(json_path, truth / "a.tif", inputs=(pred, truth))
+    with pytest.raises(S2LError, match="is a folder"):
+        check_outputs(tmp_path, csv_path, inputs=(pred, truth))
+    rows, summary = evaluate_folders(pred, truth)
+    check_outputs(json_path, csv_path, inputs=(pred, truth))
+    write_scores(rows, summary, json_path=json_path, csv_path=csv_path)
+    assert json.loads(json_path.read_text()) == summary
+    with open(csv_path, newline="") as fh:
+        assert [r["stem"] for r in csv.DictReader(fh)] == ["a", "b"]

@@ -9,7 +9,8 @@ import torch
 
 from s2l_tools.training.checkpoint import ModelMeta, save_model
 from s2l_tools.errors import S2LError
-from s2l_tools.inference.export import export_onnx, main, meta_from_props, read_onnx_meta
+from s2l_tools.cli.export import main
+from s2l_tools.inference.export import export_onnx, meta_from_props, read_onnx_meta
 from s2l_tools.training.model import build_model
 from s2l_tools.inference.predict import predict_probability
 

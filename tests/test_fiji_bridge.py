@@ -23,7 +23,7 @@ import tifffile
 
 from s2l_tools.io import roi as R
 from s2l_tools.io.images import write_tiff
-from s2l_tools.data.scribbles import main as scribbles_main
+from s2l_tools.cli.scribbles import main as scribbles_main
 
 from _imagej import IMAGEJ_AVAILABLE, SENTINEL, jython_command, run_jython
 

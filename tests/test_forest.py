@@ -11,7 +11,7 @@ from s2l_tools.training.config import PRESETS, TrainConfig
 from s2l_tools.data.demo_data import make_demo_dataset
 from s2l_tools.errors import S2LError
 from s2l_tools.classic.forest import ForestSettings, fit_forest, forest_probability, pixel_features
-from s2l_tools.data.scribbles import main as scribbles_main
+from s2l_tools.cli.scribbles import main as scribbles_main
 
 SMALL = ForestSettings(n_estimators=20, sigma_max=4)
 

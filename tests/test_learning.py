@@ -11,7 +11,7 @@ import pytest
 
 from s2l_tools.cli import train
 from s2l_tools.data.demo_data import make_demo_dataset
-from s2l_tools.data.scribbles import main as scribbles_main
+from s2l_tools.cli.scribbles import main as scribbles_main
 
 WARMUP = 10
 

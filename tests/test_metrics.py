@@ -158,3 +158,18 @@ def test_bad_inputs():
         foreground_iou(a + 0.5, a)
     with pytest.raises(ValueError, match="iou_threshold"):
         match_instances(a, a, iou_threshold=1.0)
+
+
+def test_foreground_iou_is_score_pairs_and_takes_masks():
+    """foreground_iou (computed without the object table) equals score_pair's IoU, bit for
+    bit; boolean masks (the training loop's prob > 0.5) score as label images."""
+    rng = np.random.default_rng(4)
+    for _ in range(5):
+        pred = rng.integers(0, 4, (30, 40)) * (rng.random((30, 40)) > 0.5)
+        true = rng.integers(0, 300, (30, 40)) * (rng.random((30, 40)) > 0.4)
+        assert foreground_iou(pred, true) == score_pair(pred, true)["iou"]
+        assert foreground_iou(pred > 0, true > 0) == score_pair(pred, true)["iou"]
+    empty = np.zeros((5, 5), bool)
+    assert foreground_iou(empty, empty) == 1.0
+    with pytest.raises(ValueError, match="shape mismatch"):
+        foreground_iou(empty, np.zeros((5, 6), bool))

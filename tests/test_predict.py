@@ -10,7 +10,8 @@ from s2l_tools.training.checkpoint import ModelMeta, save_model
 from s2l_tools.errors import S2LError
 from s2l_tools.io.images import read_image
 from s2l_tools.training.model import build_model
-from s2l_tools.inference.predict import main, predict_image, predict_probability, select_device
+from s2l_tools.cli.predict import main
+from s2l_tools.inference.predict import predict_image, predict_probability, select_device
 
 
 def _blobs(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:

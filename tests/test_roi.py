@@ -11,6 +11,7 @@ import pytest
 from roifile import ROI_OPTIONS, ROI_SUBTYPE, ROI_TYPE, ImagejRoi
 
 from s2l_tools.io import roi as R
+from s2l_tools.io.roi import files as roi_files
 from s2l_tools.errors import S2LError, S2LWarning
 
 from _imagej import IMAGEJ_AVAILABLE, run_jython
@@ -402,11 +403,11 @@ def test_read_rois_errors(tmp_path, monkeypatch):
     with pytest.raises(S2LError, match="unsafe path"):
         R.read_rois(z)
     z = _zip(tmp_path / "many.zip", {f"fg-{i}.roi": good for i in range(5)})
-    monkeypatch.setattr(R, "MAX_ZIP_MEMBERS", 4)
+    monkeypatch.setattr(roi_files, "MAX_ZIP_MEMBERS", 4)
     with pytest.raises(S2LError, match=r"many\.zip: 5 zip members, more than the 4"):
         R.read_rois(z)
-    monkeypatch.setattr(R, "MAX_ZIP_MEMBERS", 100_000)
-    monkeypatch.setattr(R, "MAX_ZIP_BYTES", 100)
+    monkeypatch.setattr(roi_files, "MAX_ZIP_MEMBERS", 100_000)
+    monkeypatch.setattr(roi_files, "MAX_ZIP_BYTES", 100)
     with pytest.raises(S2LError, match="bytes uncompressed, more than 100"):
         R.read_rois(z)
     z = _zip(tmp_path / "empty.zip", {})

@@ -5,8 +5,7 @@ import pytest
 import roifile
 import tifffile
 
-from s2l_tools.data import dataset
-from s2l_tools.data import scribbles
+from s2l_tools.cli import check, scribbles
 from s2l_tools.data.demo_data import make_demo_dataset
 from s2l_tools.io.images import read_labels
 from s2l_tools.io.roi import read_rois, rois_to_scribbles
@@ -112,22 +111,22 @@ def test_text_roi_is_refused(tmp_path, capsys):
 def test_check_reports_problems(data, capsys):
     assert scribbles.main([str(data)]) == 0
     capsys.readouterr()
-    assert dataset.main([str(data)]) == 0
+    assert check.main([str(data)]) == 0
     assert "no problems found" in capsys.readouterr().out
     tifffile.imwrite(data / "scribbles" / "nuclei_001.tif", np.zeros((10, 10), np.uint8))
     tifffile.imwrite(data / "scribbles" / "orphan.tif", np.zeros((10, 10), np.uint8))
-    assert dataset.main([str(data)]) == 1
+    assert check.main([str(data)]) == 1
     out = capsys.readouterr().out
     assert "differs from its image" in out and "no image named 'orphan'" in out
 
 
 def test_check_missing_folder(tmp_path, capsys):
-    assert dataset.main([str(tmp_path / "nope")]) == 1
+    assert check.main([str(tmp_path / "nope")]) == 1
     assert "no such dataset folder" in capsys.readouterr().err
 
 
 def test_help_has_example(capsys):
-    for mod in (scribbles, dataset):
+    for mod in (scribbles, check):
         assert mod.main(["--help"]) == 0
         assert "example:" in capsys.readouterr().out
 

@@ -10,6 +10,7 @@ from s2l_tools.training.model import build_model
 from s2l_tools.training.step import (
     IGNORE_INDEX,
     compute_losses,
+    crf_loss,
     pseudo_labels,
     scribble_loss,
     scribble_targets,
@@ -128,16 +129,68 @@ def test_pseudo_uses_current_prediction():
     assert warm["loss"].item() == pytest.approx(LN2)
 
 
-def test_full_mask():
+def test_unknown_method_and_full_are_refused():
+    """'full' trains 'pce' on dense labels (the engine makes them): no method of its own."""
     logits = _px((0, 0), (0, LN3), (LN3, 0))
-    mask = _row(0, 7, 0, dtype=torch.int32)  # instance label 7 -> foreground
-    out = compute_losses(logits, _row(0, 0, 0), None, method="full", full_mask=mask)
-    assert out["loss"].item() == pytest.approx((LN2 + (LN4 - LN3) + (LN4 - LN3)) / 3, rel=1e-6)
-    assert out["l_sp"].item() == 0
-    with pytest.raises(ValueError, match="full_mask"):
-        compute_losses(logits, _row(0, 0, 0), None, method="full")
-    with pytest.raises(ValueError, match="method"):
-        compute_losses(logits, _row(0, 0, 0), None, method="grabcut")
+    for method in ("grabcut", "full"):
+        with pytest.raises(ValueError, match="method"):
+            compute_losses(logits, _row(0, 0, 0), None, method=method)
+
+
+def _two_region_image(edge=16, n=32):
+    """(1, 1, n, n) image: dark left of column ``edge``, bright right of it."""
+    img = torch.zeros(1, 1, n, n)
+    img[..., edge:] = 1.0
+    return img
+
+
+def _split_logits(col, n=32, strength=20.0):
+    """(1, 2, n, n) logits: background left of ``col``, foreground from ``col`` on."""
+    fg = torch.full((1, n, n), -strength)
+    fg[..., col:] = strength
+    return torch.stack([torch.zeros_like(fg), fg], dim=1)
+
+
+def test_crf_loss_prefers_boundaries_on_image_edges():
+    image = _two_region_image(edge=16)
+    on_edge = crf_loss(_split_logits(16), image).item()
+    off_edge = crf_loss(_split_logits(10), image).item()  # cuts the uniform dark region
+    constant = crf_loss(_split_logits(0), image).item()
+    assert constant == pytest.approx(0.0, abs=1e-6)
+    assert 0 <= on_edge < 1e-3  # the intensity step of 1 = 10 sigma: nearly free
+    assert off_edge > 50 * on_edge and off_edge < 1
+    # a soft boundary in the uniform region is pushed to be sharp: fg down left of it, up right
+    logits = _split_logits(10, strength=2.0).requires_grad_(True)
+    crf_loss(logits, image).backward()
+    g = logits.grad[0, 1]
+    assert torch.isfinite(logits.grad).all()
+    assert g[:, 8:10].mean() > 0 > g[:, 10:12].mean()
+
+
+def test_crf_loss_checks_its_input():
+    with pytest.raises(ValueError, match="image must have shape"):
+        crf_loss(_split_logits(3, n=8), torch.zeros(1, 1, 4, 4))
+    with pytest.raises(ValueError, match="radius"):
+        crf_loss(_split_logits(3, n=8), torch.zeros(1, 1, 8, 8), radius=0)
+
+
+def test_rloss_is_pce_plus_weighted_crf():
+    image = _two_region_image(edge=16)
+    logits = _split_logits(10, strength=2.0)
+    scribble = torch.zeros(1, 32, 32, dtype=torch.uint8)
+    scribble[0, 5, 2:6] = 1
+    scribble[0, 5, 20:30] = 2
+    out = compute_losses(logits, scribble, None, method="rloss", image=image, crf_weight=3.0)
+    assert out["l_crf"].item() == pytest.approx(crf_loss(logits, image).item(), rel=1e-6)
+    assert out["loss"].item() == pytest.approx(out["l_sp"].item() + 3.0 * out["l_crf"].item(),
+                                               rel=1e-6)
+    assert out["l_up"].item() == 0
+    pce = compute_losses(logits, scribble, None, method="pce")
+    assert pce["l_crf"].item() == 0 and pce["loss"].item() == pytest.approx(out["l_sp"].item())
+    with pytest.raises(ValueError, match="needs the image"):
+        compute_losses(logits, scribble, None, method="rloss", crf_weight=1.0)
+    with pytest.raises(ValueError, match="crf_weight"):
+        compute_losses(logits, scribble, None, method="rloss", image=image, crf_weight=-1.0)
 
 
 def _tiny_batch(seed=0):
@@ -179,7 +232,7 @@ def test_train_step_s2l_and_mixed_precision_path(tiny_model):
         pseudo_weight=0.5, device="cpu",
         scaler=torch.amp.GradScaler("cpu"), autocast_dtype=torch.bfloat16,
     )
-    assert set(out) == {"loss", "l_sp", "l_up", "l_full", "coverage"}
+    assert set(out) == {"loss", "l_sp", "l_up", "l_crf", "coverage"}
     assert out["l_up"] > 0 and 0 < out["coverage"] < 1
     assert out["loss"] == pytest.approx(out["l_sp"] + 0.5 * out["l_up"], rel=1e-5)
 

@@ -10,12 +10,12 @@ from skimage.draw import disk
 
 from s2l_tools.errors import S2LWarning
 from s2l_tools.labels import BACKGROUND, BACKGROUND_CLASS, FOREGROUND, FOREGROUND_CLASS
+from s2l_tools.cli.synth import main
 from s2l_tools.data.synth import (
     BACKGROUND_MARGIN,
     NEAR_DISTANCE,
     handdrawn_rois,
     image_seed,
-    main,
     synthesize_scribbles,
 )
 
@@ -485,7 +485,7 @@ def test_hand_bad_input(small_labels, kwargs, match):
 def test_cli_hand_writes_rois_and_their_scribbles(data, capsys):
     import roifile
 
-    from s2l_tools.data import scribbles
+    from s2l_tools.cli import scribbles
     from s2l_tools.io.images import read_labels
     from s2l_tools.io.roi import read_rois, rois_to_scribbles
 

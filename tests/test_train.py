@@ -16,7 +16,7 @@ import torch
 from s2l_tools.cli import train
 from s2l_tools.training.checkpoint import load_checkpoint
 from s2l_tools.data.demo_data import make_demo_dataset
-from s2l_tools.data.scribbles import main as scribbles_main
+from s2l_tools.cli.scribbles import main as scribbles_main
 
 TINY = ["--encoder", "resnet18", "--crop", "32", "--batch-size", "2", "--samples-per-epoch",
         "4", "--warmup-epochs", "1", "--ensemble-every", "1", "--checkpoint-every", "2",
@@ -153,7 +153,7 @@ def test_ctrl_c_writes_checkpoint(data, tmp_path):
 
 def test_store_owners_and_sharded_epoch_plan(data):
     from s2l_tools.training.config import TrainConfig
-    from s2l_tools.training.engine import epoch_plan, load_training_data, store_owners
+    from s2l_tools.training.data import epoch_plan, load_training_data, store_owners
     from s2l_tools.errors import S2LError
 
     shapes = [(10, 10), (10, 10), (10, 10), (20, 20)]

@@ -29,6 +29,7 @@ DEMO_TRAIN_ARGS = [
 
 
 def _step(title: str, prog: str, main, argv: list[str]) -> None:
+    """Print the command line of one step, run its ``main`` and stop on failure."""
     print(f"\n== {title}\n$ {prog} {shlex.join(argv)}", flush=True)
     rc = main(argv)
     if rc != 0:
@@ -36,6 +37,7 @@ def _step(title: str, prog: str, main, argv: list[str]) -> None:
 
 
 def get_parser():
+    """The argument parser of ``s2l-demo``."""
     parser = make_parser(
         "s2l-demo",
         "Generate a synthetic nuclei dataset with Fiji-style scribbles, convert, train, "
@@ -52,10 +54,7 @@ def get_parser():
 def _main(args) -> int:
     import shutil
 
-    from s2l_tools.evaluation import evaluate
-    from s2l_tools.inference import predict
-    from s2l_tools.data import scribbles
-    from s2l_tools.cli import train
+    from s2l_tools.cli import evaluate, predict, scribbles, train
     from s2l_tools.data.demo_data import make_demo_dataset
 
     t0 = time.perf_counter()
@@ -88,6 +87,7 @@ def _main(args) -> int:
 
 
 def main(argv=None) -> int:
+    """Entry point of ``s2l-demo``; returns the exit status."""
     return run(_main, get_parser(), argv)
 
 

@@ -1,8 +1,180 @@
-"""``s2l-predict``: the command line of :mod:`s2l_tools.inference.predict`."""
+"""``s2l-predict``: segment images with a trained model.
 
-from s2l_tools.inference.predict import get_parser, main
+The prediction is :mod:`s2l_tools.inference.predict` (see its docstring for
+what is written per image); this module parses the command line, checks the
+options, runs the images through :func:`~s2l_tools.inference.predict.predict_image`
+and writes the results.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from s2l_tools.cli import _common as _cli
+from s2l_tools.device import select_device, torch_prob_fn
+from s2l_tools.errors import S2LError
+from s2l_tools.inference.onnx import PAD_MULTIPLE
+from s2l_tools.inference.predict import (
+    DESCRIPTION,
+    _check_tiling,
+    _input_files,
+    _label_dtype,
+    _onnx_prob_fn,
+    _plan_outputs,
+    predict_image,
+)
 
 __all__ = ["get_parser", "main"]
 
+
+def get_parser():
+    """The argument parser of ``s2l-predict``."""
+    parser = _cli.make_parser(
+        "s2l-predict",
+        "Segment images with a model trained by s2l-train: writes OUT/<stem>.tif "
+        "(instance labels, 0 = background), optionally <stem>_prob.tif (foreground "
+        "probability) and <stem>_rois.zip (ImageJ ROIs, one per cell).",
+        "  s2l-predict runs/exp1 data/new_images --out predictions --rois\n"
+        "  s2l-predict runs/exp1/model.pt cell.tif --out pred --threshold 0.6 --watershed",
+    )
+    parser.add_argument("model", metavar="RUN_OR_MODEL",
+                        help="run folder written by s2l-train (model.pt inside), a model file, "
+                        "or an ONNX file written by s2l-export")
+    parser.add_argument("images", metavar="IMAGES", help="an image file or a folder of images")
+    parser.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                        help="where to run the network")
+    parser.add_argument("--threshold", type=float, default=None, metavar="T",
+                        help="foreground probability threshold (default: the model's)")
+    parser.add_argument("--min-size", type=int, default=None, metavar="N",
+                        help="remove objects smaller than N pixels (default: the model's)")
+    parser.add_argument("--no-fill-holes", dest="fill_holes", action="store_false",
+                        help="keep holes inside objects")
+    parser.add_argument("--watershed", action="store_true",
+                        help="split touching cells (distance-transform watershed)")
+    parser.add_argument("--prob", action="store_true",
+                        help="also write OUT/<stem>_prob.tif (float32 foreground probability)")
+    parser.add_argument("--rois", action="store_true",
+                        help="also write OUT/<stem>_rois.zip (ImageJ ROI set, one ROI per cell)")
+    parser.add_argument("--channel", type=int, default=None, metavar="N",
+                        help="channel to segment, 0-based (default: the model's)")
+    parser.add_argument("--tile", type=int, default=None, metavar="N",
+                        help="tile size in pixels, a multiple of 32 (default: the model's)")
+    parser.add_argument("--overlap", type=int, default=None, metavar="N",
+                        help="overlap between tiles in pixels (default: the model's)")
+    parser.add_argument("--batch-size", type=int, default=4, metavar="N",
+                        help="tiles per network call (more is faster on a GPU)")
+    parser.add_argument("--amp", action="store_true",
+                        help="mixed precision: bf16/fp16 on a GPU; bf16 on a CPU that has it natively "
+                             "(AVX512-BF16/AMX; ~1.8x faster there). Probabilities differ by "
+                             "up to ~1e-2")
+    return parser
+
+
+def _main(args) -> int:
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from s2l_tools.io.images import normalize, read_raw, write_tiff
+    from s2l_tools.training.checkpoint import load_model
+    from s2l_tools.training.rundir import resolve_model_path
+
+    # validate the options, the inputs and the outputs before loading anything heavy
+    if args.threshold is not None and not 0.0 <= args.threshold < 1.0:
+        raise S2LError(f"--threshold {args.threshold:g}: must be in [0, 1) (a probability; "
+                       "0.5 is the usual choice)")
+    if args.min_size is not None and args.min_size < 0:
+        raise S2LError(f"--min-size {args.min_size}: must be 0 or more (pixels)")
+    if args.channel is not None and args.channel < 0:
+        raise S2LError(f"--channel {args.channel}: must be 0 or more (0-based)")
+    if args.batch_size < 1:
+        raise S2LError(f"--batch-size {args.batch_size}: must be 1 or more")
+    if args.tile is not None and (args.tile < PAD_MULTIPLE or args.tile % PAD_MULTIPLE):
+        raise S2LError(f"--tile {args.tile}: must be a multiple of {PAD_MULTIPLE} "
+                       "(e.g. 256 or 512)")
+    if args.overlap is not None and args.overlap < 0:
+        raise S2LError(f"--overlap {args.overlap}: must be 0 or more (pixels)")
+    images, out = Path(args.images), Path(args.out)
+    files = _input_files(images)
+    plans = _plan_outputs(files, out, prob=args.prob, rois=args.rois)
+    model_path = resolve_model_path(args.model)
+    device = select_device(args.device)
+    roi_module = None
+    if args.rois:
+        try:
+            from s2l_tools.io import roi as roi_module
+        except ImportError as exc:
+            raise S2LError(f"--rois: cannot import s2l_tools.io.roi ({exc}); run without "
+                           "--rois") from None
+
+    if model_path.suffix.lower() == ".onnx":
+        fn, meta = _onnx_prob_fn(model_path, device)
+    else:
+        model, meta = load_model(model_path, device=device)
+        fn = torch_prob_fn(model, device=device, amp=True if args.amp else None)
+    if args.tile is not None:
+        meta.tile = args.tile
+    if args.overlap is not None:
+        meta.overlap = args.overlap
+    if args.tile is not None and args.overlap is None and meta.overlap >= meta.tile:
+        meta.overlap = meta.tile // 4
+    if meta.overlap >= meta.tile:
+        raise S2LError(f"--overlap {meta.overlap}: must be less than the tile size "
+                       f"{meta.tile}; lower --overlap or raise --tile")
+    _check_tiling(meta.tile, meta.overlap)
+    channel = args.channel if args.channel is not None else meta.channel
+    norm = dict(meta.normalization or {})
+    norm_kw = {"method": norm.get("method", "percentile")}
+    for key in ("low", "high"):
+        if key in norm:
+            norm_kw[key] = float(norm[key])
+    threshold = meta.threshold if args.threshold is None else args.threshold
+    min_size = meta.min_size if args.min_size is None else args.min_size
+
+    console = Console(stderr=True)
+    n_objects, start = 0, time.perf_counter()
+    with Progress(console=console, disable=not console.is_terminal, transient=True) as progress:
+        task = progress.add_task("predicting", total=len(files))
+        for path, plan in zip(files, plans):
+            progress.update(task, description=path.name)
+            raw = read_raw(path, channel=channel)
+            if raw.shape[0] != meta.in_channels:
+                raise S2LError(
+                    f"{path}: {raw.shape[0]} channel(s), but the model was trained on "
+                    f"{meta.in_channels}; pick the channel with --channel N or train a model "
+                    f"on {raw.shape[0]}-channel images"
+                )
+            image = normalize(raw, **norm_kw, source=str(path))
+            labels, prob = predict_image(
+                fn, image, meta, threshold=threshold, min_size=min_size,
+                fill_holes=args.fill_holes,
+                declump="watershed" if args.watershed else "none",
+                batch_size=args.batch_size,
+            )
+            write_tiff(plan["labels"], _label_dtype(labels), description=DESCRIPTION)
+            if "prob" in plan:
+                write_tiff(plan["prob"], prob.astype(np.float32),
+                           description="s2l-predict foreground probability")
+            if "rois" in plan:
+                roi_module.labels_to_roiset(labels, plan["rois"], name_prefix="cell")
+            n_objects += int(labels.max())
+            progress.advance(task)
+
+    n = len(files)
+    print(f"s2l-predict: {n} image{'s' if n != 1 else ''}, {n_objects} object"
+          f"{'s' if n_objects != 1 else ''} -> {out} (threshold {threshold:g}, "
+          f"{device.type}, {time.perf_counter() - start:.1f} s)")
+    return 0
+
+
+def main(argv=None) -> int:
+    """Entry point of ``s2l-predict``; returns the exit status."""
+    return _cli.run(_main, get_parser(), argv)
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit(main())

@@ -7,7 +7,6 @@ line win). See :mod:`s2l_tools.training.config` for how epochs relate to the pap
 
 from __future__ import annotations
 
-import json
 from dataclasses import fields
 from pathlib import Path
 
@@ -18,7 +17,8 @@ from s2l_tools.errors import S2LError
 _HELP = {
     "val": "validation dataset with masks/ (scored every --val-every epochs)",
     "method": "s2l (Scribble2Label), pce (scribbles only), pseudo (Pseudo-Label), "
-              "full (full masks; an upper bound)",
+              "rloss (scribbles + a CRF loss that pulls boundaries to image edges, Tang et "
+              "al. 2018), full (full masks; an upper bound)",
     "fast_start": "forest: a random-forest pixel classifier (as ilastik/Labkit) trained on the "
                   "scribbles gives the EMA store its first map, so pseudo-labels act from "
                   "epoch 1 (--method s2l only); none: the paper's warm-up on scribbles alone",
@@ -33,6 +33,8 @@ _HELP = {
     "ema_alpha": "EMA weight of the newest prediction (alpha)",
     "threshold": "consistency threshold tau for pseudo-labels",
     "pseudo_weight": "weight lambda of the pseudo-label loss",
+    "crf_weight": "weight of the CRF loss (bilateral Potts, radius 5 px; any method but full; "
+                  "default: 5 with --method rloss, else 0)",
     "lr": "encoder learning rate (RAdam)",
     "weight_decay": "weight decay",
     "decoder_lr_mult": "decoder learning rate = lr x this",
@@ -95,13 +97,13 @@ def get_parser():
             continue
         flag = "--" + f.name.replace("_", "-")
         default = getattr(defaults, f.name)
-        help_text = f"{_HELP.get(f.name, f.name)} (default: {default})"
+        help_text = _HELP.get(f.name, f.name) + ("" if default is None else f" (default: {default})")
         if isinstance(default, bool):
             parser.add_argument(flag, default=None, action="store_true", help=help_text)
             parser.add_argument("--no-" + f.name.replace("_", "-"), dest=f.name,
                                 action="store_false", help="turn off " + flag)
             continue
-        kind = {"epochs": int}.get(f.name)
+        kind = {"epochs": int, "crf_weight": float}.get(f.name)
         if kind is None:
             kind = type(default) if default is not None else (
                 int if f.name in ("channel", "samples_per_epoch", "val_every") else str)
@@ -121,21 +123,12 @@ def config_from_args(args) -> TrainConfig:
     if args.resume:
         if args.out is None:
             raise S2LError("--resume needs --out RUN (the run folder to continue)")
-        from s2l_tools.training.distributed import is_uri, read_run_text
+        from s2l_tools.training import rundir
 
-        if is_uri(args.out):  # a Ray run in a URI
-
-            text = read_run_text(args.out, "config.json")
-            if text is None:
-                raise S2LError(f"{args.out}/config.json: nothing to resume in {args.out}; "
-                               "start without --resume")
-            cfg = TrainConfig.from_dict(json.loads(text), source=f"{args.out}/config.json")
-        else:
-            saved = Path(args.out) / "config.json"
-            if not saved.is_file():
-                raise S2LError(f"{saved}: nothing to resume in {args.out}; start without "
-                               "--resume")
-            cfg = TrainConfig.from_json(saved)
+        cfg = rundir.read_config(args.out)  # a local run, or a Ray run in a URI
+        if cfg is None:
+            raise S2LError(f"{rundir.run_file(args.out, rundir.CONFIG)}: nothing to resume in "
+                           f"{args.out}; start without --resume")
     if getattr(args, "preset", None):
         for name, value in PRESETS[args.preset].items():
             setattr(cfg, name, value)
@@ -154,8 +147,8 @@ def config_from_args(args) -> TrainConfig:
 
 
 def _main(args) -> int:
-    from s2l_tools.training.distributed import is_uri
-    from s2l_tools.training.engine import fit, latest_checkpoint
+    from s2l_tools.training import rundir
+    from s2l_tools.training.engine import fit
 
     cfg = config_from_args(args)
     if cfg.distributed:
@@ -163,18 +156,19 @@ def _main(args) -> int:
 
         last = fit_distributed(cfg, resume=args.resume)
         out = cfg.out
-        print(f"done: model in {out}/model.pt; metrics in {out}/metrics.csv"
+        print(f"done: model in {rundir.run_file(out, rundir.MODEL)}; metrics in "
+              f"{rundir.run_file(out, rundir.METRICS)}"
               + (f"; val IoU {last['val_iou']:.3f}" if "val_iou" in last else ""))
         return 0
-    if is_uri(cfg.out):
+    if rundir.is_uri(cfg.out):
         raise S2LError(f"--out {cfg.out}: a URI needs Ray; add --num-workers N, or give a "
                        "local folder")
     out = Path(cfg.out)
-    if not args.resume and latest_checkpoint(out) is not None:  # a run of its own or Ray's
+    if not args.resume and rundir.latest_checkpoint(out) is not None:  # its own or Ray's
         raise S2LError(f"{out}: holds a run already; continue it with --resume or choose "
                        "another --out")
     last = fit(cfg, resume=args.resume)
-    print(f"done: model in {out / 'model.pt'}; metrics in {out / 'metrics.csv'}"
+    print(f"done: model in {out / rundir.MODEL}; metrics in {out / rundir.METRICS}"
           + (f"; val IoU {last['val_iou']:.3f}" if "val_iou" in last else ""))
     return 0
 

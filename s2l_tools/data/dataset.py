@@ -1,4 +1,4 @@
-"""The dataset layout every tool reads, and ``s2l-check``.
+"""The dataset layout every tool reads, and the checks behind ``s2l-check``.
 
 ::
 
@@ -7,8 +7,9 @@
     DATA/scribbles/<stem>.tif                scribble masks (0 unlabeled, 1 bg, 2 fg)
     DATA/masks/<stem>.tif                    optional full instance labels
 
-Files are paired by stem (the name without its suffix). ``s2l-check DATA``
-summarises a dataset and lists every problem found.
+Files are paired by stem (the name without its suffix). :func:`check_dataset`
+reads a dataset and lists every problem found (``s2l-check DATA``, in
+:mod:`s2l_tools.cli.check`, prints it).
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from pathlib import Path
 import numpy as np
 
 from s2l_tools import labels as L
-from s2l_tools.cli._common import make_parser, run
 from s2l_tools.errors import S2LError
 from s2l_tools.io.images import LABEL_SUFFIXES, image_stem, list_images, read_labels, read_raw
 
@@ -123,10 +123,27 @@ class CheckReport:
 def check_dataset(root: str | os.PathLike, *, channel: int | None = None) -> CheckReport:
     """Read every file of a dataset and list its problems.
 
-    Returns a row per image (size, channels, dtype, scribbled pixels per
-    class, mask objects) and the problems: unpaired files, size mismatches,
-    empty scribbles, unreadable files, differing channel counts, and a
-    dataset with no background or no foreground scribble at all.
+    Parameters
+    ----------
+    root : path-like
+        The dataset folder (``images/`` inside; see the module docstring).
+    channel : int, optional
+        Channel of multi-channel images to read (0-based); all channels when
+        ``None``.
+
+    Returns
+    -------
+    report : CheckReport
+        A row per image (size, channels, dtype, scribbled pixels per class,
+        mask objects), the totals, and the problems found: unpaired files,
+        size mismatches, empty scribbles, unreadable files, differing channel
+        counts, and a dataset with no background or no foreground scribble at
+        all. An empty ``report.problems`` means the dataset is fine.
+
+    Raises
+    ------
+    S2LError
+        ``root`` is not a dataset folder (see :func:`open_dataset`).
     """
     ds = open_dataset(root)
     rows, problems = [], []
@@ -195,52 +212,3 @@ def check_dataset(root: str | os.PathLike, *, channel: int | None = None) -> Che
             problems.append(f"{ds.scribbles_dir}: no foreground scribble in any image; "
                             "draw a few strokes through cells")
     return CheckReport(rows, problems, totals)
-
-
-def print_report(report: CheckReport, *, root: Path) -> None:
-    """Show a check report as a rich table and a list of problems."""
-    from rich.console import Console
-    from rich.table import Table
-
-    console = Console()
-    table = Table(title=f"dataset {root}")
-    for col in ("stem", "size", "channels", "dtype", "bg_px", "fg_px", "objects"):
-        table.add_column(col, justify="left" if col == "stem" else "right")
-    for row in report.rows:
-        table.add_row(*(str(row[c]) for c in ("stem", "size", "channels", "dtype", "bg_px",
-                                               "fg_px", "objects")))
-    console.print(table)
-    t = report.totals
-    console.print(f"{t['images']} images, {t['scribbled_images']} with scribbles, "
-                  f"{t['background_px']} background and {t['foreground_px']} foreground "
-                  "scribbled pixels")
-    for p in report.problems:
-        console.print(f"[red]problem:[/red] {p}", markup=True, highlight=False)
-    if not report.problems:
-        console.print("no problems found")
-
-
-def get_parser():
-    parser = make_parser(
-        "s2l-check",
-        "Summarise a dataset (DATA/images, rois, scribbles, masks) and list every problem.",
-        "  s2l-check my_data            # exit 1 when problems are found",
-    )
-    parser.add_argument("data", type=Path, help="dataset folder (with images/ inside)")
-    parser.add_argument("--channel", type=int, default=None,
-                        help="channel to use for multi-channel images (0-based)")
-    return parser
-
-
-def _main(args) -> int:
-    report = check_dataset(args.data, channel=args.channel)
-    print_report(report, root=args.data)
-    return 1 if report.problems else 0
-
-
-def main(argv=None) -> int:
-    return run(_main, get_parser(), argv)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -19,22 +19,20 @@ Coordinates follow ImageJ: line ROIs have their vertices on pixel centres
 
 from __future__ import annotations
 
-import io
 import os
 from pathlib import Path
 
 import numpy as np
 import roifile
-import tifffile
 from scipy import ndimage as ndi
 
-from s2l_tools.io.atomic import write_bytes_atomic
 from s2l_tools.errors import S2LError
+from s2l_tools.io.images import write_tiff
+from s2l_tools.io.roi import write_roiset
+from s2l_tools.labels import GROUP_BACKGROUND, GROUP_FOREGROUND
 
 __all__ = ["make_nuclei_image", "scribble_rois", "make_demo_dataset"]
 
-FOREGROUND_GROUP = 1
-BACKGROUND_GROUP = 2
 #: ARGB stroke colours (roifile stores big-endian ARGB bytes)
 FOREGROUND_COLOR = b"\xff\xff\xff\x00"  # yellow
 BACKGROUND_COLOR = b"\xff\x00\xff\xff"  # cyan
@@ -549,7 +547,7 @@ def scribble_rois(
                 pts,
                 roitype=roifile.ROI_TYPE.FREELINE if freeline else roifile.ROI_TYPE.POLYLINE,
                 name=f"fg-{len(fg) + 1:03d}",
-                group=FOREGROUND_GROUP,
+                group=GROUP_FOREGROUND,
                 width=width,
                 color=FOREGROUND_COLOR,
             )
@@ -570,7 +568,7 @@ def scribble_rois(
                     verts + [x0, y0],
                     roitype=roifile.ROI_TYPE.FREEHAND,
                     name=f"fg-{len(fg) + 1:03d}",
-                    group=FOREGROUND_GROUP,
+                    group=GROUP_FOREGROUND,
                     width=1,
                     color=FOREGROUND_COLOR,
                 )
@@ -598,7 +596,7 @@ def scribble_rois(
                 pts,
                 roitype=roifile.ROI_TYPE.FREELINE if freeline else roifile.ROI_TYPE.POLYLINE,
                 name=f"bg-{len(bg) + 1:03d}",
-                group=BACKGROUND_GROUP,
+                group=GROUP_BACKGROUND,
                 width=width,
                 color=BACKGROUND_COLOR,
             )
@@ -611,7 +609,7 @@ def scribble_rois(
                     verts,
                     roitype=roifile.ROI_TYPE.POLYGON,
                     name=f"bg-{len(bg) + 1:03d}",
-                    group=BACKGROUND_GROUP,
+                    group=GROUP_BACKGROUND,
                     width=1,
                     color=BACKGROUND_COLOR,
                 )
@@ -622,21 +620,6 @@ def scribble_rois(
 # --------------------------------------------------------------------------
 # dataset
 # --------------------------------------------------------------------------
-
-
-def _tiff_bytes(array: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    tifffile.imwrite(buf, array, imagej=True, photometric="minisblack")
-    return buf.getvalue()
-
-
-def _roiset_bytes(rois: list[roifile.ImagejRoi]) -> bytes:
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "RoiSet.zip")
-        roifile.roiwrite(path, rois, mode="w")
-        return Path(path).read_bytes()
 
 
 def make_demo_dataset(
@@ -698,12 +681,13 @@ def make_demo_dataset(
             "mask": root / split / "masks" / f"{stem}.tif",
             "n_cells": int(labels.max()),
         }
-        write_bytes_atomic(entry["image"], _tiff_bytes(image))
-        write_bytes_atomic(entry["mask"], _tiff_bytes(labels.astype(np.uint16)))
+        # ImageJ TIFFs, uncompressed, as Fiji saves them
+        write_tiff(entry["image"], image, imagej=True, compression=None)
+        write_tiff(entry["mask"], labels.astype(np.uint16), imagej=True, compression=None)
         if rois is not None:
             entry["rois"] = root / split / "rois" / f"{stem}.zip"
-            write_bytes_atomic(entry["rois"], _roiset_bytes(rois))
-            entry["n_fg_rois"] = sum(r.group == FOREGROUND_GROUP for r in rois)
-            entry["n_bg_rois"] = sum(r.group == BACKGROUND_GROUP for r in rois)
+            write_roiset(rois, entry["rois"])
+            entry["n_fg_rois"] = sum(r.group == GROUP_FOREGROUND for r in rois)
+            entry["n_bg_rois"] = sum(r.group == GROUP_BACKGROUND for r in rois)
         summary[split].append(entry)
     return summary

@@ -1,9 +1,12 @@
-"""``s2l-scribbles``: ImageJ/Fiji ROIs -> scribble masks.
+"""ImageJ/Fiji ROIs -> scribble masks (the library of ``s2l-scribbles``).
 
-Reads each image's ROIs (``DATA/rois/<stem>.zip`` or ``.roi``, else the
-overlay saved inside ``DATA/images/<stem>.tif``), rasterises them exactly as
-ImageJ draws them (:mod:`s2l_tools.io.roi`) and writes ``DATA/scribbles/<stem>.tif``
-(uint8: 0 unlabeled, 1 background, 2 foreground).
+:func:`find_jobs` pairs each image with its ROIs (``DATA/rois/<stem>.zip`` or
+``.roi``, else the overlay saved inside ``DATA/images/<stem>.tif``),
+:func:`class_maps` turns the class options into :func:`s2l_tools.io.roi.roi_class`
+rules, :func:`convert` rasterises the ROIs exactly as ImageJ draws them
+(:mod:`s2l_tools.io.roi`) and :func:`write_mask` writes
+``DATA/scribbles/<stem>.tif`` (uint8: 0 unlabeled, 1 background, 2 foreground).
+The command line is :mod:`s2l_tools.cli.scribbles`.
 
 Every input is converted and checked before anything is written, so a bad
 ROI in the last image leaves no half-converted dataset behind.
@@ -11,16 +14,20 @@ ROI in the last image leaves no half-converted dataset behind.
 
 from __future__ import annotations
 
+import os
 import re
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
 from s2l_tools import labels as L
-from s2l_tools.cli._common import make_parser, run
 from s2l_tools.data.dataset import ROI_SUFFIXES, open_dataset
 from s2l_tools.errors import S2LError
 from s2l_tools.io.images import IMAGE_SUFFIXES, image_stem, list_images, read_raw, write_tiff
+
+__all__ = ["DESCRIPTION", "Job", "class_maps", "convert", "find_jobs", "write_mask"]
 
 #: TIFF description written into every mask this tool makes: such files are
 #: ours to replace on a re-run; any other file needs --overwrite.
@@ -38,13 +45,71 @@ def _ours(path: Path) -> bool:
     return desc.startswith("s2l-")
 
 
-def _class_maps(args):
-    groups = {g: L.FOREGROUND_CLASS for g in args.fg_group}
-    groups.update({g: L.BACKGROUND_CLASS for g in args.bg_group})
+def write_mask(path: str | os.PathLike, mask: np.ndarray) -> None:
+    """Write a scribble mask as ``s2l-scribbles`` does (atomically, tagged as ours).
+
+    Parameters
+    ----------
+    path : path-like
+        Output ``.tif``.
+    mask : (H, W) uint8 ndarray
+        0 unlabeled, 1 background, 2 foreground.
+    """
+    write_tiff(path, mask, description=DESCRIPTION)
+
+
+class Job(NamedTuple):
+    """One image to convert: its ROIs (None: the TIFF's overlay) and the output mask."""
+
+    stem: str
+    image: Path
+    rois: Path | None
+    out: Path
+
+
+def class_maps(
+    *,
+    fg_groups: Sequence[int] = (),
+    bg_groups: Sequence[int] = (),
+    fg_name: str | None = None,
+    bg_name: str | None = None,
+    colors: Iterable[str] = (),
+) -> tuple[dict[int, int] | None, dict[str, int] | None, dict[str, int] | None]:
+    """Class rules for :func:`s2l_tools.io.roi.rois_to_scribbles` from the user's options.
+
+    Parameters
+    ----------
+    fg_groups, bg_groups : sequence of int
+        ROI groups meaning foreground / background. Giving only one of them
+        keeps the default group of the other (foreground 1, background 2);
+        neither: the default groups.
+    fg_name, bg_name : str, optional
+        Regular expressions for ROI names (matched at the start, any case).
+    colors : iterable of str
+        ``'#RRGGBB=fg'`` or ``'#RRGGBB=bg'`` (stroke colours).
+
+    Returns
+    -------
+    groups, names, colors : dict or None
+        None where the defaults of :func:`s2l_tools.io.roi.roi_class` apply.
+
+    Raises
+    ------
+    S2LError
+        A name that is not a regular expression, a colour entry not
+        ``'#RRGGBB=fg|bg'``.
+    """
+    fg_groups, bg_groups = list(fg_groups), list(bg_groups)
+    if fg_groups and not bg_groups:
+        bg_groups = [L.GROUP_BACKGROUND]
+    if bg_groups and not fg_groups:
+        fg_groups = [L.GROUP_FOREGROUND]
+    groups = {g: L.FOREGROUND_CLASS for g in fg_groups}
+    groups.update({g: L.BACKGROUND_CLASS for g in bg_groups})
     names = None
-    if args.fg_name or args.bg_name:
+    if fg_name or bg_name:
         names = {}
-        for pattern, k in ((args.fg_name, L.FOREGROUND_CLASS), (args.bg_name, L.BACKGROUND_CLASS)):
+        for pattern, k in ((fg_name, L.FOREGROUND_CLASS), (bg_name, L.BACKGROUND_CLASS)):
             if pattern:
                 try:
                     re.compile(pattern)
@@ -52,23 +117,55 @@ def _class_maps(args):
                     raise S2LError(f"--{'fg' if k else 'bg'}-name {pattern!r}: not a valid "
                                    f"regular expression ({exc})") from None
                 names[pattern] = k
-    colors = None
-    if args.color:
-        colors = {}
-        for item in args.color:
+    color_map = None
+    colors = list(colors)
+    if colors:
+        color_map = {}
+        for item in colors:
             try:
                 value, cls = item.split("=")
-                colors[value.strip().lower()] = {"fg": L.FOREGROUND_CLASS,
-                                                 "bg": L.BACKGROUND_CLASS}[cls.strip().lower()]
+                color_map[value.strip().lower()] = {"fg": L.FOREGROUND_CLASS,
+                                                    "bg": L.BACKGROUND_CLASS}[cls.strip().lower()]
             except (ValueError, KeyError):
                 raise S2LError(f"--color {item!r}: expected '#RRGGBB=fg' or '#RRGGBB=bg'") from None
-    return groups, names, colors
+    return groups or None, names, color_map
 
 
-def _jobs(args) -> list[tuple[str, Path, Path | None, Path]]:
-    """(stem, image, rois or None for the overlay, output) for every image."""
-    if args.data is not None:
-        ds = open_dataset(args.data)
+def find_jobs(
+    *,
+    data: str | os.PathLike | None = None,
+    images: str | os.PathLike | None = None,
+    rois: str | os.PathLike | None = None,
+    out: str | os.PathLike | None = None,
+) -> list[Job]:
+    """The images to convert, with their ROIs and output masks.
+
+    Parameters
+    ----------
+    data : path-like, optional
+        A dataset folder (``images/``, ``rois/``; masks go to ``scribbles/``).
+    images : path-like, optional
+        Instead of ``data``: an image or a folder of images.
+    rois : path-like, optional
+        With ``images``: a RoiSet.zip/.roi, or a folder of them named like
+        the images (default: the overlay inside each TIFF).
+    out : path-like, optional
+        With ``images``: output folder, or a ``.tif`` for a single image.
+
+    Returns
+    -------
+    jobs : list of Job
+
+    Raises
+    ------
+    S2LError
+        Both or neither of ``data`` and ``images``/``out``, no images, ROI
+        files that match no image, or a missing ROI file or folder.
+    """
+    if data is not None and (images or out):
+        raise S2LError("give either a dataset folder or --images/--out, not both")
+    if data is not None:
+        ds = open_dataset(data)
         jobs = []
         for s in ds.samples:
             if s.image is None:
@@ -76,48 +173,86 @@ def _jobs(args) -> list[tuple[str, Path, Path | None, Path]]:
                     raise S2LError(f"{s.rois}: no image named '{s.stem}' in {ds.images_dir}; "
                                    "rename the ROI file to match its image")
                 continue
-            jobs.append((s.stem, s.image, s.rois, ds.scribbles_dir / f"{s.stem}.tif"))
+            jobs.append(Job(s.stem, s.image, s.rois, ds.scribbles_dir / f"{s.stem}.tif"))
         return jobs
-    if args.images is None or args.out is None:
+    if images is None or out is None:
         raise S2LError("give a dataset folder (s2l-scribbles DATA) or --images with --out")
-    images = [args.images] if args.images.is_file() else (
-        list_images(args.images, suffixes=IMAGE_SUFFIXES) if args.images.is_dir() else None)
-    if not images:
-        raise S2LError(f"{args.images}: no images found; give an image file or a folder of them")
+    images, out = Path(images), Path(out)
+    rois = None if rois is None else Path(rois)
+    image_files = [images] if images.is_file() else (
+        list_images(images, suffixes=IMAGE_SUFFIXES) if images.is_dir() else None)
+    if not image_files:
+        raise S2LError(f"{images}: no images found; give an image file or a folder of them")
     rois_by_stem: dict[str, Path] = {}
-    if args.rois is not None:
-        if args.rois.is_file():
-            if len(images) != 1:
-                raise S2LError(f"{args.rois}: one ROI file for {len(images)} images; give a "
+    if rois is not None:
+        if rois.is_file():
+            if len(image_files) != 1:
+                raise S2LError(f"{rois}: one ROI file for {len(image_files)} images; give a "
                                "folder of ROI files named like the images")
-            rois_by_stem[image_stem(images[0])] = args.rois
-        elif args.rois.is_dir():
-            for p in sorted(args.rois.iterdir()):
+            rois_by_stem[image_stem(image_files[0])] = rois
+        elif rois.is_dir():
+            for p in sorted(rois.iterdir()):
                 if p.suffix.lower() in ROI_SUFFIXES:
                     rois_by_stem[p.stem] = p
         else:
-            raise S2LError(f"{args.rois}: no such ROI file or folder")
-        stems = {image_stem(p) for p in images}
+            raise S2LError(f"{rois}: no such ROI file or folder")
+        stems = {image_stem(p) for p in image_files}
         orphans = sorted(set(rois_by_stem) - stems)
         if orphans:
-            raise S2LError(f"{args.rois}: ROI file(s) {', '.join(orphans[:5])} match no image in "
-                           f"{args.images}; name each RoiSet like its image")
-    single_file = len(images) == 1 and args.out.suffix.lower() in (".tif", ".tiff")
+            raise S2LError(f"{rois}: ROI file(s) {', '.join(orphans[:5])} match no image in "
+                           f"{images}; name each RoiSet like its image")
+    single_file = len(image_files) == 1 and out.suffix.lower() in (".tif", ".tiff")
     jobs = []
-    for img in images:
+    for img in image_files:
         stem = image_stem(img)
-        out = args.out if single_file else args.out / f"{stem}.tif"
-        jobs.append((stem, img, rois_by_stem.get(stem), out))
+        target = out if single_file else out / f"{stem}.tif"
+        jobs.append(Job(stem, img, rois_by_stem.get(stem), target))
     return jobs
 
 
-def convert(args) -> list[tuple[Path, np.ndarray]]:
-    """Convert every job to a mask in memory, checking everything first."""
+def convert(
+    jobs: Sequence[Job],
+    *,
+    groups: dict[int, int] | None = None,
+    names: dict[str, int] | None = None,
+    colors: dict[str, int] | None = None,
+    skip_unclassified: bool = False,
+    overwrite: bool = False,
+    source: str | os.PathLike | None = None,
+) -> list[tuple[Path, np.ndarray]]:
+    """Convert every job to a mask in memory, checking everything first.
+
+    Parameters
+    ----------
+    jobs : sequence of Job
+        From :func:`find_jobs`.
+    groups, names, colors : dict, optional
+        Class rules (:func:`class_maps`); None: the defaults.
+    skip_unclassified : bool
+        Skip ROIs of no class with a warning instead of refusing them.
+    overwrite : bool
+        Allow replacing existing masks that ``s2l-scribbles`` did not write.
+    source : str or path-like, optional
+        What to name in the messages about missing classes (the dataset,
+        ROI or image folder).
+
+    Returns
+    -------
+    results : list of (Path, (H, W) uint8 ndarray)
+        Output path and mask of every image with ROIs (images without ROIs
+        or overlay are skipped, with a note on stdout).
+
+    Raises
+    ------
+    S2LError
+        An output that would overwrite its input image or a file not
+        written by ``s2l-scribbles`` (without ``overwrite``), unreadable
+        ROIs, no ROIs at all, or no scribble of one of the two classes.
+    """
     from s2l_tools.io import roi as roimod
 
-    groups, names, colors = _class_maps(args)
     results, skipped = [], []
-    for stem, image, rois_path, out in _jobs(args):
+    for stem, image, rois_path, out in jobs:
         if image.resolve() == out.resolve():
             raise S2LError(f"{out}: the output would overwrite the input image; choose another --out")
         src = rois_path or image
@@ -132,10 +267,10 @@ def convert(args) -> list[tuple[Path, np.ndarray]]:
             continue
         shape = read_raw(image, channel=0).shape[1:]
         mask = roimod.rois_to_scribbles(
-            rois, shape, groups=groups or None, names=names, colors=colors,
-            skip_unclassified=args.skip_unclassified, source=str(src),
+            rois, shape, groups=groups, names=names, colors=colors,
+            skip_unclassified=skip_unclassified, source=str(src),
         )
-        if out.exists() and not args.overwrite and not _ours(out):
+        if out.exists() and not overwrite and not _ours(out):
             raise S2LError(f"{out}: exists and was not written by s2l-scribbles; pass --overwrite "
                            "to replace it (or move it away)")
         results.append((out, mask))
@@ -147,7 +282,7 @@ def convert(args) -> list[tuple[Path, np.ndarray]]:
                        "DATA/rois/<image name>.zip")
     bg = sum(int(np.count_nonzero(m == L.BACKGROUND)) for _, m in results)
     fg = sum(int(np.count_nonzero(m == L.FOREGROUND)) for _, m in results)
-    where = args.data or args.rois or args.images
+    where = source if source is not None else "ROIs"
     if bg == 0:
         raise S2LError(f"{where}: no background scribble in any image; Scribble2Label needs "
                        "both: draw a few strokes across background (group 2 or name 'bg')")
@@ -155,61 +290,3 @@ def convert(args) -> list[tuple[Path, np.ndarray]]:
         raise S2LError(f"{where}: no foreground scribble in any image; draw a few strokes "
                        "through cells (group 1 or name 'fg')")
     return results
-
-
-def get_parser():
-    parser = make_parser(
-        "s2l-scribbles",
-        "Convert ImageJ/Fiji ROIs (RoiSet.zip, .roi, or a TIFF's overlay) into scribble masks "
-        "(uint8: 0 unlabeled, 1 background, 2 foreground).\n\n"
-        "Class of each ROI: its group (1 = foreground, 2 = background), else its name "
-        "(fg/cell/fore..., bg/back...), else a --color map. Where strokes of different "
-        "classes overlap, see s2l_tools.io.roi.rois_to_scribbles.",
-        "  s2l-scribbles my_data                 # my_data/rois/*.zip -> my_data/scribbles/*.tif\n"
-        "  s2l-scribbles --images img.tif --rois RoiSet.zip --out img_scribbles.tif\n"
-        "  s2l-scribbles my_data --color '#ffff00=fg' --color '#00ffff=bg'",
-    )
-    parser.add_argument("data", nargs="?", type=Path, help="dataset folder (images/, rois/)")
-    parser.add_argument("--images", type=Path, help="an image or a folder of images")
-    parser.add_argument("--rois", type=Path, help="a RoiSet.zip/.roi or a folder of them "
-                        "(default: the overlay inside each TIFF)")
-    parser.add_argument("--out", type=Path, help="output folder (or .tif for one image)")
-    parser.add_argument("--fg-group", type=int, action="append", default=[],
-                        help="ROI group(s) meaning foreground (default 1)")
-    parser.add_argument("--bg-group", type=int, action="append", default=[],
-                        help="ROI group(s) meaning background (default 2)")
-    parser.add_argument("--fg-name", help="regular expression for foreground ROI names")
-    parser.add_argument("--bg-name", help="regular expression for background ROI names")
-    parser.add_argument("--color", action="append", default=[],
-                        help="stroke colour map, e.g. '#ffff00=fg' (repeatable)")
-    parser.add_argument("--skip-unclassified", action="store_true",
-                        help="warn about ROIs of no class instead of stopping")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="replace existing masks not written by s2l-scribbles")
-    return parser
-
-
-def _main(args) -> int:
-    if args.data is not None and (args.images or args.out):
-        raise S2LError("give either a dataset folder or --images/--out, not both")
-    if args.fg_group and not args.bg_group:
-        args.bg_group = [2]
-    if args.bg_group and not args.fg_group:
-        args.fg_group = [1]
-    results = convert(args)
-    for out, mask in results:
-        write_tiff(out, mask, description=DESCRIPTION)
-    bg = sum(int(np.count_nonzero(m == L.BACKGROUND)) for _, m in results)
-    fg = sum(int(np.count_nonzero(m == L.FOREGROUND)) for _, m in results)
-    print(f"wrote {len(results)} scribble mask(s) to {results[0][0].parent}: "
-          f"{bg} background and {fg} foreground pixels")
-    return 0
-
-
-def main(argv=None) -> int:
-    return run(_main, get_parser(), argv)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
-

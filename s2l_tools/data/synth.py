@@ -13,7 +13,8 @@ scribbles segments of the background's skeleton. Two protocols:
   :func:`s2l_tools.io.roi.rois_to_scribbles`, as ``s2l-scribbles`` converts a
   user's RoiSet.zip.
 
-``s2l-synth`` makes scribbles for every label image of a data folder::
+:func:`synthesize_folder` (the command ``s2l-synth``, :mod:`s2l_tools.cli.synth`)
+makes scribbles for every label image of a data folder::
 
     DATA/masks/<stem>.tif      instance labels (0 = background, 1..N = cells)
     DATA/scribbles/<stem>.tif  written: uint8 scribble mask (s2l_tools.labels)
@@ -23,19 +24,28 @@ scribbles segments of the background's skeleton. Two protocols:
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import math
-import sys
+import os
 import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from scipy import ndimage as ndi
+from skimage.segmentation import relabel_sequential
 
-from s2l_tools.cli import _common as _cli
 from s2l_tools.errors import S2LError, S2LWarning
-from s2l_tools.labels import BACKGROUND, BACKGROUND_CLASS, FOREGROUND, FOREGROUND_CLASS
+from s2l_tools.io.images import write_tiff
+from s2l_tools.labels import (
+    BACKGROUND,
+    BACKGROUND_CLASS,
+    FOREGROUND,
+    FOREGROUND_CLASS,
+    GROUP_BACKGROUND,
+    GROUP_FOREGROUND,
+)
 
 #: background scribbles keep this many pixels between themselves and any cell
 BACKGROUND_MARGIN = 2
@@ -237,28 +247,10 @@ def _checked(labels, ratio, rng, seed) -> tuple[np.ndarray, np.random.Generator]
         raise ValueError("give either rng or seed, not both")
     if rng is None:
         rng = np.random.default_rng(seed)
-    return _sequential(labels), rng
-
-
-def _sequential(labels: np.ndarray) -> np.ndarray:
-    """``labels`` with ids 1..N when its ids are sparse (``find_objects`` lists max id)."""
     if labels.min() < 0:
         raise ValueError("labels: negative label values; instance labels are 0 (background), 1..N")
-    top = int(labels.max())
-    if top <= 4 * 1024 * 1024:
-        ids = None
-    else:
-        ids = np.unique(labels)
-    if ids is None:
-        present = np.bincount(labels.ravel().astype(np.intp, copy=False), minlength=top + 1) > 0
-        present[0] = True
-        if present.all():
-            return labels
-        lut = np.cumsum(present) - 1  # 0 -> 0, the k-th present id -> k
-        return lut[labels].astype(np.int32)
-    if ids[0] != 0:
-        ids = np.concatenate([[0], ids])
-    return np.searchsorted(ids, labels).astype(np.int32)
+    # ids 1..N: find_objects lists every id up to the largest
+    return relabel_sequential(labels)[0], rng
 
 
 def _skeletonize_cell(labels, label, bbox, out) -> None:
@@ -466,7 +458,6 @@ def handdrawn_rois(
     True
     """
     labels, rng = _checked(labels, ratio, rng, seed)
-    from s2l_tools.io.roi import DEFAULT_GROUPS
 
     objects = ndi.find_objects(labels)
     n_cells = len(objects)
@@ -488,7 +479,7 @@ def handdrawn_rois(
         strokes += [(BACKGROUND_CLASS, points, width) for points, width
                     in _background_strokes(cells, k, ratio, rng, bg_key)]
 
-    group_of = {cls: group for group, cls in DEFAULT_GROUPS.items()}
+    group_of = {FOREGROUND_CLASS: GROUP_FOREGROUND, BACKGROUND_CLASS: GROUP_BACKGROUND}
     counts = dict.fromkeys(_PREFIXES, 0)
     rois = []
     for cls, points, width in strokes:
@@ -689,56 +680,7 @@ def _background_strokes(cells, k, ratio, rng, key) -> list[tuple[np.ndarray, int
     return strokes
 
 
-# --------------------------------------------------------------------------- CLI
-
-_DESCRIPTION = """\
-Make synthetic scribbles from full instance annotations. --protocol skeleton
-(the paper's Table 2): the skeletons of a fraction of the cells (foreground)
-and as many segments of the background's skeleton (background). --protocol
-hand: short wobbly strokes 1-3 px wide, as a person draws them in Fiji, inside
-a fraction of the cells, and as many background strokes, half across the open
-background and half just beside a cell.
-
-Reads DATA/masks/<stem>.tif (or .tiff/.png; 0 = background, 1..N = cells) and
-writes DATA/scribbles/<stem>.tif (uint8: 0 unlabeled, 1 background,
-2 foreground); with --rois (always with --protocol hand) also
-DATA/rois/<stem>.zip for Fiji's ROI Manager. Hand-drawn strokes are written as
-line ROIs first and converted to the scribble masks by s2l-scribbles' code.
-Existing scribbles and ROI sets are never replaced without --overwrite."""
-
-_EXAMPLE = """\
-  s2l-synth data/dsb --ratio 0.1 --seed 0          # 10 % of the cells
-  s2l-synth data/dsb --ratio 0.3 --seed 0 --rois --overwrite
-  s2l-synth data/dsb --ratio 0.3 --background mixed  # background also beside the cells
-  s2l-synth data/dsb --ratio 0.3 --protocol hand     # Fiji-like strokes: rois/ + scribbles/"""
-
-
-def get_parser():
-    """The ``s2l-synth`` argument parser."""
-    parser = _cli.make_parser("s2l-synth", _DESCRIPTION, _EXAMPLE)
-    parser.add_argument("data", metavar="DATA",
-                        help="data folder holding masks/<stem>.tif instance label images")
-    parser.add_argument("--ratio", type=float, required=True, default=argparse.SUPPRESS,
-                        help="fraction of the cells to scribble, in (0, 1] (paper: 0.1 0.3 0.5 1)")
-    parser.add_argument("--seed", type=int, default=0,
-                        help="random seed (each image gets its own, derived from it and its name)")
-    parser.add_argument("--protocol", choices=PROTOCOLS, default="skeleton",
-                        help="'skeleton': the paper's whole skeletons, 1 px wide; 'hand': short "
-                        "strokes 1-3 px wide as drawn in Fiji, written as ROI sets and "
-                        "converted like s2l-scribbles does")
-    parser.add_argument("--background", choices=BACKGROUND_STYLES, default=None,
-                        help="--protocol skeleton only: background scribbles on the "
-                        "background's skeleton, midway between cells (the paper's; default: "
-                        f"skeleton); 'near': {NEAR_DISTANCE} px outside the cells; 'mixed': half "
-                        "of each, as a biologist draws them")
-    parser.add_argument("--rois", action="store_true",
-                        help="also write the scribbles as Fiji ROI sets in DATA/rois/<stem>.zip "
-                        "(always done with --protocol hand)")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="replace existing scribbles (and ROI sets with --rois or "
-                        "--protocol hand)")
-    return parser
-
+# --------------------------------------------------------------------------- data folders
 
 def image_seed(seed: int, stem: str) -> np.random.SeedSequence:
     """Per-image seed from the run's ``seed`` and the image's ``stem``.
@@ -776,52 +718,104 @@ def _check_outputs(targets: list[Path], stem_files: list[list[Path]], what: str,
             )
 
 
-def _write_tiff(path: Path, mask: np.ndarray) -> None:
-    import tifffile
+@dataclass(frozen=True)
+class FolderResult:
+    """What :func:`synthesize_folder` wrote.
 
-    from s2l_tools.io.atomic import atomic_path
+    Attributes
+    ----------
+    scribbles : list of Path
+        ``DATA/scribbles/<stem>.tif``, one per label image, in file order.
+    rois : list of Path
+        ``DATA/rois/<stem>.zip`` (empty unless ROI sets were written).
+    counts : (3,) int64 ndarray
+        Pixels of all masks together that are unlabeled, background and
+        foreground (indexed by the mask value).
+    """
 
-    with atomic_path(path) as tmp:
-        tifffile.imwrite(tmp, mask, compression="zlib", metadata=None)
+    scribbles: list[Path]
+    rois: list[Path]
+    counts: np.ndarray
+
+    @property
+    def scribble_dir(self) -> Path:
+        """The folder of the scribble masks."""
+        return self.scribbles[0].parent
 
 
-def _hand_to_scribbles(roi_module, rois, path: Path, shape) -> np.ndarray:
-    """Write ``rois`` to the RoiSet.zip ``path``; the mask s2l-scribbles makes of that file."""
-    roi_module._write_roiset(rois, path)  # atomic, as scribbles_to_roiset writes
-    # what s2l-scribbles does with DATA/rois/<stem>.zip (default ROI groups and names)
-    return roi_module.rois_to_scribbles(roi_module.read_rois(path), shape, source=str(path))
+def synthesize_folder(
+    data: str | os.PathLike,
+    *,
+    ratio: float,
+    seed: int = 0,
+    protocol: str = "skeleton",
+    background: str = "skeleton",
+    write_rois: bool = False,
+    overwrite: bool = False,
+    on_image: Callable[[Path], None] | None = None,
+) -> FolderResult:
+    """Synthetic scribbles for every label image of a data folder (``s2l-synth``).
 
+    Reads ``DATA/masks/<stem>.tif`` (or ``.tiff``/``.png``) and writes
+    ``DATA/scribbles/<stem>.tif`` (uint8 scribble mask, written as
+    ``s2l-scribbles`` writes its masks); with ``write_rois`` or
+    ``protocol='hand'`` also ``DATA/rois/<stem>.zip``. Every label image is
+    read and checked, and every output checked, before anything is written.
 
-def _write_scribbles_like_s2l_scribbles(path: Path, mask: np.ndarray) -> None:
-    from s2l_tools.io.images import write_tiff
-    from s2l_tools.data.scribbles import DESCRIPTION
+    Parameters
+    ----------
+    data : path-like
+        The data folder (holding ``masks/``).
+    ratio : float
+        Fraction of the cells to scribble, in (0, 1].
+    seed : int
+        Seed of the run; image ``<stem>`` uses :func:`image_seed` ``(seed, stem)``.
+    protocol : {'skeleton', 'hand'}
+        :func:`synthesize_scribbles` (the paper's) or :func:`handdrawn_rois`
+        (written as a RoiSet.zip and converted to the mask by
+        :func:`s2l_tools.io.roi.rois_to_scribbles`, as ``s2l-scribbles``
+        converts a user's ROIs).
+    background : {'skeleton', 'near', 'mixed'}
+        ``protocol='skeleton'`` only, see :func:`synthesize_scribbles`.
+    write_rois : bool
+        Also write the masks as ROI sets (always done for ``'hand'``).
+    overwrite : bool
+        Replace existing scribbles (and ROI sets); else they are an error.
+    on_image : callable, optional
+        Called with each label image's path once its outputs are written
+        (a progress bar).
 
-    write_tiff(path, mask, description=DESCRIPTION)  # atomic
+    Returns
+    -------
+    result : FolderResult
 
+    Raises
+    ------
+    ValueError
+        ``ratio``, ``protocol`` or ``background`` out of range.
+    S2LError
+        No ``masks/`` folder or no label image in it, two label images of
+        the same name, an unreadable or negative label image, existing
+        outputs (without ``overwrite``), or outputs of another suffix for
+        the same image.
 
-def _main(args) -> int:
-    from rich.console import Console
-    from rich.progress import Progress
-
+    Warns
+    -----
+    S2LWarning
+        A label image without cells or without background (prefixed by its
+        path).
+    """
+    from s2l_tools.data.scribbles import write_mask
     from s2l_tools.io.images import LABEL_SUFFIXES, image_stem, list_images, read_labels
 
-    ratio, seed = args.ratio, args.seed
-    if not 0 < ratio <= 1:
-        raise S2LError(
-            f"--ratio {ratio:g}: must be in (0, 1], the fraction of cells to scribble "
-            "(e.g. 0.1 for 10 %)"
-        )
-    if seed < 0:
-        raise S2LError(f"--seed {seed}: must be 0 or more")
-    hand = args.protocol == "hand"
-    if hand and args.background is not None:
-        raise S2LError(
-            f"--background {args.background}: applies to --protocol skeleton only; "
-            "--protocol hand places its own background strokes (half across the open "
-            "background, half beside cells), so drop --background"
-        )
-    background = args.background or "skeleton"
-    data = Path(args.data)
+    if not (isinstance(ratio, (int, float, np.integer, np.floating)) and 0 < ratio <= 1):
+        raise ValueError(f"ratio={ratio!r}: must be a number in (0, 1], the fraction of cells to scribble")
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol={protocol!r}: must be one of {', '.join(PROTOCOLS)}")
+    if background not in BACKGROUND_STYLES:
+        raise ValueError(f"background={background!r}: must be one of {', '.join(BACKGROUND_STYLES)}")
+    hand = protocol == "hand"
+    data = Path(data)
     masks_dir, scribble_dir, roi_dir = data / "masks", data / "scribbles", data / "rois"
     if not masks_dir.is_dir():
         raise S2LError(
@@ -843,12 +837,12 @@ def _main(args) -> int:
 
     targets = [scribble_dir / f"{stem}.tif" for stem in stems]
     _check_outputs(targets, [_existing(scribble_dir, s, LABEL_SUFFIXES) for s in stems],
-                   "scribbles", args.overwrite)
+                   "scribbles", overwrite)
     roi_module, roi_targets = None, []
-    if args.rois or hand:
+    if write_rois or hand:
         roi_targets = [roi_dir / f"{stem}.zip" for stem in stems]
         _check_outputs(roi_targets, [_existing(roi_dir, s, (".zip", ".roi")) for s in stems],
-                       "ROI sets", args.overwrite)
+                       "ROI sets", overwrite)
         try:
             from s2l_tools.io import roi as roi_module
         except ImportError as exc:
@@ -866,47 +860,30 @@ def _main(args) -> int:
             )
         del labels
 
-    console = Console(stderr=True)
     counts = np.zeros(3, dtype=np.int64)
-    with Progress(console=console, disable=not console.is_terminal, transient=True) as progress:
-        task = progress.add_task("scribbling", total=len(files))
-        for i, (stem, path) in enumerate(zip(stems, files)):
-            labels = read_labels(path)
-            rng = np.random.default_rng(image_seed(seed, stem))
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always", S2LWarning)
-                if hand:
-                    rois = handdrawn_rois(labels, ratio=ratio, rng=rng)
-                else:
-                    mask = synthesize_scribbles(labels, ratio=ratio, rng=rng,
-                                                background=background)
-            for w in caught:
-                warnings.warn(f"{path}: {w.message}", w.category, stacklevel=1)
+    for i, (stem, path) in enumerate(zip(stems, files)):
+        labels = read_labels(path)
+        rng = np.random.default_rng(image_seed(seed, stem))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", S2LWarning)
             if hand:
-                mask = _hand_to_scribbles(roi_module, rois, roi_targets[i], labels.shape)
-                _write_scribbles_like_s2l_scribbles(targets[i], mask)
+                rois = handdrawn_rois(labels, ratio=ratio, rng=rng)
             else:
-                _write_tiff(targets[i], mask)
-                if roi_module is not None:
-                    roi_module.scribbles_to_roiset(mask, roi_targets[i])  # atomic
-            counts += np.bincount(mask.ravel(), minlength=3)[:3]
-            progress.advance(task)
-
-    roi_note = f" and {len(files)} ROI sets to {roi_dir}" if roi_module is not None else ""
-    plural = "s" if len(files) > 1 else ""
-    how = ", hand-drawn strokes" if hand else ""
-    print(
-        f"wrote {len(files)} scribble mask{plural} to {scribble_dir}{roi_note} (ratio {ratio:g}, "
-        f"seed {seed}{how}): {counts[BACKGROUND]} background and {counts[FOREGROUND]} "
-        "foreground scribble pixels"
-    )
-    return 0
-
-
-def main(argv=None) -> int:
-    """``s2l-synth``: synthetic scribbles for every label image of a data folder."""
-    return _cli.run(_main, get_parser(), argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+                mask = synthesize_scribbles(labels, ratio=ratio, rng=rng, background=background)
+        for w in caught:
+            warnings.warn(f"{path}: {w.message}", w.category, stacklevel=2)
+        if hand:
+            # written first, then converted as s2l-scribbles converts DATA/rois/<stem>.zip
+            # (default ROI groups and names)
+            roi_module.write_roiset(rois, roi_targets[i])  # atomic
+            mask = roi_module.rois_to_scribbles(roi_module.read_rois(roi_targets[i]), labels.shape,
+                                                source=str(roi_targets[i]))
+            write_mask(targets[i], mask)
+        else:
+            write_tiff(targets[i], mask)
+            if roi_module is not None:
+                roi_module.scribbles_to_roiset(mask, roi_targets[i])  # atomic
+        counts += np.bincount(mask.ravel(), minlength=3)[:3]
+        if on_image is not None:
+            on_image(path)
+    return FolderResult(scribbles=targets, rois=roi_targets, counts=counts)

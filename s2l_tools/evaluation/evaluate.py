@@ -1,11 +1,12 @@
-"""s2l-eval: score predicted label images against ground truth.
+"""Score predicted label images against ground truth (the work of ``s2l-eval``).
 
 Label images are paired by file stem: ``truth/<stem>.tif`` with
 ``pred/<stem>.tif`` or ``pred/<stem>_labels.tif`` (``.tif``, ``.tiff`` and
 ``.png`` are read). Each pair is scored with :func:`s2l_tools.evaluation.metrics.score_pair`
 (foreground IoU, instance mDice, F1 and DSB2018 AP at IoU > 0.5); the means
 and standard deviations over images form the summary. Predictions are scored
-as given (post-processing happens in ``s2l-predict``).
+as given (post-processing happens in ``s2l-predict``). The command line is
+:mod:`s2l_tools.cli.evaluate`.
 """
 
 from __future__ import annotations
@@ -14,19 +15,18 @@ import csv
 import json
 import math
 import os
-import sys
 import warnings
 from pathlib import Path
 
 import numpy as np
 
-from s2l_tools.cli import _common as _cli
 from s2l_tools.io.atomic import atomic_path
 from s2l_tools.errors import S2LError, S2LWarning
 from s2l_tools.io.images import LABEL_SUFFIXES, read_labels
 from s2l_tools.evaluation.metrics import score_pair
 
-__all__ = ["evaluate_folders", "get_parser", "main", "METRICS"]
+__all__ = ["evaluate_folders", "output_paths", "check_outputs", "write_scores", "METRICS",
+           "COLUMNS"]
 
 #: summary metrics (means over images, with ``<name>_std``)
 METRICS = ("iou", "mdice", "f1_50", "ap_50")
@@ -155,8 +155,80 @@ def evaluate_folders(pred_dir: str | os.PathLike, truth_dir: str | os.PathLike):
     return rows, _summarize(rows)
 
 
-def _write_csv(path: Path, rows: list[dict]) -> None:
-    with atomic_path(path) as tmp:
+def output_paths(pred_dir: str | os.PathLike, *, json_path: str | os.PathLike | None = None,
+                 csv_path: str | os.PathLike | None = None) -> tuple[Path, Path]:
+    """Where :func:`write_scores` puts the summary JSON and the per-image CSV.
+
+    Parameters
+    ----------
+    pred_dir : path-like
+        Folder of predicted label images.
+    json_path : path-like, optional
+        The summary JSON; default ``pred_dir/scores.json``.
+    csv_path : path-like, optional
+        The per-image CSV; default ``json_path`` with the suffix ``.csv``.
+
+    Returns
+    -------
+    json_path, csv_path : Path
+
+    Raises
+    ------
+    S2LError
+        Both name the same file.
+    """
+    json_path = Path(json_path) if json_path is not None else Path(pred_dir) / "scores.json"
+    csv_path = Path(csv_path) if csv_path is not None else json_path.with_suffix(".csv")
+    if json_path.resolve() == csv_path.resolve():
+        raise S2LError(f"{json_path}: --json and --csv name the same file; give two files")
+    return json_path, csv_path
+
+
+def check_outputs(json_path: str | os.PathLike, csv_path: str | os.PathLike, *,
+                  inputs: tuple[str | os.PathLike, ...]) -> None:
+    """Refuse output files that would overwrite an input label image or are folders.
+
+    Parameters
+    ----------
+    json_path, csv_path : path-like
+        The files :func:`write_scores` will write.
+    inputs : tuple of path-like
+        The folders read (predictions and ground truth).
+
+    Raises
+    ------
+    S2LError
+        An output is one of the label images in ``inputs``, or a folder.
+    """
+    label_files = {
+        p.resolve()
+        for folder in map(Path, inputs)
+        for p in folder.iterdir()
+        if p.suffix.lower() in LABEL_SUFFIXES
+    }
+    for path, flag in ((Path(json_path), "--json"), (Path(csv_path), "--csv")):
+        if path.resolve() in label_files:
+            raise S2LError(f"{path}: {flag} would overwrite an input label image; "
+                           "choose another file")
+        if path.exists() and path.is_dir():
+            raise S2LError(f"{path}: {flag} is a folder; give a file name")
+
+
+def write_scores(rows: list[dict], summary: dict, *, json_path: str | os.PathLike,
+                 csv_path: str | os.PathLike) -> None:
+    """Write the per-image CSV and the summary JSON (each atomically).
+
+    Parameters
+    ----------
+    rows, summary
+        As returned by :func:`evaluate_folders`.
+    json_path : path-like
+        The summary (indented JSON).
+    csv_path : path-like
+        One row per image with the columns :data:`COLUMNS` (metrics with 6
+        decimals).
+    """
+    with atomic_path(csv_path) as tmp:
         with open(tmp, "w", newline="", encoding="utf-8") as fh:
             writer = csv.DictWriter(fh, fieldnames=list(COLUMNS))
             writer.writeheader()
@@ -164,100 +236,5 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
                 writer.writerow(
                     {k: (f"{row[k]:.6f}" if k in METRICS else row[k]) for k in COLUMNS}
                 )
-
-
-def _write_json(path: Path, summary: dict) -> None:
-    with atomic_path(path) as tmp:
+    with atomic_path(json_path) as tmp:
         Path(tmp).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-
-
-def _print_table(rows: list[dict], summary: dict, *, max_rows: int = 50) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=f"s2l-eval: {summary['n_images']} image(s)")
-    table.add_column("image")
-    for key in METRICS:
-        table.add_column(key, justify="right")
-    for key in ("n_true", "n_pred"):
-        table.add_column(key, justify="right")
-    for row in rows[:max_rows]:
-        table.add_row(
-            row["stem"],
-            *(f"{row[k]:.4f}" for k in METRICS),
-            str(row["n_true"]),
-            str(row["n_pred"]),
-        )
-    if len(rows) > max_rows:
-        table.add_row(f"... {len(rows) - max_rows} more (see the CSV)", *[""] * 6)
-    table.add_section()
-    table.add_row(
-        "mean ± std",
-        *(f"{summary[k]:.4f} ± {summary[k + '_std']:.4f}" for k in METRICS),
-        str(summary["n_true"]),
-        str(summary["n_pred"]),
-    )
-    Console(file=sys.stdout, width=max(120, Console(file=sys.stdout).width)).print(table)
-
-
-def _check_output(path: Path, inputs: set[Path], flag: str) -> None:
-    if path.resolve() in inputs:
-        raise S2LError(f"{path}: {flag} would overwrite an input label image; choose another file")
-    if path.exists() and path.is_dir():
-        raise S2LError(f"{path}: {flag} is a folder; give a file name")
-
-
-def get_parser():
-    """The argument parser of ``s2l-eval``."""
-    parser = _cli.make_parser(
-        "s2l-eval",
-        "Score predicted label images against ground truth (foreground IoU, instance "
-        "mDice, F1 and AP at IoU > 0.5), paired by file stem.\n"
-        "A prediction may be named <stem>.tif or <stem>_labels.tif (.tiff, .png too).",
-        "s2l-eval --pred runs/exp1/pred --truth data/test/labels --json runs/exp1/scores.json",
-    )
-    parser.add_argument("--pred", required=True, type=Path, help="folder of predicted label images")
-    parser.add_argument("--truth", required=True, type=Path, help="folder of ground-truth label images")
-    parser.add_argument(
-        "--json",
-        type=Path,
-        default=None,
-        help="summary JSON (means and stds over images) [default: PRED/scores.json]",
-    )
-    parser.add_argument(
-        "--csv",
-        type=Path,
-        default=None,
-        help="per-image scores [default: the JSON path with .csv, e.g. PRED/scores.csv]",
-    )
-    return parser
-
-
-def _main(args) -> int:
-    json_path = args.json if args.json is not None else args.pred / "scores.json"
-    csv_path = args.csv if args.csv is not None else json_path.with_suffix(".csv")
-    if json_path.resolve() == csv_path.resolve():
-        raise S2LError(f"{json_path}: --json and --csv name the same file; give two files")
-    rows, summary = evaluate_folders(args.pred, args.truth)
-    inputs = {
-        p.resolve()
-        for folder in (args.pred, args.truth)
-        for p in folder.iterdir()
-        if p.suffix.lower() in LABEL_SUFFIXES
-    }
-    _check_output(json_path, inputs, "--json")
-    _check_output(csv_path, inputs, "--csv")
-    _print_table(rows, summary)
-    _write_csv(csv_path, rows)
-    _write_json(json_path, summary)
-    print(f"wrote {csv_path} and {json_path}", file=sys.stderr)
-    return 0
-
-
-def main(argv=None) -> int:
-    """Entry point of ``s2l-eval``; returns the exit status."""
-    return _cli.run(_main, get_parser(), argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

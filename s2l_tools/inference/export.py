@@ -28,12 +28,10 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import warnings
 from dataclasses import asdict
 from pathlib import Path
 
-from s2l_tools.cli import _common as _cli
 from s2l_tools.training.checkpoint import ModelMeta
 from s2l_tools.errors import S2LError
 from s2l_tools.inference.onnx import (
@@ -51,8 +49,7 @@ from s2l_tools.inference.onnx import (
     read_props,
 )
 
-__all__ = ["export_onnx", "read_onnx_meta", "meta_from_props", "get_parser", "main",
-           "INPUT_NAME", "OUTPUT_NAME"]
+__all__ = ["export_onnx", "read_onnx_meta", "meta_from_props", "INPUT_NAME", "OUTPUT_NAME"]
 
 #: opsets accepted by ``--opset`` (13: Softmax over one axis; ONNX Runtime
 #: 1.19, CellProfiler's, runs up to 21)
@@ -223,54 +220,3 @@ def _compare_with_ort(wrapped, onnx_path: Path, in_channels: int) -> None:
         diff = float(np.abs(got - want).max()) if got.shape == want.shape else float("nan")
         raise S2LError(f"{onnx_path}: ONNX Runtime and torch disagree (max |diff| {diff:.3g}, "
                        f"shapes {got.shape} vs {want.shape}); report this with --debug")
-
-
-# --------------------------------------------------------------------------- CLI
-def get_parser():
-    parser = _cli.make_parser(
-        "s2l-export",
-        "Export a model trained by s2l-train to ONNX (softmax probabilities, dynamic "
-        "batch/height/width, metadata inside) for CellProfiler or any ONNX runtime.",
-        "  s2l-export runs/exp1 --out exp1.onnx\n"
-        "  s2l-export runs/exp1/model.pt --out exp1.onnx --opset 17",
-    )
-    parser.add_argument("model", metavar="RUN",
-                        help="run folder written by s2l-train (model.pt inside) or a model file")
-    parser.add_argument("--out", required=True, metavar="FILE",
-                        help="the .onnx file to write")
-    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET,
-                        help=f"ONNX opset ({MIN_OPSET}..{MAX_OPSET})")
-    return parser
-
-
-def _main(args) -> int:
-    from s2l_tools.training.checkpoint import load_model, resolve_model_path
-
-    if not MIN_OPSET <= args.opset <= MAX_OPSET:
-        raise S2LError(f"--opset {args.opset}: must be {MIN_OPSET} to {MAX_OPSET} (default "
-                       f"{DEFAULT_OPSET}; CellProfiler's onnxruntime 1.19 runs up to 21)")
-    out = Path(args.out)
-    if out.is_dir():
-        raise S2LError(f"--out {out}: is a folder; give the file to write, e.g. "
-                       f"--out {out / 'model.onnx'}")
-    if out.suffix.lower() != ".onnx":
-        raise S2LError(f"--out {out}: the file name must end in .onnx (e.g. model.onnx)")
-    model_path = resolve_model_path(args.model)
-    if out.resolve() == model_path.resolve():
-        raise S2LError(f"--out {out}: is the model file itself; choose another name")
-    model, meta = load_model(model_path, device="cpu")
-    export_onnx(model, meta, out, opset=args.opset)
-    size = out.stat().st_size / 2**20
-    print(f"s2l-export: wrote {out} ({size:.1f} MiB, opset {args.opset}, {meta.encoder}, "
-          f"{meta.in_channels} channel(s) in, '{INPUT_NAME}' -> '{OUTPUT_NAME}'; checked with "
-          "onnx.checker and ONNX Runtime)")
-    return 0
-
-
-def main(argv=None) -> int:
-    """``s2l-export``: export a trained model to ONNX."""
-    return _cli.run(_main, get_parser(), argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

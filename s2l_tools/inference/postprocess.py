@@ -13,22 +13,35 @@ Python 3.10-only runtime syntax, uses only scikit-image functions present in
 
 from __future__ import annotations
 
+import inspect
 import math
+import warnings
 from typing import Optional
 
 import numpy as np
 from scipy import ndimage as ndi
 from skimage.feature import peak_local_max
 from skimage.measure import label as cc_label
+from skimage.morphology import remove_small_objects as _sk_remove_small_objects
+from skimage.segmentation import relabel_sequential as _sk_relabel_sequential
 from skimage.segmentation import watershed
 
-__all__ = ["instances_from_probability", "fill_holes_per_object", "relabel_sequential"]
+__all__ = [
+    "instances_from_probability",
+    "fill_holes_per_object",
+    "relabel_sequential",
+    "remove_small_objects",
+]
 
 _DECLUMP = ("none", "watershed")
+#: scikit-image >= 0.26 names the size limit ``max_size`` (inclusive); before, ``min_size``
+_SK_MAX_SIZE = "max_size" in inspect.signature(_sk_remove_small_objects).parameters
 
 
 def relabel_sequential(labels: np.ndarray) -> np.ndarray:
     """Renumber the objects of ``labels`` as 1..N, keeping their order.
+
+    ``skimage.segmentation.relabel_sequential``, with an int32 result.
 
     Parameters
     ----------
@@ -45,20 +58,35 @@ def relabel_sequential(labels: np.ndarray) -> np.ndarray:
         return np.zeros(labels.shape, dtype=np.int32)
     if labels.min() < 0:
         raise ValueError("labels must be non-negative")
-    top = int(labels.max())
-    if top == 0:
-        return np.zeros(labels.shape, dtype=np.int32)
-    if top <= 10 * labels.size:  # a lookup table is cheap, and bincount beats a sort
-        present = np.bincount(labels.ravel().astype(np.intp, copy=False), minlength=top + 1) > 0
-        present[0] = False
-        lut = np.zeros(top + 1, dtype=np.int32)
-        lut[present] = np.arange(1, int(present.sum()) + 1, dtype=np.int32)
-        return lut[labels]
-    ids = np.unique(labels)
-    ids = ids[ids != 0]
-    pos = np.searchsorted(ids, labels)
-    out = np.where(labels != 0, pos + 1, 0)
-    return out.astype(np.int32)
+    out, _, _ = _sk_relabel_sequential(labels)
+    return out.astype(np.int32, copy=False)
+
+
+def remove_small_objects(labels: np.ndarray, min_size: int) -> np.ndarray:
+    """Set objects of fewer than ``min_size`` pixels to 0 (a copy).
+
+    ``skimage.morphology.remove_small_objects`` on a label image, called the
+    way the installed scikit-image wants it (``max_size = min_size - 1`` from
+    0.26 on, ``min_size`` before) and without its warning about an image of
+    one object.
+
+    Parameters
+    ----------
+    labels : (H, W) non-negative integer ndarray
+    min_size : int
+        Smallest object kept, in pixels.
+
+    Returns
+    -------
+    out : (H, W) ndarray
+        Same dtype; the other objects keep their ids.
+    """
+    labels = np.asarray(labels)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Only one label was provided")
+        if _SK_MAX_SIZE:
+            return _sk_remove_small_objects(labels, max_size=int(min_size) - 1)
+        return _sk_remove_small_objects(labels, min_size=int(min_size))
 
 
 def fill_holes_per_object(labels: np.ndarray) -> np.ndarray:
@@ -212,9 +240,5 @@ def instances_from_probability(
         md = _auto_min_distance(labels, min_size) if min_distance is None else int(min_distance)
         labels = _declump_watershed(labels, md)
     if min_size > 1:
-        areas = np.bincount(labels.ravel())
-        small = areas < min_size
-        small[0] = False
-        if small.any():
-            labels = np.where(small[labels], 0, labels)
+        labels = remove_small_objects(labels, min_size)
     return relabel_sequential(labels)

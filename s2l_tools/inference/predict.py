@@ -22,7 +22,9 @@ metadata reader of the CellProfiler module).
 
 The same functions (:func:`predict_probability`, :func:`predict_image`) take
 either a torch model or any numpy batch function, e.g. an ONNX Runtime
-session's ``run``: the torch and ONNX paths of ``s2l-predict`` share this code.
+session's ``run``: the torch and ONNX paths of ``s2l-predict`` share this code,
+and so do training's EMA ensemble pass and validation
+(:mod:`s2l_tools.training.engine`) and ``benchmarks/accuracy.py``.
 The CellProfiler module calls :func:`s2l_tools.inference.onnx.segment`,
 which runs the same tiling and post-processing modules.
 """
@@ -30,13 +32,11 @@ which runs the same tiling and post-processing modules.
 from __future__ import annotations
 
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from s2l_tools.cli import _common as _cli
 from s2l_tools.training.checkpoint import ModelMeta
 from s2l_tools.device import select_device, torch_prob_fn
 from s2l_tools.errors import S2LError
@@ -47,8 +47,6 @@ __all__ = [
     "torch_prob_fn",
     "predict_probability",
     "predict_image",
-    "get_parser",
-    "main",
 ]
 
 #: suffixes of the files written per image
@@ -75,7 +73,8 @@ def predict_probability(
     Parameters
     ----------
     model_or_fn : torch.nn.Module or callable
-        A model returning logits (wrapped with :func:`torch_prob_fn`), or a
+        A model returning logits (wrapped with :func:`torch_prob_fn`: it runs in
+        eval mode, and a model in training mode is put back into it after), or a
         function mapping a float32 ``(N, C, h, w)`` batch to ``(N, K, h, w)``
         probabilities (e.g. an ONNX Runtime session's ``run``).
     image : (C, H, W) float32 ndarray
@@ -108,14 +107,20 @@ def predict_probability(
                          f"{meta.in_channels}")
     _check_tiling(int(meta.tile), int(meta.overlap))
     fn = model_or_fn
+    was_training = None
     if not _is_module(model_or_fn):
         if not callable(model_or_fn):
             raise TypeError("model_or_fn must be a torch.nn.Module or a callable")
     else:
+        was_training = model_or_fn.training  # a model in training goes back to training
         fn = torch_prob_fn(model_or_fn, device=device, amp=amp)
-    prob = predict_tiled(fn, image.astype(np.float32, copy=False), tile=int(meta.tile),
-                         overlap=int(meta.overlap), batch_size=batch_size,
-                         pad_multiple=PAD_MULTIPLE, progress=progress)
+    try:
+        prob = predict_tiled(fn, image.astype(np.float32, copy=False), tile=int(meta.tile),
+                             overlap=int(meta.overlap), batch_size=batch_size,
+                             pad_multiple=PAD_MULTIPLE, progress=progress)
+    finally:
+        if was_training:
+            model_or_fn.train()
     fg = prob[1] if prob.shape[0] == 2 else prob[1:].sum(0)
     return np.ascontiguousarray(fg, dtype=np.float32)
 
@@ -170,50 +175,7 @@ def predict_image(
     return labels, prob
 
 
-# --------------------------------------------------------------------------- CLI
-def get_parser():
-    parser = _cli.make_parser(
-        "s2l-predict",
-        "Segment images with a model trained by s2l-train: writes OUT/<stem>.tif "
-        "(instance labels, 0 = background), optionally <stem>_prob.tif (foreground "
-        "probability) and <stem>_rois.zip (ImageJ ROIs, one per cell).",
-        "  s2l-predict runs/exp1 data/new_images --out predictions --rois\n"
-        "  s2l-predict runs/exp1/model.pt cell.tif --out pred --threshold 0.6 --watershed",
-    )
-    parser.add_argument("model", metavar="RUN_OR_MODEL",
-                        help="run folder written by s2l-train (model.pt inside), a model file, "
-                        "or an ONNX file written by s2l-export")
-    parser.add_argument("images", metavar="IMAGES", help="an image file or a folder of images")
-    parser.add_argument("--out", required=True, metavar="DIR", help="output folder")
-    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
-                        help="where to run the network")
-    parser.add_argument("--threshold", type=float, default=None, metavar="T",
-                        help="foreground probability threshold (default: the model's)")
-    parser.add_argument("--min-size", type=int, default=None, metavar="N",
-                        help="remove objects smaller than N pixels (default: the model's)")
-    parser.add_argument("--no-fill-holes", dest="fill_holes", action="store_false",
-                        help="keep holes inside objects")
-    parser.add_argument("--watershed", action="store_true",
-                        help="split touching cells (distance-transform watershed)")
-    parser.add_argument("--prob", action="store_true",
-                        help="also write OUT/<stem>_prob.tif (float32 foreground probability)")
-    parser.add_argument("--rois", action="store_true",
-                        help="also write OUT/<stem>_rois.zip (ImageJ ROI set, one ROI per cell)")
-    parser.add_argument("--channel", type=int, default=None, metavar="N",
-                        help="channel to segment, 0-based (default: the model's)")
-    parser.add_argument("--tile", type=int, default=None, metavar="N",
-                        help="tile size in pixels, a multiple of 32 (default: the model's)")
-    parser.add_argument("--overlap", type=int, default=None, metavar="N",
-                        help="overlap between tiles in pixels (default: the model's)")
-    parser.add_argument("--batch-size", type=int, default=4, metavar="N",
-                        help="tiles per network call (more is faster on a GPU)")
-    parser.add_argument("--amp", action="store_true",
-                        help="mixed precision: bf16/fp16 on a GPU; bf16 on a CPU that has it natively "
-                             "(AVX512-BF16/AMX; ~1.8x faster there). Probabilities differ by "
-                             "up to ~1e-2")
-    return parser
-
-
+# --------------------------------------------------------------------------- files
 def _input_files(images: Path) -> list[Path]:
     from s2l_tools.io.images import list_images
 
@@ -278,107 +240,3 @@ def _label_dtype(labels: np.ndarray) -> np.ndarray:
     if labels.size == 0 or int(labels.max()) <= np.iinfo(np.uint16).max:
         return labels.astype(np.uint16)
     return labels.astype(np.int32)
-
-
-def _main(args) -> int:
-    from rich.console import Console
-    from rich.progress import Progress
-
-    from s2l_tools.training.checkpoint import load_model, resolve_model_path
-    from s2l_tools.io.images import normalize, read_raw, write_tiff
-
-    # validate the options, the inputs and the outputs before loading anything heavy
-    if args.threshold is not None and not 0.0 <= args.threshold < 1.0:
-        raise S2LError(f"--threshold {args.threshold:g}: must be in [0, 1) (a probability; "
-                       "0.5 is the usual choice)")
-    if args.min_size is not None and args.min_size < 0:
-        raise S2LError(f"--min-size {args.min_size}: must be 0 or more (pixels)")
-    if args.channel is not None and args.channel < 0:
-        raise S2LError(f"--channel {args.channel}: must be 0 or more (0-based)")
-    if args.batch_size < 1:
-        raise S2LError(f"--batch-size {args.batch_size}: must be 1 or more")
-    if args.tile is not None and (args.tile < PAD_MULTIPLE or args.tile % PAD_MULTIPLE):
-        raise S2LError(f"--tile {args.tile}: must be a multiple of {PAD_MULTIPLE} "
-                       "(e.g. 256 or 512)")
-    if args.overlap is not None and args.overlap < 0:
-        raise S2LError(f"--overlap {args.overlap}: must be 0 or more (pixels)")
-    images, out = Path(args.images), Path(args.out)
-    files = _input_files(images)
-    plans = _plan_outputs(files, out, prob=args.prob, rois=args.rois)
-    model_path = resolve_model_path(args.model)
-    device = select_device(args.device)
-    roi_module = None
-    if args.rois:
-        try:
-            from s2l_tools.io import roi as roi_module
-        except ImportError as exc:
-            raise S2LError(f"--rois: cannot import s2l_tools.io.roi ({exc}); run without "
-                           "--rois") from None
-
-    if model_path.suffix.lower() == ".onnx":
-        fn, meta = _onnx_prob_fn(model_path, device)
-    else:
-        model, meta = load_model(model_path, device=device)
-        fn = torch_prob_fn(model, device=device, amp=True if args.amp else None)
-    if args.tile is not None:
-        meta.tile = args.tile
-    if args.overlap is not None:
-        meta.overlap = args.overlap
-    if args.tile is not None and args.overlap is None and meta.overlap >= meta.tile:
-        meta.overlap = meta.tile // 4
-    if meta.overlap >= meta.tile:
-        raise S2LError(f"--overlap {meta.overlap}: must be less than the tile size "
-                       f"{meta.tile}; lower --overlap or raise --tile")
-    _check_tiling(meta.tile, meta.overlap)
-    channel = args.channel if args.channel is not None else meta.channel
-    norm = dict(meta.normalization or {})
-    norm_kw = {"method": norm.get("method", "percentile")}
-    for key in ("low", "high"):
-        if key in norm:
-            norm_kw[key] = float(norm[key])
-    threshold = meta.threshold if args.threshold is None else args.threshold
-    min_size = meta.min_size if args.min_size is None else args.min_size
-
-    console = Console(stderr=True)
-    n_objects, start = 0, time.perf_counter()
-    with Progress(console=console, disable=not console.is_terminal, transient=True) as progress:
-        task = progress.add_task("predicting", total=len(files))
-        for path, plan in zip(files, plans):
-            progress.update(task, description=path.name)
-            raw = read_raw(path, channel=channel)
-            if raw.shape[0] != meta.in_channels:
-                raise S2LError(
-                    f"{path}: {raw.shape[0]} channel(s), but the model was trained on "
-                    f"{meta.in_channels}; pick the channel with --channel N or train a model "
-                    f"on {raw.shape[0]}-channel images"
-                )
-            image = normalize(raw, **norm_kw, source=str(path))
-            labels, prob = predict_image(
-                fn, image, meta, threshold=threshold, min_size=min_size,
-                fill_holes=args.fill_holes,
-                declump="watershed" if args.watershed else "none",
-                batch_size=args.batch_size,
-            )
-            write_tiff(plan["labels"], _label_dtype(labels), description=DESCRIPTION)
-            if "prob" in plan:
-                write_tiff(plan["prob"], prob.astype(np.float32),
-                           description="s2l-predict foreground probability")
-            if "rois" in plan:
-                roi_module.labels_to_roiset(labels, plan["rois"], name_prefix="cell")
-            n_objects += int(labels.max())
-            progress.advance(task)
-
-    n = len(files)
-    print(f"s2l-predict: {n} image{'s' if n != 1 else ''}, {n_objects} object"
-          f"{'s' if n_objects != 1 else ''} -> {out} (threshold {threshold:g}, "
-          f"{device.type}, {time.perf_counter() - start:.1f} s)")
-    return 0
-
-
-def main(argv=None) -> int:
-    """``s2l-predict``: segment images with a trained model."""
-    return _cli.run(_main, get_parser(), argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,9 +1,10 @@
-"""``s2l-cellprofiler``: install the RunScribble2Label module into CellProfiler 4.2.
+"""Install the RunScribble2Label module into CellProfiler 4.2 (the work of
+``s2l-cellprofiler``, whose command line is :mod:`s2l_tools.cli.cellprofiler`).
 
-``s2l-cellprofiler install --plugins-dir DIR`` copies the module
-(``cellprofiler_plugin/runscribble2label.py``) and its helpers into ``DIR``:
-``s2l_tools/inference/onnx.py``, ``tiling.py`` and ``postprocess.py`` become
-``_s2l_onnx_inference.py``, ``_s2l_tiling.py`` and ``_s2l_postprocess.py``
+:func:`install_plugin` (``s2l-cellprofiler install --plugins-dir DIR``) copies
+the module (``cellprofiler_plugin/runscribble2label.py``) and its helpers into
+``DIR``: ``s2l_tools/inference/onnx.py``, ``tiling.py`` and ``postprocess.py``
+become ``_s2l_onnx_inference.py``, ``_s2l_tiling.py`` and ``_s2l_postprocess.py``
 (CellProfiler imports every ``*.py`` file of its plugins folder that does not
 start with ``_`` as a module). The plugin segments with
 :func:`s2l_tools.inference.onnx.segment`; ``s2l-predict`` loads ``.onnx``
@@ -11,10 +12,10 @@ models with the same session loader and metadata reader and runs them through
 :func:`s2l_tools.inference.predict.predict_image`, with the same tiling and
 post-processing modules (the tests check that the results agree).
 
-``s2l-cellprofiler pipeline --model model.onnx --out example.cppipe`` writes a
-ready-to-run pipeline. Building it needs ``cellprofiler_core``, which lives in
-CellProfiler's own Python (3.9), so this runs
-``cellprofiler_plugin/examples/make_pipeline.py`` with that Python
+:func:`write_pipeline` (``s2l-cellprofiler pipeline --model model.onnx --out
+example.cppipe``) writes a ready-to-run pipeline. Building it needs
+``cellprofiler_core``, which lives in CellProfiler's own Python (3.9), so this
+runs ``cellprofiler_plugin/examples/make_pipeline.py`` with that Python
 (``--python``; default: ``$CP_VENV/bin/python``, else ``.cpvenv/bin/python``).
 """
 
@@ -22,14 +23,12 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
-from s2l_tools.cli import _common as _cli
 from s2l_tools.io.atomic import atomic_path
 from s2l_tools.errors import S2LError
 
-__all__ = ["PLUGIN_FILE", "HELPERS", "plugin_source_dir", "install_plugin", "get_parser", "main"]
+__all__ = ["PLUGIN_FILE", "HELPERS", "plugin_source_dir", "install_plugin", "write_pipeline"]
 
 PLUGIN_FILE = "runscribble2label.py"
 #: package module -> name of the copy beside the plugin
@@ -92,7 +91,7 @@ def install_plugin(plugins_dir: str | os.PathLike) -> list[Path]:
     return [plugins_dir / dst for _, dst in sources]
 
 
-def _cellprofiler_python(python: str | None) -> Path:
+def _cellprofiler_python(python: str | os.PathLike | None) -> Path:
     if python:
         path = Path(python)
     else:
@@ -104,89 +103,73 @@ def _cellprofiler_python(python: str | None) -> Path:
     return path
 
 
-# --------------------------------------------------------------------------- CLI
-def get_parser():
-    parser = _cli.make_parser(
-        "s2l-cellprofiler",
-        "Install the RunScribble2Label module into CellProfiler 4.2, or write an example "
-        "pipeline that uses it.",
-        "  s2l-cellprofiler install --plugins-dir ~/cellprofiler-plugins\n"
-        "  s2l-cellprofiler pipeline --model exp1.onnx --out exp1.cppipe "
-        "--python .cpvenv/bin/python",
-    )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    inst = sub.add_parser("install", help="copy the module and its helpers into a plugins folder")
-    inst.add_argument("--plugins-dir", required=True, metavar="DIR",
-                      help="CellProfiler's plugins folder (created if missing)")
-    pipe = sub.add_parser("pipeline", help="write an example .cppipe using RunScribble2Label "
-                          "(runs CellProfiler's Python)")
-    pipe.add_argument("--model", required=True, metavar="FILE",
-                      help="the .onnx file written by s2l-export")
-    pipe.add_argument("--out", required=True, metavar="FILE", help="the .cppipe file to write")
-    pipe.add_argument("--python", default=None, metavar="PY",
-                      help="CellProfiler's Python (default: $CP_VENV/bin/python or "
-                           ".cpvenv/bin/python)")
-    pipe.add_argument("--threshold", type=float, default=None, metavar="T",
-                      help="probability threshold (default: the model's)")
-    pipe.add_argument("--min-size", type=int, default=None, metavar="N",
-                      help="remove objects smaller than N pixels (default: the model's)")
-    pipe.add_argument("--watershed", action="store_true", help="split touching cells")
-    pipe.add_argument("--save-labels", action="store_true",
-                      help="also save each label matrix as <image>_labels.npy")
-    pipe.add_argument("--save-probability", action="store_true",
-                      help="also save each probability map as <image>_probability.npy")
-    return parser
+def write_pipeline(
+    model: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    python: str | os.PathLike | None = None,
+    threshold: float | None = None,
+    min_size: int | None = None,
+    watershed: bool = False,
+    save_labels: bool = False,
+    save_probability: bool = False,
+) -> Path:
+    """Write an example CellProfiler pipeline (``.cppipe``) that runs RunScribble2Label.
 
+    The pipeline is built by ``examples/make_pipeline.py`` run with
+    CellProfiler's own Python (it needs ``cellprofiler_core``).
 
-def _install(args) -> int:
-    written = install_plugin(args.plugins_dir)
-    names = ", ".join(p.name for p in written)
-    print(f"s2l-cellprofiler: installed {names} into {args.plugins_dir}; start CellProfiler "
-          f"with --plugins-directory {args.plugins_dir} (or set it in File > Preferences)")
-    return 0
+    Parameters
+    ----------
+    model : path-like
+        The ``.onnx`` file written by ``s2l-export``; it is checked first.
+    out : path-like
+        The pipeline to write; its name must end in ``.cppipe``.
+    python : path-like, optional
+        CellProfiler's Python; default ``$CP_VENV/bin/python``, else
+        ``.cpvenv/bin/python``.
+    threshold : float, optional
+        Probability threshold in [0, 1); default: the model's.
+    min_size : int, optional
+        Objects smaller than this (pixels) are removed; default: the model's.
+    watershed, save_labels, save_probability : bool
+        Split touching cells; also save each label matrix / probability map
+        as ``.npy``.
 
+    Returns
+    -------
+    out : Path
 
-def _pipeline(args) -> int:
+    Raises
+    ------
+    S2LError
+        A setting is out of range, the model is not an s2l-tools ONNX file,
+        there is no CellProfiler Python, or building the pipeline failed.
+    """
     from s2l_tools.inference.onnx import read_meta
 
-    if args.threshold is not None and not 0.0 <= args.threshold < 1.0:
-        raise S2LError(f"--threshold {args.threshold:g}: must be in [0, 1) (a probability; "
+    if threshold is not None and not 0.0 <= threshold < 1.0:
+        raise S2LError(f"--threshold {threshold:g}: must be in [0, 1) (a probability; "
                        "0.5 is the usual choice)")
-    if args.min_size is not None and args.min_size < 0:
-        raise S2LError(f"--min-size {args.min_size}: must be 0 or more (pixels)")
-    read_meta(args.model)  # ModelLoadError, an S2LError: one line
-    out = Path(args.out)
+    if min_size is not None and min_size < 0:
+        raise S2LError(f"--min-size {min_size}: must be 0 or more (pixels)")
+    read_meta(model)  # ModelLoadError, an S2LError: one line
+    out = Path(out)
     if out.suffix.lower() not in (".cppipe", ".cp"):
         raise S2LError(f"--out {out}: the file name must end in .cppipe (e.g. example.cppipe)")
-    python = _cellprofiler_python(args.python)
+    python = _cellprofiler_python(python)
     script = plugin_source_dir() / "examples" / "make_pipeline.py"
-    cmd = [str(python), "-W", "ignore", str(script), "--model", str(Path(args.model).resolve()),
+    cmd = [str(python), "-W", "ignore", str(script), "--model", str(Path(model).resolve()),
            "--out", str(out)]
-    if args.threshold is not None:
-        cmd += ["--threshold", repr(args.threshold)]
-    if args.min_size is not None:
-        cmd += ["--min-size", str(args.min_size)]
-    cmd += [flag for flag, on in (("--watershed", args.watershed),
-                                  ("--save-labels", args.save_labels),
-                                  ("--save-probability", args.save_probability)) if on]
+    if threshold is not None:
+        cmd += ["--threshold", repr(threshold)]
+    if min_size is not None:
+        cmd += ["--min-size", str(min_size)]
+    cmd += [flag for flag, on in (("--watershed", watershed),
+                                  ("--save-labels", save_labels),
+                                  ("--save-probability", save_probability)) if on]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or ["(no message)"])[-1]
         raise S2LError(f"{script}: failed with CellProfiler's Python {python} ({last})")
-    print(f"s2l-cellprofiler: wrote {out}")
-    return 0
-
-
-def _main(args) -> int:
-    if args.command == "install":
-        return _install(args)
-    return _pipeline(args)
-
-
-def main(argv=None) -> int:
-    """``s2l-cellprofiler``: install the CellProfiler module / write a pipeline."""
-    return _cli.run(_main, get_parser(), argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return out

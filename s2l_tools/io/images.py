@@ -288,12 +288,32 @@ def read_labels(path: str | os.PathLike) -> np.ndarray:
 
 
 def write_tiff(path: str | os.PathLike, array: np.ndarray, *, description: str | None = None,
-               compression: str | None = "zlib") -> None:
-    """Write ``array`` as a TIFF atomically (never a half-written file)."""
+               compression: str | None = "zlib", imagej: bool = False) -> None:
+    """Write ``array`` as a TIFF atomically (never a half-written file).
+
+    Parameters
+    ----------
+    path : path-like
+        Output file; its folder is created.
+    array : (H, W) or (C, H, W) ndarray
+    description : str, optional
+        The TIFF's ImageDescription (not with ``imagej``).
+    compression : str or None
+        tifffile's compression (default ``'zlib'``); None writes it
+        uncompressed.
+    imagej : bool
+        Write an ImageJ hyperstack TIFF (grey, ``minisblack``), as Fiji saves
+        one, instead of a plain TIFF without metadata.
+    """
     import tifffile
 
     from s2l_tools.io.atomic import atomic_path
 
+    if imagej and description is not None:
+        raise ValueError("write_tiff: an ImageJ TIFF keeps ImageJ's own description; drop description")
+    if imagej:
+        options = {"imagej": True, "photometric": "minisblack"}
+    else:
+        options = {"description": description, "metadata": None}
     with atomic_path(path) as tmp:
-        tifffile.imwrite(tmp, array, description=description, compression=compression,
-                         metadata=None)
+        tifffile.imwrite(tmp, array, compression=compression, **options)

@@ -11,6 +11,9 @@ state, config and the number of finished epochs.
 A *model bundle* (``RUN/model.pt``) holds what inference needs: the weights
 and :class:`ModelMeta` (encoder, channels, normalisation, tile size,
 suggested threshold, s2l-tools version).
+
+Where these files lie in a run folder, and their names, is
+:mod:`s2l_tools.training.rundir`'s business.
 """
 
 from __future__ import annotations
@@ -103,18 +106,6 @@ def save_model(path: str | os.PathLike, state_dict: dict, meta: ModelMeta) -> No
            "state_dict": state_dict, "meta": asdict(meta)}, path)
 
 
-def resolve_model_path(path: str | os.PathLike) -> Path:
-    """A run folder -> its ``model.pt`` (else ``checkpoint.pt``); a file -> itself."""
-    path = Path(path)
-    if path.is_dir():
-        for name in ("model.pt", "checkpoint.pt"):
-            if (path / name).is_file():
-                return path / name
-        raise S2LError(f"{path}: no model.pt or checkpoint.pt in this folder; give a run "
-                       "folder written by s2l-train or a model file")
-    return path
-
-
 def load_model(path: str | os.PathLike, *, device="cpu"):
     """Load a model bundle (or a checkpoint, or a run folder) for inference.
 
@@ -125,6 +116,7 @@ def load_model(path: str | os.PathLike, *, device="cpu"):
     meta : ModelMeta
     """
     from s2l_tools.training.model import build_model
+    from s2l_tools.training.rundir import resolve_model_path  # rundir imports this module
 
     path = resolve_model_path(path)
     obj = _load(path, MODEL_FORMAT, "model")

@@ -23,7 +23,9 @@ from pathlib import Path
 
 from s2l_tools.errors import S2LError
 
-METHODS = ("s2l", "pce", "pseudo", "full")
+METHODS = ("s2l", "pce", "pseudo", "rloss", "full")
+#: ``--crf-weight`` of ``--method rloss`` when not given (the other methods: 0)
+RLOSS_CRF_WEIGHT = 5.0
 ENCODERS = ("resnet18", "resnet34", "resnet50")
 STORES = ("auto", "replicated", "sharded")
 FAST_STARTS = ("none", "forest", "grabcut", "forest+grabcut")
@@ -61,6 +63,7 @@ class TrainConfig:
     ema_alpha: float = 0.2
     threshold: float = 0.8
     pseudo_weight: float = 0.5
+    crf_weight: float | None = None
     lr: float = 3e-4
     weight_decay: float = 5e-5
     decoder_lr_mult: float = 10.0
@@ -114,10 +117,19 @@ class TrainConfig:
             bad("threshold", "must be in [0.5, 1)")
         if self.pseudo_weight < 0:
             bad("pseudo_weight", "must be 0 or more")
+        if self.crf_weight is not None and not self.crf_weight >= 0:
+            bad("crf_weight", "must be 0 or more")
+        if self.crf_weight and self.method == "full":
+            bad("crf_weight", "regularises learning from scribbles; --method full has full "
+                "masks: drop --crf-weight")
         if self.lr <= 0:
             bad("lr", "must be positive")
         if self.crop < 32 or self.crop % 32:
             bad("crop", "must be a multiple of 32, at least 32")
+        if self.tile < 32 or self.tile % 32:
+            bad("tile", "must be a multiple of 32, at least 32")
+        if self.loader_workers < 0:
+            bad("loader_workers", "must be 0 (load in the training process) or more")
         if self.samples_per_epoch is not None and self.samples_per_epoch < 1:
             bad("samples_per_epoch", "must be at least 1")
         if self.num_workers < 0:
@@ -129,6 +141,13 @@ class TrainConfig:
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
             bad("device", "use auto, cpu or cuda")
         return self
+
+    @property
+    def crf_weight_used(self) -> float:
+        """The CRF loss's weight: ``crf_weight``, or the method's default when None."""
+        if self.crf_weight is not None:
+            return float(self.crf_weight)
+        return RLOSS_CRF_WEIGHT if self.method == "rloss" else 0.0
 
     @property
     def distributed(self) -> bool:
@@ -151,6 +170,9 @@ class TrainConfig:
         if unknown:
             raise S2LError(f"{source}: unknown setting(s) {', '.join(unknown)}; "
                            "see s2l-train --help")
+        defaults = cls()
+        for name, value in d.items():
+            _check_type(name, value, getattr(defaults, name), source)
         return cls(**d)
 
     @classmethod
@@ -160,6 +182,8 @@ class TrainConfig:
             d = json.loads(path.read_text())
         except FileNotFoundError:
             raise S2LError(f"{path}: no such config file") from None
+        except IsADirectoryError:
+            raise S2LError(f"{path}: a folder, not a config file; give RUN/config.json") from None
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise S2LError(f"{path}: not valid JSON ({exc}); fix or regenerate it") from None
         if not isinstance(d, dict):
@@ -168,3 +192,30 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+#: settings whose default is None but which hold numbers when set
+_OPTIONAL_INT = {"channel", "samples_per_epoch", "val_every"}
+_OPTIONAL_FLOAT = {"crf_weight"}
+
+
+def _check_type(name: str, value, default, source: str) -> None:
+    """One-line S2LError when a config file's ``value`` has the wrong JSON type for ``name``."""
+    def kind_of(v):
+        return "true/false" if isinstance(v, bool) else type(v).__name__
+
+    if default is None:
+        if value is None:
+            return
+        want = int if name in _OPTIONAL_INT else float if name in _OPTIONAL_FLOAT else str
+    else:
+        want = type(default)
+    ok = (isinstance(value, bool) if want is bool
+          else isinstance(value, int) and not isinstance(value, bool) if want is int
+          else isinstance(value, (int, float)) and not isinstance(value, bool) if want is float
+          else isinstance(value, str))
+    if not ok:
+        words = {bool: "true or false", int: "a whole number", float: "a number",
+                 str: "a text"}[want]
+        raise S2LError(f"{source}: \"{name}\": {json.dumps(value)} ({kind_of(value)}) is not "
+                       f"{words}; fix --{name.replace('_', '-')} in the file")

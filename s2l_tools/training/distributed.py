@@ -13,10 +13,11 @@ in a :class:`RayContext`:
   counts, so every rank holds the same store (bit for bit; ``store.digest()``
   is equal); or *sharded* (``--store sharded``, and ``auto`` above 2 GiB of
   maps): each rank holds, predicts and trains on a fixed share of the images
-  (:func:`s2l_tools.training.engine.store_owners`) and nothing is exchanged; every rank
+  (:func:`s2l_tools.training.data.store_owners`) and nothing is exchanged; every rank
   then saves its shard beside the checkpoint (Ray merges the ranks' files);
 - checkpoints go through ``ray.train.report`` into ``RUN/checkpoint_epoch_NNNN``
-  (Ray's storage is ``RunConfig(storage_path=parent of RUN, name=RUN's name)``),
+  (Ray's storage is ``RunConfig(storage_path=parent of RUN, name=RUN's name)``;
+  the run folder's names are :mod:`s2l_tools.training.rundir`'s),
   and a restarted worker group, or a driver started again with ``--resume``,
   continues from the latest one (``ray.train.get_checkpoint``);
 - ``RUN/model.pt``, ``metrics.csv``, ``curves.png`` and ``config.json`` are
@@ -36,41 +37,25 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-from s2l_tools.training.config import TrainConfig
-from s2l_tools.training.engine import CHECKPOINT, MODEL, Context
 from s2l_tools.errors import S2LError
+from s2l_tools.training import rundir
+from s2l_tools.training._faults import FaultHooks
+from s2l_tools.training.config import TrainConfig
+from s2l_tools.training.engine import Context
+from s2l_tools.training.rundir import is_uri
 
-__all__ = ["TorchDistContext", "RayContext", "fit_distributed", "is_uri", "run_exists",
-           "read_run_text"]
-
-#: Ray Train V2 keeps the run's list of checkpoints in this file of the run folder.
-RAY_SNAPSHOT = "checkpoint_manager_snapshot.json"
-#: Files copied from the latest checkpoint into RUN when the run ends.
-RUN_FILES = (MODEL, "metrics.csv", "curves.png", "config.json")
-#: A user error (S2LError) on the workers is passed to the driver in this file of RUN.
-ERROR_FILE = ".s2l-error.txt"
-#: Test-only: "RANK:EPOCH:MARKER" makes worker RANK kill itself (SIGKILL) when it
-#: reports EPOCH, once (it creates MARKER first; an existing MARKER disarms it).
-FAULT_ENV = "S2L_TEST_FAULT"
-#: Test-only: "1" makes every ensemble step compare the store's digest across ranks.
-CHECK_ENV = "S2L_CHECK_STORE"
+__all__ = ["TorchDistContext", "RayContext", "fit_distributed", "check_shared_storage"]
 
 _GATHER_CHUNK = 64 << 20  # bytes per rank and round of the store's all-gather
 
 
 # ---------------------------------------------------------------- storage paths
-def is_uri(path) -> bool:
-    """Whether ``path`` is a URI (``s3://``, ``gs://``, ``file://`` ...), not a plain path."""
-    return "://" in str(path)
-
-
 def _storage(out: str) -> tuple[str, str]:
     """``(storage_path, name)`` of Ray's RunConfig for the run folder ``out``."""
     if is_uri(out):
@@ -81,51 +66,6 @@ def _storage(out: str) -> tuple[str, str]:
         return parent, name
     path = Path(out).expanduser().resolve()  # Ray refuses relative storage paths
     return str(path.parent), path.name
-
-
-def _fs(uri: str):
-    import pyarrow.fs
-
-    return pyarrow.fs.FileSystem.from_uri(uri)
-
-
-def read_run_text(out: str, name: str) -> str | None:
-    """Text of the file ``name`` in the run folder ``out`` (path or URI), or None."""
-    if not is_uri(out):
-        p = Path(out) / name
-        return p.read_text() if p.is_file() else None
-    import pyarrow.fs
-
-    fs, path = _fs(str(out).rstrip("/") + "/" + name)
-    if fs.get_file_info(path).type != pyarrow.fs.FileType.File:
-        return None
-    with fs.open_input_stream(path) as f:
-        return f.read().decode()
-
-
-def _write_run_text(out: str, name: str, text: str) -> None:
-    if not is_uri(out):
-        Path(out).mkdir(parents=True, exist_ok=True)
-        (Path(out) / name).write_text(text)
-        return
-    fs, path = _fs(str(out).rstrip("/"))
-    fs.create_dir(path, recursive=True)
-    with fs.open_output_stream(f"{path}/{name}") as f:
-        f.write(text.encode())
-
-
-def _delete_run_file(out: str, name: str) -> None:
-    if not is_uri(out):
-        (Path(out) / name).unlink(missing_ok=True)
-    elif read_run_text(out, name) is not None:
-        fs, path = _fs(str(out).rstrip("/") + "/" + name)
-        fs.delete_file(path)
-
-
-def run_exists(out: str) -> bool:
-    """Whether ``out`` holds a run (single-process checkpoint or Ray Train snapshot)."""
-    return read_run_text(out, RAY_SNAPSHOT) is not None or (
-        not is_uri(out) and (Path(out) / CHECKPOINT).is_file())
 
 
 def check_shared_storage(out: str, seen_by: dict[str, bool]) -> None:
@@ -147,22 +87,13 @@ def check_shared_storage(out: str, seen_by: dict[str, bool]) -> None:
 
 # ------------------------------------------------------------------- contexts
 class TorchDistContext(Context):
-    """A :class:`~s2l_tools.training.engine.Context` over an initialised ``torch.distributed`` group.
+    """A :class:`~s2l_tools.training.engine.Context` over an initialised ``torch.distributed`` group."""
 
-    Parameters
-    ----------
-    check_store : bool
-        After every store synchronisation, compare the store's digest across
-        ranks and raise if they differ (costs a SHA-256 of the store).
-    """
-
-    def __init__(self, *, check_store: bool = False):
+    def __init__(self):
         import torch.distributed as dist
 
         self.rank = dist.get_rank()
         self.world_size = dist.get_world_size()
-        self.check_store = check_store
-        self.last_digest: str | None = None
 
     @property
     def _comm(self) -> torch.device:
@@ -189,6 +120,16 @@ class TorchDistContext(Context):
         t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=self._comm)
         dist.all_reduce(t)
         return {k: float(v) / self.world_size for k, v in zip(keys, t.tolist())}
+
+    def all_gather_bytes(self, data: bytes) -> list[bytes]:
+        import torch.distributed as dist
+
+        if self.world_size == 1:
+            return [bytes(data)]
+        mine = torch.tensor(list(data), dtype=torch.uint8, device=self._comm)
+        everyone = [torch.empty_like(mine) for _ in range(self.world_size)]
+        dist.all_gather(everyone, mine)
+        return [bytes(t.cpu().tolist()) for t in everyone]
 
     def sync_store(self, store, owners: list[int]) -> None:
         """All-gather every rank's freshly updated maps and their update counts.
@@ -220,21 +161,11 @@ class TorchDistContext(Context):
                         store.from_flat(bufs[r][: nbytes[r]].cpu().view(store.dtype), g)
                 del send, bufs
             # from_flat leaves the counts alone: take each image's count from its owner
-            counts = store._counts  # noqa: SLF001  (EmaStore has no public setter)
-            gathered = [torch.empty_like(counts, device=dev) for _ in range(W)]
-            dist.all_gather(gathered, counts.to(dev))
-            for i, o in enumerate(owners):
-                counts[i] = gathered[o][i].cpu()
-        if self.check_store:
-            self.last_digest = store.digest()
-            if W > 1:
-                mine = torch.tensor(list(bytes.fromhex(self.last_digest)), dtype=torch.uint8,
-                                    device=self._comm)
-                all_d = [torch.empty_like(mine) for _ in range(W)]
-                dist.all_gather(all_d, mine)
-                if any(not torch.equal(d, mine) for d in all_d):
-                    raise RuntimeError("EMA store differs between ranks after sync: "
-                                       + ", ".join(bytes(d.tolist()).hex()[:12] for d in all_d))
+            counts = torch.tensor(store.n_updates, dtype=torch.int64, device=dev)
+            gathered = [torch.empty_like(counts) for _ in range(W)]
+            dist.all_gather(gathered, counts)
+            gathered = torch.stack(gathered).cpu()
+            store.set_n_updates(gathered[torch.as_tensor(owners), torch.arange(len(owners))])
 
 
 def _chunks(store, indices: list[int]) -> list[list[int]]:
@@ -263,24 +194,20 @@ class RayContext(TorchDistContext):
         staging folder when RUN is a URI).
     compress : bool
         Compress DDP's gradient all-reduce to float16 (``fp16_compress_hook``).
-    check_store : bool
-        See :class:`TorchDistContext`.
-    fault : str, optional
-        Test-only fault injection, see :data:`FAULT_ENV`.
+    test_hooks : FaultHooks, optional
+        Test-only hooks (:mod:`s2l_tools.training._faults`).
     """
 
-    def __init__(self, *, out: Path, compress: bool = False, check_store: bool = False,
-                 fault: str | None = None):
+    def __init__(self, *, out: Path, compress: bool = False,
+                 test_hooks: FaultHooks | None = None):
         import ray.train
 
         tc = ray.train.get_context()
         self.rank = tc.get_world_rank()
         self.world_size = tc.get_world_size()
-        self.check_store = check_store
-        self.last_digest = None
         self.out = Path(out)
         self.compress = compress
-        self.fault = fault
+        self.test_hooks = test_hooks
         self._stack = contextlib.ExitStack()
         self._initial: Path | None | bool = False
 
@@ -315,17 +242,14 @@ class RayContext(TorchDistContext):
     def report(self, metrics: dict, checkpoint_dir: Path | None) -> None:
         import ray.train
 
-        self._maybe_fault(int(metrics["epoch"]))
         metrics = {k: v for k, v in metrics.items() if isinstance(v, (int, float, str))}
-        if self.last_digest is not None:
-            metrics["store_digest"] = self.last_digest
         ckpt = name = None
         if checkpoint_dir is not None:  # the main rank wrote one (every rank: EMA shards)
-            for f in RUN_FILES[1:] if self.is_main else ():
+            for f in rundir.REPORT_FILES if self.is_main else ():
                 if (self.out / f).is_file():
                     shutil.copy2(self.out / f, checkpoint_dir / f)
             ckpt = ray.train.Checkpoint.from_directory(str(checkpoint_dir))
-            name = f"checkpoint_epoch_{int(metrics['epoch']):04d}"
+            name = rundir.ray_checkpoint_name(metrics["epoch"])
         try:
             ray.train.report(metrics, checkpoint=ckpt, checkpoint_dir_name=name)
         finally:
@@ -340,19 +264,12 @@ class RayContext(TorchDistContext):
             ckpt = ray.train.get_checkpoint()
             self._initial = None
             if ckpt is not None:
-                self._initial = Path(self._stack.enter_context(ckpt.as_directory())) / CHECKPOINT
+                self._initial = (Path(self._stack.enter_context(ckpt.as_directory()))
+                                 / rundir.CHECKPOINT)
         return self._initial
 
     def close(self) -> None:
         self._stack.close()
-
-    def _maybe_fault(self, epoch: int) -> None:
-        if not self.fault:
-            return
-        rank, at, marker = self.fault.split(":", 2)
-        if self.rank == int(rank) and epoch == int(at) and not os.path.exists(marker):
-            Path(marker).touch()
-            os.kill(os.getpid(), signal.SIGKILL)
 
 
 # ---------------------------------------------------------------- worker side
@@ -378,7 +295,7 @@ def _train_fn(config: dict) -> None:
         staging = tempfile.mkdtemp(prefix="s2l-run-")
         cfg.out = staging
     ctx = RayContext(out=Path(cfg.out), compress=config["compress"],
-                     check_store=config["check_store"], fault=config["fault"])
+                     test_hooks=FaultHooks.from_dict(config["test_hooks"]))
     try:
         resume_local = config["resume"] and ctx.initial_checkpoint() is None
         fit(cfg, resume=resume_local, ctx=ctx)
@@ -386,7 +303,7 @@ def _train_fn(config: dict) -> None:
         # a user error (bad data, settings): the same on every rank. Pass it to the
         # driver and end normally, so that Ray does not retry what cannot succeed
         if ctx.is_main:
-            _write_run_text(config["run"], ERROR_FILE, str(exc))
+            rundir.write_run_text(config["run"], rundir.ERROR_FILE, str(exc))
     finally:
         ctx.close()
         if staging:
@@ -426,7 +343,7 @@ def _nodes_seeing(out: str) -> dict[str, bool]:
     if len(nodes) < 2:
         return {}
     Path(out).mkdir(parents=True, exist_ok=True)
-    marker = Path(out).resolve() / f".s2l-storage-check-{uuid.uuid4().hex}"
+    marker = Path(out).resolve() / rundir.STORAGE_MARKER.format(token=uuid.uuid4().hex)
     marker.touch()
     try:
         seen = ray.remote(num_cpus=0)(os.path.exists)
@@ -447,8 +364,9 @@ def _copy_run_files(result, out: str) -> None:
         return
     fs = ckpt.filesystem
     dest = str(out).rstrip("/") if is_uri(out) else str(Path(out).resolve())
-    dest_fs, dest_path = _fs(dest) if is_uri(out) else (pyarrow.fs.LocalFileSystem(), dest)
-    names = RUN_FILES if is_uri(out) else RUN_FILES[:3]  # config.json is already there
+    dest_fs, dest_path = rundir.filesystem(dest) if is_uri(out) else (pyarrow.fs.LocalFileSystem(), dest)
+    # a local RUN has its config.json already (the driver's, or that of the run resumed)
+    names = rundir.RUN_FILES if is_uri(out) else (rundir.MODEL, rundir.METRICS, rundir.CURVES)
     for name in names:
         src = f"{ckpt.path}/{name}"
         if fs.get_file_info(src).type == pyarrow.fs.FileType.File:
@@ -486,26 +404,27 @@ def fit_distributed(cfg: TrainConfig, *, resume: bool = False, compress: bool = 
     cfg.validate()
     out = str(cfg.out)
     storage_path, name = _storage(out)
-    if not resume and run_exists(out):
+    if not resume and rundir.run_exists(out):
         raise S2LError(f"{out}: holds a run already; continue it with --resume or choose "
                        "another --out")
     workers = max(1, cfg.num_workers)
     if not is_uri(out):
         cfg.out = str(Path(out).expanduser().resolve())  # the same path on every node
-    _delete_run_file(out, ERROR_FILE)
+    rundir.delete_run_file(out, rundir.ERROR_FILE)
+    hooks = FaultHooks.from_env()  # tests only
     loop_config = {"run": cfg.out, "cfg": cfg.to_dict(), "threads": cfg.cpus_per_worker,
-                   "resume": resume, "compress": compress, "check_store": os.environ.get(CHECK_ENV) == "1",
-                   "fault": os.environ.get(FAULT_ENV) or None}
+                   "resume": resume, "compress": compress,
+                   "test_hooks": None if hooks is None else hooks.to_dict()}
     t0 = time.perf_counter()
     started = _init_ray(cfg.address)
     try:
         if not is_uri(out):
             check_shared_storage(out, _nodes_seeing(cfg.out))
-        elif not resume or read_run_text(out, "config.json") is None:
+        elif not resume or rundir.read_run_text(out, rundir.CONFIG) is None:
             # a new run: its settings go where --resume looks for them. A resumed run
             # keeps the saved ones until it ends (a resume refused for its settings must
             # not replace them); its own config.json is copied in with the results
-            _write_run_text(out, "config.json", cfg.to_json_text())
+            rundir.write_run_text(out, rundir.CONFIG, cfg.to_json_text())
         trainer = TorchTrainer(
             _train_fn,
             train_loop_config=loop_config,
@@ -527,9 +446,9 @@ def fit_distributed(cfg: TrainConfig, *, resume: bool = False, compress: bool = 
             raise S2LError(f"{out}: training failed on the Ray workers after "
                            f"{cfg.max_failures} restart(s): {_first_line(exc)}; fix it and "
                            "continue with --resume (--debug: the full error)") from exc
-        error = read_run_text(out, ERROR_FILE)
+        error = rundir.read_run_text(out, rundir.ERROR_FILE)
         if error is not None:
-            _delete_run_file(out, ERROR_FILE)
+            rundir.delete_run_file(out, rundir.ERROR_FILE)
             raise S2LError(error)
         metrics = dict(result.metrics or {})  # of the last checkpoint (Ray V2)
         _copy_run_files(result, out)

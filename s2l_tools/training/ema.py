@@ -156,6 +156,28 @@ class EmaStore:
         """How many predictions each map has averaged (0 = not initialised)."""
         return self._counts.tolist()
 
+    def set_n_updates(self, counts: Sequence[int] | torch.Tensor) -> None:
+        """Set every map's update count, in place (shared memory stays shared).
+
+        Use it after :meth:`from_flat`, which copies maps but not counts (e.g.
+        the distributed all-gather takes each image's count from the rank that
+        updated it).
+
+        Parameters
+        ----------
+        counts : (N,) sequence of int or int tensor
+            One non-negative count per image; 0 for the maps a shard does not hold.
+        """
+        t = torch.as_tensor(counts).detach().to("cpu")
+        if t.shape != self._counts.shape:
+            raise ValueError(f"counts must have shape ({len(self)},), got {tuple(t.shape)}")
+        if t.is_floating_point() or t.is_complex() or bool((t < 0).any()):
+            raise ValueError("counts must be non-negative integers")
+        not_held = sorted(set(range(len(self))) - set(self._owned))
+        if not_held and bool(t[not_held].any()):
+            raise ValueError("counts of maps this shard does not hold must be 0")
+        self._counts.copy_(t)
+
     def initialized(self, index: int) -> bool:
         """Whether image ``index`` has received its first prediction."""
         self._check_index(index)

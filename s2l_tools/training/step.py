@@ -14,30 +14,54 @@ every parameter used).
 
 Methods (``method=``): ``'s2l'`` (above), ``'pce'`` (``L_sp`` only),
 ``'pseudo'`` (the Pseudo-Label baseline: ``L_up`` from the current
-prediction, detached, not averaged), ``'full'`` (cross entropy on the full mask).
+prediction, detached, not averaged), ``'rloss'`` (``L_sp`` plus a CRF loss,
+below). ``s2l-train --method full`` trains ``'pce'`` on scribbles made from the
+full masks (every pixel labelled), so it needs no method of its own here.
+
+CRF loss (``crf_weight > 0``; Tang et al., "On regularized losses for
+weakly-supervised CNN segmentation", ECCV 2018): the relaxed Potts energy
+``sum_k S_k^T W (1 - S_k)`` of the softmax ``S`` under a bilateral affinity ``W``
+between pixels ``p, q``::
+
+    W_pq = exp(-|p - q|^2 / (2 sigma_xy^2) - |I_p - I_q|^2 / (2 sigma_i^2))
+
+It costs where similar-looking, nearby pixels get different classes, so it
+pulls the boundary to the image's edges. Tang et al. use the dense CRF
+(every pair, permutohedral lattice); here ``W`` is restricted to a window of
+radius ``CRF_RADIUS`` (as the Gated CRF loss of Obukhov et al. 2019 does), on
+the normalised image, which is exact for that window and cheap on a CPU. The
+energy is divided by the number of pixels and by the sum of the window's
+spatial weights, so ``crf_weight`` does not depend on the crop or the radius.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
+import math
+
 import torch
 import torch.nn.functional as F
 
-from s2l_tools.training.config import METHODS
 
 __all__ = [
     "IGNORE_INDEX",
-    "METHODS",
+    "STEP_METHODS",
     "scribble_targets",
     "scribble_loss",
     "pseudo_labels",
     "unscribbled_loss",
+    "crf_loss",
     "compute_losses",
     "train_step",
 ]
 
 IGNORE_INDEX = -100
+#: methods of :func:`compute_losses` (``'full'`` trains ``'pce'`` on dense labels)
+STEP_METHODS = ("s2l", "pce", "pseudo", "rloss")
+#: the CRF loss's window radius (pixels) and bandwidths: distance in pixels,
+#: intensity in units of the percentile-normalised image (0 = low, 1 = high percentile)
+CRF_RADIUS, CRF_SIGMA_XY, CRF_SIGMA_I = 5, 5.0, 0.1
 
 
 def scribble_targets(scribble: torch.Tensor) -> torch.Tensor:
@@ -135,6 +159,64 @@ def unscribbled_loss(logits: torch.Tensor, pseudo: torch.Tensor) -> torch.Tensor
     return _masked_ce(logits, pseudo)
 
 
+def crf_loss(
+    logits: torch.Tensor,
+    image: torch.Tensor,
+    *,
+    radius: int = CRF_RADIUS,
+    sigma_xy: float = CRF_SIGMA_XY,
+    sigma_i: float = CRF_SIGMA_I,
+) -> torch.Tensor:
+    """Relaxed Potts energy of the softmax under a local bilateral affinity.
+
+    Parameters
+    ----------
+    logits : (N, C, H, W) float tensor
+    image : (N, Ci, H, W) float tensor
+        The network's input (normalised); all channels enter the intensity distance.
+    radius : int
+        Pairs ``p, q`` with ``|dy|, |dx| <= radius`` (``q != p``) are compared.
+    sigma_xy, sigma_i : float
+        Bandwidths of the spatial and the intensity Gaussian.
+
+    Returns
+    -------
+    loss : 0-d float32 tensor
+        ``sum_{p,q} W_pq sum_k S_k(p) (1 - S_k(q))`` over the window pairs, divided
+        by ``N * H * W`` and by the sum of the spatial weights: 0 for a prediction
+        that is constant (and hard) over the image, at most 1.
+    """
+    if radius < 1 or sigma_xy <= 0 or sigma_i <= 0:
+        raise ValueError(f"radius must be >= 1 and the sigmas positive, got {radius}, "
+                         f"{sigma_xy}, {sigma_i}")
+    if image.ndim != 4 or image.shape[0] != logits.shape[0] or image.shape[-2:] != logits.shape[-2:]:
+        raise ValueError(f"image must have shape (N, C, H, W) with N, H, W of the logits "
+                         f"{tuple(logits.shape)}, got {tuple(image.shape)}")
+    s = torch.softmax(logits.float(), dim=1)
+    img = image.float()
+    _, _, h, w = s.shape
+    total = s.new_zeros(())
+    spatial_sum = 0.0
+    # each unordered pair once (half of the window), counted twice below
+    for dy in range(0, radius + 1):
+        for dx in range(-radius, radius + 1):
+            if dy == 0 and dx <= 0:
+                continue
+            if dy >= h or abs(dx) >= w:
+                continue
+            g = math.exp(-(dy * dy + dx * dx) / (2.0 * sigma_xy ** 2))
+            spatial_sum += 2.0 * g
+            ya, yb = slice(0, h - dy), slice(dy, h)
+            xa, xb = (slice(0, w - dx), slice(dx, w)) if dx >= 0 else (slice(-dx, w), slice(0, w + dx))
+            d2 = (img[:, :, ya, xa] - img[:, :, yb, xb]).pow(2).sum(dim=1)
+            aff = g * torch.exp(-d2 / (2.0 * sigma_i ** 2))
+            sp, sq = s[:, :, ya, xa], s[:, :, yb, xb]
+            # sum_k S_k(p)(1 - S_k(q)) + S_k(q)(1 - S_k(p)) = 2 - 2 sum_k S_k(p) S_k(q)
+            cut = 2.0 - 2.0 * (sp * sq).sum(dim=1)
+            total = total + (aff * cut).sum()
+    return total / (s.shape[0] * h * w * max(spatial_sum, 1e-12))
+
+
 def compute_losses(
     logits: torch.Tensor,
     scribble: torch.Tensor,
@@ -144,7 +226,8 @@ def compute_losses(
     use_pseudo: bool = True,
     threshold: float = 0.8,
     pseudo_weight: float = 0.5,
-    full_mask: torch.Tensor | None = None,
+    image: torch.Tensor | None = None,
+    crf_weight: float = 0.0,
 ) -> dict[str, torch.Tensor]:
     """The training loss of one batch, for any of the methods.
 
@@ -155,12 +238,11 @@ def compute_losses(
     ema_fg : (N, H, W) float tensor, optional
         EMA foreground probability (augmented with the image). Needed by
         ``'s2l'`` when ``use_pseudo``; ignored by the other methods.
-    method : {'s2l', 'pce', 'pseudo', 'full'}
+    method : {'s2l', 'pce', 'pseudo', 'rloss'}
         ``'s2l'``: ``L_sp + pseudo_weight * L_up`` with pseudo-labels from
         ``ema_fg``. ``'pce'``: ``L_sp``. ``'pseudo'``: as ``'s2l'`` with
         pseudo-labels from the current prediction ``softmax(logits)``
-        (detached). ``'full'``: mean cross entropy over all pixels against
-        ``full_mask``.
+        (detached). ``'rloss'``: ``L_sp + crf_weight * L_crf``.
     use_pseudo : bool
         Whether ``L_up`` is on (False during the warm-up); ``'s2l'`` and
         ``'pseudo'`` only.
@@ -168,47 +250,46 @@ def compute_losses(
         ``tau`` of :func:`pseudo_labels`.
     pseudo_weight : float
         ``lambda``.
-    full_mask : (N, H, W) integer tensor, optional
-        For ``'full'``: 0 background, > 0 foreground (binary or instance labels).
+    image : (N, Ci, H, W) float tensor, optional
+        The input batch; needed when ``crf_weight > 0``.
+    crf_weight : float
+        Weight of :func:`crf_loss`, added to any method's loss (``'rloss'`` is
+        ``'pce'`` with it); 0 leaves it out.
 
     Returns
     -------
     losses : dict of 0-d tensors
         ``'loss'`` (to backpropagate), ``'l_sp'``, ``'l_up'`` (0 when off),
-        ``'l_full'`` (0 unless ``'full'``), ``'coverage'`` (detached: fraction of
-        the unscribbled pixels that got a pseudo-label; 0 when off).
+        ``'l_crf'`` (0 when off), ``'coverage'`` (detached: fraction of the
+        unscribbled pixels that got a pseudo-label; 0 when off).
     """
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if method not in STEP_METHODS:
+        raise ValueError(f"method must be one of {STEP_METHODS}, got {method!r}")
+    if not crf_weight >= 0:
+        raise ValueError(f"crf_weight must be 0 or more, got {crf_weight}")
     l_sp = scribble_loss(logits, scribble)
     zero = logits.new_zeros((), dtype=torch.float32)
-    out = {"l_sp": l_sp, "l_up": zero, "l_full": zero, "coverage": zero}
+    out = {"l_sp": l_sp, "l_up": zero, "l_crf": zero, "coverage": zero}
+    loss = l_sp
+    if crf_weight > 0:
+        if image is None:
+            raise ValueError("crf_weight > 0 needs the image batch (image=)")
+        out["l_crf"] = crf_loss(logits, image)
+        loss = loss + crf_weight * out["l_crf"]
 
-    if method == "full":
-        if full_mask is None:
-            raise ValueError("method 'full' needs full_mask")
-        _check_shapes(logits, full_mask, "full_mask")
-        target = (full_mask > 0).long()
-        out["l_full"] = F.cross_entropy(logits.float(), target)
-        out["loss"] = out["l_full"]
-        return out
-
-    if method == "pce" or not use_pseudo:
-        out["loss"] = l_sp
-        return out
-
-    if method == "s2l":
-        if ema_fg is None:
-            raise ValueError("method 's2l' with use_pseudo=True needs the EMA map (ema_fg)")
-        y = ema_fg
-    else:  # 'pseudo': the current prediction, no averaging
-        y = torch.softmax(logits.detach().float(), dim=1)[:, 1]
-    pseudo = pseudo_labels(y, scribble, threshold=threshold)
-    l_up = unscribbled_loss(logits, pseudo)
-    n_unscribbled = (scribble == 0).sum().clamp(min=1)
-    out["l_up"] = l_up
-    out["coverage"] = ((pseudo != IGNORE_INDEX).sum() / n_unscribbled).float()
-    out["loss"] = l_sp + pseudo_weight * l_up
+    if method in ("s2l", "pseudo") and use_pseudo:
+        if method == "s2l":
+            if ema_fg is None:
+                raise ValueError("method 's2l' with use_pseudo=True needs the EMA map (ema_fg)")
+            y = ema_fg
+        else:  # 'pseudo': the current prediction, no averaging
+            y = torch.softmax(logits.detach().float(), dim=1)[:, 1]
+        pseudo = pseudo_labels(y, scribble, threshold=threshold)
+        out["l_up"] = unscribbled_loss(logits, pseudo)
+        n_unscribbled = (scribble == 0).sum().clamp(min=1)
+        out["coverage"] = ((pseudo != IGNORE_INDEX).sum() / n_unscribbled).float()
+        loss = loss + pseudo_weight * out["l_up"]
+    out["loss"] = loss
     return out
 
 
@@ -221,6 +302,7 @@ def train_step(
     use_pseudo: bool,
     threshold: float = 0.8,
     pseudo_weight: float = 0.5,
+    crf_weight: float = 0.0,
     scaler: torch.amp.GradScaler | None = None,
     autocast_dtype: torch.dtype | None = None,
     device: torch.device | str,
@@ -235,9 +317,8 @@ def train_step(
     batch : dict of tensors
         ``'image'`` (N, C, H, W) float32, ``'scribble'`` (N, H, W) uint8/int,
         ``'ema'`` (N, H, W) float32 foreground probability (may be absent
-        while ``use_pseudo`` is False or the method does not use it),
-        ``'mask'`` (N, H, W) integer full mask (method ``'full'``).
-    method, use_pseudo, threshold, pseudo_weight
+        while ``use_pseudo`` is False or the method does not use it).
+    method, use_pseudo, threshold, pseudo_weight, crf_weight
         See :func:`compute_losses`.
     scaler : torch.amp.GradScaler, optional
         Loss scaling for float16 mixed precision.
@@ -250,7 +331,7 @@ def train_step(
     Returns
     -------
     losses : dict of float
-        ``'loss'``, ``'l_sp'``, ``'l_up'``, ``'l_full'``, ``'coverage'``
+        ``'loss'``, ``'l_sp'``, ``'l_up'``, ``'l_crf'``, ``'coverage'``
         (values before the update). A non-finite loss is returned as is; the
         step is then skipped by the scaler if one is given, so check ``'loss'``.
     """
@@ -260,15 +341,13 @@ def train_step(
     scribble = batch["scribble"].to(device, non_blocking=True)
     ema = batch.get("ema")
     ema = None if ema is None else ema.to(device, non_blocking=True)
-    mask = batch.get("mask")
-    mask = None if mask is None else mask.to(device, non_blocking=True)
 
     optimizer.zero_grad(set_to_none=True)
     with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
         logits = model(image)
     losses = compute_losses(
         logits, scribble, ema, method=method, use_pseudo=use_pseudo,
-        threshold=threshold, pseudo_weight=pseudo_weight, full_mask=mask,
+        threshold=threshold, pseudo_weight=pseudo_weight, image=image, crf_weight=crf_weight,
     )
     loss = losses["loss"]
     if scaler is not None:

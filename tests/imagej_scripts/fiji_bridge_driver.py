@@ -128,7 +128,7 @@ def run_export(e):
     # the user gives the unclassified ROI a class (what the dialog does), re-export
     for r in rois:
         if s2l_fiji.roi_class(r, colors) is None:
-            r.setGroup(s2l_fiji.BACKGROUND)
+            r.setGroup(s2l_fiji.GROUP_BACKGROUND)
     ov = Overlay()
     for r in rois:
         ov.add(r)

@@ -38,20 +38,22 @@ from ij.plugin.filter import ThresholdToSelection
 from ij.process import ImageProcessor
 
 __all__ = [
-    "FOREGROUND", "BACKGROUND", "S2LFijiError", "UnclassifiedRoisError",
+    "GROUP_FOREGROUND", "GROUP_BACKGROUND", "S2LFijiError", "UnclassifiedRoisError",
     "roi_class", "unclassified_rois", "image_stem", "export_scribbles",
     "import_segmentation", "label_rois", "add_to_manager", "add_to_overlay",
     "show_probability", "parse_color_map", "rois_from", "ask_classes", "message",
 ]
 
-#: ROI group of each class (what s2l-scribbles reads by default).
-FOREGROUND = 1
-BACKGROUND = 2
-CLASS_NAMES = {FOREGROUND: "foreground", BACKGROUND: "background"}
+#: ROI group of each class (what s2l-scribbles reads by default; s2l_tools.labels'
+#: GROUP_FOREGROUND / GROUP_BACKGROUND). Not the values of a scribble mask, where
+#: foreground is 2 and background 1 (s2l_tools.labels.FOREGROUND / BACKGROUND).
+GROUP_FOREGROUND = 1
+GROUP_BACKGROUND = 2
+CLASS_NAMES = {GROUP_FOREGROUND: "foreground", GROUP_BACKGROUND: "background"}
 
 NAME_RULES = [
-    (re.compile(r"(fg|cell|fore|nuc)", re.IGNORECASE), FOREGROUND),
-    (re.compile(r"(bg|back)", re.IGNORECASE), BACKGROUND),
+    (re.compile(r"(fg|cell|fore|nuc)", re.IGNORECASE), GROUP_FOREGROUND),
+    (re.compile(r"(bg|back)", re.IGNORECASE), GROUP_BACKGROUND),
 ]
 
 IMAGE_SUFFIXES = (".ome.tiff", ".ome.tif", ".tiff", ".tif", ".png", ".jpeg", ".jpg")
@@ -78,15 +80,15 @@ class UnclassifiedRoisError(S2LFijiError):
 # ----------------------------------------------------------------------------- classes
 
 
-def _class_code(value):
-    """'fg'/'foreground'/1 -> FOREGROUND, 'bg'/'background'/2 -> BACKGROUND."""
-    if value in (FOREGROUND, BACKGROUND):
+def _class_group(value):
+    """'fg'/'foreground'/1 -> GROUP_FOREGROUND, 'bg'/'background'/2 -> GROUP_BACKGROUND."""
+    if value in (GROUP_FOREGROUND, GROUP_BACKGROUND):
         return value
     text = str(value).strip().lower()
     if text in ("fg", "foreground", "fore", "1"):
-        return FOREGROUND
+        return GROUP_FOREGROUND
     if text in ("bg", "background", "back", "2"):
-        return BACKGROUND
+        return GROUP_BACKGROUND
     raise S2LFijiError("class %r: use 'fg' (foreground) or 'bg' (background)" % (value,))
 
 
@@ -117,12 +119,12 @@ def parse_color_map(text):
         if "=" not in item:
             raise S2LFijiError("colour map entry %r: write '#rrggbb=fg' or '#rrggbb=bg'" % item)
         color, cls = item.split("=", 1)
-        table[_hex(color)] = _class_code(cls)
+        table[_hex(color)] = _class_group(cls)
     return table
 
 
 def roi_class(roi, class_of=None):
-    """FOREGROUND (1), BACKGROUND (2) or None for one ROI.
+    """GROUP_FOREGROUND (1), GROUP_BACKGROUND (2) or None for one ROI.
 
     Parameters
     ----------
@@ -132,20 +134,20 @@ def roi_class(roi, class_of=None):
         ``{'#rrggbb': 'fg'|'bg'}`` or a function ``roi -> 'fg'|'bg'|None``.
     """
     group = roi.getGroup()
-    if group in (FOREGROUND, BACKGROUND):
+    if group in (GROUP_FOREGROUND, GROUP_BACKGROUND):
         return group
     name = roi.getName()
     if name:
-        for pattern, code in NAME_RULES:
+        for pattern, group_of_name in NAME_RULES:
             if pattern.match(name):
-                return code
+                return group_of_name
     if class_of is None:
         return None
     if callable(class_of):
         value = class_of(roi)
-        return None if value is None else _class_code(value)
+        return None if value is None else _class_group(value)
     color = _hex(roi.getStrokeColor())
-    table = dict((_hex(k), _class_code(v)) for k, v in class_of.items())
+    table = dict((_hex(k), _class_group(v)) for k, v in class_of.items())
     return table.get(color)
 
 
@@ -320,11 +322,11 @@ def export_scribbles(imp, rois, dataset_dir, stem=None, class_of=None):
 
     copies, n_fg, n_bg = [], 0, 0
     for roi in rois:
-        code = roi_class(roi, class_of)
+        group = roi_class(roi, class_of)
         c = roi.clone()
-        c.setGroup(code)
+        c.setGroup(group)
         copies.append(c)
-        if code == FOREGROUND:
+        if group == GROUP_FOREGROUND:
             n_fg += 1
         else:
             n_bg += 1
@@ -425,7 +427,7 @@ def ask_classes(rois, class_of=None, title="Export Scribbles"):
         if choice == 2:
             leave.add(i)
         else:
-            r.setGroup(FOREGROUND if choice == 0 else BACKGROUND)
+            r.setGroup(GROUP_FOREGROUND if choice == 0 else GROUP_BACKGROUND)
     if leave:
         IJ.log("Export Scribbles: left out on request: %s"
                % ", ".join(_display_name(rois[i], i) for i in sorted(leave)))
