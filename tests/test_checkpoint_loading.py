@@ -137,9 +137,6 @@ def test_torch_file_without_format_tag(tmp_path, obj):
     assert "no s2l-tools format tag" in _check_error(info, path)
 
 
-@pytest.mark.xfail(strict=True, reason="bug: a small text file given as a model reaches "
-                   "torch's legacy loader, which raises KeyError (not caught): an internal "
-                   "error instead of a one-line S2LError")
 def test_text_file_is_not_a_model(tmp_path):
     path = tmp_path / "model.pt"
     path.write_text("hello")
@@ -182,9 +179,6 @@ def test_weights_of_another_encoder(saved, tmp_path):
     _check_error(info, path)
 
 
-@pytest.mark.xfail(strict=True, reason="bug: load_model indexes obj['meta'] without a check; "
-                   "a bundle without metadata is an internal KeyError, not a one-line "
-                   "S2LError naming the file")
 def test_model_without_meta(tmp_path):
     path = tmp_path / "model.pt"
     _bundle(path, state_dict={"w": torch.zeros(1)})
@@ -193,9 +187,6 @@ def test_model_without_meta(tmp_path):
     _check_error(info, path)
 
 
-@pytest.mark.xfail(strict=True, reason="bug: load_model indexes obj['state_dict'] without a "
-                   "check; a bundle without weights is an internal KeyError, not a one-line "
-                   "S2LError naming the file")
 def test_model_without_weights(tmp_path):
     path = tmp_path / "model.pt"
     _bundle(path, meta=asdict(META))
@@ -204,8 +195,6 @@ def test_model_without_weights(tmp_path):
     _check_error(info, path)
 
 
-@pytest.mark.xfail(strict=True, reason="bug: load_model reads a checkpoint's obj['meta'] "
-                   "without a check (KeyError), not a one-line S2LError naming the file")
 def test_checkpoint_without_meta(saved, tmp_path):
     path = tmp_path / "checkpoint.pt"
     save_checkpoint(path, {"model": {"w": torch.zeros(1)}, "epoch": 1})
@@ -214,8 +203,6 @@ def test_checkpoint_without_meta(saved, tmp_path):
     _check_error(info, path)
 
 
-@pytest.mark.xfail(strict=True, reason="bug: metadata that is not a dict reaches "
-                   "ModelMeta.from_dict (AttributeError), not a one-line S2LError")
 def test_meta_not_a_dict(tmp_path):
     path = tmp_path / "model.pt"
     _bundle(path, state_dict={"w": torch.zeros(1)}, meta="resnet18")
@@ -224,8 +211,6 @@ def test_meta_not_a_dict(tmp_path):
     _check_error(info, path)
 
 
-@pytest.mark.xfail(strict=True, reason="bug: an unknown encoder in the metadata raises "
-                   "build_model's S2LError, which does not name the model file")
 def test_unknown_encoder_in_meta(tmp_path):
     path = tmp_path / "model.pt"
     _bundle(path, state_dict={"w": torch.zeros(1)}, meta={**asdict(META), "encoder": "vgg"})

@@ -70,7 +70,8 @@ def _load(path: str | os.PathLike, expected: str, what: str) -> dict:
         raise S2LError(f"{path}: no such {what} file; check the path")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as exc:
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError, KeyError,
+            IndexError, TypeError, AttributeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise S2LError(
             f"{path}: not an s2l-tools {what} ({first[:120]}); give a file written by "
@@ -120,13 +121,23 @@ def load_model(path: str | os.PathLike, *, device="cpu"):
 
     path = resolve_model_path(path)
     obj = _load(path, MODEL_FORMAT, "model")
-    if obj["format"] == CHECKPOINT_FORMAT:
-        meta = ModelMeta.from_dict(obj["meta"])
-        state_dict = obj["model"]
-    else:
-        meta = ModelMeta.from_dict(obj["meta"])
-        state_dict = obj["state_dict"]
-    model = build_model(encoder=meta.encoder, in_channels=meta.in_channels, classes=meta.classes)
+    weights_key = "model" if obj["format"] == CHECKPOINT_FORMAT else "state_dict"
+    state_dict, meta_d = obj.get(weights_key), obj.get("meta")
+    damaged = f"{path}: damaged s2l-tools {obj['format'].rsplit('-', 1)[-1]} file"
+    fix = "train again or take another copy of the run's model.pt"
+    if not isinstance(state_dict, dict):
+        raise S2LError(f"{damaged} (no weights); {fix}")
+    if not isinstance(meta_d, dict):
+        raise S2LError(f"{damaged} (no model metadata); {fix}")
+    try:
+        meta = ModelMeta.from_dict(meta_d)
+    except TypeError as exc:  # a required field missing
+        raise S2LError(f"{damaged} (metadata: {exc}); {fix}") from None
+    try:
+        model = build_model(encoder=meta.encoder, in_channels=meta.in_channels,
+                            classes=meta.classes)
+    except S2LError as exc:
+        raise S2LError(f"{path}: {exc}") from None
     try:
         model.load_state_dict(state_dict)
     except RuntimeError as exc:
