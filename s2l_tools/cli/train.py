@@ -87,8 +87,9 @@ def get_parser():
     parser.add_argument("--preset", choices=sorted(PRESETS),
                         help="a budget chosen as a whole; flags given on the command line win. "
                         "laptop: resnet18, crop 128, batch 8, 128 crops x 30 epochs (warm-up "
-                        "15), ensemble every 3, lr 1e-3, --fast-start forest+grabcut: 5-16 min "
-                        "on 2 CPU cores for 40 small images (docs/benchmarks.md). paper: the "
+                        "15), ensemble every 3, lr 1e-3, --fast-start forest+grabcut, "
+                        "--crf-weight 5: 5-27 min on 2 CPU cores for 40 small images "
+                        "(docs/benchmarks.md). paper: the "
                         "paper's settings (the defaults; resnet34, crop 256, batch 30, 200 "
                         "epochs), for a GPU")
     defaults = TrainConfig()
@@ -137,8 +138,12 @@ def config_from_args(args) -> TrainConfig:
         if value is not None:
             setattr(cfg, f.name, str(value) if f.name in ("data", "out", "val",
                                                           "encoder_weights") else value)
-    if getattr(args, "preset", None) and cfg.method != "s2l" and args.fast_start is None:
-        cfg.fast_start = "none"  # the preset's fast start is for S2L: --method pce keeps its budget
+    if getattr(args, "preset", None) and cfg.method != "s2l":
+        # the preset's fast start and CRF weight are S2L's: --method pce keeps the budget alone
+        if args.fast_start is None:
+            cfg.fast_start = "none"
+        if args.crf_weight is None:
+            cfg.crf_weight = None  # the method's own (rloss: its default; others: none)
     if not cfg.data:
         raise S2LError("no dataset given: s2l-train DATA --out RUN")
     if not cfg.out:
