@@ -11,7 +11,8 @@ from dataclasses import fields
 from pathlib import Path
 
 from s2l_tools.cli._common import make_parser, run
-from s2l_tools.training.config import ENCODERS, FAST_STARTS, METHODS, PRESETS, STORES, TrainConfig
+from s2l_tools.training.config import (ENCODERS, FAST_STARTS, METHODS, PRESETS, STORES,
+                                       TrainConfig, setting_type)
 from s2l_tools.errors import S2LError
 
 _HELP = {
@@ -104,10 +105,7 @@ def get_parser():
             parser.add_argument("--no-" + f.name.replace("_", "-"), dest=f.name,
                                 action="store_false", help="turn off " + flag)
             continue
-        kind = {"epochs": int, "crf_weight": float}.get(f.name)
-        if kind is None:
-            kind = type(default) if default is not None else (
-                int if f.name in ("channel", "samples_per_epoch", "val_every") else str)
+        kind = setting_type(f.name)
         choices = {"method": METHODS, "encoder": ENCODERS, "store": STORES,
                    "fast_start": FAST_STARTS}.get(f.name)
         metavar = None if choices else {int: "N", float: "X"}.get(kind, "VALUE")

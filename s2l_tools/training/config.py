@@ -200,17 +200,22 @@ _OPTIONAL_INT = {"channel", "samples_per_epoch", "val_every"}
 _OPTIONAL_FLOAT = {"crf_weight"}
 
 
+def setting_type(name: str) -> type:
+    """The type of setting ``name``'s values: bool, int, float or str (the CLI and config files)."""
+    default = getattr(TrainConfig(), name)
+    if default is not None:
+        return type(default)
+    return int if name in _OPTIONAL_INT else float if name in _OPTIONAL_FLOAT else str
+
+
 def _check_type(name: str, value, default, source: str) -> None:
     """One-line S2LError when a config file's ``value`` has the wrong JSON type for ``name``."""
     def kind_of(v):
         return "true/false" if isinstance(v, bool) else type(v).__name__
 
-    if default is None:
-        if value is None:
-            return
-        want = int if name in _OPTIONAL_INT else float if name in _OPTIONAL_FLOAT else str
-    else:
-        want = type(default)
+    if default is None and value is None:
+        return
+    want = setting_type(name)
     ok = (isinstance(value, bool) if want is bool
           else isinstance(value, int) and not isinstance(value, bool) if want is int
           else isinstance(value, (int, float)) and not isinstance(value, bool) if want is float
