@@ -217,3 +217,25 @@ def test_unknown_encoder_in_meta(tmp_path):
     with pytest.raises(S2LError) as info:
         load_model(path)
     _check_error(info, path)
+
+
+@pytest.mark.parametrize("change, expect", [
+    ({"tile": "512"}, "tile is '512', not a whole number"),
+    ({"tile": 100}, "tile 100 is not a multiple of 32"),
+    ({"overlap": 256}, "overlap 256 is not less than tile 256"),
+    ({"in_channels": 0}, "in_channels is 0"),
+    ({"threshold": "high"}, "threshold is 'high'"),
+    ({"min_size": -1}, "min_size is -1"),
+    ({"normalization": [1, 99]}, "normalization is [1, 99], not a mapping"),
+    ({"normalization": {"method": "percentile", "low": 99, "high": 1}},
+     "normalization percentiles 99, 1"),
+    ({"normalization": {"method": "zscore"}}, "normalization method 'zscore' is unknown"),
+])
+def test_malformed_meta_values(saved, tmp_path, change, expect):
+    """Metadata of the wrong type or range was accepted and failed later (internal errors)."""
+    path = tmp_path / "model.pt"
+    _bundle(path, state_dict=saved[1], meta={**asdict(META), **change})
+    with pytest.raises(S2LError) as info:
+        load_model(path)
+    msg = _check_error(info, path)
+    assert expect in msg and "damaged" in msg

@@ -69,7 +69,7 @@ def test_defaults_round_trip(tmp_path):
 def test_config_file_then_flags(tmp_path):
     """Defaults < the file < flags given on the command line."""
     path = _write(tmp_path / "c.json", {"data": "from_file", "out": "run_file", "epochs": 7,
-                                       "lr": 0.01, "amp": False})
+                                       "warmup_epochs": 3, "lr": 0.01, "amp": False})
     cfg = config_from_args(_args("--config", path))
     assert (cfg.data, cfg.out, cfg.epochs, cfg.lr, cfg.amp) == ("from_file", "run_file", 7,
                                                                  0.01, False)
@@ -78,6 +78,17 @@ def test_config_file_then_flags(tmp_path):
                                  "--epochs", "5", "--amp"))
     assert (cfg.data, cfg.out, cfg.epochs, cfg.lr, cfg.amp) == ("data_flag", "run_flag", 5,
                                                                  0.01, True)
+
+
+def test_epochs_alone_takes_half_as_warm_up():
+    """`--epochs 20` alone must not be refused for the default warm-up of 100 (issue 16's
+    check): the warm-up becomes half the epochs, as the paper's 100 of 200."""
+    cfg = config_from_args(_args("d", "--out", "o", "--epochs", "20"))
+    assert (cfg.epochs, cfg.warmup_epochs) == (20, 10)
+    cfg = config_from_args(_args("d", "--out", "o", "--epochs", "150"))
+    assert cfg.warmup_epochs == TrainConfig().warmup_epochs  # fits: kept
+    with pytest.raises(S2LError, match="longer than the run"):
+        config_from_args(_args("d", "--out", "o", "--epochs", "20", "--warmup-epochs", "30"))
 
 
 def test_preset_between_file_and_flags(tmp_path):
@@ -177,6 +188,20 @@ def test_no_dataset_given(tmp_path, capsys):
     ("encoder", "vgg16", "--encoder", "resnet18"),
     ("store", "cloud", "--store", "replicated"),
     ("fast_start", "svm", "--fast-start", "forest"),
+    # issue 16: accepted before, and some failed only after minutes of training
+    ("weight_decay", -1e-4, "--weight-decay", "0 (none) or more"),
+    ("decoder_lr_mult", -10.0, "--decoder-lr-mult", "positive"),
+    ("decoder_lr_mult", 0.0, "--decoder-lr-mult", "positive"),
+    ("min_size", -1, "--min-size", "0 or more"),
+    ("channel", -1, "--channel", "0 or more"),
+    ("val_every", 0, "--val-every", "at least 1"),
+    ("panel_images", -1, "--panel-images", "0 (none) or more"),
+    ("seed", -1, "--seed", "0 or more"),
+    ("warmup_epochs", 201, "--warmup-epochs", "longer than the run (--epochs 200)"),
+    ("lr", float("nan"), "--lr", "finite"),
+    ("pseudo_weight", float("inf"), "--pseudo-weight", "finite"),
+    ("weight_decay", float("nan"), "--weight-decay", "finite"),
+    ("crf_weight", float("inf"), "--crf-weight", "finite"),
 ])
 def test_validate_ranges(setting, value, flag, why):
     cfg = TrainConfig(data="d", out="o", **{setting: value})
@@ -195,6 +220,9 @@ def test_fast_start_needs_s2l():
     {}, {"threshold": 0.5}, {"ema_alpha": 1.0}, {"warmup_epochs": 0}, {"max_failures": -1},
     {"device": "cuda:1"}, {"crop": 32}, {"pseudo_weight": 0.0}, {"method": "full"},
     {"fast_start": "forest+grabcut"}, *({"preset": p} for p in sorted(PRESETS)),
+    {"warmup_epochs": 200}, {"epochs": 2, "warmup_epochs": 5, "method": "pce"},
+    {"epochs": 2, "warmup_epochs": 5, "fast_start": "forest"}, {"weight_decay": 0.0},
+    {"min_size": 0}, {"channel": 0},
 ])
 def test_validate_accepts_edges(settings):
     settings = dict(settings)
@@ -219,4 +247,12 @@ def test_flag_out_of_range_on_command_line(tmp_path, capsys):
                  "--crop", "100"]) == 1
     err = _one_line_error(capsys)
     assert "--crop 100" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_config_file_values_are_validated(tmp_path, capsys):
+    """A config file's values get the same range checks as the flags."""
+    path = _write(tmp_path / "c.json", {"weight_decay": -0.5})
+    assert main([str(tmp_path), "--config", path, "--out", str(tmp_path / "run")]) == 1
+    assert "--weight-decay -0.5: must be 0 (none) or more" in _one_line_error(capsys)
     assert not (tmp_path / "run").exists()

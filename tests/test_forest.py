@@ -98,11 +98,12 @@ def test_fast_start_pseudo_labels_from_epoch_one(data, tmp_path, capsys, kind):
     assert all(row["coverage"] > 0.5 for row in ck["history"])
     # the forest's map is the store's only update: the network's join after the warm-up
     assert all(n == 1 for n in ck["ema"]["n_updates"])
+    # without a fast start no pseudo-label would act: refused up front (issue 16)
     plain = tmp_path / "plain"
     assert train.main([str(data / "train"), "--out", str(plain), "--epochs", "2",
-                       "--warmup-epochs", "5", *TINY]) == 0
-    ck = load_checkpoint(plain / "checkpoint.pt")
-    assert all(row["coverage"] == 0 for row in ck["history"])
+                       "--warmup-epochs", "5", *TINY]) == 1
+    assert "--warmup-epochs 5: longer than the run" in capsys.readouterr().err
+    assert not plain.exists()
 
 
 def test_fast_start_resume_keeps_store(data, tmp_path):

@@ -128,3 +128,122 @@ def test_image_stem():
     assert image_stem("a/b/x.ome.tif") == "x"
     assert image_stem("x.TIF") == "x"
     assert image_stem("cell.01.png") == "cell.01"
+
+
+# --------------------------------------------------------------------------- atomic writes
+def test_outputs_respect_the_umask(tmp_path):
+    """Outputs used to be mode 0600 (mkstemp's) whatever the umask."""
+    import os
+    import stat
+
+    old = os.umask(0o002)
+    try:
+        write_tiff(tmp_path / "group.tif", np.zeros((4, 4), np.uint8))
+        os.umask(0o077)
+        write_tiff(tmp_path / "private.tif", np.zeros((4, 4), np.uint8))
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "group.tif").stat().st_mode) == 0o664
+    assert stat.S_IMODE((tmp_path / "private.tif").stat().st_mode) == 0o600
+
+
+def test_stale_part_files_are_removed(tmp_path):
+    """A writer killed mid-write (a checkpoint, say) left a large .part file forever."""
+    import os
+    import subprocess
+    import sys
+
+    from s2l_tools.io.atomic import _host
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    dead_pid = int(dead.stdout)
+    killed = tmp_path / f".checkpoint.pt.{_host()}-{dead_pid}.abc123.part"
+    killed.write_bytes(b"x" * 1000)
+    other = tmp_path / f".m.tif.{_host()}-{dead_pid}.qwerty.part"  # another target, same fate
+    other.write_bytes(b"x")
+    old = tmp_path / ".m.tif.otherhost-1.zzzzzz.part"  # another host: only by age
+    old.write_bytes(b"x")
+    os.utime(old, (1, 1))
+    legacy = tmp_path / ".m.tif.k2j4h5l6.part"  # mkstemp's name before: only by age
+    legacy.write_bytes(b"x")
+    os.utime(legacy, (1, 1))
+    recent = tmp_path / ".m.tif.otherhost-2.yyyyyy.part"  # another host, recent: kept
+    recent.write_bytes(b"x")
+    alive = tmp_path / f".m.tif.{_host()}-{os.getppid()}.qqqqqq.part"  # a running process
+    alive.write_bytes(b"x")
+    foreign = tmp_path / "download.part"  # not ours: never touched
+    foreign.write_bytes(b"x")
+    os.utime(foreign, (1, 1))
+    write_tiff(tmp_path / "m.tif", np.zeros((4, 4), np.uint8))
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left == sorted(["m.tif", recent.name, alive.name, foreign.name])
+
+
+def test_write_failure_is_one_line_naming_the_file(tmp_path):
+    """A full disk (here: a file-size limit) ended as an internal error and left a .part."""
+    import subprocess
+    import sys
+
+    script = (
+        "import resource, signal, sys\n"
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (10000, 10000))\n"
+        "import numpy as np\n"
+        "from s2l_tools.errors import S2LError\n"
+        "from s2l_tools.io.images import write_tiff\n"
+        "try:\n"
+        "    write_tiff(sys.argv[1], np.ones((200, 200)), compression=None)\n"
+        "except S2LError as exc:\n"
+        "    print(exc)\n"
+    )
+    target = tmp_path / "big.tif"
+    done = subprocess.run([sys.executable, "-c", script, str(target)], capture_output=True,
+                          text=True, timeout=120)
+    assert done.stdout.startswith(f"{target}: cannot write"), done.stdout + done.stderr
+    assert "free space" in done.stdout and "\n" not in done.stdout.strip()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_output_under_a_file_is_one_line(tmp_path):
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(S2LError, match=r"f/o\.tif: cannot write \(a parent of the output is a "
+                       r"file, not a folder\); choose another output folder"):
+        write_tiff(tmp_path / "f" / "o.tif", np.zeros((4, 4), np.uint8))
+
+
+# --------------------------------------------------------------------------- issue 16: odd images
+def test_image_without_pixels_is_one_line(tmp_path):
+    """A 0x0 TIFF was an internal error (percentiles of nothing)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tifffile: "writing zero-size array"
+        tifffile.imwrite(tmp_path / "z.tif", np.zeros((0, 0), np.uint8))
+    with pytest.raises(S2LError, match=r"z\.tif: the image has no pixels"):
+        read_raw(tmp_path / "z.tif")
+    with pytest.raises(S2LError, match=r"z\.tif: .*no pixels"):
+        read_labels(tmp_path / "z.tif")
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_nan_or_infinite_pixels_are_refused(tmp_path, bad):
+    """NaN/Inf pixels made the percentile normalisation NaN: empty predictions, NaN losses."""
+    data = np.ones((6, 7), np.float32)
+    data[2, 3] = bad
+    data[4, 4] = bad
+    tifffile.imwrite(tmp_path / "n.tif", data)
+    with pytest.raises(S2LError, match=r"n\.tif: 2 pixel\(s\) are NaN or infinite; replace them"):
+        read_raw(tmp_path / "n.tif")
+    with pytest.raises(S2LError, match="non-integer values"):
+        read_labels(tmp_path / "n.tif")
+
+
+def test_reader_errors_are_one_line(tmp_path):
+    """bioio's multi-line messages came out as several lines."""
+    (tmp_path / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(50))
+    (tmp_path / "bad.tif").write_bytes(b"II*\x00" + bytes(50))
+    for name in ("bad.png", "bad.tif"):
+        with pytest.raises(S2LError) as info:
+            read_raw(tmp_path / name)
+        assert str(info.value).startswith(str(tmp_path / name)) and "\n" not in str(info.value)

@@ -34,6 +34,26 @@ def test_touching_discs_split_by_watershed():
     assert abs(int(sizes[0]) - int(sizes[1])) <= 0.1 * sizes.max()
 
 
+def test_touching_cells_are_split_by_default_on_every_prediction_path(tmp_path):
+    """Declumping is on by default (measured on the DSB val splits: docs/benchmarks.md),
+    the same in the library, the ONNX reader the CellProfiler module runs and s2l-predict."""
+    import inspect
+
+    from s2l_tools.cli.predict import get_parser
+    from s2l_tools.inference import onnx as oi
+    from s2l_tools.inference.postprocess import DEFAULT_DECLUMP
+    from s2l_tools.inference.predict import predict_files, predict_image
+
+    assert DEFAULT_DECLUMP == "watershed"
+    assert instances_from_probability(_touching_discs()).max() == 2
+    for fn in (predict_image, predict_files, oi.segment):
+        assert inspect.signature(fn).parameters["declump"].default == DEFAULT_DECLUMP, fn
+    parser = get_parser()
+    assert parser.parse_args(["m", "i", "--out", "o"]).declump == "watershed"
+    assert parser.parse_args(["m", "i", "--out", "o", "--declump", "none"]).declump == "none"
+    assert parser.parse_args(["m", "i", "--out", "o", "--watershed"]).declump == "watershed"
+
+
 def test_watershed_explicit_min_distance_and_single_disc():
     prob = _touching_discs()
     assert instances_from_probability(prob, declump="watershed", min_distance=5).max() == 2
@@ -131,7 +151,7 @@ def test_eight_connectivity():
     prob = np.zeros((20, 20), np.float32)
     prob[2:10, 2:10] = 1
     prob[10:18, 10:18] = 1  # touches the first square at a corner only
-    assert instances_from_probability(prob, min_size=1).max() == 1
+    assert instances_from_probability(prob, min_size=1, declump="none").max() == 1
 
 
 def test_relabel_sequential_large_ids():

@@ -308,3 +308,130 @@ def test_cli_onnx_not_ours(images, tmp_path, capsys):
     rc = main([str(bad), str(images), "--out", str(tmp_path / "pred"), "--device", "cpu"])
     assert rc == 1
     assert "not an ONNX model" in _one_line_error(capsys)
+
+
+# --------------------------------------------------------------------------- outputs and bad images
+def test_cli_refuses_to_replace_foreign_files(run_dir, images, tmp_path, capsys):
+    """s2l-predict --out silently replaced a folder of ground-truth masks of the same names."""
+    out = tmp_path / "masks"
+    out.mkdir()
+    truth = np.arange(70 * 93, dtype=np.uint16).reshape(70, 93)
+    tifffile.imwrite(out / "a.tif", truth)
+    rc = main([str(run_dir), str(images), "--out", str(out), "--device", "cpu"])
+    assert rc == 1
+    err = _one_line_error(capsys)
+    assert str(out / "a.tif") in err and "not written by s2l-predict" in err
+    assert "--overwrite" in err
+    assert sorted(p.name for p in out.iterdir()) == ["a.tif"]
+    np.testing.assert_array_equal(tifffile.imread(out / "a.tif"), truth)
+    # a foreign ROI set is refused too
+    (out / "a.tif").unlink()
+    import zipfile
+
+    with zipfile.ZipFile(out / "b_rois.zip", "w") as zf:
+        zf.writestr("my-cell.roi", b"x")
+    rc = main([str(run_dir), str(images), "--out", str(out), "--device", "cpu", "--rois"])
+    assert rc == 1 and "b_rois.zip: exists and was not written" in _one_line_error(capsys)
+    # --overwrite replaces them
+    rc = main([str(run_dir), str(images), "--out", str(out), "--device", "cpu", "--rois",
+               "--overwrite"])
+    assert rc == 0, capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == ["a.tif", "a_rois.zip", "b.tif",
+                                                     "b_rois.zip"]
+
+
+def test_cli_replaces_its_own_results(run_dir, images, tmp_path, capsys):
+    out = tmp_path / "pred"
+    for _ in range(2):
+        rc = main([str(run_dir), str(images), "--out", str(out), "--device", "cpu", "--prob",
+                   "--rois"])
+        assert rc == 0, capsys.readouterr().err
+    assert len(list(out.iterdir())) == 6
+
+
+def test_cli_goes_on_past_bad_images_and_lists_them(run_dir, images, tmp_path, capsys):
+    """A folder with a bad image stopped half-way with no summary."""
+    (images / "0_empty.tif").write_bytes(b"")
+    (images / "c_broken.tif").write_bytes(b"II*\x00" + bytes(40))
+    out = tmp_path / "pred"
+    rc = main([str(run_dir), str(images), "--out", str(out), "--device", "cpu"])
+    assert rc == 1
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert lines[-1].startswith("error: 2 of 4 images skipped (0_empty.tif, c_broken.tif;")
+    assert [ln.split(":")[0] for ln in lines[:-1]] == ["skipped", "skipped"]
+    assert "0_empty.tif: the file is empty" in captured.err
+    assert "2 images" in captured.out
+    assert sorted(p.name for p in out.iterdir()) == ["a.tif", "b.tif"]
+
+
+def test_cli_one_bad_image_of_several_is_one_line(run_dir, images, tmp_path, capsys):
+    (images / "z.tif").write_bytes(b"")
+    out = tmp_path / "pred"
+    rc = main([str(run_dir), str(images), "--out", str(out), "--device", "cpu"])
+    assert rc == 1
+    err = _one_line_error(capsys)
+    assert "z.tif: the file is empty" in err and "the other 2 image(s) are segmented" in err
+    assert sorted(p.name for p in out.iterdir()) == ["a.tif", "b.tif"]
+
+
+def test_cli_help_says_what_happens_to_bad_images(capsys):
+    assert main(["--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "skipped" in text and "exit status 1" in text and "--overwrite" in text
+
+
+# --------------------------------------------------------------------------- damaged ONNX metadata
+@pytest.fixture(scope="module")
+def exported(model, meta, tmp_path_factory):
+    from s2l_tools.inference.export import export_onnx
+
+    return export_onnx(model, meta, tmp_path_factory.mktemp("onnx") / "model.onnx",
+                       check=False)
+
+
+def _onnx_with(exported, path, *, meta_changes=None, props=None):
+    """A copy of ``exported`` with its s2l.meta JSON (``meta_changes``) or other props changed."""
+    import json
+
+    import onnx
+
+    from s2l_tools.inference.onnx import clear_cache
+
+    proto = onnx.load(str(exported))
+    for entry in proto.metadata_props:
+        if entry.key == "s2l.meta" and meta_changes:
+            d = json.loads(entry.value)
+            d.update(meta_changes)
+            entry.value = json.dumps(d)
+        if props and entry.key in props:
+            entry.value = props[entry.key]
+    onnx.save(proto, str(path))
+    clear_cache()
+    return path
+
+
+@pytest.mark.parametrize("changes, props, expect", [
+    ({"classes": 3}, None, "the graph's output has 2 channel(s), the metadata says classes 3"),
+    ({"in_channels": 2}, None, "the graph's input has 1 channel(s), the metadata says "
+                               "in_channels 2"),
+    ({"tile": "512"}, None, 'tile is "512", not a whole number'),
+    ({"tile": 100}, None, "tile 100 is not a multiple of 32"),
+    ({"normalization": [1, 99]}, None, "normalization is [1, 99], not an object"),
+    ({"normalization": {"method": "percentile", "low": 99, "high": 1}}, None,
+     "normalization percentiles 99, 1"),
+    ({"threshold": "high"}, None, 'threshold is "high"'),
+    ({"min_size": -3}, None, "min_size is -3"),
+    (None, {"s2l.input": "pixels"}, "the graph has no input 'pixels'"),
+    (None, {"s2l.output": ""}, "s2l.output is empty"),
+])
+def test_cli_onnx_metadata_disagreeing_with_the_graph(exported, images, tmp_path, capsys,
+                                                       changes, props, expect):
+    """Such files gave empty segmentations with exit 0, or internal errors."""
+    path = _onnx_with(exported, tmp_path / "model.onnx", meta_changes=changes, props=props)
+    rc = main([str(path), str(images / "a.tif"), "--out", str(tmp_path / "pred"),
+               "--device", "cpu"])
+    err = _one_line_error(capsys)
+    assert rc == 1, err
+    assert str(path) in err and expect in err and "s2l-export" in err
+    assert not (tmp_path / "pred").exists()

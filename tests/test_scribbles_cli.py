@@ -140,3 +140,34 @@ def test_overlay_inside_imagej_tiff(tmp_path, capsys):
     mask = read_labels(tmp_path / "scribbles" / "a.tif")
     assert np.array_equal(mask, rois_to_scribbles(rois, (40, 40)))
     assert (mask == 2).sum() == 16 and (mask == 1).sum() == 26
+
+
+def test_damaged_roiset_and_huge_roi_end_as_one_line(tmp_path, capsys):
+    """Issue 16: a damaged zip (zlib error) was an internal error (exit 3); a 1 KB ROI with
+    huge sub-pixel coordinates asked for terabytes. Now: one line, exit 1, nothing written;
+    and the huge ROI is clipped to the image like any other."""
+    (tmp_path / "images").mkdir()
+    (tmp_path / "rois").mkdir()
+    tifffile.imwrite(tmp_path / "images" / "a.tif", np.zeros((40, 40), np.uint16))
+    huge = roifile.ImagejRoi.frompoints(np.array([[0.5, 0.5], [3e8, 1.5], [1.5, 2e8]]))
+    huge.roitype = roifile.ROI_TYPE.POLYGON
+    huge.group, huge.name = 1, "fg-huge"
+    bg = _line([[30, 5], [30, 30]], group=2)
+    roifile.roiwrite(tmp_path / "rois" / "a.zip", [huge, bg])
+    assert scribbles.main([str(tmp_path)]) == 0
+    assert "partly outside" in capsys.readouterr().err
+    mask = read_labels(tmp_path / "scribbles" / "a.tif")
+    assert (mask == 2).sum() > 0 and (mask == 1).sum() == 26
+    # now damage the deflate stream of the zip
+    import zipfile
+
+    with zipfile.ZipFile(tmp_path / "rois" / "a.zip", "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("fg-huge.roi", huge.tobytes())
+    data = bytearray((tmp_path / "rois" / "a.zip").read_bytes())
+    data[30 + len("fg-huge.roi")] = 0xFF
+    (tmp_path / "rois" / "a.zip").write_bytes(bytes(data))
+    before = (tmp_path / "scribbles" / "a.tif").read_bytes()
+    assert scribbles.main([str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "a.zip: member 'fg-huge.roi': unreadable" in err
+    assert (tmp_path / "scribbles" / "a.tif").read_bytes() == before

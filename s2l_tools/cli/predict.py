@@ -2,7 +2,8 @@
 
 The prediction is :mod:`s2l_tools.inference.predict` (see its docstring for
 what is written per image); this module parses the command line, checks the
-options, runs the images through :func:`~s2l_tools.inference.predict.predict_image`
+options, loads the model and calls
+:func:`~s2l_tools.inference.predict.predict_files`, which segments the images
 and writes the results.
 """
 
@@ -12,20 +13,17 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 from s2l_tools.cli import _common as _cli
 from s2l_tools.device import select_device, torch_prob_fn
 from s2l_tools.errors import S2LError
 from s2l_tools.inference.onnx import PAD_MULTIPLE
+from s2l_tools.inference.postprocess import DEFAULT_DECLUMP
 from s2l_tools.inference.predict import (
-    DESCRIPTION,
     _check_tiling,
-    _input_files,
-    _label_dtype,
-    _onnx_prob_fn,
-    _plan_outputs,
-    predict_image,
+    input_files,
+    onnx_prob_fn,
+    plan_outputs,
+    predict_files,
 )
 
 __all__ = ["get_parser", "main"]
@@ -37,9 +35,13 @@ def get_parser():
         "s2l-predict",
         "Segment images with a model trained by s2l-train: writes OUT/<stem>.tif "
         "(instance labels, 0 = background), optionally <stem>_prob.tif (foreground "
-        "probability) and <stem>_rois.zip (ImageJ ROIs, one per cell).",
+        "probability) and <stem>_rois.zip (ImageJ ROIs, one per cell).\n\n"
+        "Files in OUT that s2l-predict did not write are never replaced without --overwrite. "
+        "Options, inputs and outputs are checked before anything is written; an image that "
+        "then cannot be read or does not fit the model is skipped, the others are segmented, "
+        "and the run ends with the list of skipped images and exit status 1.",
         "  s2l-predict runs/exp1 data/new_images --out predictions --rois\n"
-        "  s2l-predict runs/exp1/model.pt cell.tif --out pred --threshold 0.6 --watershed",
+        "  s2l-predict runs/exp1/model.pt cell.tif --out pred --threshold 0.6 --declump none",
     )
     parser.add_argument("model", metavar="RUN_OR_MODEL",
                         help="run folder written by s2l-train (model.pt inside), a model file, "
@@ -54,8 +56,11 @@ def get_parser():
                         help="remove objects smaller than N pixels (default: the model's)")
     parser.add_argument("--no-fill-holes", dest="fill_holes", action="store_false",
                         help="keep holes inside objects")
-    parser.add_argument("--watershed", action="store_true",
-                        help="split touching cells (distance-transform watershed)")
+    parser.add_argument("--declump", choices=("watershed", "none"), default=DEFAULT_DECLUMP,
+                        help="split touching cells with a distance-transform watershed, or "
+                        "not (none: touching cells stay one object)")
+    parser.add_argument("--watershed", dest="declump", action="store_const", const="watershed",
+                        help="the same as --declump watershed (now the default)")
     parser.add_argument("--prob", action="store_true",
                         help="also write OUT/<stem>_prob.tif (float32 foreground probability)")
     parser.add_argument("--rois", action="store_true",
@@ -72,6 +77,9 @@ def get_parser():
                         help="mixed precision: bf16/fp16 on a GPU; bf16 on a CPU that has it natively "
                              "(AVX512-BF16/AMX; ~1.8x faster there). Probabilities differ by "
                              "up to ~1e-2")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace files in OUT that s2l-predict did not write (its own "
+                        "earlier results are always replaced)")
     return parser
 
 
@@ -79,7 +87,6 @@ def _main(args) -> int:
     from rich.console import Console
     from rich.progress import Progress
 
-    from s2l_tools.io.images import normalize, read_raw, write_tiff
     from s2l_tools.training.checkpoint import load_model
     from s2l_tools.training.rundir import resolve_model_path
 
@@ -98,21 +105,24 @@ def _main(args) -> int:
                        "(e.g. 256 or 512)")
     if args.overlap is not None and args.overlap < 0:
         raise S2LError(f"--overlap {args.overlap}: must be 0 or more (pixels)")
-    images, out = Path(args.images), Path(args.out)
-    files = _input_files(images)
-    plans = _plan_outputs(files, out, prob=args.prob, rois=args.rois)
+    out = Path(args.out)
+    files = input_files(args.images)
+    plans = plan_outputs(files, out, prob=args.prob, rois=args.rois, overwrite=args.overwrite)
     model_path = resolve_model_path(args.model)
     device = select_device(args.device)
-    roi_module = None
     if args.rois:
         try:
-            from s2l_tools.io import roi as roi_module
+            from s2l_tools.io import roi  # noqa: F401 - checked before the model is loaded
         except ImportError as exc:
             raise S2LError(f"--rois: cannot import s2l_tools.io.roi ({exc}); run without "
                            "--rois") from None
 
     if model_path.suffix.lower() == ".onnx":
-        fn, meta = _onnx_prob_fn(model_path, device)
+        fn, meta = onnx_prob_fn(model_path, device)
+    elif model_path.suffix.lower() == ".zip":  # a bioimage.io model package
+        from s2l_tools.inference.bioimageio import load_bioimageio
+
+        fn, meta = load_bioimageio(model_path, device=device)
     else:
         model, meta = load_model(model_path, device=device)
         fn = torch_prob_fn(model, device=device, amp=True if args.amp else None)
@@ -126,48 +136,34 @@ def _main(args) -> int:
         raise S2LError(f"--overlap {meta.overlap}: must be less than the tile size "
                        f"{meta.tile}; lower --overlap or raise --tile")
     _check_tiling(meta.tile, meta.overlap)
-    channel = args.channel if args.channel is not None else meta.channel
-    norm = dict(meta.normalization or {})
-    norm_kw = {"method": norm.get("method", "percentile")}
-    for key in ("low", "high"):
-        if key in norm:
-            norm_kw[key] = float(norm[key])
     threshold = meta.threshold if args.threshold is None else args.threshold
-    min_size = meta.min_size if args.min_size is None else args.min_size
 
     console = Console(stderr=True)
-    n_objects, start = 0, time.perf_counter()
+    start = time.perf_counter()
     with Progress(console=console, disable=not console.is_terminal, transient=True) as progress:
         task = progress.add_task("predicting", total=len(files))
-        for path, plan in zip(files, plans):
-            progress.update(task, description=path.name)
-            raw = read_raw(path, channel=channel)
-            if raw.shape[0] != meta.in_channels:
-                raise S2LError(
-                    f"{path}: {raw.shape[0]} channel(s), but the model was trained on "
-                    f"{meta.in_channels}; pick the channel with --channel N or train a model "
-                    f"on {raw.shape[0]}-channel images"
-                )
-            image = normalize(raw, **norm_kw, source=str(path))
-            labels, prob = predict_image(
-                fn, image, meta, threshold=threshold, min_size=min_size,
-                fill_holes=args.fill_holes,
-                declump="watershed" if args.watershed else "none",
-                batch_size=args.batch_size,
-            )
-            write_tiff(plan["labels"], _label_dtype(labels), description=DESCRIPTION)
-            if "prob" in plan:
-                write_tiff(plan["prob"], prob.astype(np.float32),
-                           description="s2l-predict foreground probability")
-            if "rois" in plan:
-                roi_module.labels_to_roiset(labels, plan["rois"], name_prefix="cell")
-            n_objects += int(labels.max())
-            progress.advance(task)
+        result = predict_files(
+            fn, meta, files, plans, channel=args.channel, threshold=args.threshold,
+            min_size=args.min_size, fill_holes=args.fill_holes,
+            declump=args.declump, batch_size=args.batch_size,
+            on_image=lambda path: progress.update(task, advance=1, description=path.name),
+        )
 
-    n = len(files)
-    print(f"s2l-predict: {n} image{'s' if n != 1 else ''}, {n_objects} object"
-          f"{'s' if n_objects != 1 else ''} -> {out} (threshold {threshold:g}, "
-          f"{device.type}, {time.perf_counter() - start:.1f} s)")
+    n, k, n_objects = len(result.done), len(result.failed), result.n_objects
+    if n:
+        print(f"s2l-predict: {n} image{'s' if n != 1 else ''}, {n_objects} object"
+              f"{'s' if n_objects != 1 else ''} -> {out} (threshold {threshold:g}, "
+              f"{device.type}, {time.perf_counter() - start:.1f} s)")
+    if k == 1:
+        raise S2LError(result.failed[0][1] + ("" if not n else f" (skipped; the other {n} "
+                                              "image(s) are segmented)"))
+    if k:
+        for _path, reason in result.failed:
+            print(f"skipped: {reason}", file=sys.stderr)
+        names = ", ".join(p.name for p, _ in result.failed[:10])
+        names += " ..." if k > 10 else ""
+        raise S2LError(f"{k} of {len(files)} images skipped ({names}; reasons above); fix or "
+                       "remove them and run again (the results of the others are written)")
     return 0
 
 

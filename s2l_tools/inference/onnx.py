@@ -274,7 +274,74 @@ def meta_from_props(props: Mapping[str, str], *, source: str = "model") -> Dict[
     if not isinstance(meta, dict) or "in_channels" not in meta:
         raise ModelLoadError(f"{source}: damaged s2l-tools metadata (s2l.meta has no "
                              f"in_channels); {_FIX}")
+    problem = _meta_problem(meta)
+    if problem:
+        raise ModelLoadError(f"{source}: damaged s2l-tools metadata ({problem}); {_FIX}")
+    for key in (INPUT_KEY, OUTPUT_KEY):
+        if key in props and not props[key]:
+            raise ModelLoadError(f"{source}: damaged s2l-tools metadata ({key} is empty); {_FIX}")
     return meta
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and bool(np.isfinite(value)))
+
+
+def _meta_problem(meta: Mapping[str, Any]) -> Optional[str]:
+    """What is wrong with the values of an exported model's metadata, or None."""
+    for key, low in (("in_channels", 1), ("classes", 2), ("tile", PAD_MULTIPLE),
+                     ("overlap", 0), ("min_size", 0)):
+        if key in meta and not (_is_int(meta[key]) and meta[key] >= low):
+            return f"{key} is {json.dumps(meta[key])}, not a whole number >= {low}"
+    if "tile" in meta and meta["tile"] % PAD_MULTIPLE:
+        return f"tile {meta['tile']} is not a multiple of {PAD_MULTIPLE}"
+    if "tile" in meta and "overlap" in meta and meta["overlap"] >= meta["tile"]:
+        return f"overlap {meta['overlap']} is not less than tile {meta['tile']}"
+    if "threshold" in meta and not (_is_number(meta["threshold"])
+                                    and 0 <= meta["threshold"] < 1):
+        return f"threshold is {json.dumps(meta['threshold'])}, not a number in [0, 1)"
+    if meta.get("channel") is not None and not (_is_int(meta["channel"])
+                                                and meta["channel"] >= 0):
+        return f"channel is {json.dumps(meta['channel'])}, not a whole number >= 0"
+    norm = meta.get("normalization")
+    if norm is not None:
+        if not isinstance(norm, dict):
+            return f"normalization is {json.dumps(norm)[:40]}, not an object"
+        if norm.get("method", "percentile") not in ("percentile", "none"):
+            return f"normalization method {json.dumps(norm.get('method'))[:40]} is unknown"
+        if norm.get("method", "percentile") == "percentile":
+            low, high = norm.get("low", 1.0), norm.get("high", 99.8)
+            if not (_is_number(low) and _is_number(high) and 0 <= low < high <= 100):
+                return (f"normalization percentiles {json.dumps(low)[:20]}, "
+                        f"{json.dumps(high)[:20]} are not 0 <= low < high <= 100")
+    return None
+
+
+def _graph_problem(session, meta: Mapping[str, Any]) -> Optional[str]:
+    """How a session's graph disagrees with its s2l-tools metadata, or None."""
+    inputs = {i.name: i for i in session.get_inputs()}
+    outputs = {o.name: o for o in session.get_outputs()}
+    name_in, name_out = str(meta.get("input", INPUT_NAME)), str(meta.get("output", OUTPUT_NAME))
+    if name_in not in inputs:
+        return f"the graph has no input {name_in!r} (it has {', '.join(map(repr, inputs))})"
+    if name_out not in outputs:
+        return f"the graph has no output {name_out!r} (it has {', '.join(map(repr, outputs))})"
+    for what, arg, key in (("input", inputs[name_in], "in_channels"),
+                           ("output", outputs[name_out], "classes")):
+        shape = list(arg.shape or [])
+        if len(shape) != 4:
+            return f"the graph's {what} {arg.name!r} has shape {shape}, not (N, C, H, W)"
+        if isinstance(shape[1], int) and key in meta and shape[1] != int(meta[key]):
+            return (f"the graph's {what} has {shape[1]} channel(s), the metadata says "
+                    f"{key} {meta[key]}")
+        if "float" not in str(arg.type):
+            return f"the graph's {what} {arg.name!r} is {arg.type}, not float"
+    return None
 
 
 def _with_tensor_names(meta: Dict[str, Any], props: Mapping[str, str]) -> Dict[str, Any]:
@@ -393,6 +460,10 @@ def load_session(path, *, providers: Optional[Sequence] = None):
         msg = " ".join(str(exc).split())[:160] or type(exc).__name__
         raise ModelLoadError(f"{path}: ONNX Runtime cannot load this model ({msg}); "
                              f"{_FIX}") from None
+    problem = _graph_problem(session, meta)
+    if problem:
+        raise ModelLoadError(f"{path}: the model's graph disagrees with its s2l-tools "
+                             f"metadata ({problem}); {_FIX}")
     session._s2l_meta = meta  # the file's metadata, read once
     with _LOCK:
         _CACHE[key] = session
@@ -522,7 +593,7 @@ def segment(
     *,
     threshold: Optional[float] = None,
     min_size: Optional[int] = None,
-    declump: str = "none",
+    declump: str = "watershed",  # = postprocess.DEFAULT_DECLUMP (this file stands alone)
     fill_holes: bool = True,
     tile: Optional[int] = None,
     batch_size: int = 4,
@@ -541,8 +612,9 @@ def segment(
         Foreground where ``probability > threshold``; None: the model's.
     min_size : int, optional
         Smallest object kept, in pixels; None: the model's.
-    declump : {'none', 'watershed'}, optional
-        Split touching cells with a distance-transform watershed.
+    declump : {'watershed', 'none'}, optional
+        Split touching cells with a distance-transform watershed (the default)
+        or not.
     fill_holes : bool, optional
         Fill holes inside each object.
     tile : int, optional

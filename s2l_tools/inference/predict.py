@@ -10,10 +10,11 @@ For every input ``<stem>.<ext>`` the tool writes ``OUT/<stem>.tif``
 (instance labels: 0 background, 1..N cells; uint16, or int32 beyond 65535
 objects) and, on request, ``OUT/<stem>_prob.tif`` (float32 foreground
 probability) and ``OUT/<stem>_rois.zip`` (one ImageJ ROI per cell). Inputs are
-never overwritten; outputs are written atomically. Options, inputs and the
-model are checked before anything is written; the run then stops at the first
-image that cannot be read or does not fit the model (the results already
-written are complete files).
+never overwritten, and neither are files in ``OUT`` that ``s2l-predict`` did
+not write (unless ``overwrite``); outputs are written atomically. Options,
+inputs, outputs and the model are checked before anything is written; an image
+that then cannot be read or does not fit the model is skipped and reported
+(:func:`predict_files`), and the others are segmented.
 
 ``RUN_OR_MODEL`` may also be an ``.onnx`` file written by ``s2l-export``; it
 then runs in ONNX Runtime (its CUDA provider where available) instead of
@@ -31,9 +32,11 @@ which runs the same tiling and post-processing modules.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -41,17 +44,25 @@ from s2l_tools.training.checkpoint import ModelMeta
 from s2l_tools.device import select_device, torch_prob_fn
 from s2l_tools.errors import S2LError
 from s2l_tools.inference.onnx import PAD_MULTIPLE
+from s2l_tools.inference.postprocess import DEFAULT_DECLUMP
 
 __all__ = [
     "select_device",
     "torch_prob_fn",
     "predict_probability",
     "predict_image",
+    "input_files",
+    "plan_outputs",
+    "onnx_prob_fn",
+    "label_dtype",
+    "predict_files",
+    "FilesResult",
 ]
 
 #: suffixes of the files written per image
 LABELS_SUFFIX, PROB_SUFFIX, ROIS_SUFFIX = ".tif", "_prob.tif", "_rois.zip"
 DESCRIPTION = "s2l-predict instance labels: 0 background, 1..N cells"
+PROB_DESCRIPTION = "s2l-predict foreground probability"
 
 
 # --------------------------------------------------------------------------- prediction
@@ -136,7 +147,7 @@ def _is_module(obj) -> bool:
 def predict_image(
     model_or_fn, image: np.ndarray, meta: ModelMeta, *, device=None, amp=None,
     threshold: float | None = None, min_size: int | None = None, fill_holes: bool = True,
-    declump: str = "none", batch_size: int = 4,
+    declump: str = DEFAULT_DECLUMP, batch_size: int = 4,
     progress: Callable[[int, int], None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Instance labels (and the probability) of a normalised image.
@@ -151,8 +162,9 @@ def predict_image(
         Smallest object kept, in pixels; None: ``meta.min_size``.
     fill_holes : bool, optional
         Fill holes inside each object.
-    declump : {'none', 'watershed'}, optional
-        Split touching cells with a distance-transform watershed.
+    declump : {'watershed', 'none'}, optional
+        Split touching cells with a distance-transform watershed (the
+        default, :data:`s2l_tools.inference.postprocess.DEFAULT_DECLUMP`) or not.
 
     Returns
     -------
@@ -176,9 +188,17 @@ def predict_image(
 
 
 # --------------------------------------------------------------------------- files
-def _input_files(images: Path) -> list[Path]:
+def input_files(images: str | os.PathLike) -> list[Path]:
+    """The image files to segment: ``images`` itself, or the images in that folder.
+
+    Raises
+    ------
+    S2LError
+        No such file or folder, or a folder without images.
+    """
     from s2l_tools.io.images import list_images
 
+    images = Path(images)
     if images.is_dir():
         files = list_images(images)
         if not files:
@@ -190,15 +210,64 @@ def _input_files(images: Path) -> list[Path]:
     raise S2LError(f"{images}: no such image file or folder; check the IMAGES path")
 
 
-def _plan_outputs(files: list[Path], out: Path, *, prob: bool, rois: bool) -> list[dict]:
-    """Output paths per input; refuse name clashes and writing over an input."""
+def _ours(path: Path) -> bool:
+    """Whether an existing output was written by ``s2l-predict`` (ours to replace)."""
+    import re
+    import zipfile
+
+    if path.suffix.lower() == ".zip":  # ROI sets: only members named cell-<n>[-<k>].roi
+        try:
+            with zipfile.ZipFile(path) as zf:
+                names = zf.namelist()
+        except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+            return False
+        return all(re.fullmatch(r"cell-\d+(-\d+)?\.roi", n) for n in names)
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            desc = tif.pages[0].description or ""
+    except Exception:  # noqa: BLE001 - anything unreadable is not ours
+        return False
+    return desc.startswith("s2l-predict")
+
+
+def plan_outputs(files: list[Path], out: str | os.PathLike, *, prob: bool = False,
+                 rois: bool = False, overwrite: bool = False) -> list[dict[str, Path]]:
+    """Output paths per input image, checked before anything is written.
+
+    Parameters
+    ----------
+    files : list of Path
+        The inputs (:func:`input_files`).
+    out : path-like
+        Output folder (need not exist).
+    prob, rois : bool
+        Also plan ``<stem>_prob.tif`` / ``<stem>_rois.zip``.
+    overwrite : bool
+        Allow replacing existing files that ``s2l-predict`` did not write
+        (its own earlier results are always replaced).
+
+    Returns
+    -------
+    plans : list of dict
+        Per input: ``{"labels": path[, "prob": path][, "rois": path]}``.
+
+    Raises
+    ------
+    S2LError
+        ``out`` is a file, two inputs share a name, an output would replace
+        an input image, or (without ``overwrite``) a file not written by
+        ``s2l-predict``, or a folder, is in the way.
+    """
     from s2l_tools.io.images import image_stem
 
+    out = Path(out)
     if out.exists() and not out.is_dir():
         raise S2LError(f"--out {out}: exists and is not a folder; give a folder for the results")
     inputs = {p.resolve(): p for p in files}
     seen: dict[str, Path] = {}
-    plans = []
+    plans, foreign = [], []
     for path in files:
         stem = image_stem(path)
         if stem in seen:
@@ -215,12 +284,30 @@ def _plan_outputs(files: list[Path], out: Path, *, prob: bool, rois: bool) -> li
             if clash is not None:
                 raise S2LError(f"{clash}: --out {out} would overwrite this input image with "
                                f"the results for {path.name}; choose another --out folder")
+            if target.is_dir():
+                raise S2LError(f"{target}: a folder is in the way of the results for "
+                               f"{path.name}; move it away or choose another --out folder")
+            if target.exists() and not overwrite and not _ours(target):
+                foreign.append(target)
         plans.append(plan)
+    if foreign:
+        more = f" (and {len(foreign) - 1} more)" if len(foreign) > 1 else ""
+        raise S2LError(f"{foreign[0]}: exists and was not written by s2l-predict{more}; pass "
+                       "--overwrite to replace such files, or choose another --out folder")
     return plans
 
 
-def _onnx_prob_fn(path: Path, device):
-    """A batch function and the ModelMeta of a model exported by ``s2l-export``."""
+def onnx_prob_fn(path: str | os.PathLike, device) -> tuple[Callable[[np.ndarray], np.ndarray],
+                                                           ModelMeta]:
+    """A batch function and the :class:`ModelMeta` of a model exported by ``s2l-export``.
+
+    Parameters
+    ----------
+    path : path-like
+        The ``.onnx`` file.
+    device : torch.device
+        ``cuda``: ONNX Runtime's CUDA provider where offered; else the CPU.
+    """
     from s2l_tools.inference.onnx import load_session, model_meta
 
     # on a GPU: CUDA where onnxruntime offers it (load_session's default), else the CPU
@@ -235,8 +322,95 @@ def _onnx_prob_fn(path: Path, device):
     return fn, ModelMeta.from_dict(info)
 
 
-def _label_dtype(labels: np.ndarray) -> np.ndarray:
+def label_dtype(labels: np.ndarray) -> np.ndarray:
     """uint16 when it fits (Fiji opens it as 16-bit), else int32."""
     if labels.size == 0 or int(labels.max()) <= np.iinfo(np.uint16).max:
         return labels.astype(np.uint16)
     return labels.astype(np.int32)
+
+
+class FilesResult(NamedTuple):
+    """What :func:`predict_files` did."""
+
+    done: list[Path]
+    failed: list[tuple[Path, str]]
+    n_objects: int
+
+
+def predict_files(
+    model_or_fn, meta: ModelMeta, files: list[Path], plans: list[dict[str, Path]], *,
+    channel: int | None = None, threshold: float | None = None, min_size: int | None = None,
+    fill_holes: bool = True, declump: str = DEFAULT_DECLUMP, batch_size: int = 4, device=None,
+    amp=None, on_image: Callable[[Path], None] | None = None,
+) -> FilesResult:
+    """Segment image files and write the planned outputs, going on past bad images.
+
+    Each image is read (:func:`s2l_tools.io.images.read_raw`), checked against
+    the model's channels, normalised as ``meta.normalization`` says and
+    segmented (:func:`predict_image`); its outputs are written atomically. An
+    image that cannot be read or does not fit the model is recorded in
+    ``failed`` and the next one is done.
+
+    Parameters
+    ----------
+    model_or_fn, meta, threshold, min_size, fill_holes, declump, batch_size, device, amp
+        As in :func:`predict_image`.
+    files, plans : list
+        Inputs and their outputs (:func:`input_files`, :func:`plan_outputs`).
+    channel : int, optional
+        Channel to segment (None: ``meta.channel``).
+    on_image : callable, optional
+        Called with each input path when it is done (or failed).
+
+    Returns
+    -------
+    FilesResult
+        ``done`` and ``failed`` (path, one-line reason) inputs and the
+        number of objects found.
+    """
+    from s2l_tools.io.images import normalize, read_raw, write_tiff
+
+    channel = meta.channel if channel is None else channel
+    norm = dict(meta.normalization or {})
+    norm_kw = {"method": norm.get("method", "percentile")}
+    for key in ("low", "high"):
+        if key in norm:
+            norm_kw[key] = float(norm[key])
+    roi_module = None
+    if any("rois" in plan for plan in plans):
+        from s2l_tools.io import roi as roi_module
+    done, failed, n_objects = [], [], 0
+    for path, plan in zip(files, plans):
+        try:
+            raw = read_raw(path, channel=channel)
+            if raw.shape[0] != meta.in_channels:
+                raise S2LError(
+                    f"{path}: {raw.shape[0]} channel(s), but the model was trained on "
+                    f"{meta.in_channels}; pick the channel with --channel N or train a model "
+                    f"on {raw.shape[0]}-channel images"
+                )
+            image = normalize(raw, **norm_kw, source=str(path))
+        except S2LError as exc:
+            failed.append((path, str(exc)))
+            if on_image is not None:
+                on_image(path)
+            continue
+        labels, prob = predict_image(
+            model_or_fn, image, meta, device=device, amp=amp, threshold=threshold,
+            min_size=min_size, fill_holes=fill_holes, declump=declump, batch_size=batch_size,
+        )
+        write_tiff(plan["labels"], label_dtype(labels), description=DESCRIPTION)
+        if "prob" in plan:
+            write_tiff(plan["prob"], prob.astype(np.float32), description=PROB_DESCRIPTION)
+        if "rois" in plan:
+            roi_module.labels_to_roiset(labels, plan["rois"], name_prefix="cell")
+        n_objects += int(labels.max()) if labels.size else 0
+        done.append(path)
+        if on_image is not None:
+            on_image(path)
+    return FilesResult(done, failed, n_objects)
+
+
+# names of before the public ones (kept for code that imported them)
+_input_files, _plan_outputs, _onnx_prob_fn, _label_dtype = (
+    input_files, plan_outputs, onnx_prob_fn, label_dtype)

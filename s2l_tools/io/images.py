@@ -108,9 +108,10 @@ def read_raw(path: str | os.PathLike, *, channel: int | None = None) -> np.ndarr
     Raises
     ------
     S2LError
-        Missing, empty or unreadable file, a 3-D stack or time series, more
-        than 3 channels without ``channel``, a channel out of range, or more
-        than :data:`MAX_PIXELS` pixels.
+        Missing, empty or unreadable file, an image of no pixels, NaN or
+        infinite pixels, a 3-D stack or time series, more than 3 channels
+        without ``channel``, a channel out of range, or more than
+        :data:`MAX_PIXELS` pixels.
     """
     from bioio import BioImage
 
@@ -142,10 +143,14 @@ def read_raw(path: str | os.PathLike, *, channel: int | None = None) -> np.ndarr
     except S2LError:
         raise
     except Exception as exc:  # readers raise anything on corrupt files
+        text = " ".join(str(exc).split())[:200]  # bioio's messages span lines
         raise S2LError(
-            f"{path}: cannot read the image ({type(exc).__name__}: {exc}); check that it "
+            f"{path}: cannot read the image ({type(exc).__name__}: {text}); check that it "
             "opens in Fiji and save it again as TIFF"
         ) from None
+    if data.size == 0 or min(data.shape) == 0:
+        raise S2LError(f"{path}: the image has no pixels (shape {tuple(data.shape)}); export "
+                       "the image again")
     if data.ndim == 4:  # C, Y, X, S
         if data.shape[0] > 1 and data.shape[3] > 1:
             raise S2LError(
@@ -169,6 +174,12 @@ def read_raw(path: str | os.PathLike, *, channel: int | None = None) -> np.ndarr
         raise S2LError(
             f"{path}: {n_channels} channels; pick the one to segment with --channel N "
             f"(0..{n_channels - 1})"
+        )
+    if data.dtype.kind in "fc" and not np.isfinite(data).all():
+        bad = int(data.size - np.count_nonzero(np.isfinite(data)))
+        raise S2LError(
+            f"{path}: {bad} pixel(s) are NaN or infinite; replace them (Fiji: Process > Math > "
+            "Remove NaNs..., or set them to 0) and save again"
         )
     if data.shape[0] == 3 and np.array_equal(data[0], data[1]) and np.array_equal(data[0], data[2]):
         data = data[:1]  # grey image stored as RGB
@@ -260,11 +271,15 @@ def read_labels(path: str | os.PathLike) -> np.ndarray:
 
                 data = iio.imread(path)
     except Exception as exc:
+        text = " ".join(str(exc).split())[:200]
         raise S2LError(
-            f"{path}: cannot read the label image ({type(exc).__name__}: {exc}); "
+            f"{path}: cannot read the label image ({type(exc).__name__}: {text}); "
             "save it again as an integer TIFF"
         ) from None
     data = np.squeeze(np.asarray(data))
+    if data.size == 0:
+        raise S2LError(f"{path}: the label image has no pixels (shape {data.shape}); save it "
+                       "again")
     if data.ndim != 2:
         raise S2LError(
             f"{path}: label image must be 2-D, got shape {data.shape}; save one plane"
@@ -272,7 +287,8 @@ def read_labels(path: str | os.PathLike) -> np.ndarray:
     if data.dtype == bool:
         data = data.astype(np.uint8)
     if not np.issubdtype(data.dtype, np.integer):
-        if np.issubdtype(data.dtype, np.floating) and np.all(np.mod(data, 1) == 0):
+        if (np.issubdtype(data.dtype, np.floating) and np.isfinite(data).all()
+                and np.all(np.mod(data, 1) == 0)):
             data = data.astype(np.int64)
         else:
             raise S2LError(

@@ -52,6 +52,42 @@ class ModelMeta:
         known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
         return cls(**known)
 
+    def problem(self) -> str | None:
+        """What is wrong with these values (a damaged file's metadata), or None."""
+        def whole(v):
+            return isinstance(v, int) and not isinstance(v, bool)
+
+        for name, low in (("in_channels", 1), ("classes", 2), ("tile", 32), ("overlap", 0),
+                          ("min_size", 0)):
+            value = getattr(self, name)
+            if not (whole(value) and value >= low):
+                return f"{name} is {value!r}, not a whole number >= {low}"
+        if self.tile % 32:
+            return f"tile {self.tile} is not a multiple of 32"
+        if self.overlap >= self.tile:
+            return f"overlap {self.overlap} is not less than tile {self.tile}"
+        if self.channel is not None and not (whole(self.channel) and self.channel >= 0):
+            return f"channel is {self.channel!r}, not a whole number >= 0"
+        t = self.threshold
+        if not (isinstance(t, (int, float)) and not isinstance(t, bool) and 0 <= t < 1):
+            return f"threshold is {t!r}, not a number in [0, 1)"
+        if not isinstance(self.encoder, str):
+            return f"encoder is {self.encoder!r}, not a name"
+        norm = self.normalization
+        if norm is not None:
+            if not isinstance(norm, dict):
+                return f"normalization is {norm!r:.40}, not a mapping"
+            method = norm.get("method", "percentile")
+            if method not in ("percentile", "none"):
+                return f"normalization method {method!r:.40} is unknown"
+            low, high = norm.get("low", 1.0), norm.get("high", 99.8)
+            if method == "percentile" and not (
+                    all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                        for v in (low, high)) and 0 <= low < high <= 100):
+                return f"normalization percentiles {low!r:.20}, {high!r:.20} are not " \
+                       "0 <= low < high <= 100"
+        return None
+
 
 def _save(obj: dict, path: str | os.PathLike) -> None:
     import torch
@@ -133,6 +169,9 @@ def load_model(path: str | os.PathLike, *, device="cpu"):
         meta = ModelMeta.from_dict(meta_d)
     except TypeError as exc:  # a required field missing
         raise S2LError(f"{damaged} (metadata: {exc}); {fix}") from None
+    problem = meta.problem()
+    if problem:
+        raise S2LError(f"{damaged} (metadata: {problem}); {fix}")
     try:
         model = build_model(encoder=meta.encoder, in_channels=meta.in_channels,
                             classes=meta.classes)

@@ -17,6 +17,7 @@ warm-up and ensemble intervals (counted in epochs) keep their meaning.
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -89,6 +90,8 @@ class TrainConfig:
     cpus_per_worker: int = 1
     max_failures: int = 3
     store: str = "auto"
+    # s2l-train --from RUN: the run whose weights and EMA store this one starts from
+    from_run: str | None = None
 
     def validate(self) -> TrainConfig:
         """Check ranges; raise a one-line S2LError naming the setting."""
@@ -112,6 +115,16 @@ class TrainConfig:
                 bad(name, "must be at least 1")
         if self.warmup_epochs < 0:
             bad("warmup_epochs", "must be 0 or more")
+        if (self.warmup_epochs > self.epochs
+                and (self.method == "pseudo" or self.method == "s2l" and self.fast_start == "none")):
+            bad("warmup_epochs", f"longer than the run (--epochs {self.epochs}), so no "
+                f"pseudo-label would ever be used; give --warmup-epochs {self.epochs // 2} "
+                "(half the epochs, as the paper) or raise --epochs")
+        for name in ("ema_alpha", "threshold", "pseudo_weight", "crf_weight", "lr",
+                     "weight_decay", "decoder_lr_mult"):
+            value = getattr(self, name)
+            if value is not None and not math.isfinite(value):
+                bad(name, "must be a finite number")
         if not 0 < self.ema_alpha <= 1:
             bad("ema_alpha", "must be in (0, 1]")
         if not 0.5 <= self.threshold < 1:
@@ -125,6 +138,20 @@ class TrainConfig:
                 "masks: drop --crf-weight")
         if self.lr <= 0:
             bad("lr", "must be positive")
+        if self.weight_decay < 0:
+            bad("weight_decay", "must be 0 (none) or more")
+        if self.decoder_lr_mult <= 0:
+            bad("decoder_lr_mult", "must be positive (1: the encoder's learning rate)")
+        if self.min_size < 0:
+            bad("min_size", "must be 0 or more (pixels)")
+        if self.channel is not None and self.channel < 0:
+            bad("channel", "must be 0 or more (0-based)")
+        if self.val_every is not None and self.val_every < 1:
+            bad("val_every", "must be at least 1")
+        if self.panel_images < 0:
+            bad("panel_images", "must be 0 (none) or more")
+        if self.seed < 0:
+            bad("seed", "must be 0 or more")
         if self.crop < 32 or self.crop % 32:
             bad("crop", "must be a multiple of 32, at least 32")
         if self.tile < 32 or self.tile % 32:

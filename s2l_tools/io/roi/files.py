@@ -9,8 +9,11 @@ atomically.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import re
+import warnings
 import zipfile
 from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
@@ -18,7 +21,7 @@ from pathlib import Path, PurePosixPath
 import roifile
 from roifile import ImagejRoi
 
-from s2l_tools.errors import S2LError
+from s2l_tools.errors import S2LError, S2LWarning
 from s2l_tools.io.atomic import atomic_path
 
 __all__ = ["MAX_ROI_BYTES", "MAX_ZIP_BYTES", "MAX_ZIP_MEMBERS", "read_rois", "write_roiset"]
@@ -85,13 +88,49 @@ def read_rois(path: str | os.PathLike) -> list[ImagejRoi]:
     return [_decode(data, f"{path}")]
 
 
+def _one_line(exc: BaseException, limit: int = 120) -> str:
+    """An exception as one short line (libraries' messages may span lines)."""
+    return " ".join(str(exc).split())[:limit] or type(exc).__name__
+
+
+class _RoifileLog(logging.Handler):
+    """roifile's log lines (odd values in a ROI) as one-line S2LWarnings naming the file."""
+
+    def __init__(self, where: str):
+        super().__init__(logging.WARNING)
+        self.where = where
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = " ".join(record.getMessage().split())[:160]
+        warnings.warn(f"{self.where}: {text}; check this ROI in ImageJ", S2LWarning,
+                      stacklevel=2)
+
+
+@contextlib.contextmanager
+def _roifile_log_as_warnings(where: str):
+    log = logging.getLogger("roifile")
+    handler, propagate = _RoifileLog(where), log.propagate
+    log.addHandler(handler)
+    log.propagate = False  # not also printed by logging's last-resort handler
+    try:
+        yield
+    finally:
+        log.removeHandler(handler)
+        log.propagate = propagate
+
+
 def _decode(data: bytes, where: str) -> ImagejRoi:
     if data[:4] != _MAGIC:
         raise S2LError(f"{where}: not an ImageJ ROI (no 'Iout' header); remove it or re-save the ROIs from ImageJ")
     try:
-        return ImagejRoi.frombytes(data)
-    except Exception as exc:  # roifile raises ValueError/struct.error on damage
-        raise S2LError(f"{where}: damaged ImageJ ROI ({exc}); re-save the ROIs from ImageJ") from None
+        with _roifile_log_as_warnings(where):
+            roi = ImagejRoi.frombytes(data)
+            if roi.composite:  # decoded lazily by roifile: a damaged path fails here
+                ImagejRoi.path2coords(roi.multi_coordinates)
+        return roi
+    except Exception as exc:  # roifile raises ValueError/struct.error/IndexError on damage
+        raise S2LError(f"{where}: damaged ImageJ ROI ({_one_line(exc)}); re-save the ROIs "
+                       "from ImageJ") from None
 
 
 def _unsafe_member_name(name: str) -> bool:
@@ -104,8 +143,9 @@ def _unsafe_member_name(name: str) -> bool:
 def _read_zip(path: Path) -> list[ImagejRoi]:
     try:
         zf = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise S2LError(f"{path}: unreadable zip file ({exc}); re-save the RoiSet.zip from the ROI Manager") from None
+    except Exception as exc:  # noqa: BLE001 - BadZipFile, OSError, ValueError, EOFError, ...
+        raise S2LError(f"{path}: unreadable zip file ({_one_line(exc)}); re-save the "
+                       "RoiSet.zip from the ROI Manager") from None
     with zf:
         infos = zf.infolist()
         if len(infos) > MAX_ZIP_MEMBERS:
@@ -122,6 +162,9 @@ def _read_zip(path: Path) -> list[ImagejRoi]:
         rois = []
         for info in infos:
             name = info.filename
+            if not name.strip():
+                raise S2LError(f"{path}: a zip member without a name; this zip is damaged, "
+                               "re-save the RoiSet.zip from the ROI Manager")
             if _unsafe_member_name(name):
                 raise S2LError(
                     f"{path}: member {name!r} has an unsafe path (absolute or '..'); "
@@ -137,8 +180,9 @@ def _read_zip(path: Path) -> list[ImagejRoi]:
             try:
                 with zf.open(info) as fh:
                     data = fh.read(MAX_ROI_BYTES + 1)
-            except (zipfile.BadZipFile, OSError, NotImplementedError, RuntimeError) as exc:
-                raise S2LError(f"{where}: unreadable ({exc}); re-save the RoiSet.zip") from None
+            except Exception as exc:  # noqa: BLE001 - zlib.error, unsupported zip versions, ...
+                raise S2LError(f"{where}: unreadable ({type(exc).__name__}: {_one_line(exc)}); "
+                               "re-save the RoiSet.zip from the ROI Manager") from None
             rois.append(_decode(data, where))
     if not rois:
         raise S2LError(f"{path}: the RoiSet.zip holds no ROIs; add ROIs to the ROI Manager and save again")
@@ -160,15 +204,21 @@ def _read_tiff_overlay(path: Path) -> list[ImagejRoi]:
         with tifffile.TiffFile(path) as tif:
             meta = tif.imagej_metadata
     except Exception as exc:  # tifffile raises many kinds
-        raise S2LError(f"{path}: unreadable TIFF ({exc}); check the file") from None
+        raise S2LError(f"{path}: unreadable TIFF ({_one_line(exc)}); check that it opens in "
+                       "Fiji and save it again") from None
     if not meta:
         return []
     blobs: list[bytes] = []
     for key in ("Overlays", "ROI"):
-        value = meta.get(key)
+        value = meta.get(key) if isinstance(meta, dict) else None
         if value is None:
             continue
-        blobs.extend(value if isinstance(value, (list, tuple)) else [value])
+        for blob in value if isinstance(value, (list, tuple)) else [value]:
+            if not isinstance(blob, (bytes, bytearray)):
+                raise S2LError(f"{path}: damaged ImageJ overlay ({key} holds "
+                               f"{type(blob).__name__}, not ROI bytes); save the image again "
+                               "from Fiji")
+            blobs.append(blob)
     return [_decode(bytes(b), f"{path}: overlay ROI #{i}") for i, b in enumerate(blobs)]
 
 

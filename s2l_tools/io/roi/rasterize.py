@@ -22,6 +22,11 @@ point, multi-point         one pixel per point (ImageJ's ``PointRoi.drawPixels``
                            ignores the marker size and the stroke width)
 =========================  ===================================================
 
+A sub-pixel oval is filled as ImageJ fills it: the oval of its integer bounds
+(``(int) x``, ``(int) y``, ``ceil(w)``, ``ceil(h)``, ``OvalRoi.getMask``), not
+the sub-pixel ellipse. Work and memory are bounded by the image: an ROI with
+huge coordinates is clipped before it is drawn.
+
 Text, arrow and image ROIs, angles, spline-fitted and rounded-rectangle ROIs
 are refused (:class:`~s2l_tools.errors.S2LError`) rather than guessed.
 """
@@ -41,6 +46,12 @@ from s2l_tools.io.roi.files import roi_label
 __all__ = ["check_supported", "count_inside_outside", "rasterize_roi"]
 
 _AREA_TYPES = (ROI_TYPE.POLYGON, ROI_TYPE.FREEHAND, ROI_TYPE.TRACED)
+#: coordinates beyond this are a damaged file (ImageJ's images have int sizes)
+MAX_COORDINATE = 2**31
+#: the widest polyline/freeline stroke drawn (each point stamps a width x width dot)
+MAX_STROKE_WIDTH = 1000
+#: how far outside the image :func:`count_inside_outside` counts pixels exactly
+OUTSIDE_MARGIN = 256
 
 
 class _Canvas:
@@ -54,6 +65,11 @@ class _Canvas:
         self.mask = np.zeros(shape, dtype=bool)
         self.oy, self.ox = origin
         self.clip = clip
+
+    def window(self) -> tuple[int, int, int, int]:
+        """(x0, y0, x1, y1): the pixels this canvas holds (inclusive); work stops there."""
+        h, w = self.mask.shape
+        return (self.ox, self.oy, self.ox + w - 1, self.oy + h - 1)
 
     # ImageJ's clip rectangle (inclusive)
     def clip_box(self):
@@ -80,7 +96,11 @@ def _jround(v):
     return np.floor(np.asarray(v, dtype=np.float64) + 0.5).astype(np.int64)
 
 
-def _scanline_fill(loops) -> tuple[np.ndarray, int, int] | None:
+#: rows of an edge skipped by exact sequential adds (beyond: one multiply-add)
+_MAX_SKIP = 1 << 20
+
+
+def _scanline_fill(loops, window=None) -> tuple[np.ndarray, int, int] | None:
     """ImageJ's PolygonFiller (1.53t) over closed loops, even-odd: (mask, x0, y0).
 
     Vertices lie on pixel corners. Row ``y`` is sampled at ``y + 0.5``; the
@@ -89,7 +109,12 @@ def _scanline_fill(loops) -> tuple[np.ndarray, int, int] | None:
     ImageJ's ``+1e-8``): a pixel centre exactly on a left edge is outside, on
     a right edge inside; an edge covers rows ``round(y1) .. round(y2) - 1``
     and its x advances by repeated ``+= slope``, as in Java.
+
+    ``window`` ``(x0, y0, x1, y1)`` (inclusive pixels) bounds the work and the
+    result: rows and spans outside it are never made, so time and memory
+    follow the window, not the polygon's extent.
     """
+    wy0, wy1 = (window[1], window[3]) if window is not None else (-(1 << 62), 1 << 62)
     rows_l, ex_l = [], []
     for lp in loops:
         lp = np.asarray(lp, dtype=np.float64)
@@ -106,14 +131,21 @@ def _scanline_fill(loops) -> tuple[np.ndarray, int, int] | None:
                 r1, r2, x1, y1, x2, y2 = r2, r1, x2, y2, x1, y1
             slope = (x2 - x1) / (y2 - y1)
             ex0 = x1 + (r1 - y1 + 0.5) * slope + 1e-8
-            k = r2 - r1
+            lo, hi = max(r1, wy0), min(r2, wy1 + 1)  # the rows inside the window
+            if hi <= lo:
+                continue
+            skip, k = lo - r1, hi - lo
             if slope == 0.0:
                 ex = np.full(k, ex0)
-            else:
-                steps = np.full(k, slope)
+            elif skip <= _MAX_SKIP:
+                steps = np.full(skip + k, slope)
                 steps[0] = ex0
+                ex = np.cumsum(steps)[skip:]
+            else:  # far outside the window: Java's sum, up to rounding
+                steps = np.full(k, slope)
+                steps[0] = ex0 + skip * slope
                 ex = np.cumsum(steps)
-            rows_l.append(np.arange(r1, r2, dtype=np.int64))
+            rows_l.append(np.arange(lo, hi, dtype=np.int64))
             ex_l.append(ex)
     if not rows_l:
         return None
@@ -121,7 +153,10 @@ def _scanline_fill(loops) -> tuple[np.ndarray, int, int] | None:
     exs = np.concatenate(ex_l)
     order = np.lexsort((exs, rows))
     rows, exs = rows[order], exs[order]
-    xs = np.floor(exs + 0.5).astype(np.int64)
+    xs = np.floor(exs + 0.5)
+    if window is not None:  # spans clipped to the window (one pixel beyond, for the ends)
+        xs = np.clip(xs, window[0], window[2] + 1)
+    xs = xs.astype(np.int64)
     starts, ends, srow = xs[0::2], xs[1::2], rows[0::2]
     keep = ends > starts
     starts, ends, srow = starts[keep], ends[keep], srow[keep]
@@ -152,19 +187,28 @@ def _fill_polygon(canvas: _Canvas, xs, ys):
 
 
 def _fill_evenodd(canvas: _Canvas, loops):
-    res = _scanline_fill(loops)
+    res = _scanline_fill(loops, canvas.window())
     if res is not None:
         canvas.put_local(*res)
 
 
-def _oval_local(x, y, w, h):
-    """Oval inscribed in the rectangle (x, y, w, h): (local mask, x0, y0)."""
+def _oval_local(x, y, w, h, window=None):
+    """Oval inscribed in the rectangle (x, y, w, h): (local mask, x0, y0).
+
+    ``window`` ``(x0, y0, x1, y1)`` (inclusive pixels) bounds the local mask.
+    """
     x0 = int(math.floor(x)) - 1
     y0 = int(math.floor(y)) - 1
     lw = int(math.ceil(x + w)) - x0 + 2
     lh = int(math.ceil(y + h)) - y0 + 2
+    if window is not None and (x0 < window[0] or y0 < window[1] or x0 + lw - 1 > window[2]
+                               or y0 + lh - 1 > window[3]):
+        cx0, cy0 = max(x0, window[0]), max(y0, window[1])
+        lw = max(0, min(x0 + lw - 1, window[2]) - cx0 + 1)
+        lh = max(0, min(y0 + lh - 1, window[3]) - cy0 + 1)
+        x0, y0 = cx0, cy0
     local = np.zeros((lh, lw), dtype=bool)
-    if w > 0 and h > 0:
+    if w > 0 and h > 0 and lw > 0 and lh > 0:
         rr, cc = _sk_ellipse(y + h / 2 - 0.5 - y0, x + w / 2 - 0.5 - x0, h / 2, w / 2, shape=(lh, lw))
         local[rr, cc] = True
     return local, x0, y0
@@ -198,6 +242,10 @@ class _Pen:
     def line_to(self, x2, y2):
         x2, y2 = int(x2), int(y2)
         cxmin, cymin, cxmax, cymax = self.c.clip_box()
+        # no further than the canvas holds (the same as ImageJ's clip when drawing an image)
+        wx0, wy0, wx1, wy1 = self.c.window()
+        cxmin, cymin, cxmax, cymax = (max(cxmin, wx0), max(cymin, wy0), min(cxmax, wx1),
+                                      min(cymax, wy1))
         half = self.lw // 2
         xmin, xmax = cxmin - half - 1, cxmax + half + 1
         ymin, ymax = cymin - half - 1, cymax + half + 1
@@ -304,6 +352,23 @@ def check_supported(roi: ImagejRoi, where: str | None = None) -> None:
         )
     if roi.roitype == ROI_TYPE.RECT and roi.rounded_rect_arc_size > 0 and not roi.composite:
         _refuse(roi, "a rounded rectangle", "set its corner diameter to 0 or convert it to a polygon", where)
+    damaged = "delete it and draw it again (the ROI file is damaged)"
+    sw = _stroke(roi)
+    if not math.isfinite(sw) or sw < 0:
+        _refuse(roi, f"drawn with a line width of {sw:g}", damaged, where)
+    if roi.roitype in (ROI_TYPE.POLYLINE, ROI_TYPE.FREELINE) and sw > MAX_STROKE_WIDTH:
+        _refuse(roi, f"drawn with a line width of {sw:g} pixels (at most {MAX_STROKE_WIDTH})",
+                "set a smaller width (Edit > Selection > Properties) or convert it to an area",
+                where)
+    try:
+        pts = _points(roi)
+    except (ValueError, TypeError, IndexError) as exc:  # roifile on a damaged composite
+        _refuse(roi, f"unreadable ({type(exc).__name__}: {' '.join(str(exc).split())[:80]})",
+                damaged, where)
+    if not np.isfinite(pts).all():
+        _refuse(roi, "at coordinates that are not numbers (NaN or infinite)", damaged, where)
+    if len(pts) and np.abs(pts).max() > MAX_COORDINATE:
+        _refuse(roi, f"at coordinates beyond +-{MAX_COORDINATE} pixels", damaged, where)
 
 
 def _float_coords(roi: ImagejRoi) -> np.ndarray:
@@ -351,10 +416,13 @@ def _draw(roi: ImagejRoi, canvas: _Canvas) -> None:
         _fill_polygon(canvas, [x0, x1, x1, x0], [y0, y0, y1, y1])
     elif t == ROI_TYPE.OVAL:
         if roi.subpixelrect:
-            x, y, w, h = roi.xd, roi.yd, roi.widthd, roi.heightd
+            # ImageJ 1.53t fills a sub-pixel oval by its integer mask (OvalRoi.getMask): the
+            # oval of the bounds Roi(double...) keeps, (int) x, (int) y, ceil(w), ceil(h)
+            x, y = math.trunc(float(roi.xd)), math.trunc(float(roi.yd))
+            w, h = math.ceil(float(roi.widthd)), math.ceil(float(roi.heightd))
         else:
             x, y, w, h = roi.left, roi.top, roi.right - roi.left, roi.bottom - roi.top
-        local, x0, y0 = _oval_local(float(x), float(y), float(w), float(h))
+        local, x0, y0 = _oval_local(float(x), float(y), float(w), float(h), canvas.window())
         canvas.put_local(local, x0, y0)
     elif t in _AREA_TYPES:
         p = _float_coords(roi)
@@ -400,8 +468,13 @@ def _draw(roi: ImagejRoi, canvas: _Canvas) -> None:
         _refuse(roi, f"of unsupported type {t!r}", "delete it", None)
 
 
-def _extent(roi: ImagejRoi) -> tuple[int, int, int, int]:
-    """(x0, y0, x1, y1): a box surely holding every pixel the ROI can set."""
+def _points(roi: ImagejRoi) -> np.ndarray:
+    """(N, 2) float64: the coordinates that bound an ROI (NaN/inf as they are)."""
+    with np.errstate(all="ignore"):
+        return _points_unchecked(roi)
+
+
+def _points_unchecked(roi: ImagejRoi) -> np.ndarray:
     if roi.composite:
         pts = np.concatenate(roifile.ImagejRoi.path2coords(roi.multi_coordinates))
     elif roi.roitype == ROI_TYPE.LINE:
@@ -413,6 +486,12 @@ def _extent(roi: ImagejRoi) -> tuple[int, int, int, int]:
             pts = np.array([[roi.left, roi.top], [roi.right, roi.bottom]], dtype=np.float64)
     else:
         pts = _float_coords(roi)
+    return np.asarray(pts, dtype=np.float64).reshape(-1, 2)
+
+
+def _extent(roi: ImagejRoi) -> tuple[int, int, int, int]:
+    """(x0, y0, x1, y1): a box surely holding every pixel the ROI can set."""
+    pts = _points(roi)
     if len(pts) == 0:
         return (0, 0, 0, 0)
     pad = int(math.ceil(max(_stroke(roi), 1.0))) + 2
@@ -464,8 +543,15 @@ def count_inside_outside(roi: ImagejRoi, shape: tuple[int, int]) -> tuple[int, i
     Returns
     -------
     (inside, outside) : tuple of int
+        ``outside`` counts the pixels up to :data:`OUTSIDE_MARGIN` beyond the
+        image's edges (time and memory follow the image, not the ROI).
     """
     x0, y0, x1, y1 = _extent(roi)
+    m = OUTSIDE_MARGIN
+    x0, y0 = max(x0, -m), max(y0, -m)
+    x1, y1 = min(x1, int(shape[1]) - 1 + m), min(y1, int(shape[0]) - 1 + m)
+    if x1 < x0 or y1 < y0:
+        return 0, 1  # entirely outside, beyond the margin
     canvas = _Canvas((y1 - y0 + 1, x1 - x0 + 1), (y0, x0), clip=None)
     _draw(roi, canvas)
     ys, xs = np.nonzero(canvas.mask)
