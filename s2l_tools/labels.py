@@ -34,6 +34,8 @@ FOREGROUND_CLASS = 1
 GROUP_FOREGROUND = 1
 #: ImageJ ROI group of a background scribble (not a mask value)
 GROUP_BACKGROUND = 2
+#: ImageJ ROI group of a region ``s2l-suggest`` proposes for new strokes: never a scribble
+GROUP_SUGGESTION = 3
 
 
 def class_to_code(k: int) -> int:

@@ -193,6 +193,9 @@ def test_export_refusals(headless):
     assert "Image > Duplicate" in stack
     assert re.match(r"ERROR .*'fg-label' is a text ROI", _one(out, "TEXT"))
     assert "no ROIs to export" in _one(out, "NOROIS")
+    # s2l-suggest's suggestions (group 3) among the scribbles are left out, never asked about
+    assert json.loads(_one(out, "SUGGESTION-LEFT-OUT")) == ["stroke-a.roi"]
+    assert "no ROIs to export" in _one(out, "ONLY-SUGGESTION")
 
 
 def test_export_files_and_reexport(headless):
@@ -341,3 +344,65 @@ def test_roi_manager_under_xvfb(tmp_path):
     assert kept[5] == ["stroke-y", 2]
     assert [k[0] for k in kept] == [d.get("name") for i, d in enumerate(ROIS) if i != 6]
     assert [k[1] for k in kept] == [1, 0, 0, 2, 0, 2, 1]  # only the unclassified one got a group
+
+
+# ----------------------------------------------------------------------------- Train / Predict
+
+TRAIN_PREDICT_DRIVER = '''
+import os, sys
+from java.io import File
+from ij import IJ
+sys.path.insert(0, sys.argv[1])
+import s2l_fiji
+menu, env, data, other = sys.argv[2:6]
+try:
+    s2l_fiji.environment(ask=False)
+except s2l_fiji.S2LFijiError as e:
+    print("NOENV %s" % e)
+s2l_fiji.set_environment(env, save=False)
+imp = IJ.openImage(os.path.join(data, "images", "nuclei_000.tif"))
+tiny = ("--epochs 2 --encoder resnet18 --crop 32 --batch-size 2 --samples-per-epoch 2 "
+        "--warmup-epochs 1 --ensemble-every 1 --tile 64 --panel-images 1 --device cpu")
+execfile(os.path.join(menu, "Train.py"),
+         {"imp": imp, "run_name": "fiji", "options": tiny, "again": False})
+execfile(os.path.join(menu, "Predict.py"),
+         {"imp": imp, "run": File(os.path.join(data, "runs", "fiji")), "target": "Overlay",
+          "options": "--device cpu --threshold 0.05", "again": False})
+ov = imp.getOverlay()
+names = [r.getName() for r in ov.toArray()] if ov is not None else []
+print("CELLS %d" % len([n for n in names if n.startswith("cell-")]))
+# an image outside a dataset: Train says what to do, nothing runs
+execfile(os.path.join(menu, "Train.py"),
+         {"imp": IJ.openImage(other), "run_name": "x", "options": "", "again": False})
+print("S2L-DONE")
+'''
+
+
+def test_train_and_predict_menu_commands_run_our_tools(tmp_path):
+    """Plugins > Scribble2Label > Train / Predict in real ImageJ: s2l-scribbles + s2l-train on
+    the current image's dataset with the epochs in the Log, then s2l-predict and the cells
+    as ROIs on the image (issue 17, item 8)."""
+    import sys
+
+    from s2l_tools.data.demo_data import make_demo_dataset
+
+    make_demo_dataset(tmp_path / "d", n_train=2, n_val=0, shape=(64, 64), seed=3)
+    data = tmp_path / "d" / "train"
+    other = tmp_path / "loose.tif"
+    tifffile.imwrite(other, np.zeros((32, 32), np.uint8))
+    script = tmp_path / "driver.py"
+    script.write_text(TRAIN_PREDICT_DRIVER)
+    env = Path(sys.executable).parent  # this venv's bin/, where s2l-train is
+    proc = run_jython(script, LIB, MENU, env, data, other, timeout=600)
+    out = proc.stdout
+    assert "NOENV the s2l-tools environment is not set" in out
+    assert "$ s2l-scribbles" in out and "$ s2l-train" in out and "$ s2l-predict" in out
+    epochs = [ln for ln in out.splitlines() if ln.startswith("epoch ")]
+    assert len(epochs) == 2 and all("L_sp" in ln for ln in epochs), out  # progress in the Log
+    run = data / "runs" / "fiji"
+    assert (run / "model.pt").is_file() and "Train: Trained: " in out
+    labels = tifffile.imread(run / "predictions" / "nuclei_000.tif")
+    cells = int(_parse(out)["CELLS"][0])
+    assert cells == len(np.unique(labels[labels > 0])) >= 1, out  # a low threshold: some
+    assert f"Predict: {cells} cells found in nuclei_000.tif" in out
+    assert "loose.tif is not in a dataset's images/ folder" in out

@@ -174,3 +174,70 @@ def test_store_owners_and_sharded_epoch_plan(data):
     assert len(plan) == 8 and set(plan[0::2]) == {0} and set(plan[1::2]) <= {1, 2}
     np.testing.assert_array_equal(plan, epoch_plan(cfg, d, 3, owners, 2))
     assert len(epoch_plan(cfg, d, 3)) == 7
+
+
+def _copy_data(data, tmp_path):
+    import shutil
+
+    root = tmp_path / "copy"
+    shutil.copytree(data / "train", root)
+    return root
+
+
+@pytest.mark.parametrize("weight", ["1e38"])  # "nan" itself is refused up front (test_config)
+def test_non_finite_loss_stops_and_keeps_last_checkpoint(data, tmp_path, capsys, weight):
+    """A loss that stops being a number (a pseudo-label weight so large that the weights
+    diverge) stops the run with one line; the checkpoint of the last good epoch stays as
+    it was, not replaced by NaN weights."""
+    out = tmp_path / "run"
+    argv = [str(data / "train"), "--out", str(out), "--epochs", "4", *TINY,
+            "--checkpoint-every", "1", "--pseudo-weight", weight]
+    assert train.main(argv) == 1
+    err = capsys.readouterr().err
+    line = err.split("error: ", 1)[-1]
+    assert line.count("\n") == 1 and "Traceback" not in err, err
+    assert "not finite" in line or "loss is nan" in line, err
+    assert "last good checkpoint (epoch 1)" in err, err
+    ck = load_checkpoint(out / "checkpoint.pt")
+    assert ck["epoch"] == 1  # epoch 1 is the warm-up: no pseudo-labels, a finite loss
+    assert all(torch.isfinite(v).all() for v in ck["model"].values() if v.is_floating_point())
+    model = torch.load(out / "model.pt", weights_only=True)["state_dict"]
+    assert all(torch.isfinite(v).all() for v in model.values() if v.is_floating_point())
+    assert len((out / "metrics.csv").read_text().splitlines()) == 2  # epoch 1 only
+
+
+def test_resume_refuses_other_settings_and_changed_scribbles(data, tmp_path, capsys):
+    root = _copy_data(data, tmp_path)
+    out = tmp_path / "run"
+    assert train.main([str(root), "--out", str(out), "--epochs", "1", *TINY]) == 0
+    capsys.readouterr()
+    inputs = json.loads((out / "inputs.json").read_text())
+    assert [e["stem"] for e in inputs["images"]] == ["nuclei_000", "nuclei_001", "nuclei_002"]
+    assert all(len(e["image"]) == 64 and len(e["scribbles"]) == 64 for e in inputs["images"])
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    # changed settings: refused, naming the setting, config.json not rewritten
+    assert train.main(["--out", str(out), "--resume", "--epochs", "2", "--lr", "0.1"]) == 1
+    err = capsys.readouterr().err
+    assert "--lr 0.0003 -> 0.1" in err and "--from" in err and "Traceback" not in err, err
+    # the same scribbles saved again (other file bytes, same strokes): accepted later on;
+    # changed strokes: refused, pointing to --from
+    scr = tifffile.imread(root / "scribbles" / "nuclei_001.tif")
+    scr[5:8, 5:30] = 1
+    tifffile.imwrite(root / "scribbles" / "nuclei_001.tif", scr)
+    assert train.main([str(root), "--out", str(out), "--resume", "--epochs", "2"]) == 1
+    err = capsys.readouterr().err
+    assert "scribbles changed: nuclei_001" in err and f"--from {out}" in err, err
+    # another dataset of the same sizes: refused too
+    other = tmp_path / "other"
+    make_demo_dataset(other, n_train=3, n_val=0, shape=(64, 64), seed=9)
+    assert scribbles_main([str(other / "train")]) == 0
+    capsys.readouterr()
+    assert train.main([str(other / "train"), "--out", str(out), "--resume", "--epochs",
+                       "2"]) == 1
+    assert "image changed" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+    # the strokes put back (saved again, so the file differs): the resume goes on
+    tifffile.imwrite(root / "scribbles" / "nuclei_001.tif",
+                     tifffile.imread(data / "train" / "scribbles" / "nuclei_001.tif"),
+                     description="saved again")
+    assert train.main([str(root), "--out", str(out), "--resume", "--epochs", "2"]) == 0

@@ -15,6 +15,12 @@ from s2l_tools.training.config import (ENCODERS, FAST_STARTS, METHODS, PRESETS, 
                                        TrainConfig, setting_type)
 from s2l_tools.errors import S2LError
 
+#: ``s2l-train --from RUN``: the short schedule of a retraining round on top of RUN's
+#: settings (flags given on the command line win): one epoch of warm-up on the new
+#: strokes, then S2L with RUN's EMA store (no fast start: the store is RUN's).
+RETRAIN_SCHEDULE: dict = dict(epochs=6, warmup_epochs=1, ensemble_every=1, restart_epochs=6,
+                              checkpoint_every=6, fast_start="none")
+
 _HELP = {
     "val": "validation dataset with masks/ (scored every --val-every epochs)",
     "method": "s2l (Scribble2Label), pce (scribbles only), pseudo (Pseudo-Label), "
@@ -29,10 +35,12 @@ _HELP = {
                        "local torchvision ResNet .pth/.safetensors file",
     "channel": "channel to use from multi-channel images (0-based)",
     "epochs": "total epochs (one epoch = --samples-per-epoch crops)",
-    "warmup_epochs": "epochs trained on scribbles only, before pseudo-labels",
+    "warmup_epochs": "epochs trained on scribbles only, before pseudo-labels; half the epochs when --epochs alone is fewer than this",
     "ensemble_every": "epochs between EMA prediction ensembles (gamma)",
     "ema_alpha": "EMA weight of the newest prediction (alpha)",
-    "threshold": "consistency threshold tau for pseudo-labels",
+    "threshold": "consistency threshold tau: a pixel becomes a pseudo-label where the EMA "
+                 "prediction is this sure (not s2l-predict's probability threshold; "
+                 "--threshold is the old name, still accepted)",
     "pseudo_weight": "weight lambda of the pseudo-label loss",
     "crf_weight": "weight of the CRF loss (bilateral Potts, radius 5 px; any method but full; "
                   "default: 5 with --method rloss, else 0)",
@@ -76,6 +84,7 @@ def get_parser():
         "  s2l-train my_data --out runs/first --preset laptop      # ~5 min on a laptop CPU\n"
         "  s2l-train my_data --out runs/first --epochs 60 --warmup-epochs 30\n"
         "  s2l-train my_data --out runs/first --resume\n"
+        "  s2l-train my_data --out runs/second --from runs/first   # after new strokes\n"
         "  s2l-train my_data --out runs/pce --method pce --config runs/first/config.json\n"
         "  s2l-train my_data --out /shared/runs/big --num-workers 8 --use-gpu --address auto",
     )
@@ -84,7 +93,14 @@ def get_parser():
                         "also a URI: s3://bucket/runs/first)")
     parser.add_argument("--config", type=Path, help="read settings from a config.json")
     parser.add_argument("--resume", action="store_true",
-                        help="continue from RUN/checkpoint.pt with its settings")
+                        help="continue from RUN/checkpoint.pt with its settings and data (a run "
+                        "on changed scribbles or settings is refused: use --from)")
+    parser.add_argument("--from", dest="from_run", metavar="RUN",
+                        help="start from an earlier run's weights and EMA store, with its "
+                        "settings and a short schedule (" + ", ".join(
+                            f"{k.replace('_', '-')} {v}" for k, v in RETRAIN_SCHEDULE.items())
+                        + "): after new strokes; images whose strokes changed have their "
+                        "maps reset where the strokes disagree, new images are predicted")
     parser.add_argument("--preset", choices=sorted(PRESETS),
                         help="a budget chosen as a whole; flags given on the command line win. "
                         "laptop: resnet18, crop 128, batch 8, 128 crops x 30 epochs (warm-up "
@@ -95,7 +111,7 @@ def get_parser():
                         "epochs), for a GPU")
     defaults = TrainConfig()
     for f in fields(TrainConfig):
-        if f.name in ("data", "out"):
+        if f.name in ("data", "out", "from_run"):
             continue
         flag = "--" + f.name.replace("_", "-")
         default = getattr(defaults, f.name)
@@ -109,16 +125,33 @@ def get_parser():
         choices = {"method": METHODS, "encoder": ENCODERS, "store": STORES,
                    "fast_start": FAST_STARTS}.get(f.name)
         metavar = None if choices else {int: "N", float: "X"}.get(kind, "VALUE")
-        parser.add_argument(flag, type=kind, default=None, choices=choices, metavar=metavar,
-                            help=help_text)
+        flags = ("--consistency-threshold", flag) if f.name == "threshold" else (flag,)
+        parser.add_argument(*flags, dest=f.name, type=kind, default=None, choices=choices,
+                            metavar=metavar, help=help_text)
     return parser
 
 
 def config_from_args(args) -> TrainConfig:
-    """Defaults < --config file < resumed run's config < --preset < flags given."""
+    """Defaults < --config file < resumed run's config (or --from run's config and the
+    retraining schedule) < --preset < flags given."""
     cfg = TrainConfig()
     if args.config is not None:
         cfg = TrainConfig.from_json(args.config)
+    if getattr(args, "from_run", None):
+        if args.resume:
+            raise S2LError("--from and --resume: --resume continues RUN itself, --from starts "
+                           "a new --out from RUN's weights; give one of them")
+        from s2l_tools.training import rundir
+
+        if rundir.is_uri(args.from_run):
+            raise S2LError(f"--from {args.from_run}: give a local run folder")
+        cfg = rundir.read_config(args.from_run)
+        if cfg is None:
+            raise S2LError(f"--from {args.from_run}: no {rundir.CONFIG} there; give the run "
+                           "folder of an earlier s2l-train")
+        cfg.data, cfg.out = "", ""  # DATA and --out are this run's
+        for name, value in RETRAIN_SCHEDULE.items():
+            setattr(cfg, name, value)
     if args.resume:
         if args.out is None:
             raise S2LError("--resume needs --out RUN (the run folder to continue)")
@@ -134,8 +167,11 @@ def config_from_args(args) -> TrainConfig:
     for f in fields(TrainConfig):
         value = getattr(args, f.name, None)
         if value is not None:
-            setattr(cfg, f.name, str(value) if f.name in ("data", "out", "val",
+            setattr(cfg, f.name, str(value) if f.name in ("data", "out", "val", "from_run",
                                                           "encoder_weights") else value)
+    if (getattr(args, "epochs", None) is not None and getattr(args, "warmup_epochs", None) is None
+            and cfg.warmup_epochs > cfg.epochs):
+        cfg.warmup_epochs = cfg.epochs // 2  # --epochs 20 alone: the paper's half, not 100
     if getattr(args, "preset", None) and cfg.method != "s2l":
         # the preset's fast start and CRF weight are S2L's: --method pce keeps the budget alone
         if args.fast_start is None:

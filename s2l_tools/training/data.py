@@ -25,7 +25,8 @@ from s2l_tools.errors import S2LError
 from s2l_tools.io.images import read_image, read_labels
 from s2l_tools.training.config import TrainConfig
 
-__all__ = ["TrainingData", "load_training_data", "load_validation", "samples_per_epoch",
+__all__ = ["TrainingData", "load_training_data", "array_digest", "inputs_record",
+           "compare_inputs", "load_validation", "samples_per_epoch",
            "epoch_plan", "REPLICATED_STORE_LIMIT", "store_owners", "CropDataset"]
 
 
@@ -37,6 +38,8 @@ class TrainingData:
     images: list[np.ndarray]            # (C, H, W) float32
     scribbles: list[np.ndarray]         # (H, W) uint8
     masks: list[np.ndarray | None] = field(default_factory=list)  # (H, W) int labels
+    #: per image: SHA-256 of its image and scribble arrays (:func:`array_digest`)
+    digests: list[dict] = field(default_factory=list)
 
     @property
     def in_channels(self) -> int:
@@ -57,7 +60,7 @@ def load_training_data(root, *, channel=None, need_scribbles=True, need_masks=Fa
     channel count; masks must match their image's size.
     """
     ds = open_dataset(root)
-    stems, images, scribbles, masks = [], [], [], []
+    stems, images, scribbles, masks, digests = [], [], [], [], []
     for s in ds.samples:
         if s.image is None:
             where = s.scribbles or s.mask or s.rois
@@ -96,6 +99,7 @@ def load_training_data(root, *, channel=None, need_scribbles=True, need_masks=Fa
         images.append(img)
         scribbles.append(scr)
         masks.append(m)
+        digests.append({"image": array_digest(img), "scribbles": array_digest(scr)})
         if progress:
             progress()
     if not images:
@@ -108,7 +112,61 @@ def load_training_data(root, *, channel=None, need_scribbles=True, need_masks=Fa
         if not any((s == L.FOREGROUND).any() for s in scribbles):
             raise S2LError(f"{ds.scribbles_dir}: no foreground scribble in any image; "
                            "Scribble2Label needs both classes")
-    return TrainingData(stems, images, scribbles, masks)
+    return TrainingData(stems, images, scribbles, masks, digests)
+
+
+def array_digest(a: np.ndarray) -> str:
+    """SHA-256 (hex) of an array's dtype, shape and values: equal arrays, equal digests
+    (a file saved again with other metadata keeps its digest)."""
+    import hashlib
+
+    a = np.ascontiguousarray(a)
+    h = hashlib.sha256(f"{a.dtype.str}{a.shape}".encode())
+    h.update(a.data)
+    return h.hexdigest()
+
+
+def inputs_record(data: TrainingData) -> dict:
+    """What a run trains on, for ``RUN/inputs.json`` and its checkpoints.
+
+    Returns
+    -------
+    record : dict
+        ``{"version": 1, "images": [{"stem", "shape": [H, W], "image", "scribbles"}]}``
+        in training order; ``image`` and ``scribbles``: the :func:`array_digest` of
+        the normalised image and of the scribble mask.
+    """
+    return {"version": 1, "images": [
+        {"stem": stem, "shape": [int(v) for v in shape], **digest}
+        for stem, shape, digest in zip(data.stems, data.shapes, data.digests)]}
+
+
+def compare_inputs(record: dict, data: TrainingData) -> dict[str, list[str]]:
+    """How ``data`` differs from a run's ``record`` (:func:`inputs_record`).
+
+    Returns
+    -------
+    diff : dict of list of str
+        Stems by kind: ``added`` (not in the record), ``removed`` (in the record
+        only), ``images`` (image content or size changed), ``scribbles``
+        (scribbles changed, image the same). All empty: the same inputs.
+    """
+    old = {e["stem"]: e for e in record.get("images", [])}
+    new = inputs_record(data)["images"]
+    diff: dict[str, list[str]] = {"added": [], "removed": [], "images": [], "scribbles": []}
+    for e in new:
+        o = old.get(e["stem"])
+        if o is None:
+            diff["added"].append(e["stem"])
+        elif o.get("image") != e["image"] or list(o.get("shape", [])) != e["shape"]:
+            diff["images"].append(e["stem"])
+        elif o.get("scribbles") != e["scribbles"]:
+            diff["scribbles"].append(e["stem"])
+    seen = {e["stem"] for e in new}
+    diff["removed"] = [s for s in old if s not in seen]
+    if not any(diff.values()) and [e["stem"] for e in new] != list(old):
+        diff["images"] = ["(the order of the images)"]
+    return diff
 
 
 def load_validation(root, *, channel) -> tuple[list[str], list[np.ndarray], list[np.ndarray]]:

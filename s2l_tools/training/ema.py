@@ -53,7 +53,7 @@ import torch
 
 from s2l_tools.errors import S2LError
 
-__all__ = ["EmaStore"]
+__all__ = ["EmaStore", "forget_disagreement"]
 
 _DTYPES = {"uint8": torch.uint8, "float16": torch.float16, "float32": torch.float32}
 _STATE_VERSION = 1
@@ -392,3 +392,51 @@ class EmaStore:
         if self.dtype == torch.uint8:
             return (y * 255.0).round().clamp(0, 255).to(torch.uint8)
         return y.to(self.dtype)
+
+
+def forget_disagreement(y: np.ndarray, scribble: np.ndarray, *, radius: int = 8
+                        ) -> tuple[np.ndarray, int]:
+    """Reset an EMA map to 0.5 (no pseudo-label) where scribbles contradict it.
+
+    Used when a run continues on new strokes (``s2l-train --from``): a stroke
+    on a missed cell, or across a false detection, says the map is wrong
+    there, and the pseudo-labels drawn from it would fight the stroke.
+
+    Parameters
+    ----------
+    y : (H, W) float ndarray
+        The map (foreground probability).
+    scribble : (H, W) uint8 ndarray
+        0 unlabeled, 1 background, 2 foreground.
+    radius : int
+        Pixels around a contradicting stroke pixel that are reset too.
+
+    Returns
+    -------
+    y : (H, W) float32 ndarray
+        A copy, 0.5 on the reset pixels: the stroke pixels that contradict the
+        map and ``radius`` around them, and every connected foreground region
+        of the map that a background stroke crosses.
+    n : int
+        Pixels reset.
+    """
+    from scipy import ndimage as ndi
+
+    from s2l_tools import labels as L
+
+    y = np.asarray(y, dtype=np.float32)
+    fg = y >= 0.5
+    fg_wrong = (scribble == L.FOREGROUND) & ~fg
+    bg_wrong = (scribble == L.BACKGROUND) & fg
+    wrong = fg_wrong | bg_wrong
+    if not wrong.any():
+        return y.copy(), 0
+    yy, xx = np.mgrid[-radius:radius + 1, -radius:radius + 1]
+    region = ndi.binary_dilation(wrong, structure=yy ** 2 + xx ** 2 <= radius ** 2)
+    if bg_wrong.any():
+        comps, _ = ndi.label(fg)
+        hit = np.unique(comps[bg_wrong])
+        region |= np.isin(comps, hit[hit > 0])
+    out = y.copy()
+    out[region] = 0.5
+    return out, int(region.sum())

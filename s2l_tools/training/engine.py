@@ -39,15 +39,26 @@ from s2l_tools.training.config import TrainConfig
 from s2l_tools.training.data import (
     CropDataset,
     TrainingData,
+    compare_inputs,
     epoch_plan,
+    inputs_record,
     load_training_data,
     load_validation,
     samples_per_epoch,
     store_owners,
 )
 
-__all__ = ["Context", "ensemble_step", "fast_start", "validate", "train_one_epoch",
-           "TrainState", "save_state", "restore_state", "model_meta", "fit"]
+__all__ = ["Context", "ensemble_step", "fast_start", "start_from", "validate",
+           "train_one_epoch", "TrainState", "save_state", "restore_state", "model_meta", "fit",
+           "RESUME_FREE"]
+
+#: Settings a resumed run may change: where and how fast it runs, how long, what it
+#: reports. Any other change (method, lr, crops, ...) is refused: train a new run.
+RESUME_FREE = frozenset({
+    "data", "out", "val", "epochs", "device", "amp", "deterministic", "checkpoint_every",
+    "val_every", "panel_images", "min_size", "loader_workers", "num_workers", "use_gpu",
+    "address", "cpus_per_worker", "max_failures", "store"})
+
 
 
 # --------------------------------------------------------------------- distribution
@@ -204,6 +215,70 @@ def fast_start(store, data: TrainingData, ctx: Context, *, kind: str, seed: int)
     return time.perf_counter() - t
 
 
+def start_from(state: TrainState, run, cfg: TrainConfig, data: TrainingData, ctx: Context,
+               *, device, amp_dtype, tile) -> str:
+    """``--from RUN``: start ``state`` from RUN's weights and EMA store; return a summary.
+
+    The model takes RUN's latest weights (the optimiser and schedule start
+    afresh). Each image of ``data`` that RUN trained on, at the same size,
+    takes RUN's EMA map; where its scribbles changed, the map is reset to 0.5
+    where the strokes contradict it (:func:`s2l_tools.training.ema.forget_disagreement`).
+    Every other image (new, or RUN kept no map for it: a pce run) gets the
+    model's prediction as its first map. Checks first, so a refused ``--from``
+    writes nothing: RUN must hold a checkpoint of the same encoder, for images
+    of ``data``'s channel count.
+    """
+    from s2l_tools.training.ema import EmaStore, forget_disagreement
+    from s2l_tools.inference.predict import predict_probability
+
+    ckpt_path = rundir.latest_checkpoint(Path(run))
+    if ckpt_path is None:
+        raise S2LError(f"--from {run}: no {rundir.CHECKPOINT} there; give the run folder of an "
+                       "earlier s2l-train")
+    ckpt = load_checkpoint(ckpt_path)
+    encoder = ckpt.get("config", {}).get("encoder")
+    if encoder != cfg.encoder:
+        raise S2LError(f"--from {run}: a {encoder} model, and this run's --encoder is "
+                       f"{cfg.encoder}; drop --encoder (RUN's is used) or train from scratch")
+    channels = ckpt.get("meta", {}).get("in_channels")
+    if channels != data.in_channels:
+        raise S2LError(f"{cfg.data}: images of {data.in_channels} channel(s), the model in {run} "
+                       f"takes {channels}; give images like RUN's (or the --channel it used)")
+    state.model.load_state_dict(ckpt["model"])
+    record = ckpt.get("inputs") or rundir.read_inputs(run)
+    old_maps: dict[str, tuple[np.ndarray, str]] = {}
+    if record is not None and ckpt.get("config", {}).get("method") == "s2l":
+        old = EmaStore([tuple(e["shape"]) for e in record["images"]], dtype="float32")
+        rundir.load_store(old, ckpt_path, ckpt)
+        for j, e in enumerate(record["images"]):
+            if old.initialized(j):
+                old_maps[e["stem"]] = (old.get(j), e)
+    store = state.store
+    mine, owners = _my_images(store, len(data.images), ctx)
+    meta = _tiling(data.in_channels, tile)
+    carried = changed = predicted = reset_px = 0
+    for i in mine:
+        stem, shape = data.stems[i], list(data.shapes[i])
+        got = old_maps.get(stem)
+        if got is not None and got[1]["shape"] == shape and got[1]["image"] == data.digests[i]["image"]:
+            y, entry = got
+            if entry["scribbles"] != data.digests[i]["scribbles"]:
+                y, n = forget_disagreement(y, data.scribbles[i])
+                changed += 1
+                reset_px += n
+            store.update(i, y)
+            carried += 1
+        else:
+            store.update(i, predict_probability(state.model, data.images[i], meta, device=device,
+                                                amp=amp_dtype, batch_size=1))
+            predicted += 1
+    if not store.is_shard:
+        ctx.sync_store(store, owners)
+    return (f"from {run} (epoch {ckpt.get('epoch')}): EMA maps of {carried} image(s) kept, "
+            f"{changed} with changed scribbles ({reset_px} px reset where new strokes "
+            f"disagree), {predicted} image(s) predicted afresh")
+
+
 # ----------------------------------------------------------------------- validation
 def validate(model, val, *, device, amp_dtype, tile, min_size) -> dict:
     """Mean IoU, mDice, F1@0.5 of the model on validation images.
@@ -274,6 +349,8 @@ class TrainState:
     #: the ensemble pass due after the last epoch is skipped (it would change nothing
     #: that is used); a run resumed for more epochs makes it up first
     ensemble_pending: bool = False
+    #: what the run trains on (:func:`~s2l_tools.training.data.inputs_record`)
+    inputs: dict | None = None
 
 
 def save_state(state: TrainState, *, cfg: TrainConfig, meta: ModelMeta, ctx: Context,
@@ -294,6 +371,7 @@ def save_state(state: TrainState, *, cfg: TrainConfig, meta: ModelMeta, ctx: Con
             "torch_rng": torch.get_rng_state(),
             "config": cfg.to_dict(), "meta": meta.__dict__, "epoch": state.epoch,
             "history": state.history, "ensemble_pending": state.ensemble_pending,
+            "inputs": state.inputs,
         }
     rundir.save_training_files(where, entries, store=store, rank=ctx.rank, is_main=ctx.is_main,
                                model_state=state.model.state_dict() if ctx.is_main else None,
@@ -301,13 +379,55 @@ def save_state(state: TrainState, *, cfg: TrainConfig, meta: ModelMeta, ctx: Con
     return where
 
 
-def restore_state(state: TrainState, ckpt_path: Path, cfg: TrainConfig) -> None:
-    """Load a checkpoint written by :func:`save_state` into ``state``, in place."""
+def _changed_settings(saved: dict, cfg: TrainConfig) -> list[str]:
+    """``--name old -> new`` for each setting outside :data:`RESUME_FREE` that differs."""
+    now = cfg.to_dict()
+    return [f"--{k.replace('_', '-')} {saved.get(k, '(unset)')} -> {now[k]}"
+            for k in now if k not in RESUME_FREE and k in saved and saved[k] != now[k]]
+
+
+def _inputs_differ(diff: dict[str, list[str]]) -> str:
+    """``diff`` (:func:`~s2l_tools.training.data.compare_inputs`) in words."""
+    words = {"scribbles": "scribbles changed", "images": "image changed",
+             "added": "new image", "removed": "image gone"}
+    parts = []
+    for kind, stems in diff.items():
+        if stems:
+            more = f" +{len(stems) - 3}" if len(stems) > 3 else ""
+            parts.append(f"{words[kind]}: {', '.join(stems[:3])}{more}")
+    return "; ".join(parts)
+
+
+def restore_state(state: TrainState, ckpt_path: Path, cfg: TrainConfig,
+                  data: TrainingData | None = None) -> None:
+    """Load a checkpoint written by :func:`save_state` into ``state``, in place.
+
+    Refuses (S2LError) a checkpoint trained with other settings (those outside
+    :data:`RESUME_FREE`) or, given ``data``, on other images or scribbles than
+    ``data`` (the record of :func:`~s2l_tools.training.data.inputs_record` in the
+    checkpoint; checkpoints written before it was kept are not checked).
+    """
     ckpt = load_checkpoint(ckpt_path)
+    run = Path(ckpt_path).parent
     if ckpt["config"].get("method") != cfg.method or ckpt["config"].get("encoder") != cfg.encoder:
         raise S2LError(f"{ckpt_path}: the checkpoint was trained with method "
                        f"{ckpt['config'].get('method')}, encoder {ckpt['config'].get('encoder')};"
                        " resume with the same settings or use a new --out")
+    changed = _changed_settings(ckpt["config"], cfg)
+    if changed:
+        raise S2LError(f"{ckpt_path}: --resume with other settings than the run's "
+                       f"({', '.join(changed)}); resume with the run's settings (only --epochs, "
+                       "--device and the like may change), or train a new --out with "
+                       f"--from {run}")
+    if data is not None and ckpt.get("inputs") is not None:
+        diff = compare_inputs(ckpt["inputs"], data)
+        if any(diff.values()):
+            fix = (f"to train on the new strokes use s2l-train {cfg.data} --out NEW --from {run}"
+                   if not (diff["images"] or diff["removed"]) else
+                   f"resume with the data the run trained on, or start from its weights with "
+                   f"s2l-train {cfg.data} --out NEW --from {run}")
+            raise S2LError(f"{cfg.data}: not the data this run trained on "
+                           f"({_inputs_differ(diff)}); {fix}")
     state.model.load_state_dict(ckpt["model"])
     state.optimizer.load_state_dict(ckpt["optimizer"])
     state.scheduler.load_state_dict(ckpt["scheduler"])
@@ -351,6 +471,19 @@ def _progress(console, ctx: Context):
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                     TimeElapsedColumn(), TimeRemainingColumn(), console=console,
                     transient=False, disable=not ctx.is_main)
+
+
+def _not_finite(row: dict, cfg: TrainConfig, out: Path, saved_at: int | None) -> str:
+    """The one-line error of a run whose loss stopped being a finite number."""
+    kept = (f"the last good checkpoint (epoch {saved_at}) is kept in {out}" if saved_at
+            else "no checkpoint was written")
+    terms = ", ".join(f"{k} {row[k]:.3g}" for k in ("l_sp", "l_up", "l_crf") if k in row)
+    what = (f"the training loss is {row['loss']}" if not math.isfinite(row["loss"])
+            else "the weights are not finite")
+    return (f"--lr {cfg.lr:g}, --pseudo-weight {cfg.pseudo_weight:g}: {what} "
+            f"in epoch {row['epoch']} ({terms}); stopped, {kept}; lower --lr "
+            "or fix the loss weights and train a new --out (--from RUN starts from a kept "
+            "checkpoint)")
 
 
 # ------------------------------------------------------------------------------ fit
@@ -406,16 +539,25 @@ def fit(cfg: TrainConfig, *, resume: bool = False, ctx: Context | None = None,
     state = TrainState(model, optimizer, scheduler, scaler, store)
 
     # resume
+    state.inputs = inputs_record(data)
     ckpt_path = ctx.initial_checkpoint() or (rundir.latest_checkpoint(out) if resume else None)
     if ckpt_path is not None:
-        restore_state(state, ckpt_path, cfg)
+        restore_state(state, ckpt_path, cfg, data)
         console.print(f"resumed from {ckpt_path} after epoch {state.epoch}")
     elif resume:
         raise S2LError(f"{out / rundir.CHECKPOINT}: nothing to resume; start without --resume")
+    elif cfg.from_run:
+        if Path(cfg.from_run).resolve() == out.resolve():
+            raise S2LError(f"--from {cfg.from_run}: the same folder as --out; give a new --out "
+                           "(or continue the run itself with --resume)")
+        console.print(start_from(state, cfg.from_run, cfg, data, ctx, device=device,
+                                 amp_dtype=infer_dtype, tile=cfg.tile))
     if ctx.is_main:
         out.mkdir(parents=True, exist_ok=True)
         cfg.to_json(out / rundir.CONFIG)
-    fast = cfg.fast_start != "none"
+        rundir.write_inputs(out, state.inputs)
+    # --from: the store is the earlier run's, so the warm-up trains on the strokes alone
+    fast = cfg.fast_start != "none" and not cfg.from_run
     if fast and ckpt_path is None:
         seconds = fast_start(store, data, ctx, kind=cfg.fast_start, seed=cfg.seed)
         console.print(f"fast start: {cfg.fast_start} pseudo-labels for {len(data.images)} "
@@ -428,6 +570,7 @@ def fit(cfg: TrainConfig, *, resume: bool = False, ctx: Context | None = None,
     predict = dict(device=device, amp_dtype=infer_dtype, tile=cfg.tile)
 
     last: dict = {}
+    saved_at = state.epoch if ckpt_path is not None else None  # the last checkpoint's epoch
     with _progress(console, ctx) as progress, _Interrupt() as interrupt:
         ep_task = progress.add_task("epochs", total=cfg.epochs, completed=state.epoch)
         if state.ensemble_pending and state.epoch < cfg.epochs:
@@ -461,6 +604,10 @@ def fit(cfg: TrainConfig, *, resume: bool = False, ctx: Context | None = None,
                 raise KeyboardInterrupt
             row = {"epoch": epoch + 1, **ctx.mean(losses)}
             row["lr"] = optimizer.param_groups[0]["lr"]
+            # the same on every rank: the mean loss, and the weights DDP keeps equal
+            if not (math.isfinite(row.get("loss", 0.0))
+                    and all(bool(torch.isfinite(p).all()) for p in model.parameters())):
+                raise S2LError(_not_finite(row, cfg, out, saved_at))
 
             # the EMA ensemble (skipped after the last epoch: see TrainState)
             ensemble_due = (cfg.method == "s2l" and (epoch + 1) % cfg.ensemble_every == 0
@@ -471,10 +618,12 @@ def fit(cfg: TrainConfig, *, resume: bool = False, ctx: Context | None = None,
                 ts = time.perf_counter()
                 row.update(ensemble_step(model, store, data, ctx, **predict))
                 row["ensemble_s"] = time.perf_counter() - ts
-                if ctx.is_main and cfg.panel_images:
-                    reports.plot_panel(rundir.panel_path(out, epoch + 1), data, store,
-                                       threshold=cfg.threshold, n=cfg.panel_images,
-                                       epoch=epoch + 1, indices=store.owned)
+            if ctx.is_main and cfg.panel_images and ("ensemble_s" in row
+                                                      or epoch + 1 == cfg.epochs):
+                # after each ensemble pass, and always after the last epoch
+                reports.plot_panel(rundir.panel_path(out, epoch + 1), data, store,
+                                   threshold=cfg.threshold, n=cfg.panel_images,
+                                   epoch=epoch + 1, indices=store.owned)
 
             # validation
             val_every = cfg.val_every or cfg.ensemble_every
@@ -488,14 +637,16 @@ def fit(cfg: TrainConfig, *, resume: bool = False, ctx: Context | None = None,
             state.epoch = last_epoch = epoch + 1
             last = row
             progress.advance(ep_task)
-            console.print(reports.epoch_summary(row, cfg), highlight=False)
+            console.print(reports.epoch_summary(row, cfg), highlight=False, soft_wrap=True)
             ckpt_dir = None
             if last_epoch % cfg.checkpoint_every == 0 or last_epoch == cfg.epochs:
                 ckpt_dir = save_state(state, cfg=cfg, meta=meta, ctx=ctx, out=out)
+                saved_at = last_epoch
             if ctx.is_main:
                 reports.write_metrics_csv(out / rundir.METRICS, state.history)
                 if ckpt_dir is not None or last_epoch == cfg.epochs:
-                    reports.plot_curves(out / rundir.CURVES, state.history)
+                    reports.plot_curves(out / rundir.CURVES, state.history,
+                                        warmup_epochs=cfg.warmup_epochs)
             metrics = row
             if ctx.test_hooks is not None:  # tests only: faults, cross-rank checks
                 metrics = ctx.test_hooks.epoch_end(ctx, store, row)

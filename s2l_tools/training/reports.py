@@ -37,65 +37,161 @@ def write_metrics_csv(path: Path, history: list[dict]) -> None:
     write_bytes_atomic(path, buf.getvalue().encode())
 
 
-def plot_curves(path: Path, history: list[dict]) -> None:
-    """Loss and score curves as a PNG."""
+#: Class colours of the panels, as in the Fiji docs' colour map (``#ffff00=fg #00ffff=bg``).
+CELL_COLOR = (1.0, 1.0, 0.0)          # yellow, #ffff00
+BACKGROUND_COLOR = (0.0, 1.0, 1.0)    # cyan, #00ffff
+IGNORED_COLOR = (0.35, 0.35, 0.35)    # grey: no pseudo-label there (not sure enough)
+
+#: What each curve of ``curves.png`` is, in words (metrics.csv column -> label).
+CURVE_LABELS = {
+    "loss": "total loss",
+    "l_sp": "loss on strokes (scribbled pixels)",
+    "l_up": "loss on pseudo-labels",
+    "l_crf": "CRF loss (boundaries on image edges)",
+    "coverage": "share of pixels pseudo-labelled",
+    "train_iou": "IoU on the training masks",
+    "val_iou": "validation IoU (cells vs background)",
+    "val_mdice": "validation mean Dice per cell",
+    "val_f1_50": "validation F1 (cells found, IoU > 0.5)",
+}
+
+
+def _curves_figure(history: list[dict], *, warmup_epochs: int | None = None):
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     ep = [r["epoch"] for r in history]
-    for key in ("loss", "l_sp", "l_up"):
-        axes[0].plot(ep, [r.get(key, np.nan) for r in history], label=key)
-    axes[0].set_xlabel("epoch"), axes[0].set_title("losses"), axes[0].legend()
+    for key in ("loss", "l_sp", "l_up", "l_crf"):
+        if any(key in r for r in history):
+            axes[0].plot(ep, [r.get(key, np.nan) for r in history], label=CURVE_LABELS[key])
+    axes[0].set_xlabel("epoch"), axes[0].set_ylabel("loss (lower is better)")
+    axes[0].set_title("training losses")
     for key in ("coverage", "train_iou", "val_iou", "val_mdice", "val_f1_50"):
         pts = [(r["epoch"], r[key]) for r in history if r.get(key) not in (None, "")]
         if pts:
-            axes[1].plot(*zip(*pts), marker=".", label=key)
-    axes[1].set_xlabel("epoch"), axes[1].set_ylim(0, 1.02), axes[1].set_title("scores")
-    axes[1].legend(fontsize=8)
+            axes[1].plot(*zip(*pts), marker=".", label=CURVE_LABELS[key])
+    axes[1].set_xlabel("epoch"), axes[1].set_ylim(0, 1.02)
+    axes[1].set_title("pseudo-labels and scores (higher is better)")
+    if warmup_epochs and ep and warmup_epochs < max(ep):
+        for ax in axes:
+            ax.axvline(warmup_epochs + 0.5, color="0.4", linestyle="--", linewidth=1,
+                       label=f"end of warm-up (epoch {warmup_epochs}): pseudo-labels from here")
+    for ax in axes:
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
+    return fig
+
+
+def plot_curves(path: Path, history: list[dict], *, warmup_epochs: int | None = None) -> None:
+    """Loss and score curves as a PNG, labelled in words.
+
+    Parameters
+    ----------
+    path : Path
+        The PNG to write (atomically).
+    history : list of dict
+        One row per epoch (``epoch``, ``loss``, ``l_sp``, ``l_up``, ``coverage``, scores).
+    warmup_epochs : int, optional
+        Draw a dashed line where the warm-up ends (the pseudo-label loss starts).
+    """
+    import matplotlib.pyplot as plt
+
+    fig = _curves_figure(history, warmup_epochs=warmup_epochs)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90)
     plt.close(fig)
     write_bytes_atomic(path, buf.getvalue())
 
 
-def plot_panel(path: Path, data: TrainingData, store, *, threshold: float, n: int,
-               epoch: int, indices: list[int] | None = None) -> None:
-    """Image / scribbles / filtered pseudo-label for a few images (paper Fig. 1).
+def _short(name: str, width: int = 34) -> str:
+    """A file name cut in the middle to ``width`` characters (its start and end kept)."""
+    if len(name) <= width:
+        return name
+    keep = width - 3
+    return name[: (keep + 1) // 2] + "..." + name[len(name) - keep // 2:]
 
-    Pseudo-label colours: white cell, black background, red below the
-    consistency threshold (ignored). Scribbles: blue cell, yellow background.
-    """
+
+def _panel_figure(data: TrainingData, store, *, threshold: float, n: int, epoch: int,
+                  indices: list[int] | None = None):
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
 
     indices = list(range(len(data.images)) if indices is None else indices)[:n]
     n = len(indices)
-    fig, axes = plt.subplots(n, 3, figsize=(9, 3 * n), squeeze=False)
+    fig, axes = plt.subplots(n, 3, figsize=(9, 3 * n + 0.9), squeeze=False)
     for row, r in enumerate(indices):
         img = data.images[r]
-        show = img[0] if img.shape[0] != 3 else np.moveaxis(img, 0, -1)
-        axes[row, 0].imshow(np.clip(show, 0, 1), cmap="gray")
+        show = np.clip(img[0] if img.shape[0] != 3 else np.moveaxis(img, 0, -1), 0, 1)
+        gray = show if show.ndim == 2 else show.mean(axis=-1)
+        axes[row, 0].imshow(show, cmap="gray", vmin=0, vmax=1)
         scr = data.scribbles[r]
-        rgb = np.zeros(scr.shape + (3,), np.float32)
-        rgb[scr == L.FOREGROUND] = (0.2, 0.4, 1.0)
-        rgb[scr == L.BACKGROUND] = (1.0, 0.9, 0.1)
+        rgb = np.repeat(0.6 * gray[..., None], 3, axis=-1).astype(np.float32)  # dimmed image
+        rgb[scr == L.FOREGROUND] = CELL_COLOR
+        rgb[scr == L.BACKGROUND] = BACKGROUND_COLOR
         axes[row, 1].imshow(rgb)
-        y = store.get(r)
-        pl = np.zeros(scr.shape + (3,), np.float32)
-        pl[:] = (0.85, 0.1, 0.1)
-        pl[y > threshold] = 1.0
-        pl[(1 - y) > threshold] = 0.0
-        axes[row, 2].imshow(pl)
-        for c, title in enumerate(("image", "scribbles", f"pseudo-label, epoch {epoch}")):
-            axes[row, c].set_title(f"{data.stems[r]}: {title}" if c == 0 else title, fontsize=8)
+        if store is not None and store.initialized(r):
+            y = store.get(r)
+            pl = np.empty(scr.shape + (3,), np.float32)
+            pl[:] = IGNORED_COLOR
+            pl[y > threshold] = CELL_COLOR
+            pl[(1 - y) > threshold] = BACKGROUND_COLOR
+            axes[row, 2].imshow(pl)
+        else:
+            axes[row, 2].imshow(np.full(scr.shape + (3,), IGNORED_COLOR, np.float32))
+            axes[row, 2].text(0.5, 0.5, "no pseudo-label map\n(warm-up, or a method\n"
+                              "without one: strokes only)",
+                              ha="center", va="center", fontsize=8, color="white",
+                              transform=axes[row, 2].transAxes)
+        third = f"pseudo-label, epoch {epoch}"
+        for c, title in enumerate((_short(data.stems[r]), "scribbles", third)):
+            axes[row, c].set_title(title, fontsize=8)
             axes[row, c].axis("off")
-    fig.tight_layout()
+    handles = [Patch(color=CELL_COLOR, label="cell (foreground, group 1)"),
+               Patch(color=BACKGROUND_COLOR, label="background (group 2)"),
+               Patch(color=IGNORED_COLOR,
+                     label=f"ignored: prediction less sure than tau = {threshold:g}")]
+    fig.legend(handles=handles, loc="lower center", ncol=3, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.9 / (3 * n + 0.9), 1, 1))
+    return fig
+
+
+def plot_panel(path: Path, data: TrainingData, store, *, threshold: float, n: int,
+               epoch: int, indices: list[int] | None = None) -> None:
+    """Image / scribbles / filtered pseudo-label for a few images (paper Fig. 1).
+
+    Colours, as in the Fiji docs' colour map and shown in a legend under the
+    panels: yellow cell (foreground), cyan background; in the pseudo-label,
+    grey where the EMA prediction is less sure than the consistency
+    threshold (those pixels are ignored). Scribbles are drawn over the
+    dimmed image. Long image names are cut in the middle.
+
+    Parameters
+    ----------
+    path : Path
+        The PNG to write (atomically).
+    data : TrainingData
+        The images and scribble masks.
+    store : EmaStore or None
+        The EMA predictions; an image without one (warm-up) says so.
+    threshold : float
+        The consistency threshold tau.
+    n : int
+        Images shown (the first ``n`` of ``indices``).
+    epoch : int
+        Shown in the headings.
+    indices : list of int, optional
+        The images to choose from (default: all).
+    """
+    import matplotlib.pyplot as plt
+
+    fig = _panel_figure(data, store, threshold=threshold, n=n, epoch=epoch, indices=indices)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=80)
     plt.close(fig)

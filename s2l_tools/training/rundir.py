@@ -4,6 +4,10 @@ What ``s2l-train`` leaves in ``RUN`` (a local folder; with Ray also a URI such
 as ``s3://bucket/runs/first``)::
 
     RUN/config.json                 the settings (TrainConfig), read back by --resume
+    RUN/inputs.json                 what the run trained on: each image's stem, size and
+                                    content hashes of its image and scribbles (data.py's
+                                    inputs_record); --resume refuses other data, --from
+                                    finds the images whose scribbles changed
     RUN/checkpoint.pt               to resume (single process; format: checkpoint.py)
     RUN/ema_shard_NNNN.pt           a sharded EMA store: rank NNNN's maps, beside it
     RUN/model.pt                    to predict and export (a model bundle)
@@ -31,9 +35,9 @@ from s2l_tools.training.checkpoint import load_checkpoint, save_checkpoint, save
 
 __all__ = [
     "CHECKPOINT", "MODEL", "CONFIG", "METRICS", "CURVES", "SHARD_GLOB", "RAY_SNAPSHOT",
-    "ERROR_FILE", "REPORT_FILES", "RUN_FILES", "is_uri", "filesystem", "read_run_text", "write_run_text", "delete_run_file",
+    "INPUTS", "ERROR_FILE", "REPORT_FILES", "RUN_FILES", "is_uri", "filesystem", "read_run_text", "write_run_text", "delete_run_file",
     "run_exists", "run_file", "read_config", "resolve_model_path", "latest_checkpoint", "shard_path", "panel_path",
-    "ray_checkpoint_name", "save_training_files", "load_store",
+    "ray_checkpoint_name", "save_training_files", "load_store", "write_inputs", "read_inputs",
 ]
 
 #: Training checkpoint (to resume).
@@ -42,6 +46,8 @@ CHECKPOINT = "checkpoint.pt"
 MODEL = "model.pt"
 #: The run's settings.
 CONFIG = "config.json"
+#: What the run trained on (image and scribble hashes).
+INPUTS = "inputs.json"
 #: One row per epoch.
 METRICS = "metrics.csv"
 #: Loss and score curves.
@@ -57,7 +63,7 @@ RAY_CHECKPOINT_GLOB = "checkpoint_epoch_*"
 #: Ray Train V2 keeps the run's list of checkpoints in this file of the run folder.
 RAY_SNAPSHOT = "checkpoint_manager_snapshot.json"
 #: Reports the main Ray worker puts into every checkpoint it reports.
-REPORT_FILES = (METRICS, CURVES, CONFIG)
+REPORT_FILES = (METRICS, CURVES, CONFIG, INPUTS)
 #: Files copied from a Ray run's latest checkpoint into RUN when the run ends.
 RUN_FILES = (MODEL, *REPORT_FILES)
 #: A user error (S2LError) on the Ray workers is passed to the driver in this file.
@@ -154,6 +160,32 @@ def read_config(out):
     if text is None:
         return None
     return TrainConfig.from_dict(json.loads(text), source=run_file(out, CONFIG))
+
+
+def write_inputs(out, record: dict) -> None:
+    """Write ``out/inputs.json`` (path or URI): what the run trains on (see ``read_inputs``)."""
+    import json
+
+    write_run_text(out, INPUTS, json.dumps(record, indent=1) + "\n")
+
+
+def read_inputs(out) -> dict | None:
+    """The record of ``out/inputs.json`` (:func:`s2l_tools.training.data.inputs_record`),
+    or None for a run without one (written before s2l-tools recorded its inputs)."""
+    import json
+
+    text = read_run_text(out, INPUTS)
+    if text is None:
+        return None
+    try:
+        record = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise S2LError(f"{run_file(out, INPUTS)}: not valid JSON ({exc}); the run folder is "
+                       "damaged: delete the file to resume without the check") from None
+    if not isinstance(record, dict) or not isinstance(record.get("images"), list):
+        raise S2LError(f"{run_file(out, INPUTS)}: not a record of training inputs; the run "
+                       "folder is damaged: delete the file to resume without the check")
+    return record
 
 
 def resolve_model_path(path: str | os.PathLike) -> Path:

@@ -163,6 +163,12 @@ def run_export(e):
     text = make_roi({"kind": "text", "rect": [2, 2], "name": "fg-label"})
     expect_error("TEXT", s2l_fiji.export_scribbles, imp, [rois[0], text], data)
     expect_error("NOROIS", s2l_fiji.export_scribbles, imp, [], data)
+    # a suggestion of s2l-suggest (group 3) left among the scribbles is never exported
+    sugg = make_roi({"kind": "rect", "rect": [1, 1, 6, 6], "name": "suggest_01"})
+    sugg.setGroup(s2l_fiji.GROUP_SUGGESTION)
+    res = s2l_fiji.export_scribbles(imp, [rois[0], sugg], data + "_sugg", class_of=colors)
+    out("SUGGESTION-LEFT-OUT", json.dumps(zip_entries(res[1])))
+    expect_error("ONLY-SUGGESTION", s2l_fiji.export_scribbles, imp, [sugg], data + "_sugg")
 
     # the menu command itself, with the parameters Fiji would inject
     imp2 = IJ.openImage(e["image"])

@@ -293,7 +293,8 @@ def export_scribbles(imp, rois, dataset_dir, stem=None, class_of=None):
             "%s: a stack/hyperstack (%d planes) cannot be exported; Scribble2Label works on "
             "2-D images: extract one plane (Image > Duplicate...) and scribble on that"
             % (title, imp.getStackSize()))
-    rois = [r for r in (rois or []) if r is not None]
+    # suggestions of s2l-suggest (Show Suggestions) are never scribbles
+    rois = [r for r in (rois or []) if r is not None and r.getGroup() != GROUP_SUGGESTION]
     if not rois:
         raise S2LFijiError("%s: no ROIs to export; draw scribbles and add them to the ROI "
                            "Manager (press T) or the overlay (press B)" % title)
@@ -400,6 +401,7 @@ def ask_classes(rois, class_of=None, title="Export Scribbles"):
     None when the user cancels or there are too many to ask about.
     """
     from ij.gui import GenericDialog
+    rois = [r for r in rois if r is not None and r.getGroup() != GROUP_SUGGESTION]
     todo = [(i, r) for i, r in enumerate(rois) if roi_class(r, class_of) is None]
     if not todo:
         return list(rois)
@@ -651,3 +653,276 @@ def show_probability(imp, prob_path, lut="Fire", opacity=0.5, vmin=0.0, vmax=1.0
     ov.add(roi)
     imp.setOverlay(ov)
     return roi
+
+
+# ----------------------------------------------------------------------------- train / predict
+# Plugins > Scribble2Label > Train / Predict run s2l-tools' command-line tools (installed in a
+# Python environment of their own, not in Fiji) on the current image's folder, with their
+# output in Fiji's Log window.
+
+#: ImageJ preference holding the s2l-tools environment (a venv/conda folder, or its bin/).
+ENV_PREF = "s2l.environment"
+
+
+def _tool_path(folder, tool):
+    """``folder``'s ``tool`` executable (bin/ or Scripts/ of an environment), or None."""
+    folder = str(folder)
+    for sub in ("", "bin", "Scripts"):
+        for name in (tool, tool + ".exe"):
+            path = os.path.join(folder, sub, name) if sub else os.path.join(folder, name)
+            if os.path.isfile(path):
+                return path
+    return None
+
+
+def set_environment(folder, save=True):
+    """Remember the s2l-tools environment (the folder holding ``bin/s2l-train``).
+
+    Parameters
+    ----------
+    folder : str or java.io.File
+        The environment (e.g. ``/home/me/s2l-tools/.venv``) or its ``bin/`` folder.
+    save : bool
+        Also write ImageJ's preferences file now (otherwise at Fiji's exit).
+
+    Returns
+    -------
+    folder : str
+    """
+    folder = folder.getPath() if hasattr(folder, "getPath") else str(folder)
+    if _tool_path(folder, "s2l-train") is None:
+        raise S2LFijiError("%s: no s2l-train in it (nor in its bin/); choose the Python "
+                           "environment s2l-tools is installed in (e.g. its .venv folder)"
+                           % folder)
+    from ij import Prefs
+    Prefs.set(ENV_PREF, folder)
+    if save:
+        Prefs.savePreferences()
+    return folder
+
+
+def environment(ask=True, again=False):
+    """The s2l-tools environment remembered by :func:`set_environment`.
+
+    Asked for once in a dialog (``ask``, with a display) when none is
+    remembered, when it no longer holds s2l-train, or with ``again``.
+    """
+    from ij import Prefs
+    folder = Prefs.get(ENV_PREF, "")
+    if folder and not again and _tool_path(folder, "s2l-train") is not None:
+        return folder
+    from java.awt import GraphicsEnvironment
+    if not ask or GraphicsEnvironment.isHeadless():
+        raise S2LFijiError("the s2l-tools environment is not set; call "
+                           "s2l_fiji.set_environment('/path/to/.venv') once")
+    from ij.gui import GenericDialog
+    gd = GenericDialog("Scribble2Label: s2l-tools environment")
+    gd.addMessage("Where is s2l-tools installed? Choose its Python environment\n"
+                  "(the folder with bin/s2l-train, e.g. s2l-tools/.venv).\n"
+                  "Asked once; Fiji remembers it.")
+    gd.addDirectoryField("Environment", folder or "", 40)
+    gd.showDialog()
+    if gd.wasCanceled():
+        raise S2LFijiError("cancelled: no s2l-tools environment chosen")
+    return set_environment(gd.getNextString().strip())
+
+
+def run_tool(env, tool, args, log=None):
+    """Run an s2l-tools command, each output line into ``log`` (default: Fiji's Log).
+
+    Returns the output lines; raises S2LFijiError with the tool's ``error:``
+    line when it fails.
+    """
+    from java.lang import ProcessBuilder
+    from java.io import BufferedReader, InputStreamReader
+    from java.util import ArrayList
+    log = log or IJ.log
+    exe = _tool_path(env, tool)
+    if exe is None:
+        raise S2LFijiError("%s: no %s in this environment; reinstall s2l-tools there or "
+                           "choose another" % (env, tool))
+    cmd = ArrayList()
+    for part in [exe] + [str(a) for a in args]:
+        cmd.add(part)
+    pb = ProcessBuilder(cmd)
+    pb.redirectErrorStream(True)
+    pb.environment().put("PYTHONUNBUFFERED", "1")  # lines as they come, not at the end
+    pb.environment().put("COLUMNS", "120")
+    log("$ %s %s" % (tool, " ".join(str(a) for a in args)))
+    proc = pb.start()
+    reader = BufferedReader(InputStreamReader(proc.getInputStream(), "UTF-8"))
+    lines = []
+    while True:
+        line = reader.readLine()
+        if line is None:
+            break
+        lines.append(line)
+        log(line)
+    code = proc.waitFor()
+    if code != 0:
+        errors = [ln for ln in lines if ln.startswith("error:")]
+        raise S2LFijiError("%s failed (exit %d): %s" % (
+            tool, code, errors[-1][len("error:"):].strip() if errors else
+            (lines[-1] if lines else "no output")))
+    return lines
+
+
+def image_file(imp):
+    """The file ``imp`` was opened from (or saved to), or an error saying to save it."""
+    info = imp.getOriginalFileInfo() if imp is not None else None
+    if info is None or not info.directory or not info.fileName:
+        raise S2LFijiError("%s: not saved in a file; save it first (or export the scribbles "
+                           "with Export Scribbles and open DATA/images/<image>.tif)"
+                           % (imp.getTitle() if imp is not None else "no image open"))
+    return os.path.join(info.directory, info.fileName)
+
+
+def dataset_of(imp):
+    """The dataset folder DATA of an image opened from ``DATA/images/``."""
+    path = image_file(imp)
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.basename(folder) != "images":
+        raise S2LFijiError("%s is not in a dataset's images/ folder; export the scribbles "
+                           "with Plugins > Scribble2Label > Export Scribbles and train on "
+                           "that dataset" % path)
+    return os.path.dirname(folder)
+
+
+def train(imp, run_name="run1", options="--preset laptop", env=None, log=None):
+    """Train on the dataset of the current image: s2l-scribbles, then s2l-train.
+
+    The run goes to ``DATA/runs/<run_name>``; ``options`` are more s2l-train
+    flags (default ``--preset laptop``, the CPU budget). Returns the run folder.
+    """
+    env = env or environment()
+    data = dataset_of(imp)
+    if not re.match(r"^[\w.-]+$", run_name or ""):
+        raise S2LFijiError("run name %r: use letters, digits, '-', '_' or '.'" % (run_name,))
+    run = os.path.join(data, "runs", run_name)
+    if os.path.isdir(os.path.join(data, "rois")):
+        run_tool(env, "s2l-scribbles", [data], log=log)
+    run_tool(env, "s2l-train", [data, "--out", run] + (options or "").split(), log=log)
+    return run
+
+
+def predict(imp, run, target="manager", options="", env=None, log=None):
+    """Segment the current image with a trained run; the cells become ROIs.
+
+    Runs ``s2l-predict RUN <image> --out RUN/predictions`` and imports
+    ``RUN/predictions/<stem>.tif`` into the ROI Manager or ``imp``'s overlay
+    (``target``), replacing earlier ``cell-*`` ROIs. Returns the ROIs.
+    """
+    env = env or environment()
+    run = run.getPath() if hasattr(run, "getPath") else str(run)
+    if not (os.path.isfile(os.path.join(run, "model.pt")) or run.endswith((".pt", ".onnx"))):
+        raise S2LFijiError("%s: no model.pt in it; choose a run folder written by Train "
+                           "(s2l-train)" % run)
+    path = image_file(imp)
+    folder = run if os.path.isdir(run) else os.path.dirname(run)
+    out = os.path.join(folder, "predictions")
+    run_tool(env, "s2l-predict", [run, path, "--out", out] + (options or "").split(), log=log)
+    labels = os.path.join(out, image_stem(os.path.basename(path)) + ".tif")
+    return import_segmentation(labels, target=target, imp=imp, replace=True)
+
+
+__all__ += ["ENV_PREF", "set_environment", "environment", "run_tool", "image_file",
+            "dataset_of", "train", "predict"]
+
+
+# ----------------------------------------------------------------------------- suggestions
+
+#: ROI group of the regions s2l-suggest proposes for new strokes (s2l_tools.labels'
+#: GROUP_SUGGESTION): never a scribble class; s2l-scribbles leaves them out.
+GROUP_SUGGESTION = 3
+
+
+def read_roiset(path):
+    """The ROIs of a RoiSet.zip, in the order of its members (ij.io.RoiDecoder)."""
+    from java.io import ByteArrayOutputStream
+    from java.util.zip import ZipFile
+    from ij.io import RoiDecoder
+    import jarray
+    path = path.getPath() if hasattr(path, "getPath") else str(path)
+    if not os.path.isfile(path):
+        raise S2LFijiError("%s: no such file" % path)
+    rois = []
+    zf = ZipFile(path)
+    try:
+        for entry in list(zf.entries()):
+            name = entry.getName()
+            if not name.lower().endswith(".roi"):
+                continue
+            stream, buf = zf.getInputStream(entry), ByteArrayOutputStream()
+            chunk = jarray.zeros(8192, "b")
+            n = stream.read(chunk)
+            while n > 0:
+                buf.write(chunk, 0, n)
+                n = stream.read(chunk)
+            stream.close()
+            roi = RoiDecoder(buf.toByteArray(), name).getRoi()
+            if roi is None:
+                raise S2LFijiError("%s: %s is not an ImageJ ROI" % (path, name))
+            rois.append(roi)
+    finally:
+        zf.close()
+    return rois
+
+
+def suggestions_file(imp, folder):
+    """``FOLDER/<stem>_suggestions.zip`` of the image ``imp`` (written by s2l-suggest)."""
+    folder = folder.getPath() if hasattr(folder, "getPath") else str(folder)
+    return os.path.join(folder, image_stem(imp.getTitle()) + "_suggestions.zip")
+
+
+def load_suggestions(imp, folder, target="manager"):
+    """Show s2l-suggest's regions for ``imp`` in the ROI Manager or its overlay.
+
+    Reads ``FOLDER/<stem>_suggestions.zip`` (``s2l-suggest RUN --out FOLDER``),
+    removes earlier suggestions (ROIs of group :data:`GROUP_SUGGESTION`) from
+    the target and adds these, so a reload after another round replaces them;
+    the user's scribbles stay. Returns the ROIs added (named ``suggest_01``...,
+    best first).
+    """
+    if imp is None:
+        raise S2LFijiError("no image; open the image to show suggestions for")
+    if target not in ("manager", "overlay"):
+        raise S2LFijiError("target %r: use 'manager' or 'overlay'" % (target,))
+    path = suggestions_file(imp, folder)
+    if not os.path.isfile(path):
+        raise S2LFijiError("%s: no suggestions for %s (an image without any, or s2l-suggest "
+                           "not run); run s2l-suggest RUN --out %s"
+                           % (path, imp.getTitle(), os.path.dirname(path)))
+    rois = read_roiset(path)
+    w, h = imp.getWidth(), imp.getHeight()
+    from java.awt import Color
+    for r in rois:
+        # ImageJ gives a grouped ROI its group's colour (group 3: yellow, the usual
+        # foreground stroke colour): back to s2l-suggest's magenta
+        r.setStrokeColor(Color(255, 0, 255))
+        b = r.getBounds()
+        if b.x < 0 or b.y < 0 or b.x + b.width > w or b.y + b.height > h:
+            raise S2LFijiError("%s: %s lies outside the %dx%d image %s; show the suggestions "
+                               "of this image" % (path, r.getName(), w, h, imp.getTitle()))
+    if target == "overlay":
+        ov = imp.getOverlay() or Overlay()
+        for r in list(ov.toArray()):
+            if r.getGroup() == GROUP_SUGGESTION:
+                ov.remove(r)
+        for r in rois:
+            ov.add(r)
+        imp.setOverlay(ov)
+        return rois
+    from ij.plugin.frame import RoiManager
+    rm = RoiManager.getInstance() or RoiManager()
+    old = list(rm.getRoisAsArray())
+    keep = [r for r in old if r.getGroup() != GROUP_SUGGESTION]
+    if len(keep) != len(old):
+        rm.reset()
+        for r in keep:
+            rm.addRoi(r)
+    for r in rois:
+        rm.add(imp, r, -1)
+    return rois
+
+
+__all__ += ["GROUP_SUGGESTION", "read_roiset", "suggestions_file", "load_suggestions"]

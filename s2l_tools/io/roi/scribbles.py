@@ -25,6 +25,7 @@ from s2l_tools.labels import (
     FOREGROUND_CLASS,
     GROUP_BACKGROUND,
     GROUP_FOREGROUND,
+    GROUP_SUGGESTION,
     class_to_code,
 )
 
@@ -114,7 +115,9 @@ def rois_to_scribbles(
 
     Each ROI gets its class from :func:`roi_class` and marks the pixels of
     :func:`rasterize_roi` with the code ``class + 1`` (1 background,
-    2 foreground).
+    2 foreground). ROIs of group :data:`~s2l_tools.labels.GROUP_SUGGESTION`
+    (``s2l-suggest``'s regions, saved with the strokes drawn in them) are
+    never scribbles: they are left out.
 
     **Overlap rule: the later ROI wins**, in list order (the ROI Manager's
     order), as if each ROI were painted with Edit > Fill in turn. Where ROIs of
@@ -156,6 +159,8 @@ def rois_to_scribbles(
     owner = np.full((h, w), -1, dtype=np.int64)
     conflicts: dict[tuple[int, int], int] = {}
     for i, roi in enumerate(rois):
+        if roi.group == GROUP_SUGGESTION:  # an s2l-suggest region saved beside the strokes
+            continue
         label = roi_label(roi, i)
         k = roi_class(roi, groups=groups, names=names, colors=colors)
         if k is None:

@@ -1,0 +1,357 @@
+"""The scribble loop, simulated on DSB-fluo: suggested strokes vs random ones (not a test).
+
+    .venv/bin/python benchmarks/loop.py --workdir /tmp/s2l-loop
+    .venv/bin/python benchmarks/loop.py --train-images 40 --val-images 40 --strokes 40
+
+Round 0: synthetic scribbles on ``--ratio`` of the cells of the train images
+(:func:`s2l_tools.data.synth.synthesize_scribbles`, as benchmarks/accuracy.py
+draws them) and one training from scratch (``--epochs``). Then ``--rounds``
+rounds in which an "annotator" who knows the full masks adds ``--strokes``
+strokes, in one of two arms:
+
+- ``suggest``: at the best regions of ``s2l-suggest``
+  (:func:`s2l_tools.inference.suggest.suggest` on the arm's last run, ranked
+  over all images): a region that is mostly cell gets a stroke along the
+  skeleton of the unscribbled cell it overlaps most; otherwise a background
+  stroke along the skeleton of the region's background (3 px from any cell);
+- ``random``: at random pixels (images drawn by area): a cell pixel gives that
+  cell's skeleton (if it has no stroke yet), a background pixel a background
+  stroke within 12 px of it.
+
+Both arms draw strokes the same way; only the places differ. Each round
+retrains with ``s2l-train --from`` (the arm's last run, the short schedule of
+:data:`s2l_tools.cli.train.RETRAIN_SCHEDULE`) and scores the val images
+(IoU, as benchmarks/accuracy.py scores them). At the end the suggest arm's
+strokes are also trained from scratch with the round-0 budget, for the ratio
+"retrained / from scratch". Prints a markdown table; ``--json`` keeps the numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+from accuracy import DSB, link, loadavg, predict_and_score, splits, write_tiff  # noqa: E402
+
+from s2l_tools import labels as L  # noqa: E402
+
+
+# ------------------------------------------------------------------------ strokes
+def cell_stroke(labels: np.ndarray, cell: int) -> np.ndarray:
+    """The skeleton of one cell (its centre pixel when too small for one)."""
+    from skimage.morphology import skeletonize
+
+    m = labels == cell
+    sk = skeletonize(m)
+    if not sk.any():
+        yy, xx = np.nonzero(m)
+        k = np.argmin((yy - yy.mean()) ** 2 + (xx - xx.mean()) ** 2)
+        sk = np.zeros_like(m)
+        sk[yy[k], xx[k]] = True
+    return sk
+
+
+def background_stroke(labels: np.ndarray, where: np.ndarray) -> np.ndarray | None:
+    """The skeleton of the background in ``where``, 3 px from every cell (None: none)."""
+    from scipy import ndimage as ndi
+    from skimage.morphology import skeletonize
+
+    region = where & (ndi.distance_transform_edt(labels == 0) > 3)
+    if not region.any():
+        return None
+    sk = skeletonize(region)
+    if not sk.any():
+        sk = region
+    return sk
+
+
+def disk_around(shape, y: float, x: float, radius: int = 12) -> np.ndarray:
+    yy, xx = np.mgrid[:shape[0], :shape[1]]
+    return (yy - y) ** 2 + (xx - x) ** 2 <= radius ** 2
+
+
+def stroke_at_region(labels, scribble, mask, y, x) -> tuple[np.ndarray, int] | None:
+    """The annotator's stroke for a suggested region: (pixels, mask code) or None."""
+    cells = labels[mask]
+    if (cells > 0).mean() >= 0.3:
+        ids, counts = np.unique(cells[cells > 0], return_counts=True)
+        for i in ids[np.argsort(-counts)]:
+            if not (scribble[labels == i] == L.FOREGROUND).any():
+                return cell_stroke(labels, int(i)), L.FOREGROUND
+    sk = background_stroke(labels, mask) if mask.any() else None
+    if sk is None:
+        sk = background_stroke(labels, disk_around(labels.shape, y, x))
+    return None if sk is None else (sk, L.BACKGROUND)
+
+
+def stroke_at_point(labels, scribble, y, x) -> tuple[np.ndarray, int] | None:
+    """The annotator's stroke at a random pixel: (pixels, mask code) or None."""
+    cell = int(labels[y, x])
+    if cell > 0:
+        if (scribble[labels == cell] == L.FOREGROUND).any():
+            return None
+        return cell_stroke(labels, cell), L.FOREGROUND
+    sk = background_stroke(labels, disk_around(labels.shape, y, x))
+    return None if sk is None else (sk, L.BACKGROUND)
+
+
+def add_strokes(arm: str, data: Path, stems: list[str], truth: dict, n: int, *, run: Path,
+                rng: np.random.Generator) -> tuple[int, float]:
+    """Add ``n`` strokes to ``data/scribbles`` the ``arm``'s way; (added, seconds suggesting)."""
+    import tifffile
+
+    scr = {s: tifffile.imread(data / "scribbles" / f"{s}.tif") for s in stems}
+    added, t_suggest = 0, 0.0
+
+    def paint(stem, stroke):
+        nonlocal added
+        pixels, code = stroke
+        scr[stem][pixels & (scr[stem] == 0)] = code
+        added += 1
+
+    if arm == "suggest":
+        from s2l_tools.inference.suggest import suggest
+
+        t = time.perf_counter()
+        results = suggest(run, data, top_k=n, min_area=16, device="cpu")
+        t_suggest = time.perf_counter() - t
+        ranked = sorted(((r.score, item.stem, r) for item in results for r in item.regions),
+                        key=lambda e: -e[0])
+        for _, stem, r in ranked:
+            if added == n:
+                break
+            stroke = stroke_at_region(truth[stem], scr[stem], r.mask, r.y, r.x)
+            if stroke is not None:
+                paint(stem, stroke)
+    areas = np.array([truth[s].size for s in stems], float)
+    tries = 0
+    while added < n and tries < 100 * n:  # random arm (and a suggest arm out of regions)
+        tries += 1
+        stem = stems[rng.choice(len(stems), p=areas / areas.sum())]
+        y, x = (int(rng.integers(0, d)) for d in truth[stem].shape)
+        stroke = stroke_at_point(truth[stem], scr[stem], y, x)
+        if stroke is not None:
+            paint(stem, stroke)
+    for s in stems:
+        write_tiff(data / "scribbles" / f"{s}.tif", scr[s])
+    return added, t_suggest
+
+
+# ----------------------------------------------------------------------- training
+def base_config(args, data: Path, out: Path):
+    from s2l_tools.training.config import TrainConfig
+
+    return TrainConfig(data=str(data), out=str(out), method="s2l", encoder=args.encoder,
+                       epochs=args.epochs, warmup_epochs=args.epochs // 2,
+                       ensemble_every=args.ensemble_every, crop=args.crop,
+                       batch_size=args.batch_size, samples_per_epoch=args.samples_per_epoch,
+                       lr=args.lr, restart_epochs=args.epochs, seed=args.seed, device="cpu",
+                       checkpoint_every=args.epochs, panel_images=0, tile=512)
+
+
+def retrain_config(args, data: Path, out: Path, prev: Path):
+    from s2l_tools.cli.train import RETRAIN_SCHEDULE
+    from s2l_tools.training import rundir
+
+    cfg = rundir.read_config(prev)
+    for k, v in RETRAIN_SCHEDULE.items():
+        setattr(cfg, k, v)
+    cfg.data, cfg.out, cfg.from_run = str(data), str(out), str(prev)
+    return cfg
+
+
+def train_and_score(cfg, val: Path, val_stems: list[str], verbose: bool) -> dict:
+    from rich.console import Console
+
+    from s2l_tools.inference.predict import predict_image
+    from s2l_tools.training.checkpoint import load_model
+    from s2l_tools.training.engine import fit
+
+    out = Path(cfg.out)
+    if (out / "result.json").is_file():
+        return json.loads((out / "result.json").read_text())
+    if out.exists():
+        shutil.rmtree(out)
+    load0 = loadavg()
+    t = time.perf_counter()
+    fit(cfg, console=Console(stderr=True, quiet=not verbose))
+    train_s = time.perf_counter() - t
+    model, meta = load_model(out)
+    res = predict_and_score(out, val, val_stems,
+                            lambda im: predict_image(model, im, meta, device="cpu")[0],
+                            train_s=train_s, load0=load0)
+    (out / "result.json").write_text(json.dumps(res))
+    return res
+
+
+def count_strokes(data: Path, stems: list[str]) -> int:
+    """Strokes of the start: the connected pieces of each class in the scribble masks
+    (the rounds count the strokes they add)."""
+    import tifffile
+    from scipy import ndimage as ndi
+
+    n = 0
+    for s in stems:
+        m = tifffile.imread(data / "scribbles" / f"{s}.tif")
+        for code in (L.BACKGROUND, L.FOREGROUND):
+            n += ndi.label(m == code, structure=np.ones((3, 3)))[1]
+    return n
+
+
+# ------------------------------------------------------------------------- report
+def strokes_to_reach(curve: list[tuple[int, float]], iou: float) -> float | None:
+    """Strokes at which a (strokes, IoU) curve first reaches ``iou`` (linear between rounds)."""
+    for (s0, i0), (s1, i1) in zip(curve, curve[1:]):
+        if i0 >= iou:
+            return float(s0)
+        if i1 >= iou:
+            return s0 + (s1 - s0) * (iou - i0) / (i1 - i0)
+    return float(curve[0][0]) if curve and curve[0][1] >= iou else None
+
+
+def markdown(rows: list[dict], scratch: dict | None) -> str:
+    lines = ["| round | arm | strokes | val IoU | retrain s | suggest s |",
+             "|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['round']} | {r['arm']} | {r['strokes']} | {r['iou']:.3f} | "
+                     f"{r['train_s']:.0f} | {r.get('suggest_s', 0):.0f} |")
+    if scratch:
+        lines.append(f"| {scratch['round']} | suggest, from scratch | {scratch['strokes']} | "
+                     f"{scratch['iou']:.3f} | {scratch['train_s']:.0f} | |")
+    return "\n".join(lines)
+
+
+def get_parser():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--workdir", type=Path, default=Path("/tmp/s2l-loop"))
+    p.add_argument("--modality", default="fluo")
+    p.add_argument("--train-images", type=int, default=8)
+    p.add_argument("--val-images", type=int, default=8)
+    p.add_argument("--ratio", type=float, default=0.1, help="share of cells scribbled at start")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--strokes", type=int, default=16, help="strokes added per round")
+    p.add_argument("--arms", default="suggest,random")
+    p.add_argument("--encoder", default="resnet18")
+    p.add_argument("--crop", type=int, default=128)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--samples-per-epoch", type=int, default=64)
+    p.add_argument("--epochs", type=int, default=12, help="round 0 and the from-scratch run")
+    p.add_argument("--ensemble-every", type=int, default=3)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-scratch", action="store_true", help="skip the from-scratch run")
+    p.add_argument("--json", type=Path)
+    p.add_argument("--verbose", action="store_true")
+    return p
+
+
+def main(argv=None) -> int:
+    import tifffile
+
+    from s2l_tools.data.synth import image_seed, synthesize_scribbles
+    from s2l_tools.errors import S2LWarning
+    from s2l_tools.io.images import read_labels
+
+    args = get_parser().parse_args(argv)
+    warnings.simplefilter("ignore", S2LWarning)
+    train_split, stems, val_split, val_stems = splits(args.modality, args.train_images,
+                                                      args.val_images)
+    src = DSB / args.modality
+    val = args.workdir / "val"
+    for s in val_stems:
+        link(src / val_split / "images" / f"{s}.png", val / "images" / f"{s}.png")
+        link(src / val_split / "labels" / f"{s}.tif", val / "masks" / f"{s}.tif")
+    truth = {s: read_labels(src / train_split / "labels" / f"{s}.tif") for s in stems}
+
+    def dataset(folder: Path, scribbles_from: Path | None):
+        for s in stems:
+            link(src / train_split / "images" / f"{s}.png", folder / "images" / f"{s}.png")
+        if not (folder / "scribbles").is_dir():
+            if scribbles_from is not None:
+                shutil.copytree(scribbles_from / "scribbles", folder / "scribbles")
+            else:
+                for s in stems:
+                    write_tiff(folder / "scribbles" / f"{s}.tif",
+                               synthesize_scribbles(truth[s], ratio=args.ratio,
+                                                    seed=image_seed(args.seed, s)))
+        return folder
+
+    rows = []
+    data0 = dataset(args.workdir / "round0" / "data", None)
+    r0 = train_and_score(base_config(args, data0, args.workdir / "round0" / "run"), val,
+                         val_stems, args.verbose)
+    n0 = count_strokes(data0, stems)
+    rows.append({"round": 0, "arm": "start", "strokes": n0, **r0})
+    print(f"round 0: {n0} strokes, IoU {r0['iou']:.3f} ({r0['train_s']:.0f} s)", flush=True)
+    arms = [a for a in args.arms.split(",") if a]
+    for arm in arms:
+        prev_data, prev_run = data0, args.workdir / "round0" / "run"
+        total = n0
+        rng = np.random.default_rng([args.seed, 7])
+        for rnd in range(1, args.rounds + 1):
+            base = args.workdir / arm / f"round{rnd}"
+            data = base / "data"
+            t_sug = 0.0
+            if not (data / "scribbles").is_dir() or not (base / "added.json").is_file():
+                shutil.rmtree(data, ignore_errors=True)
+                dataset(data, prev_data)
+                added, t_sug = add_strokes(arm, data, stems, truth, args.strokes,
+                                           run=prev_run, rng=rng)
+                (base / "added.json").write_text(json.dumps({"added": added,
+                                                             "suggest_s": t_sug}))
+            info = json.loads((base / "added.json").read_text())
+            res = train_and_score(retrain_config(args, data, base / "run", prev_run), val,
+                                  val_stems, args.verbose)
+            total += info["added"]
+            row = {"round": rnd, "arm": arm, "strokes": total,
+                   "added": info["added"], "suggest_s": info["suggest_s"], **res}
+            rows.append(row)
+            print(f"{arm} round {rnd}: {row['strokes']} strokes (+{info['added']}), IoU "
+                  f"{res['iou']:.3f}, retrain {res['train_s']:.0f} s, suggest "
+                  f"{info['suggest_s']:.0f} s", flush=True)
+            prev_data, prev_run = data, base / "run"
+    scratch = None
+    if "suggest" in arms and not args.no_scratch:
+        last = args.workdir / "suggest" / f"round{args.rounds}"
+        res = train_and_score(base_config(args, last / "data", last / "scratch"), val,
+                              val_stems, args.verbose)
+        final = next(r for r in rows if r["arm"] == "suggest" and r["round"] == args.rounds)
+        scratch = {"round": args.rounds, "strokes": final["strokes"], **res}
+        print(f"suggest strokes of round {args.rounds} from scratch: IoU {res['iou']:.3f} "
+              f"({res['train_s']:.0f} s)", flush=True)
+    print(markdown(rows, scratch))
+    curves = {arm: [(rows[0]["strokes"], rows[0]["iou"])]
+              + [(r["strokes"], r["iou"]) for r in rows if r["arm"] == arm] for arm in arms}
+    summary = {}
+    if {"suggest", "random"} <= set(arms):
+        target = curves["random"][-1][1]
+        s_sug = strokes_to_reach(curves["suggest"], target)
+        s_rnd = strokes_to_reach(curves["random"], target)
+        added = (lambda s: None if s is None else s - rows[0]["strokes"])
+        summary["target_iou"] = target
+        summary["strokes_added_to_reach"] = {"suggest": added(s_sug), "random": added(s_rnd)}
+        print(f"strokes added to reach the random arm's final IoU {target:.3f}: suggest "
+              f"{added(s_sug)}, random {added(s_rnd)}")
+    if scratch:
+        final = next(r for r in rows if r["arm"] == "suggest" and r["round"] == args.rounds)
+        summary["retrained_over_scratch"] = final["iou"] / scratch["iou"]
+        print(f"retrained / from scratch (suggest, round {args.rounds}): "
+              f"{summary['retrained_over_scratch']:.3f}")
+    if args.json:
+        args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
+                                         "rows": rows, "scratch": scratch,
+                                         "summary": summary}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

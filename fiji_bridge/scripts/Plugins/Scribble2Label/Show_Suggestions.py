@@ -1,0 +1,17 @@
+#@ ImagePlus imp
+#@ File (label="Suggestions folder (s2l-suggest RUN --out FOLDER)", style="directory") folder
+#@ String (label="Show in", choices={"ROI Manager", "Overlay"}) target
+# Scribble2Label > Show Suggestions: the regions where new strokes would help most
+# (s2l-suggest's FOLDER/<image>_suggestions.zip, magenta, group 3) for the current
+# image, replacing earlier suggestions; the scribbles stay. Draw strokes there,
+# export them, and retrain with s2l-train DATA --out NEW --from RUN.
+# Work in Fiji.app/jars/Lib/s2l_fiji.py.
+import s2l_fiji
+
+try:
+    rois = s2l_fiji.load_suggestions(imp, folder,
+                                     target="overlay" if target == "Overlay" else "manager")
+    s2l_fiji.message("Show Suggestions", "%d suggested region(s) for %s"
+                     % (len(rois), imp.getTitle()))
+except s2l_fiji.S2LFijiError as e:
+    s2l_fiji.message("Show Suggestions", str(e))
