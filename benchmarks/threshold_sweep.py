@@ -53,7 +53,8 @@ def sweep(run: Path, thresholds=THRESHOLDS) -> dict:
         truth = read_labels(truth_path)
         prob = predict_probability(model, image, meta, device="cpu")
         for t in thresholds:
-            labels = instances_from_probability(prob, threshold=t, min_size=int(meta.min_size))
+            labels = instances_from_probability(prob, threshold=t, min_size=int(meta.min_size),
+                                                declump="none")
             s = score_pair(labels, truth)
             for k in ("iou", "mdice", "f1_50"):
                 scores[t][k].append(s[k])

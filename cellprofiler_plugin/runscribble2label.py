@@ -85,6 +85,37 @@ _DECLUMP = {DECLUMP_NONE: "none", DECLUMP_SHAPE: "watershed"}
 _INSTALL = "reinstall the plugin with: s2l-cellprofiler install --plugins-dir DIR"
 
 
+def centers_of_labels(labels):
+    """(y, x) centre of mass of each object of a 2-D label matrix, in label order.
+
+    The same numbers as ``Objects.center_of_mass()`` (scipy's center_of_mass
+    over the labels present), from one ``numpy.bincount`` pass per axis.
+
+    Parameters
+    ----------
+    labels : (H, W) int ndarray
+        0 = background.
+
+    Returns
+    -------
+    centers : (N, 2) float64 ndarray
+        One row per label present, in increasing label order.
+    """
+    labels = numpy.asarray(labels)
+    flat = labels.ravel()
+    if flat.size == 0 or flat.max() <= 0:
+        return numpy.zeros((0, 2))
+    n = int(flat.max()) + 1
+    h, w = labels.shape
+    counts = numpy.bincount(flat, minlength=n)
+    rows = numpy.bincount(flat, weights=numpy.repeat(numpy.arange(h, dtype=numpy.float64), w),
+                          minlength=n)
+    cols = numpy.bincount(flat, weights=numpy.tile(numpy.arange(w, dtype=numpy.float64), h),
+                          minlength=n)
+    present = numpy.flatnonzero(counts[1:]) + 1
+    return numpy.stack([rows[present] / counts[present], cols[present] / counts[present]], 1)
+
+
 def _inference():
     """The shared inference module (``_s2l_onnx_inference.py`` beside this file).
 
@@ -172,12 +203,14 @@ Objects smaller than this area, in pixels, are discarded. 0 keeps all.""",
         self.declump = Choice(
             "Method to distinguish clumped objects",
             [DECLUMP_NONE, DECLUMP_SHAPE],
-            DECLUMP_NONE,
+            DECLUMP_SHAPE,
             doc="""\
 -  *{none}:* every connected region of foreground is one object.
 -  *{shape}:* touching cells are split by a watershed of the distance
    transform, seeded at its peaks (cells that are roughly round split
-   well).""".format(none=DECLUMP_NONE, shape=DECLUMP_SHAPE),
+   well). The default: on the DSB nuclei it found many more of the
+   nuclei that touch (F1 at IoU 0.5 up by 0.07-0.13 on fluorescence
+   images) at the same foreground overlap.""".format(none=DECLUMP_NONE, shape=DECLUMP_SHAPE),
         )
 
         self.fill_holes = Binary(
@@ -308,7 +341,7 @@ The name of the foreground probability image.""",
         objects.segmented = labels
         objects.parent_image = x
         workspace.object_set.add_objects(objects, self.y_name.value)
-        self.add_measurements(workspace)
+        self.add_measurements(workspace, labels=labels)
 
         if self.save_probability.value:
             workspace.image_set.add(
@@ -320,6 +353,36 @@ The name of the foreground probability image.""",
             workspace.display_data.y_data = labels
             workspace.display_data.probability = probability
             workspace.display_data.dimensions = x.dimensions
+
+    def add_measurements(self, workspace, object_name=None, labels=None):
+        """ImageSegmentation's measurements (Location_Center_X/Y/Z, Number_Object_Number,
+        Count), with the centres from :func:`centers_of_labels`.
+
+        CellProfiler's own version finds them with two ``numpy.unique`` sorts and
+        ``scipy.ndimage.center_of_mass`` over the label matrix: about 0.1 s of a
+        1024 x 1024 image's time in this module, where one ``bincount`` pass takes a
+        third of it (benchmarks/cellprofiler_bench.py --profile).
+        """
+        if labels is None:
+            return super().add_measurements(workspace, object_name)
+        from cellprofiler_core.constants.measurement import (
+            FF_COUNT,
+            IMAGE,
+            M_LOCATION_CENTER_X,
+            M_LOCATION_CENTER_Y,
+            M_LOCATION_CENTER_Z,
+            M_NUMBER_OBJECT_NUMBER,
+        )
+
+        name = object_name or self.y_name.value
+        centers = centers_of_labels(labels)
+        count = len(centers)
+        m = workspace.measurements
+        m.add_measurement(name, M_LOCATION_CENTER_X, centers[:, 1] if count else [])
+        m.add_measurement(name, M_LOCATION_CENTER_Y, centers[:, 0] if count else [])
+        m.add_measurement(name, M_LOCATION_CENTER_Z, [0] * count)
+        m.add_measurement(name, M_NUMBER_OBJECT_NUMBER, numpy.arange(1, count + 1))
+        m.add_measurement(IMAGE, FF_COUNT % name, numpy.array([count], dtype=float))
 
     def display(self, workspace, figure):
         d = workspace.display_data

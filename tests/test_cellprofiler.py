@@ -288,7 +288,36 @@ def test_pipeline_needs_cellprofiler_python(onnx_path, tmp_path, capsys):
     assert cp_main(["pipeline", "--model", str(onnx_path), "--out",
                         str(tmp_path / "x.cppipe"), "--python",
                         str(tmp_path / "nope" / "python")]) == 1
-    assert "no CellProfiler Python here" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "no CellProfiler Python here" in err and "leave out --python" in err
+
+
+EXAMPLE = ROOT / "cellprofiler_plugin" / "examples" / "runscribble2label_example.cppipe"
+
+
+def test_pipeline_without_cellprofiler(onnx_path, tmp_path, capsys, monkeypatch):
+    """No CellProfiler Python anywhere: the pipeline is written all the same (issue 17)."""
+    monkeypatch.setenv("CP_VENV", str(tmp_path / "no_venv"))
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "x.cppipe"
+    assert cp_main(["pipeline", "--model", str(onnx_path), "--out", str(out),
+                    "--save-labels", "--min-size", "12"]) == 0
+    assert "wrote" in capsys.readouterr().out
+    text = out.read_text()
+    assert text.startswith("CellProfiler Pipeline: http://www.cellprofiler.org\nVersion:5\n")
+    assert f"    Model file:{onnx_path}\n" in text
+    assert "    Minimum object size (pixels):12\n" in text
+    assert "    Text to append to the image name:_labels\n    Saved file format:tiff\n" in text
+    assert not list(tmp_path.glob("*.part")) and ".npy" not in text
+
+
+def test_committed_example_is_pipeline_text_and_saves_tiff_labels():
+    """The example in the repository is what pipeline_text writes (and what CellProfiler
+    4.2.8.1 writes: test_pipeline_text_is_what_cellprofiler_writes), with the labels saved as
+    TIFF for Fiji."""
+    text = EXAMPLE.read_text()
+    assert text == s2l_cp.pipeline_text("/path/to/your/model.onnx", save_labels=True)
+    assert "Saved file format:tiff" in text and "Saved file format:npy" not in text
 
 
 # --------------------------------------------------------------------------- CellProfiler
@@ -364,13 +393,17 @@ def test_headless_cellprofiler_matches_s2l_predict(tmp_path, model_files):
     out.mkdir()
     assert cp_main(["install", "--plugins-dir", str(plugins)]) == 0
     cppipe = tmp_path / "test.cppipe"
+    # written without CellProfiler (the default); the same bytes as CellProfiler builds
+    options = ["--threshold", str(THRESHOLD), "--min-size", str(MIN_SIZE), "--save-labels",
+               "--save-probability"]
     assert cp_main(["pipeline", "--model", str(model_onnx), "--out", str(cppipe),
-                        "--python", str(CP_PYTHON), "--threshold", str(THRESHOLD),
-                        "--min-size", str(MIN_SIZE), "--save-labels",
-                        "--save-probability"]) == 0
+                    *options]) == 0
+    built = tmp_path / "built.cppipe"
+    assert cp_main(["pipeline", "--model", str(model_onnx), "--out", str(built),
+                    "--python", str(CP_PYTHON), *options]) == 0
+    assert cppipe.read_text() == built.read_text()
     # the committed example has the settings of the current module
-    example = ROOT / "cellprofiler_plugin" / "examples" / "runscribble2label_example.cppipe"
-    assert (_module_settings(example, "RunScribble2Label")
+    assert (_module_settings(EXAMPLE, "RunScribble2Label")
             == _module_settings(cppipe, "RunScribble2Label"))
 
     env = {**os.environ, "HOME": str(tmp_path)}  # no user CellProfiler config
@@ -396,13 +429,76 @@ def test_headless_cellprofiler_matches_s2l_predict(tmp_path, model_files):
     for path in images:
         want = tifffile.imread(pred / f"{path.stem}.tif").astype(np.int64)
         want_prob = tifffile.imread(pred / f"{path.stem}_prob.tif")
-        got = np.load(out / f"{path.stem}_labels.npy").astype(np.int64)
-        got_prob = np.load(out / f"{path.stem}_probability.npy")
+        got = tifffile.imread(out / f"{path.stem}_labels.tiff")
+        got_prob = tifffile.imread(out / f"{path.stem}_probability.tiff")
+        assert got.dtype == np.int32 and got_prob.dtype == np.float32, path.name
+        got = got.astype(np.int64)
         assert want.max() >= 1, f"{path.name}: the test model found nothing"
         assert cp_counts[path.stem] == want.max() == got.max(), path.name
         assert got.shape == want.shape
         assert (got == want).mean() >= 0.99, path.name
         assert np.abs(got_prob - want_prob).max() < 1e-3, path.name
+    # the object centres (the module computes them itself, faster): scipy's on the labels
+    with open(out / "MyExpt_Cells.csv", newline="") as f:
+        cells = list(csv.DictReader(f))
+    for path in images:
+        got = tifffile.imread(out / f"{path.stem}_labels.tiff")
+        mine = [c for c in cells if c["ImageNumber"] == str(images.index(path) + 1)]
+        want = ndi.center_of_mass(np.ones_like(got), got, np.arange(1, got.max() + 1))
+        assert [int(c["Number_Object_Number"]) for c in mine] == list(range(1, got.max() + 1))
+        xy = np.array([[float(c["Location_Center_Y"]), float(c["Location_Center_X"])]
+                       for c in mine])
+        assert np.allclose(xy, np.array(want), atol=1e-6), path.name
+    _check_opens_in_imagej(tmp_path, sorted(out.glob("*_labels.tiff")))
+
+
+def _check_opens_in_imagej(tmp_path: Path, label_files: list[Path]) -> None:
+    """Real ImageJ 1 opens CellProfiler's label TIFFs with the label values (not .npy)."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from _imagej import IMAGEJ_AVAILABLE, SENTINEL, run_jython
+
+    if not IMAGEJ_AVAILABLE:
+        return
+    script = tmp_path / "open_labels.py"
+    script.write_text(textwrap.dedent(f"""
+        import sys
+        from ij import IJ
+        for path in sys.argv[1:]:
+            imp = IJ.openImage(path)
+            ip = imp.getProcessor()
+            values = [ip.getf(i) for i in range(ip.getPixelCount())]
+            print("%s %d %d" % (path, int(max(values)), len([v for v in values if v > 0])))
+        print({SENTINEL!r})
+    """))
+    proc = run_jython(script, *label_files, timeout=120)
+    seen = 0
+    for line in proc.stdout.splitlines():
+        if line.endswith(".tiff") or " " not in line or not line.startswith("/"):
+            continue
+        path, vmax, nonzero = line.rsplit(" ", 2)
+        labels = tifffile.imread(path)
+        assert int(vmax) == labels.max() and int(nonzero) == np.count_nonzero(labels), line
+        seen += 1
+    assert seen == len(label_files) > 0, proc.stdout
+
+
+@pytest.mark.cellprofiler
+@needs_cellprofiler
+def test_pipeline_text_is_what_cellprofiler_writes(tmp_path):
+    """pipeline_text writes byte for byte what cellprofiler_core's Pipeline.dump writes."""
+    script = ROOT / "cellprofiler_plugin" / "examples" / "make_pipeline.py"
+    model = "/path/to/your/model.onnx"
+    cases = {(): {}, ("--save-labels",): {"save_labels": True},
+             ("--threshold", "0.6", "--min-size", "10", "--declump", "none",
+              "--save-probability"):
+                 {"threshold": 0.6, "min_size": 10, "watershed": False, "save_probability": True}}
+    for i, (flags, kwargs) in enumerate(cases.items()):
+        out = tmp_path / f"p{i}.cppipe"
+        proc = _run([str(CP_PYTHON), "-W", "ignore", str(script), "--model", model, "--out",
+                     str(out), *flags], cwd=tmp_path, env={**os.environ, "HOME": str(tmp_path)},
+                    timeout=120)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert out.read_text() == s2l_cp.pipeline_text(model, **kwargs), flags
 
 
 def test_threads_environment_variable(onnx_path, session, monkeypatch):

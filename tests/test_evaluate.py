@@ -220,3 +220,13 @@ def test_library_writes_scores_without_the_cli(dirs, tmp_path):
     assert json.loads(json_path.read_text()) == summary
     with open(csv_path, newline="") as fh:
         assert [r["stem"] for r in csv.DictReader(fh)] == ["a", "b"]
+
+
+def test_prob_maps_of_s2l_predict_are_skipped(dirs, capsys):
+    """s2l-predict --prob writes <stem>_prob.tif beside the labels: not a label image."""
+    pred, truth = dirs
+    tifffile.imwrite(pred / "a_prob.tif", np.full((20, 20), 0.3, np.float32))
+    assert main(["--pred", str(pred), "--truth", str(truth)]) == 0
+    err = capsys.readouterr().err
+    assert "warning" not in err and "a_prob" not in err
+    assert json.loads((pred / "scores.json").read_text())["n_images"] == 2

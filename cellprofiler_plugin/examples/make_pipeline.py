@@ -10,9 +10,14 @@ Run it with CellProfiler's own Python (it needs ``cellprofiler_core`` and
 Images -> Metadata -> NamesAndTypes (every image is ``DNA``, grayscale) ->
 Groups -> RunScribble2Label (objects ``Cells``) -> ExportToSpreadsheet (CSV
 files in the Default Output Folder, ``MyExpt_Image.csv`` has ``Count_Cells``).
-``--save-labels`` and ``--save-probability`` add modules that save each
-image's label matrix / probability as ``<image>_labels.npy`` /
-``<image>_probability.npy``.
+``--save-labels`` and ``--save-probability`` add SaveImages modules that save
+each image's label matrix / probability as TIFFs Fiji opens,
+``<image>_labels.tiff`` (32-bit integer labels, 0 = background) and
+``<image>_probability.tiff`` (32-bit float).
+
+``s2l-cellprofiler pipeline`` writes the same file without CellProfiler
+(:func:`s2l_tools.interop.cellprofiler.pipeline_text`); this script is what
+``--python PY`` runs, to build it with that CellProfiler's own modules.
 
 The modules are instantiated from ``cellprofiler_core`` and saved with
 ``Pipeline.dump``, so the settings always match the installed CellProfiler
@@ -44,28 +49,34 @@ def get_parser():
                         help="probability threshold (default: the model's)")
     parser.add_argument("--min-size", type=int, default=None,
                         help="minimum object size in pixels (default: the model's)")
-    parser.add_argument("--watershed", action="store_true", help="split touching cells")
+    parser.add_argument("--declump", choices=("watershed", "none"), default="watershed",
+                        help="split touching cells (watershed, the default) or not")
+    parser.add_argument("--watershed", dest="declump", action="store_const", const="watershed",
+                        help="the same as --declump watershed")
     parser.add_argument("--tile", type=int, default=0,
                         help="tile size, a multiple of 32 (default 0: the model's)")
     parser.add_argument("--save-labels", action="store_true",
-                        help="also save each label matrix as <image>_labels.npy")
+                        help="also save each label matrix as <image>_labels.tiff")
     parser.add_argument("--save-probability", action="store_true",
-                        help="also save each probability map as <image>_probability.npy")
+                        help="also save each probability map as <image>_probability.tiff")
     return parser
 
 
-def _save_npy(module_num, image_name, file_image_name, suffix):
-    from cellprofiler.modules.saveimages import FF_NPY, FN_FROM_IMAGE, IF_IMAGE, SaveImages
+def _save_tiff(image_name, file_image_name, suffix, bit_depth):
+    """SaveImages: ``image_name`` as ``<input image name><suffix>.tiff``, uncompressed."""
+    from cellprofiler.modules.saveimages import (FF_TIFF, FN_FROM_IMAGE, IF_IMAGE,
+                                                 SaveImages)
 
     save = SaveImages()
-    save.module_num = module_num
     save.save_image_or_figure.value = IF_IMAGE
     save.image_name.value = image_name
     save.file_name_method.value = FN_FROM_IMAGE
     save.file_image_name.value = file_image_name
     save.wants_file_name_suffix.value = True
     save.file_name_suffix.value = suffix
-    save.file_format.value = FF_NPY
+    save.file_format.value = FF_TIFF
+    save.bit_depth.value = bit_depth
+    save.tiff_compress.value = False
     save.overwrite.value = True
     return save
 
@@ -73,6 +84,7 @@ def _save_npy(module_num, image_name, file_image_name, suffix):
 def build_pipeline(args):
     """The pipeline as a ``cellprofiler_core.pipeline.Pipeline``."""
     from cellprofiler.modules.exporttospreadsheet import ExportToSpreadsheet
+    from cellprofiler.modules.saveimages import BIT_DEPTH_FLOAT, BIT_DEPTH_RAW
     from cellprofiler_core.modules.groups import Groups
     from cellprofiler_core.modules.images import Images
     from cellprofiler_core.modules.metadata import Metadata
@@ -115,7 +127,7 @@ def build_pipeline(args):
     if args.min_size is not None:
         s2l.use_model_min_size.value = False
         s2l.min_size.value = args.min_size
-    s2l.declump.value = DECLUMP_SHAPE if args.watershed else DECLUMP_NONE
+    s2l.declump.value = DECLUMP_SHAPE if args.declump == "watershed" else DECLUMP_NONE
     s2l.tile_size.value = args.tile
     if args.save_probability:
         s2l.save_probability.value = True
@@ -129,9 +141,12 @@ def build_pipeline(args):
         convert.image_name.value = args.objects + "Labels"
         convert.image_mode.value = "uint16"
         modules.append(convert)
-        modules.append(_save_npy(0, args.objects + "Labels", args.image_name, "_labels"))
+        # "No conversion": the int32 labels as they are (16-bit would rescale them)
+        modules.append(_save_tiff(args.objects + "Labels", args.image_name, "_labels",
+                                  BIT_DEPTH_RAW))
     if args.save_probability:
-        modules.append(_save_npy(0, s2l.probability_name.value, args.image_name, "_probability"))
+        modules.append(_save_tiff(s2l.probability_name.value, args.image_name, "_probability",
+                                  BIT_DEPTH_FLOAT))
 
     export = ExportToSpreadsheet()
     export.wants_overwrite_without_warning.value = True

@@ -15,12 +15,20 @@ from s2l_tools.errors import S2LError, S2LWarning
 
 
 class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """Keep the examples' line breaks and show defaults (unless None or already said)."""
+    """Keep the examples' line breaks and show each default once, with its value.
+
+    A default is added as ``(default: VALUE)`` unless the help already says
+    it (any "default" in the text), or there is no value to show: None, an
+    empty list (``action="append"``), a flag's True/False, or a suppressed
+    default.
+    """
 
     def _get_help_string(self, action):
         text = action.help or ""
-        if (action.default is None or isinstance(action.default, bool) or action.nargs == 0
-                or "(default" in text):
+        default = action.default
+        if (default is None or default is argparse.SUPPRESS or isinstance(default, bool)
+                or action.nargs == 0 or (isinstance(default, (list, tuple)) and not default)
+                or "default" in text.lower()):
             return text
         return super()._get_help_string(action)
 
@@ -35,6 +43,15 @@ def make_parser(prog: str, description: str, example: str) -> argparse.ArgumentP
     )
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     return parser
+
+
+def add_subcommand(subparsers, name: str, help: str, example: str,
+                   description: str | None = None) -> argparse.ArgumentParser:
+    """A sub-command's parser, with its own example epilog, like :func:`make_parser`'s."""
+    return subparsers.add_parser(
+        name, help=help, description=description or help,
+        epilog="example:\n" + example.strip("\n"), formatter_class=_Formatter,
+    )
 
 
 def run(

@@ -20,32 +20,56 @@ def get_parser():
     parser = _cli.make_parser(
         "s2l-cellprofiler",
         "Install the RunScribble2Label module into CellProfiler 4.2, or write an example "
-        "pipeline that uses it.",
+        "pipeline that uses it. Each command has its own --help "
+        "(s2l-cellprofiler pipeline --help).",
         "  s2l-cellprofiler install --plugins-dir ~/cellprofiler-plugins\n"
-        "  s2l-cellprofiler pipeline --model exp1.onnx --out exp1.cppipe "
-        "--python .cpvenv/bin/python",
+        "  s2l-cellprofiler pipeline --model exp1.onnx --out exp1.cppipe --save-labels",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    inst = sub.add_parser("install", help="copy the module and its helpers into a plugins folder")
+    inst = _cli.add_subcommand(
+        sub, "install", "copy the module and its helpers into a plugins folder",
+        "  s2l-cellprofiler install --plugins-dir ~/cellprofiler-plugins\n"
+        "  # then in CellProfiler: File > Preferences > CellProfiler plugins directory",
+        "Copy RunScribble2Label (runscribble2label.py) and its helper files (_s2l_*.py) "
+        "into CellProfiler's plugins folder. Earlier copies are replaced; nothing else "
+        "there is touched.",
+    )
     inst.add_argument("--plugins-dir", required=True, metavar="DIR",
                       help="CellProfiler's plugins folder (created if missing)")
-    pipe = sub.add_parser("pipeline", help="write an example .cppipe using RunScribble2Label "
-                          "(runs CellProfiler's Python)")
+    pipe = _cli.add_subcommand(
+        sub, "pipeline", "write an example .cppipe that runs RunScribble2Label",
+        "  s2l-cellprofiler pipeline --model exp1.onnx --out exp1.cppipe\n"
+        "  s2l-cellprofiler pipeline --model exp1.onnx --out exp1.cppipe --save-labels "
+        "--declump none\n"
+        "  cellprofiler -c -r -p exp1.cppipe -i images/ -o out/ --plugins-directory "
+        "~/cellprofiler-plugins",
+        "Write a CellProfiler 4.2 pipeline: Images -> NamesAndTypes (every image is DNA) -> "
+        "RunScribble2Label (objects Cells) -> ExportToSpreadsheet (MyExpt_Image.csv with "
+        "Count_Cells). No CellProfiler is needed to write it; --python builds it with "
+        "that CellProfiler's own modules instead.",
+    )
     pipe.add_argument("--model", required=True, metavar="FILE",
                       help="the .onnx file written by s2l-export")
     pipe.add_argument("--out", required=True, metavar="FILE", help="the .cppipe file to write")
     pipe.add_argument("--python", default=None, metavar="PY",
-                      help="CellProfiler's Python (default: $CP_VENV/bin/python or "
-                           ".cpvenv/bin/python)")
+                      help="build the pipeline with this CellProfiler's Python (the one "
+                           "CellProfiler runs in, with cellprofiler_core; e.g. "
+                           ".cpvenv/bin/python) instead of writing it directly (default: "
+                           "written directly, no CellProfiler needed)")
     pipe.add_argument("--threshold", type=float, default=None, metavar="T",
-                      help="probability threshold (default: the model's)")
+                      help="foreground probability threshold (default: the model's)")
     pipe.add_argument("--min-size", type=int, default=None, metavar="N",
                       help="remove objects smaller than N pixels (default: the model's)")
-    pipe.add_argument("--watershed", action="store_true", help="split touching cells")
+    pipe.add_argument("--declump", choices=("watershed", "none"), default="watershed",
+                      help="split touching cells with a distance-transform watershed, or not")
+    pipe.add_argument("--watershed", dest="declump", action="store_const", const="watershed",
+                      help="the same as --declump watershed (now the default)")
     pipe.add_argument("--save-labels", action="store_true",
-                      help="also save each label matrix as <image>_labels.npy")
+                      help="also save each label image as <image>_labels.tiff (32-bit "
+                           "integer labels, 0 = background; opens in Fiji)")
     pipe.add_argument("--save-probability", action="store_true",
-                      help="also save each probability map as <image>_probability.npy")
+                      help="also save each foreground probability as "
+                           "<image>_probability.tiff (32-bit float)")
     return parser
 
 
@@ -60,10 +84,12 @@ def _install(args) -> int:
 def _pipeline(args) -> int:
     out = write_pipeline(
         args.model, args.out, python=args.python, threshold=args.threshold,
-        min_size=args.min_size, watershed=args.watershed, save_labels=args.save_labels,
+        min_size=args.min_size, watershed=args.declump == "watershed", save_labels=args.save_labels,
         save_probability=args.save_probability,
     )
-    print(f"s2l-cellprofiler: wrote {out}")
+    how = f"with {args.python}" if args.python else "for CellProfiler 4.2"
+    print(f"s2l-cellprofiler: wrote {out} ({how}); run it with RunScribble2Label installed "
+          "(s2l-cellprofiler install --plugins-dir DIR)")
     return 0
 
 

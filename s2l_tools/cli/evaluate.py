@@ -27,7 +27,8 @@ def get_parser():
         "s2l-eval",
         "Score predicted label images against ground truth (foreground IoU, instance "
         "mDice, F1 and AP at IoU > 0.5), paired by file stem.\n"
-        "A prediction may be named <stem>.tif or <stem>_labels.tif (.tiff, .png too).",
+        "A prediction may be named <stem>.tif or <stem>_labels.tif (.tiff, .png too); "
+        "s2l-predict's <stem>_prob.tif files are skipped.",
         "s2l-eval --pred runs/exp1/pred --truth data/test/labels --json runs/exp1/scores.json",
     )
     parser.add_argument("--pred", required=True, type=Path, help="folder of predicted label images")
@@ -36,13 +37,13 @@ def get_parser():
         "--json",
         type=Path,
         default=None,
-        help="summary JSON (means and stds over images) [default: PRED/scores.json]",
+        help="summary JSON (means and stds over images) (default: PRED/scores.json)",
     )
     parser.add_argument(
         "--csv",
         type=Path,
         default=None,
-        help="per-image scores [default: the JSON path with .csv, e.g. PRED/scores.csv]",
+        help="per-image scores (default: the JSON path with .csv, e.g. PRED/scores.csv)",
     )
     return parser
 

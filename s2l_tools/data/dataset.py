@@ -113,15 +113,57 @@ def open_dataset(root: str | os.PathLike, *, require_images: bool = True) -> Dat
 
 @dataclass
 class CheckReport:
-    """What ``check_dataset`` found."""
+    """What ``check_dataset`` found.
+
+    ``rows`` has one dict per image (keys :data:`CHECK_COLUMNS`); ``problems``
+    are what ``s2l-scribbles`` or ``s2l-train`` would refuse (one line each);
+    ``notes`` are what they would warn about or silently skip.
+    """
 
     rows: list[dict]
     problems: list[str]
     totals: dict
+    notes: list[str] = field(default_factory=list)
+
+
+#: The columns of a check report's rows, in order.
+CHECK_COLUMNS = ("stem", "size", "channels", "dtype", "strokes", "bg_px", "fg_px", "objects")
+
+#: What each column of a check report means (printed under the table by ``s2l-check``).
+CHECK_LEGEND = {
+    "strokes": "where the scribbles are: 'mask' = scribbles/<stem>.tif (what s2l-train "
+               "reads); 'ROIs' = rois/<stem>.zip and 'overlay' = the TIFF's overlay, not "
+               "converted yet (run s2l-scribbles); '-' = none (the image is not trained on)",
+    "bg_px / fg_px": "pixels scribbled as background / as cell",
+    "objects": "cells in masks/<stem>.tif (full labels, only needed to score or for "
+               "--method full); '-' = no mask",
+}
+
+
+def _rasterise_rois(rois, shape, where) -> tuple[np.ndarray | None, list[str], list[str]]:
+    """ROIs -> scribble mask as ``s2l-scribbles`` makes it (default classes).
+
+    Returns the mask (None when refused), the problems and the warnings.
+    """
+    import warnings
+
+    from s2l_tools.errors import S2LWarning
+    from s2l_tools.io.roi import rois_to_scribbles
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", S2LWarning)
+        try:
+            mask = rois_to_scribbles(rois, shape, source=where)
+        except S2LError as exc:
+            return None, [str(exc)], []
+    return mask, [], [str(w.message) for w in caught if issubclass(w.category, S2LWarning)]
 
 
 def check_dataset(root: str | os.PathLike, *, channel: int | None = None) -> CheckReport:
     """Read every file of a dataset and list its problems.
+
+    Runs the checks of ``s2l-scribbles`` and ``s2l-train``: an empty
+    ``report.problems`` means both will take the dataset.
 
     Parameters
     ----------
@@ -134,24 +176,34 @@ def check_dataset(root: str | os.PathLike, *, channel: int | None = None) -> Che
     Returns
     -------
     report : CheckReport
-        A row per image (size, channels, dtype, scribbled pixels per class,
-        mask objects), the totals, and the problems found: unpaired files,
-        size mismatches, empty scribbles, unreadable files, differing channel
-        counts, and a dataset with no background or no foreground scribble at
-        all. An empty ``report.problems`` means the dataset is fine.
+        A row per image (size, channels, dtype, where its strokes are,
+        scribbled pixels per class, mask objects), the totals, the problems
+        found and notes. Problems: unpaired files, size mismatches, empty
+        scribbles, unreadable files, differing channel counts, ROIs (ROI
+        sets or a TIFF's overlay) not converted to scribble masks yet or
+        that ``s2l-scribbles`` refuses (an ROI without a class, a text ROI),
+        no scribbles at all (unless every image has a full mask: notes
+        then), and no background or no foreground stroke in any image.
+        Notes: ROIs partly outside their image and ROI sets newer than
+        their scribble mask.
 
     Raises
     ------
     S2LError
         ``root`` is not a dataset folder (see :func:`open_dataset`).
     """
+    from s2l_tools.io.roi import read_rois
+
     ds = open_dataset(root)
-    rows, problems = [], []
-    totals = {"images": 0, "background_px": 0, "foreground_px": 0, "scribbled_images": 0}
+    rows, problems, notes = [], [], []
+    totals = {"images": 0, "background_px": 0, "foreground_px": 0, "scribbled_images": 0,
+              "unconverted_images": 0}
+    strokes_bg = strokes_fg = 0          # what training sees once every ROI set is converted
+    unconverted = 0
     channels_seen: dict[int, str] = {}
     for s in ds.samples:
-        row = {"stem": s.stem, "size": "", "channels": "", "dtype": "", "bg_px": "",
-               "fg_px": "", "objects": ""}
+        row = dict.fromkeys(CHECK_COLUMNS, "-")
+        row["stem"] = s.stem
         if s.image is None:
             where = s.scribbles or s.rois or s.mask
             problems.append(f"{where}: no image named '{s.stem}' in {ds.images_dir}; "
@@ -168,6 +220,7 @@ def check_dataset(root: str | os.PathLike, *, channel: int | None = None) -> Che
         row.update(size=f"{h}x{w}", channels=img.shape[0], dtype=str(img.dtype))
         channels_seen.setdefault(img.shape[0], s.stem)
         if s.scribbles is not None:
+            row["strokes"] = "mask"
             try:
                 scr = read_labels(s.scribbles)
                 if scr.shape != (h, w):
@@ -178,6 +231,8 @@ def check_dataset(root: str | os.PathLike, *, channel: int | None = None) -> Che
                 row.update(bg_px=bg, fg_px=fg)
                 totals["background_px"] += bg
                 totals["foreground_px"] += fg
+                strokes_bg += bg
+                strokes_fg += fg
                 if bg + fg == 0:
                     problems.append(f"{s.scribbles}: no scribbled pixel; draw some or remove it")
                 else:
@@ -188,8 +243,35 @@ def check_dataset(root: str | os.PathLike, *, channel: int | None = None) -> Che
                                     "(expected 0 unlabeled, 1 background, 2 foreground)")
             except S2LError as exc:
                 problems.append(str(exc))
-        elif s.rois is not None:
-            row.update(bg_px="(rois)", fg_px="(rois)")
+            if s.rois is not None and s.rois.stat().st_mtime > s.scribbles.stat().st_mtime:
+                notes.append(f"{s.rois}: newer than {s.scribbles.name}; re-run s2l-scribbles "
+                             f"{root} if you changed the ROIs since")
+        else:
+            source, rois = s.rois, None
+            try:
+                if s.rois is not None:
+                    rois = read_rois(s.rois)
+                elif s.image.suffix.lower() in (".tif", ".tiff"):
+                    source, rois = s.image, read_rois(s.image) or None
+            except S2LError as exc:
+                problems.append(str(exc))
+            if rois is not None:
+                unconverted += 1
+                totals["unconverted_images"] += 1
+                row["strokes"] = "ROIs" if source == s.rois else "overlay"
+                what = "ROIs" if source == s.rois else f"overlay's {len(rois)} ROI(s)"
+                problems.append(f"{source}: {what} not converted to a scribble mask yet "
+                                f"(s2l-train reads {ds.scribbles_dir.name}/); run "
+                                f"s2l-scribbles {root}")
+                mask, refused, warned = _rasterise_rois(rois, (h, w), source)
+                problems += refused
+                notes += warned
+                if mask is not None:
+                    bg = int(np.count_nonzero(mask == L.BACKGROUND))
+                    fg = int(np.count_nonzero(mask == L.FOREGROUND))
+                    row.update(bg_px=bg, fg_px=fg)
+                    strokes_bg += bg
+                    strokes_fg += fg
         if s.mask is not None:
             try:
                 m = read_labels(s.mask)
@@ -204,11 +286,22 @@ def check_dataset(root: str | os.PathLike, *, channel: int | None = None) -> Che
         desc = ", ".join(f"{c} in '{stem}'" for c, stem in channels_seen.items())
         problems.append(f"{ds.images_dir}: images differ in channel count ({desc}); "
                         "use --channel to pick one channel for all")
-    if totals["scribbled_images"]:
-        if totals["background_px"] == 0:
-            problems.append(f"{ds.scribbles_dir}: no background scribble in any image; "
-                            "Scribble2Label needs both classes: draw a few strokes across background")
-        if totals["foreground_px"] == 0:
-            problems.append(f"{ds.scribbles_dir}: no foreground scribble in any image; "
+    where = ds.scribbles_dir if totals["scribbled_images"] else ds.rois_dir
+    if totals["scribbled_images"] or unconverted:
+        if strokes_bg == 0:
+            problems.append(f"{where}: no background scribble in any image; Scribble2Label "
+                            "needs both classes: draw a few strokes across background")
+        if strokes_fg == 0:
+            problems.append(f"{where}: no foreground scribble in any image; "
                             "draw a few strokes through cells")
-    return CheckReport(rows, problems, totals)
+    elif not any(s.scribbles for s in ds.samples) and totals["images"]:
+        with_masks = all(r["objects"] != "-" for r in rows)
+        msg = (f"{ds.scribbles_dir}: no scribbles and no ROIs; draw strokes in Fiji and run "
+               f"s2l-scribbles {root}, or make them from full masks with s2l-synth {root} "
+               "--ratio 0.1")
+        if with_masks:
+            notes.append(msg.replace("; draw", "; fine as --val data or for --method full. "
+                                     "To train on scribbles, draw"))
+        else:
+            problems.append(msg)
+    return CheckReport(rows, problems, totals, notes)

@@ -2,7 +2,9 @@
 
 Label images are paired by file stem: ``truth/<stem>.tif`` with
 ``pred/<stem>.tif`` or ``pred/<stem>_labels.tif`` (``.tif``, ``.tiff`` and
-``.png`` are read). Each pair is scored with :func:`s2l_tools.evaluation.metrics.score_pair`
+``.png`` are read; ``pred/<stem>_prob.tif``, the probability map of
+``s2l-predict --prob``, is skipped). Each pair is scored with
+:func:`s2l_tools.evaluation.metrics.score_pair`
 (foreground IoU, instance mDice, F1 and DSB2018 AP at IoU > 0.5); the means
 and standard deviations over images form the summary. Predictions are scored
 as given (post-processing happens in ``s2l-predict``). The command line is
@@ -33,6 +35,8 @@ METRICS = ("iou", "mdice", "f1_50", "ap_50")
 #: per-image CSV columns
 COLUMNS = ("stem", "iou", "mdice", "f1_50", "ap_50", "n_true", "n_pred", "tp", "fp", "fn")
 PRED_SUFFIX = "_labels"
+#: ``s2l-predict --prob`` writes ``<stem>_prob.tif`` beside the labels: skipped on the pred side
+PROB_SUFFIX = "_prob"
 
 
 def _list_labels(folder: Path, role: str, *, strip_suffix: bool) -> dict[str, Path]:
@@ -48,6 +52,8 @@ def _list_labels(folder: Path, role: str, *, strip_suffix: bool) -> dict[str, Pa
         if path.suffix.lower() not in LABEL_SUFFIXES:
             continue
         stem = path.stem
+        if strip_suffix and stem.endswith(PROB_SUFFIX) and len(stem) > len(PROB_SUFFIX):
+            continue  # s2l-predict --prob's probability map, not labels
         if strip_suffix and stem.endswith(PRED_SUFFIX) and len(stem) > len(PRED_SUFFIX):
             stem = stem[: -len(PRED_SUFFIX)]
         if stem in found:
