@@ -150,16 +150,27 @@ def imagej_masks(tmp_path_factory):
     """Every case rasterised by real ImageJ, in one JVM run."""
     if not IMAGEJ_AVAILABLE:
         pytest.skip("needs /usr/share/java/ij.jar, jython.jar and java")
-    d = tmp_path_factory.mktemp("ij_render")
-    rdir, odir = d / "rois", d / "out"
+    cases = make_cases()
+    return cases, _imagej_masks(cases, tmp_path_factory.mktemp("ij_render"), W, H)
+
+
+def _imagej_masks(cases: dict, folder: Path, w: int, h: int) -> dict:
+    """name -> the (h, w) bool mask real ImageJ fills for each ROI (one JVM run)."""
+    rdir, odir = folder / "rois", folder / "out"
     rdir.mkdir()
     odir.mkdir()
-    cases = make_cases()
     for name, roi in cases.items():
         roi.tofile(rdir / f"{name}.roi")
-    run_jython(SCRIPTS / "render_rois.py", rdir, odir, str(W), str(H))
-    masks = {n: np.fromfile(odir / f"{n}.raw", np.uint8).reshape(H, W) > 0 for n in cases}
-    return cases, masks
+    run_jython(SCRIPTS / "render_rois.py", rdir, odir, str(w), str(h))
+    return {n: np.fromfile(odir / f"{n}.raw", np.uint8).reshape(h, w) > 0 for n in cases}
+
+
+def _mismatches_with_imagej(cases: dict, folder: Path, w: int, h: int) -> list[str]:
+    """One line per ROI that we rasterise otherwise than real ImageJ."""
+    masks = _imagej_masks(cases, folder, w, h)
+    ours = {name: R.rasterize_roi(roi, (h, w)) for name, roi in cases.items()}
+    return [f"{name}: {_diff(masks[name], ours[name])}" for name in cases
+            if not np.array_equal(ours[name], masks[name])]
 
 
 def _diff(a, b):
@@ -214,18 +225,7 @@ def test_wide_straight_lines_match_imagej(tmp_path):
     """Widths 2-5, sub-pixel ends, many angles, on a 300 x 220 image: ImageJ's Edit > Fill."""
     w, h = 300, 220
     cases = _wide_line_cases()
-    rdir, odir = tmp_path / "rois", tmp_path / "out"
-    rdir.mkdir()
-    odir.mkdir()
-    for name, roi in cases.items():
-        roi.tofile(rdir / f"{name}.roi")
-    run_jython(SCRIPTS / "render_rois.py", rdir, odir, str(w), str(h))
-    bad = []
-    for name, roi in cases.items():
-        want = np.fromfile(odir / f"{name}.raw", np.uint8).reshape(h, w) > 0
-        ours = R.rasterize_roi(roi, (h, w))
-        if not np.array_equal(ours, want):
-            bad.append(f"{name}: {_diff(want, ours)}")
+    bad = _mismatches_with_imagej(cases, tmp_path, w, h)
     assert not bad, "\n".join(bad)
     assert len(cases) > 60
 
@@ -244,18 +244,7 @@ def test_many_subpixel_ovals_match_imagej(tmp_path):
         ow, oh = rng.uniform(1, 45), rng.uniform(1, 45)
         cases[f"oval_{i:02d}"] = _rect(ROI_TYPE.OVAL, round(float(x), 2), round(float(y), 2),
                                        round(float(ow), 2), round(float(oh), 2))
-    rdir, odir = tmp_path / "rois", tmp_path / "out"
-    rdir.mkdir()
-    odir.mkdir()
-    for name, roi in cases.items():
-        roi.tofile(rdir / f"{name}.roi")
-    run_jython(SCRIPTS / "render_rois.py", rdir, odir, str(w), str(h))
-    bad = []
-    for name, roi in cases.items():
-        want = np.fromfile(odir / f"{name}.raw", np.uint8).reshape(h, w) > 0
-        ours = R.rasterize_roi(roi, (h, w))
-        if not np.array_equal(ours, want):
-            bad.append(f"{name}: {_diff(want, ours)}")
+    bad = _mismatches_with_imagej(cases, tmp_path, w, h)
     assert not bad, "\n".join(bad)
 
 
