@@ -54,6 +54,19 @@ def add_subcommand(subparsers, name: str, help: str, example: str,
     )
 
 
+def add_declump_arguments(parser) -> None:
+    """``--declump {watershed,none}`` (default
+    :data:`s2l_tools.inference.postprocess.DEFAULT_DECLUMP`) and its older spelling
+    ``--watershed``, both into ``args.declump``."""
+    from s2l_tools.inference.postprocess import DEFAULT_DECLUMP
+
+    parser.add_argument("--declump", choices=("watershed", "none"), default=DEFAULT_DECLUMP,
+                        help="split touching cells with a distance-transform watershed, or "
+                        "not (none: touching cells stay one object)")
+    parser.add_argument("--watershed", dest="declump", action="store_const", const="watershed",
+                        help="the same as --declump watershed (now the default)")
+
+
 def run(
     impl: Callable[[argparse.Namespace], int | None],
     parser: argparse.ArgumentParser,

@@ -60,10 +60,7 @@ def get_parser():
                       help="foreground probability threshold (default: the model's)")
     pipe.add_argument("--min-size", type=int, default=None, metavar="N",
                       help="remove objects smaller than N pixels (default: the model's)")
-    pipe.add_argument("--declump", choices=("watershed", "none"), default="watershed",
-                      help="split touching cells with a distance-transform watershed, or not")
-    pipe.add_argument("--watershed", dest="declump", action="store_const", const="watershed",
-                      help="the same as --declump watershed (now the default)")
+    _cli.add_declump_arguments(pipe)
     pipe.add_argument("--save-labels", action="store_true",
                       help="also save each label image as <image>_labels.tiff (32-bit "
                            "integer labels, 0 = background; opens in Fiji)")

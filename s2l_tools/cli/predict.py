@@ -17,7 +17,6 @@ from s2l_tools.cli import _common as _cli
 from s2l_tools.device import select_device, torch_prob_fn
 from s2l_tools.errors import S2LError
 from s2l_tools.inference.onnx import PAD_MULTIPLE
-from s2l_tools.inference.postprocess import DEFAULT_DECLUMP
 from s2l_tools.inference.predict import (
     _check_tiling,
     input_files,
@@ -56,11 +55,7 @@ def get_parser():
                         help="remove objects smaller than N pixels (default: the model's)")
     parser.add_argument("--no-fill-holes", dest="fill_holes", action="store_false",
                         help="keep holes inside objects")
-    parser.add_argument("--declump", choices=("watershed", "none"), default=DEFAULT_DECLUMP,
-                        help="split touching cells with a distance-transform watershed, or "
-                        "not (none: touching cells stay one object)")
-    parser.add_argument("--watershed", dest="declump", action="store_const", const="watershed",
-                        help="the same as --declump watershed (now the default)")
+    _cli.add_declump_arguments(parser)
     parser.add_argument("--prob", action="store_true",
                         help="also write OUT/<stem>_prob.tif (float32 foreground probability)")
     parser.add_argument("--rois", action="store_true",
