@@ -167,6 +167,44 @@ def test_crf_loss_prefers_boundaries_on_image_edges():
     assert g[:, 8:10].mean() > 0 > g[:, 10:12].mean()
 
 
+def _crf_by_pairs(logits, image, radius, sigma_xy, sigma_i):
+    """The CRF loss from its definition: every ordered pair of the full window, with autograd."""
+    s = torch.softmax(logits.double(), dim=1)[0]
+    img = image.double()[0]
+    _, h, w = s.shape
+    total, spatial = 0.0, 0.0
+    for dy in range(-radius, radius + 1):
+        for dx in range(-radius, radius + 1):
+            if dy == dx == 0:
+                continue
+            g = math.exp(-(dy * dy + dx * dx) / (2 * sigma_xy ** 2))
+            spatial += g
+            ys, xs = slice(max(0, -dy), min(h, h - dy)), slice(max(0, -dx), min(w, w - dx))
+            yq, xq = slice(ys.start + dy, ys.stop + dy), slice(xs.start + dx, xs.stop + dx)
+            d2 = ((img[:, ys, xs] - img[:, yq, xq]) ** 2).sum(dim=0)
+            wpq = g * torch.exp(-d2 / (2 * sigma_i ** 2))
+            total = total + (wpq * (s[:, ys, xs] * (1 - s[:, yq, xq])).sum(dim=0)).sum()
+    return total / (h * w * spatial)
+
+
+@pytest.mark.parametrize("classes", [2, 3])
+def test_crf_loss_equals_its_definition_value_and_gradient(classes):
+    # the fast path keeps the gradient from the forward pass (no graph per window
+    # shift): it must give the definition's value and the definition's gradient
+    g = torch.Generator().manual_seed(classes)
+    logits = torch.randn(1, classes, 7, 9, generator=g, dtype=torch.float64)
+    image = torch.rand(1, 2, 7, 9, generator=g)
+    kw = dict(radius=2, sigma_xy=1.5, sigma_i=0.3)
+    fast_in = logits.clone().float().requires_grad_(True)
+    fast = crf_loss(fast_in, image, **kw)
+    fast.backward()
+    slow_in = logits.clone().requires_grad_(True)
+    slow = _crf_by_pairs(slow_in, image, **kw)
+    slow.backward()
+    assert fast.item() == pytest.approx(slow.item(), rel=1e-5)
+    assert torch.allclose(fast_in.grad.double(), slow_in.grad, rtol=1e-4, atol=1e-7)
+
+
 def test_crf_loss_checks_its_input():
     with pytest.raises(ValueError, match="image must have shape"):
         crf_loss(_split_logits(3, n=8), torch.zeros(1, 1, 4, 4))
