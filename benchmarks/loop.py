@@ -249,6 +249,7 @@ def get_parser():
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-scratch", action="store_true", help="skip the from-scratch run")
+    p.add_argument("--threads", type=int, help="torch threads (default: torch's)")
     p.add_argument("--json", type=Path)
     p.add_argument("--verbose", action="store_true")
     return p
@@ -263,6 +264,10 @@ def main(argv=None) -> int:
 
     args = get_parser().parse_args(argv)
     warnings.simplefilter("ignore", S2LWarning)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     train_split, stems, val_split, val_stems = splits(args.modality, args.train_images,
                                                       args.val_images)
     src = DSB / args.modality
