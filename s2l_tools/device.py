@@ -1,11 +1,15 @@
-"""Device choice, mixed precision, and a torch model as a numpy batch function.
+"""Device choice, mixed precision, CPU threads, and a torch model as a numpy batch function.
 
 Shared by training (the EMA ensemble, validation) and prediction, so both run
-the network the same way.
+the network the same way. :class:`CpuThreads` keeps a CPU training from fighting
+other programs for the same cores.
 """
 
 from __future__ import annotations
 
+import math
+import os
+import time
 from collections.abc import Callable
 
 import numpy as np
@@ -159,3 +163,106 @@ def torch_prob_fn(model, *, device=None, amp=None) -> Callable[[np.ndarray], np.
         return prob.contiguous().cpu().numpy()
 
     return fn
+
+
+# ---------------------------------------------------------------- CPU threads
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask; ``os.cpu_count()`` elsewhere)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def _busy_ticks(cpus: set[int]) -> int | None:
+    """Busy clock ticks of ``cpus`` since boot, from /proc/stat (None where there is none)."""
+    try:
+        with open("/proc/stat") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    busy = 0
+    for line in lines:
+        name, *fields = line.split()
+        if not (name.startswith("cpu") and name[3:].isdigit() and int(name[3:]) in cpus):
+            continue
+        ticks = [int(v) for v in fields[:8]]  # user nice system idle iowait irq softirq steal
+        busy += sum(ticks) - ticks[3] - ticks[4]
+    return busy
+
+
+class CpuThreads:
+    """Torch's CPU threads: a fixed number, or as many as other programs leave free.
+
+    With ``threads=None`` the count starts at :func:`usable_cpus` and
+    :meth:`update` (called between epochs) lowers it by the CPUs other programs
+    kept busy since the last call, measured as all busy time of this process's
+    CPUs (/proc/stat) minus this process's own. Threads that share a core with
+    another busy program wait on each other at every parallel step: on 2 cores
+    next to one other busy process, 2 threads trained at 1/5 of the speed of 1
+    thread (docs/benchmarks.md, "Threads on a shared CPU").
+
+    Parameters
+    ----------
+    threads : int, optional
+        A fixed count (``s2l-train --threads``); None: follow the load.
+
+    As a context manager, gives torch back its earlier count on exit.
+    """
+
+    #: other programs' CPUs at which a thread is given up: above background noise,
+    #: below a program that was starved by our threads
+    GIVE_UP_AT = 0.25
+
+    def __init__(self, threads: int | None = None):
+        import torch
+
+        self.cpus = usable_cpus()
+        self._before = torch.get_num_threads()
+        self.fixed = threads is not None
+        self.count = int(threads) if threads is not None else self.cpus
+        torch.set_num_threads(self.count)
+        self._mark = self._sample()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        """Give torch back the thread count it had before."""
+        import torch
+
+        torch.set_num_threads(self._before)
+
+    def _sample(self):
+        try:
+            cpus = os.sched_getaffinity(0)
+        except (AttributeError, OSError):
+            return None
+        busy = _busy_ticks(cpus)
+        if busy is None:
+            return None
+        return time.perf_counter(), busy / os.sysconf("SC_CLK_TCK"), time.process_time()
+
+    def others_busy(self) -> float | None:
+        """CPUs other programs used since the last call (None: not measurable here)."""
+        now, last = self._sample(), self._mark
+        self._mark = now
+        if now is None or last is None or now[0] - last[0] < 0.5:
+            return None
+        wall = now[0] - last[0]
+        return max(0.0, ((now[1] - last[1]) - (now[2] - last[2])) / wall)
+
+    def update(self) -> str | None:
+        """Set the thread count for what comes next; a line to print when it changed."""
+        import torch
+
+        others = self.others_busy()
+        if self.fixed or others is None:
+            return None
+        count = max(1, self.cpus - math.floor(others + 1.0 - self.GIVE_UP_AT))
+        if count == self.count:
+            return None
+        old, self.count = self.count, count
+        torch.set_num_threads(count)
+        return (f"torch threads {old} -> {count}: other programs kept {others:.1f} of "
+                f"{self.cpus} CPUs busy (--threads N fixes the count)")

@@ -1,10 +1,16 @@
-"""Device choice and mixed precision: which dtype runs where, and what bf16 changes."""
+"""Device choice, mixed precision (which dtype runs where, what bf16 changes), CPU threads."""
+
+import os
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
 import torch
 
 from s2l_tools import device as dev
+from s2l_tools.device import usable_cpus
 from s2l_tools.errors import S2LError
 from s2l_tools.training.model import build_model
 
@@ -53,3 +59,40 @@ def test_bf16_probabilities_close_to_float32(monkeypatch):
     np.testing.assert_allclose(p16.sum(1), 1.0, atol=1e-5)
     diff = np.abs(p16 - p32)
     assert 0 < diff.max() < 0.05 and diff.mean() < 5e-3
+
+
+# ---------------------------------------------------------------- CPU threads
+@pytest.fixture
+def keep_torch_threads():
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)
+
+
+def test_fixed_threads_stay_fixed(keep_torch_threads):
+    threads = dev.CpuThreads(1)
+    assert torch.get_num_threads() == 1
+    assert threads.update() is None and torch.get_num_threads() == 1
+
+
+@pytest.mark.skipif(usable_cpus() < 2 or not os.path.exists("/proc/stat"),
+                    reason="needs 2 CPUs and /proc/stat")
+def test_threads_give_way_to_a_busy_program_and_come_back(keep_torch_threads, monkeypatch):
+    threads = dev.CpuThreads()
+    assert threads.count == usable_cpus() == torch.get_num_threads()
+    # a real program busy on one CPU (a spinning Python) for a second
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)
+        threads.others_busy()  # start measuring once it runs
+        time.sleep(1.2)
+        line = threads.update()
+    finally:
+        busy.kill()
+        busy.wait()
+    assert threads.count == torch.get_num_threads() <= usable_cpus() - 1
+    assert line is not None and "other programs kept" in line and "--threads" in line
+    # the program has gone: the threads come back
+    monkeypatch.setattr(threads, "others_busy", lambda: 0.05)
+    assert threads.update() is not None
+    assert threads.count == torch.get_num_threads() == usable_cpus()

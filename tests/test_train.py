@@ -42,6 +42,9 @@ def test_run_writes_reports(data, tmp_path, capsys):
     assert cfg["epochs"] == 2 and cfg["method"] == "s2l" and cfg["ema_alpha"] == 0.2
     rows = (out / "metrics.csv").read_text().splitlines()
     assert rows[0].startswith("epoch,") and len(rows) == 3 and "val_iou" in rows[0]
+    # held-out strokes (default 10 %): every ensemble pass and after the last epoch
+    assert "holdout_fg" in rows[0] and "held-out fg " in text.err
+    assert "held-out strokes (" in text.out and "never trained on" in text.out
     for name in ("curves.png", "model.pt", "checkpoint.pt", "panels/epoch_0001.png"):
         assert (out / name).stat().st_size > 0, name
     ck = load_checkpoint(out / "checkpoint.pt")
@@ -50,10 +53,15 @@ def test_run_writes_reports(data, tmp_path, capsys):
     assert ck["ensemble_pending"]
     # config round trip: --config reads the settings back, flags win
     out2 = tmp_path / "run2"
+    threads_before = torch.get_num_threads()
     assert train.main([str(data / "train"), "--out", str(out2), "--config",
-                       str(out / "config.json"), "--epochs", "1", "--method", "pce"]) == 0
+                       str(out / "config.json"), "--epochs", "1", "--method", "pce",
+                       "--threads", "1"]) == 0
     cfg2 = json.loads((out2 / "config.json").read_text())
     assert cfg2["epochs"] == 1 and cfg2["method"] == "pce" and cfg2["crop"] == 32
+    # --threads is the run's; torch gets its own count back afterwards
+    assert cfg2["threads"] == 1 and cfg["threads"] is None
+    assert torch.get_num_threads() == threads_before
     # an existing run is not silently overwritten
     assert train.main([str(data / "train"), "--out", str(out), *TINY]) == 1
     assert "--resume" in capsys.readouterr().err
@@ -61,7 +69,9 @@ def test_run_writes_reports(data, tmp_path, capsys):
 
 def test_resume_equals_straight_run(data, tmp_path):
     straight, split = tmp_path / "straight", tmp_path / "split"
-    common = [str(data / "train"), *TINY, "--seed", "7", "--checkpoint-every", "1"]
+    # a fixed thread count (float rounding depends on it; by default it follows the load)
+    common = [str(data / "train"), *TINY, "--seed", "7", "--checkpoint-every", "1",
+              "--threads", "1"]
     assert train.main([*common, "--out", str(straight), "--epochs", "4"]) == 0
     assert train.main([*common, "--out", str(split), "--epochs", "2"]) == 0
     assert train.main(["--out", str(split), "--resume", "--epochs", "4"]) == 0

@@ -58,10 +58,19 @@ _HELP = {
            "(AVX512-BF16/AMX) the ensemble and validation passes run in bf16",
     "deterministic": "deterministic algorithms (slower on GPU)",
     "checkpoint_every": "epochs between checkpoints",
-    "val_every": "epochs between validations (default: --ensemble-every)",
+    "val_every": "epochs between validations (default: --ensemble-every) and, when given, "
+                 "between held-out stroke measurements",
     "panel_images": "images shown in the pseudo-label panels (0: none)",
     "tile": "tile size for full-image prediction",
     "min_size": "smallest object kept when scoring (pixels)",
+    "holdout_strokes": "share of strokes kept out of training to measure the model (each "
+                       "image keeps at least one stroke of each class; the share of their "
+                       "pixels predicted right is reported after each ensemble pass, every "
+                       "--val-every epochs if given, and at the end); 0 turns it off",
+    "threads": "torch CPU threads of a run in this process (default: the CPUs this process "
+               "may use, one fewer for each CPU other programs keep busy, checked every epoch; "
+               "the count changes float rounding, so --deterministic keeps it fixed; Ray "
+               "workers take --cpus-per-worker)",
     "num_workers": "Ray Train data-parallel workers (0: train in this process)",
     "use_gpu": "one GPU per Ray worker (DDP over NCCL)",
     "store": "EMA store across Ray workers: replicated (every worker holds every map, "
@@ -125,6 +134,8 @@ def get_parser():
         choices = {"method": METHODS, "encoder": ENCODERS, "store": STORES,
                    "fast_start": FAST_STARTS}.get(f.name)
         metavar = None if choices else {int: "N", float: "X"}.get(kind, "VALUE")
+        if f.name == "holdout_strokes":
+            metavar = "FRACTION"
         flags = ("--consistency-threshold", flag) if f.name == "threshold" else (flag,)
         parser.add_argument(*flags, dest=f.name, type=kind, default=None, choices=choices,
                             metavar=metavar, help=help_text)
@@ -161,6 +172,10 @@ def config_from_args(args) -> TrainConfig:
         if cfg is None:
             raise S2LError(f"{rundir.run_file(args.out, rundir.CONFIG)}: nothing to resume in "
                            f"{args.out}; start without --resume")
+        import json
+
+        if "holdout_strokes" not in json.loads(rundir.read_run_text(args.out, rundir.CONFIG)):
+            cfg.holdout_strokes = 0.0  # a run from before held-out strokes trained on all
     if getattr(args, "preset", None):
         for name, value in PRESETS[args.preset].items():
             setattr(cfg, name, value)
@@ -198,6 +213,7 @@ def _main(args) -> int:
         print(f"done: model in {rundir.run_file(out, rundir.MODEL)}; metrics in "
               f"{rundir.run_file(out, rundir.METRICS)}"
               + (f"; val IoU {last['val_iou']:.3f}" if "val_iou" in last else ""))
+        _print_holdout(last, cfg)
         return 0
     if rundir.is_uri(cfg.out):
         raise S2LError(f"--out {cfg.out}: a URI needs Ray; add --num-workers N, or give a "
@@ -209,7 +225,17 @@ def _main(args) -> int:
     last = fit(cfg, resume=args.resume)
     print(f"done: model in {out / rundir.MODEL}; metrics in {out / rundir.METRICS}"
           + (f"; val IoU {last['val_iou']:.3f}" if "val_iou" in last else ""))
+    _print_holdout(last, cfg)
     return 0
+
+
+def _print_holdout(last: dict, cfg) -> None:
+    """The end-of-run line on the held-out strokes (none for a run that had nothing to do)."""
+    from s2l_tools.training.reports import holdout_result
+
+    line = holdout_result(last, cfg)
+    if line is not None:
+        print(line)
 
 
 def main(argv=None) -> int:

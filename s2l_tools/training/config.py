@@ -83,6 +83,11 @@ class TrainConfig:
     panel_images: int = 3
     tile: int = 1024
     min_size: int = 64
+    #: share of each class's strokes kept out of training to measure the model (0: off)
+    holdout_strokes: float = 0.1
+    #: torch CPU threads of a run in one process (None: the CPUs this process may use,
+    #: fewer while other programs keep some busy; see s2l_tools.device.CpuThreads)
+    threads: int | None = None
     # Ray Train (s2l_tools.training.distributed): used when num_workers >= 1 or address is set
     num_workers: int = 0
     use_gpu: bool = False
@@ -115,13 +120,15 @@ class TrainConfig:
                 bad(name, "must be at least 1")
         if self.warmup_epochs < 0:
             bad("warmup_epochs", "must be 0 or more")
+        if self.threads is not None and self.threads < 1:
+            bad("threads", "must be at least 1 (or leave it out: the CPUs this process may use)")
         if (self.warmup_epochs > self.epochs
                 and (self.method == "pseudo" or self.method == "s2l" and self.fast_start == "none")):
             bad("warmup_epochs", f"longer than the run (--epochs {self.epochs}), so no "
                 f"pseudo-label would ever be used; give --warmup-epochs {self.epochs // 2} "
                 "(half the epochs, as the paper) or raise --epochs")
         for name in ("ema_alpha", "threshold", "pseudo_weight", "crf_weight", "lr",
-                     "weight_decay", "decoder_lr_mult"):
+                     "weight_decay", "decoder_lr_mult", "holdout_strokes"):
             value = getattr(self, name)
             if value is not None and not math.isfinite(value):
                 bad(name, "must be a finite number")
@@ -136,6 +143,8 @@ class TrainConfig:
         if self.crf_weight and self.method == "full":
             bad("crf_weight", "regularises learning from scribbles; --method full has full "
                 "masks: drop --crf-weight")
+        if not 0 <= self.holdout_strokes < 1:
+            bad("holdout_strokes", "must be in [0, 1) (a share of the strokes; 0: off)")
         if self.lr <= 0:
             bad("lr", "must be positive")
         if self.weight_decay < 0:
@@ -223,7 +232,7 @@ class TrainConfig:
 
 
 #: settings whose default is None but which hold numbers when set
-_OPTIONAL_INT = {"channel", "samples_per_epoch", "val_every"}
+_OPTIONAL_INT = {"channel", "samples_per_epoch", "val_every", "threads"}
 _OPTIONAL_FLOAT = {"crf_weight"}
 
 

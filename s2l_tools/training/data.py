@@ -38,8 +38,13 @@ class TrainingData:
     images: list[np.ndarray]            # (C, H, W) float32
     scribbles: list[np.ndarray]         # (H, W) uint8
     masks: list[np.ndarray | None] = field(default_factory=list)  # (H, W) int labels
-    #: per image: SHA-256 of its image and scribble arrays (:func:`array_digest`)
+    #: per image: SHA-256 of its image and the user's whole scribble arrays (:func:`array_digest`)
     digests: list[dict] = field(default_factory=list)
+    #: per image: the strokes held out of training (:func:`s2l_tools.data.holdout.split_strokes`;
+    #: None: none of this image's); empty: nothing held out
+    heldout: list[np.ndarray | None] = field(default_factory=list)
+    #: mask code -> (strokes held out, strokes in all) over the user's scribbles; empty: off
+    stroke_counts: dict[int, tuple[int, int]] = field(default_factory=dict)
 
     @property
     def in_channels(self) -> int:
@@ -51,13 +56,19 @@ class TrainingData:
 
 
 def load_training_data(root, *, channel=None, need_scribbles=True, need_masks=False,
-                       progress=None) -> TrainingData:
+                       holdout: float = 0.0, seed: int = 0, progress=None) -> TrainingData:
     """Read a dataset folder (see :mod:`s2l_tools.data.dataset`) into memory.
 
     Images without a scribble mask are left out. With ``need_masks`` (and
     not ``need_scribbles``: ``--method full``) every image needs a full mask,
     which becomes its "scribble" on every pixel. Images must agree in
     channel count; masks must match their image's size.
+
+    With ``holdout`` > 0 (and scribbles), that share of each class's strokes is
+    held out (:func:`s2l_tools.data.holdout.split_strokes` with ``seed``): the
+    result's ``scribbles`` are the training part, ``heldout`` the rest. The
+    ``digests`` stay those of the whole scribbles, so a resumed run checks the
+    user's files.
     """
     ds = open_dataset(root)
     stems, images, scribbles, masks, digests = [], [], [], [], []
@@ -112,7 +123,15 @@ def load_training_data(root, *, channel=None, need_scribbles=True, need_masks=Fa
         if not any((s == L.FOREGROUND).any() for s in scribbles):
             raise S2LError(f"{ds.scribbles_dir}: no foreground scribble in any image; "
                            "Scribble2Label needs both classes")
-    return TrainingData(stems, images, scribbles, masks, digests)
+    data = TrainingData(stems, images, scribbles, masks, digests)
+    if need_scribbles and holdout > 0:
+        from s2l_tools.data.holdout import count_strokes, split_strokes
+
+        data.scribbles, data.heldout = split_strokes(scribbles, holdout, seed=seed)
+        total = count_strokes(scribbles)
+        held = count_strokes(data.heldout)
+        data.stroke_counts = {code: (held.get(code, 0), n) for code, n in total.items()}
+    return data
 
 
 def array_digest(a: np.ndarray) -> str:

@@ -89,6 +89,8 @@ def check_shared_storage(out: str, seen_by: dict[str, bool]) -> None:
 class TorchDistContext(Context):
     """A :class:`~s2l_tools.training.engine.Context` over an initialised ``torch.distributed`` group."""
 
+    adapts_threads = False  # each worker has the threads its launcher gave it
+
     def __init__(self):
         import torch.distributed as dist
 

@@ -3,8 +3,9 @@
 Read it top to bottom, as torchvision's ``references/segmentation/train.py``:
 :class:`Context` (how the loop talks to its peers), :func:`_build` (model and
 optimiser), :func:`ensemble_step` and :func:`fast_start` (the EMA store),
-:func:`validate`, :func:`train_one_epoch`, :class:`TrainState` with
-:func:`save_state` and :func:`restore_state`, and :func:`fit`.
+:func:`measure_holdout` (the held-out strokes), :func:`validate`,
+:func:`train_one_epoch`, :class:`TrainState` with :func:`save_state` and
+:func:`restore_state`, and :func:`fit`.
 
 The rest lives beside it: the data in memory and each epoch's crops
 (:mod:`s2l_tools.training.data`), the work of one step, a plain function of
@@ -22,6 +23,7 @@ straight run draws.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import signal
 import time
@@ -31,7 +33,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from s2l_tools.device import autocast_dtype, inference_dtype, select_device
+from s2l_tools import labels as L
+from s2l_tools.device import (CpuThreads, autocast_dtype, inference_dtype, select_device,
+                              usable_cpus)
 from s2l_tools.errors import S2LError
 from s2l_tools.training import rundir
 from s2l_tools.training.checkpoint import ModelMeta, load_checkpoint
@@ -48,16 +52,16 @@ from s2l_tools.training.data import (
     store_owners,
 )
 
-__all__ = ["Context", "ensemble_step", "fast_start", "start_from", "validate",
-           "train_one_epoch", "TrainState", "save_state", "restore_state", "model_meta", "fit",
-           "RESUME_FREE"]
+__all__ = ["Context", "ensemble_step", "fast_start", "start_from", "measure_holdout",
+           "validate", "train_one_epoch", "TrainState", "save_state", "restore_state",
+           "model_meta", "fit", "RESUME_FREE"]
 
 #: Settings a resumed run may change: where and how fast it runs, how long, what it
 #: reports. Any other change (method, lr, crops, ...) is refused: train a new run.
 RESUME_FREE = frozenset({
     "data", "out", "val", "epochs", "device", "amp", "deterministic", "checkpoint_every",
     "val_every", "panel_images", "min_size", "loader_workers", "num_workers", "use_gpu",
-    "address", "cpus_per_worker", "max_failures", "store"})
+    "address", "cpus_per_worker", "max_failures", "store", "threads"})
 
 
 
@@ -74,6 +78,10 @@ class Context:
 
     rank = 0
     world_size = 1
+    #: one process alone: its CPU threads follow ``--threads`` or the machine's load
+    #: (:class:`s2l_tools.device.CpuThreads`); a distributed worker keeps the threads
+    #: its launcher gave it (``--cpus-per-worker``)
+    adapts_threads = True
     #: Test-only hooks (:class:`s2l_tools.training._faults.FaultHooks`); None in real runs.
     test_hooks = None
 
@@ -154,7 +162,7 @@ def _my_images(store, n_images: int, ctx: Context) -> tuple[list[int], list[int]
 
 def ensemble_step(model, store, data: TrainingData, ctx: Context, *, device, amp_dtype,
                   tile) -> dict:
-    """Update the EMA store from fresh predictions; return train-mask scores.
+    """Update the EMA store from fresh predictions; return train-mask and held-out scores.
 
     A replicated store: each rank predicts its share (image ``i`` goes to rank
     ``i % world``), then :meth:`Context.sync_store` makes the store identical
@@ -162,6 +170,7 @@ def ensemble_step(model, store, data: TrainingData, ctx: Context, *, device, amp
     images it holds, and nothing is exchanged. Images are predicted whole
     (tiled, un-augmented, eval mode) by
     :func:`s2l_tools.inference.predict.predict_probability`, as ``s2l-predict`` does.
+    The same predictions score the held-out strokes (see :func:`measure_holdout`).
     """
     from s2l_tools.evaluation.metrics import foreground_iou
     from s2l_tools.inference.predict import predict_probability
@@ -170,18 +179,81 @@ def ensemble_step(model, store, data: TrainingData, ctx: Context, *, device, amp
     ctx.sync_buffers(model)  # every rank predicts with the same BatchNorm statistics
     meta = _tiling(data.in_channels, tile)
     ious = []
+    held = np.zeros(len(_HOLDOUT_KEYS))
     for i in mine:
         prob = predict_probability(model, data.images[i], meta, device=device, amp=amp_dtype,
                                    batch_size=1)
         store.update(i, prob)
         if data.masks[i] is not None:
             ious.append(foreground_iou(prob > 0.5, data.masks[i] > 0))
+        if data.heldout and data.heldout[i] is not None:
+            held += _holdout_counts(prob, data.heldout[i])
     if not store.is_shard:
         ctx.sync_store(store, owners)
+    scores = (_holdout_scores(dict(zip(_HOLDOUT_KEYS, held.tolist())), ctx) if data.heldout
+              else {})
     if ctx.world_size > 1:  # ratio of the ranks' sums: the same on every rank
         s = ctx.mean({"iou_sum": float(np.sum(ious)), "iou_n": float(len(ious))})
-        return {"train_iou": s["iou_sum"] / s["iou_n"]} if s["iou_n"] > 0 else {}
-    return {"train_iou": float(np.mean(ious))} if ious else {}
+        return ({"train_iou": s["iou_sum"] / s["iou_n"]} if s["iou_n"] > 0 else {}) | scores
+    return ({"train_iou": float(np.mean(ious))} if ious else {}) | scores
+
+
+#: what :func:`_holdout_counts` counts, in order (summed over images and ranks)
+_HOLDOUT_KEYS = ("holdout_fg_right", "holdout_fg_px", "holdout_bg_right", "holdout_bg_px")
+
+
+def _holdout_counts(prob: np.ndarray, heldout: np.ndarray) -> np.ndarray:
+    """Pixels of one image's held-out strokes: (foreground predicted foreground, foreground,
+    background predicted background, background), at probability 0.5."""
+    fg = heldout == L.FOREGROUND
+    bg = heldout == L.BACKGROUND
+    cell = prob > 0.5
+    return np.array([np.count_nonzero(cell & fg), np.count_nonzero(fg),
+                     np.count_nonzero(bg & ~cell), np.count_nonzero(bg)], dtype=np.float64)
+
+
+def _holdout_scores(sums: dict, ctx: Context) -> dict:
+    """``holdout_fg`` / ``holdout_bg`` (shares right, 0-1) from this rank's pixel counts
+    (:data:`_HOLDOUT_KEYS`), summed over the ranks; a class with no held-out pixel is left out.
+    A collective: every rank calls it."""
+    if ctx.world_size > 1:  # ratios of the ranks' means = ratios of their sums
+        sums = ctx.mean(sums)
+    out = {}
+    if sums["holdout_fg_px"] > 0:
+        out["holdout_fg"] = sums["holdout_fg_right"] / sums["holdout_fg_px"]
+    if sums["holdout_bg_px"] > 0:
+        out["holdout_bg"] = sums["holdout_bg_right"] / sums["holdout_bg_px"]
+    return out
+
+
+def measure_holdout(model, data: TrainingData, ctx: Context, *, device, amp_dtype,
+                    tile) -> dict:
+    """The model's accuracy on the strokes held out of training (``--holdout-strokes``).
+
+    Predicts, as :func:`ensemble_step` does (whole, tiled, eval mode), the images
+    with held-out strokes only, and leaves the EMA store alone. Rank ``r`` of ``W``
+    predicts every ``W``-th of them; the pixel counts are summed over the ranks.
+
+    Returns
+    -------
+    scores : dict
+        ``holdout_fg``: share of held-out foreground pixels predicted foreground
+        (p > 0.5); ``holdout_bg``: the same for background. A class without
+        held-out strokes is left out; nothing held out: empty.
+    """
+    from s2l_tools.inference.predict import predict_probability
+
+    if not data.heldout:
+        return {}
+    todo = [i for i, h in enumerate(data.heldout) if h is not None]
+    ctx.sync_buffers(model)  # every rank predicts with the same BatchNorm statistics
+    meta = _tiling(data.in_channels, tile)
+    held = np.zeros(len(_HOLDOUT_KEYS))
+    for i in todo[ctx.rank::ctx.world_size]:
+        prob = predict_probability(model, data.images[i], meta, device=device, amp=amp_dtype,
+                                   batch_size=1)
+        held += _holdout_counts(prob, data.heldout[i])
+    return _holdout_scores(dict(zip(_HOLDOUT_KEYS, held.tolist())), ctx)
 
 
 def fast_start(store, data: TrainingData, ctx: Context, *, kind: str, seed: int) -> float:
@@ -491,7 +563,9 @@ def fit(cfg: TrainConfig, *, resume: bool = False, ctx: Context | None = None,
         console=None) -> dict:
     """Train a model as ``cfg`` says; write checkpoints, metrics and the model to ``cfg.out``.
 
-    Returns the last epoch's metrics. With ``resume``, continues from
+    Returns the last epoch's metrics, with ``holdout_strokes_out`` and
+    ``holdout_strokes_all`` (strokes held out, strokes in all) when strokes are held
+    out (``cfg.holdout_strokes``). With ``resume``, continues from
     ``cfg.out/checkpoint.pt`` exactly where it stopped.
     """
     from rich.console import Console
@@ -504,6 +578,9 @@ def fit(cfg: TrainConfig, *, resume: bool = False, ctx: Context | None = None,
     out = Path(cfg.out)
     console = console or Console(stderr=True, quiet=not ctx.is_main)
     device = ctx.device(cfg.device)
+    # the thread count changes float rounding: --deterministic keeps it fixed
+    threads = (CpuThreads(cfg.threads or (usable_cpus() if cfg.deterministic else None))
+               if ctx.adapts_threads and device.type == "cpu" else None)
     amp_dtype = autocast_dtype(cfg.amp, device)  # training steps
     infer_dtype = inference_dtype(cfg.amp, device)  # ensemble passes and validation
     if cfg.deterministic:
@@ -515,12 +592,21 @@ def fit(cfg: TrainConfig, *, resume: bool = False, ctx: Context | None = None,
     # data
     t0 = time.perf_counter()
     full = cfg.method == "full"
+    # the held-out strokes: the same on every rank (the same seed, all the data)
     data = load_training_data(cfg.data, channel=cfg.channel, need_scribbles=not full,
-                              need_masks=full)
+                              need_masks=full, holdout=0.0 if full else cfg.holdout_strokes,
+                              seed=cfg.seed)
     val = load_validation(cfg.val, channel=cfg.channel) if cfg.val else None
     console.print(f"loaded {len(data.images)} training image(s)"
                   + (f", {len(val[0])} validation image(s)" if val else "")
                   + f" in {time.perf_counter() - t0:.1f} s; device {device}")
+    if data.stroke_counts:
+        console.print(reports.holdout_split(data.stroke_counts), highlight=False,
+                      soft_wrap=True)
+    # what the run's last report (and fit's result) says of the held-out strokes
+    split_info = ({"holdout_strokes_out": sum(h for h, _ in data.stroke_counts.values()),
+                   "holdout_strokes_all": sum(n for _, n in data.stroke_counts.values())}
+                  if data.stroke_counts else {})
 
     # model, optimiser, schedule and EMA store; every rank takes the same number of
     # crops (and so of DDP steps): the last crops wrap around to the first ones, as
@@ -571,7 +657,8 @@ def fit(cfg: TrainConfig, *, resume: bool = False, ctx: Context | None = None,
 
     last: dict = {}
     saved_at = state.epoch if ckpt_path is not None else None  # the last checkpoint's epoch
-    with _progress(console, ctx) as progress, _Interrupt() as interrupt:
+    with (_progress(console, ctx) as progress, _Interrupt() as interrupt,
+          threads or contextlib.nullcontext()):
         ep_task = progress.add_task("epochs", total=cfg.epochs, completed=state.epoch)
         if state.ensemble_pending and state.epoch < cfg.epochs:
             # the pass skipped after the last epoch of the run being resumed: the
@@ -580,6 +667,8 @@ def fit(cfg: TrainConfig, *, resume: bool = False, ctx: Context | None = None,
             state.ensemble_pending = False
         for epoch in range(state.epoch, cfg.epochs):
             te = time.perf_counter()
+            if threads is not None and (line := threads.update()):
+                console.print(line, highlight=False)
             after_warmup = epoch >= cfg.warmup_epochs
             # a fast start fills the store before epoch 1: its pseudo-labels act at once,
             # and the network's own predictions join the store after the warm-up
@@ -618,6 +707,14 @@ def fit(cfg: TrainConfig, *, resume: bool = False, ctx: Context | None = None,
                 ts = time.perf_counter()
                 row.update(ensemble_step(model, store, data, ctx, **predict))
                 row["ensemble_s"] = time.perf_counter() - ts
+            # the held-out strokes: measured by each ensemble pass (free), at the epochs
+            # of an explicit --val-every (a pass of its own) and always after the last
+            # epoch (the final model)
+            val_every = cfg.val_every or cfg.ensemble_every
+            if (data.heldout and "ensemble_s" not in row
+                    and (epoch + 1 == cfg.epochs
+                         or (cfg.val_every and (epoch + 1) % cfg.val_every == 0))):
+                row.update(measure_holdout(model, data, ctx, **predict))
             if ctx.is_main and cfg.panel_images and ("ensemble_s" in row
                                                       or epoch + 1 == cfg.epochs):
                 # after each ensemble pass, and always after the last epoch
@@ -626,7 +723,6 @@ def fit(cfg: TrainConfig, *, resume: bool = False, ctx: Context | None = None,
                                    epoch=epoch + 1, indices=store.owned)
 
             # validation
-            val_every = cfg.val_every or cfg.ensemble_every
             if val is not None and ctx.is_main and ((epoch + 1) % val_every == 0
                                                     or epoch + 1 == cfg.epochs):
                 row.update(validate(model, val, min_size=cfg.min_size, **predict))
@@ -635,7 +731,7 @@ def fit(cfg: TrainConfig, *, resume: bool = False, ctx: Context | None = None,
             row["epoch_s"] = time.perf_counter() - te
             state.history.append(row)
             state.epoch = last_epoch = epoch + 1
-            last = row
+            last = {**row, **split_info}
             progress.advance(ep_task)
             console.print(reports.epoch_summary(row, cfg), highlight=False, soft_wrap=True)
             ckpt_dir = None
@@ -647,8 +743,8 @@ def fit(cfg: TrainConfig, *, resume: bool = False, ctx: Context | None = None,
                 if ckpt_dir is not None or last_epoch == cfg.epochs:
                     reports.plot_curves(out / rundir.CURVES, state.history,
                                         warmup_epochs=cfg.warmup_epochs)
-            metrics = row
+            metrics = {**row, **split_info}
             if ctx.test_hooks is not None:  # tests only: faults, cross-rank checks
-                metrics = ctx.test_hooks.epoch_end(ctx, store, row)
+                metrics = ctx.test_hooks.epoch_end(ctx, store, metrics)
             ctx.report(metrics, ckpt_dir)
     return last

@@ -21,7 +21,8 @@ from s2l_tools.training.config import TrainConfig
 if TYPE_CHECKING:
     from s2l_tools.training.data import TrainingData
 
-__all__ = ["write_metrics_csv", "plot_curves", "plot_panel", "epoch_summary"]
+__all__ = ["write_metrics_csv", "plot_curves", "plot_panel", "epoch_summary", "holdout_split",
+           "holdout_result"]
 
 
 def write_metrics_csv(path: Path, history: list[dict]) -> None:
@@ -50,6 +51,8 @@ CURVE_LABELS = {
     "l_crf": "CRF loss (boundaries on image edges)",
     "coverage": "share of pixels pseudo-labelled",
     "train_iou": "IoU on the training masks",
+    "holdout_fg": "held-out strokes right: foreground",
+    "holdout_bg": "held-out strokes right: background",
     "val_iou": "validation IoU (cells vs background)",
     "val_mdice": "validation mean Dice per cell",
     "val_f1_50": "validation F1 (cells found, IoU > 0.5)",
@@ -69,7 +72,8 @@ def _curves_figure(history: list[dict], *, warmup_epochs: int | None = None):
             axes[0].plot(ep, [r.get(key, np.nan) for r in history], label=CURVE_LABELS[key])
     axes[0].set_xlabel("epoch"), axes[0].set_ylabel("loss (lower is better)")
     axes[0].set_title("training losses")
-    for key in ("coverage", "train_iou", "val_iou", "val_mdice", "val_f1_50"):
+    for key in ("coverage", "train_iou", "holdout_fg", "holdout_bg", "val_iou", "val_mdice",
+                "val_f1_50"):
         pts = [(r["epoch"], r[key]) for r in history if r.get(key) not in (None, "")]
         if pts:
             axes[1].plot(*zip(*pts), marker=".", label=CURVE_LABELS[key])
@@ -209,5 +213,60 @@ def epoch_summary(row: dict, cfg: TrainConfig) -> str:
                       ("val_mdice", "val mDice"), ("val_f1_50", "val F1")):
         if key in row:
             parts.append(f"{name} {row[key]:.3f}")
+        if key == "train_iou" and ("holdout_fg" in row or "holdout_bg" in row):
+            fg, bg = (_percent(row[k], sep="") if k in row else "n/a"
+                      for k in ("holdout_fg", "holdout_bg"))
+            parts.append(f"held-out fg {fg} bg {bg}")
     parts.append(f"{row.get('epoch_s', 0):.1f}s")
     return " | ".join(parts)
+
+
+def _percent(share: float, sep: str = " ") -> str:
+    """``96 %``; a share just short of 1 keeps a decimal (``99.7 %``, never a false 100 %)."""
+    p = 100 * share
+    return f"{p:.1f}{sep}%" if 99.5 <= p < 100 else f"{p:.0f}{sep}%"
+
+
+def holdout_split(stroke_counts: dict[int, tuple[int, int]]) -> str:
+    """The line saying which strokes a run holds out (``TrainingData.stroke_counts``)."""
+    names = {L.FOREGROUND: "foreground", L.BACKGROUND: "background"}
+    held = sum(h for h, _ in stroke_counts.values())
+    total = sum(n for _, n in stroke_counts.values())
+    parts = [f"{names.get(c, f'class {c - 1}')} {h} of {n}" if h else
+             f"{names.get(c, f'class {c - 1}')} none of {n} (too few to spare)"
+             for c, (h, n) in sorted(stroke_counts.items(), reverse=True)]
+    return (f"held-out strokes: {held} of {total} kept out of training to measure the model "
+            f"({', '.join(parts)})")
+
+
+def holdout_result(result: dict, cfg: TrainConfig) -> str | None:
+    """The end-of-run line on the held-out strokes, from the last epoch's metrics.
+
+    ``result`` is what :func:`s2l_tools.training.engine.fit` returns (``holdout_fg``,
+    ``holdout_bg``, ``holdout_strokes_out``, ``holdout_strokes_all``). None when the
+    run trained no epoch (a finished run resumed).
+    """
+    if cfg.method == "full":
+        return "held-out strokes: off (--method full trains on full masks)"
+    if not cfg.holdout_strokes:
+        return "held-out strokes: off (--holdout-strokes 0)" + (
+            "; --val measured the model" if cfg.val else
+            "; nothing measured the model: give --holdout-strokes 0.1, or --val with full masks")
+    if "holdout_strokes_all" not in result:
+        return None
+    held, total = int(result["holdout_strokes_out"]), int(result["holdout_strokes_all"])
+    if not held:
+        return (f"held-out strokes: n/a (none of {total} strokes could be held out: each "
+                "image keeps one of each class); draw more strokes, or give --val with full "
+                "masks, to measure the model")
+    head = f"held-out strokes ({held} of {total} strokes, never trained on): "
+    fg, bg = result.get("holdout_fg"), result.get("holdout_bg")
+    if fg is not None and bg is not None:
+        return (head + f"{_percent(fg)} of foreground and {_percent(bg)} of background "
+                "pixels right")
+    for share, name, other in ((fg, "foreground", "background"),
+                               (bg, "background", "foreground")):
+        if share is not None:
+            return (head + f"{_percent(share)} of {name} pixels right; {other} n/a (too few "
+                    f"{other} strokes to hold any out)")
+    return head + "not measured"
