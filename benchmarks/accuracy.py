@@ -274,7 +274,8 @@ def train_and_score(run: Path, data: Path, method: str, val: Path, val_stems: li
         crop=args.crop, batch_size=args.batch_size, samples_per_epoch=args.samples_per_epoch,
         lr=args.lr, restart_epochs=args.epochs, seed=seed, device="cpu",
         crf_weight=None if method == "full" else args.crf_weight,
-        checkpoint_every=args.epochs, panel_images=0, tile=512)
+        checkpoint_every=args.epochs, panel_images=0, tile=512,
+        holdout_strokes=0.0)  # every stroke, as the paper and the forest baseline
     load0 = loadavg()
     t = time.perf_counter()
     fit(cfg, console=Console(stderr=True, quiet=not args.verbose))

@@ -20,7 +20,7 @@ strokes, in one of two arms:
 
 Both arms draw strokes the same way; only the places differ. Each round
 retrains with ``s2l-train --from`` (the arm's last run, the short schedule of
-:data:`s2l_tools.cli.train.RETRAIN_SCHEDULE`) and scores the val images
+:func:`s2l_tools.training.config.retrain_settings`) and scores the val images
 (IoU, as benchmarks/accuracy.py scores them). At the end the suggest arm's
 strokes are also trained from scratch with the round-0 budget, for the ratio
 "retrained / from scratch". Prints a markdown table; ``--json`` keeps the numbers.
@@ -154,16 +154,17 @@ def base_config(args, data: Path, out: Path):
                        ensemble_every=args.ensemble_every, crop=args.crop,
                        batch_size=args.batch_size, samples_per_epoch=args.samples_per_epoch,
                        lr=args.lr, restart_epochs=args.epochs, seed=args.seed, device="cpu",
-                       checkpoint_every=args.epochs, panel_images=0, tile=512)
+                       checkpoint_every=args.epochs, panel_images=0, tile=512,
+                       holdout_strokes=0.0)
 
 
 def retrain_config(args, data: Path, out: Path, prev: Path):
-    from s2l_tools.cli.train import RETRAIN_SCHEDULE
     from s2l_tools.training import rundir
+    from s2l_tools.training.config import retrain_settings
 
-    cfg = rundir.read_config(prev)
-    for k, v in RETRAIN_SCHEDULE.items():
-        setattr(cfg, k, v)
+    cfg = retrain_settings(rundir.read_config(prev))
+    if args.retrain_lr is not None:
+        cfg.lr = args.retrain_lr
     cfg.data, cfg.out, cfg.from_run = str(data), str(out), str(prev)
     return cfg
 
@@ -250,6 +251,8 @@ def get_parser():
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-scratch", action="store_true", help="skip the from-scratch run")
     p.add_argument("--threads", type=int, help="torch threads (default: torch's)")
+    p.add_argument("--retrain-lr", type=float,
+                   help="the --from rounds' lr (default: s2l-train --from's)")
     p.add_argument("--json", type=Path)
     p.add_argument("--verbose", action="store_true")
     return p

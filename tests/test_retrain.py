@@ -9,6 +9,7 @@ import tifffile
 
 from s2l_tools import labels as L
 from s2l_tools.cli import train
+from s2l_tools.training.config import RETRAIN_LR_SCALE
 from s2l_tools.cli.scribbles import main as scribbles_main
 from s2l_tools.data.demo_data import make_demo_dataset
 from s2l_tools.training.checkpoint import load_checkpoint
@@ -71,7 +72,16 @@ def test_from_run_with_new_strokes_and_a_new_image(first, tmp_path, capsys):
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["from_run"] == str(run) and cfg["crop"] == 32 and cfg["epochs"] == 2
     assert cfg["warmup_epochs"] == 1 and cfg["fast_start"] == "none"
+    run_cfg = json.loads((run / "config.json").read_text())
+    assert cfg["lr"] == pytest.approx(run_cfg["lr"] * RETRAIN_LR_SCALE)
     a, b = load_checkpoint(run / "checkpoint.pt"), load_checkpoint(out / "checkpoint.pt")
+    # Adam's moments carried on: the step count goes on from RUN's
+    steps = lambda ck: max(float(v["step"]) for v in ck["optimizer"]["state"].values())
+    assert steps(b) > steps(a)
+    # a round from a round keeps its rate (no compounding)
+    out3 = tmp_path / "run3"
+    assert train.main([str(new), "--out", str(out3), "--from", str(out), "--epochs", "1"]) == 0
+    assert json.loads((out3 / "config.json").read_text())["lr"] == pytest.approx(cfg["lr"])
     assert b["epoch"] == 2 and len(b["history"]) == 2  # a new schedule, counted from 0
     assert b["ema"]["n_updates"].tolist() == [2, 2, 2, 2]  # kept/predicted + 1 ensemble
     stems = [e["stem"] for e in json.loads((out / "inputs.json").read_text())["images"]]

@@ -11,15 +11,11 @@ from dataclasses import fields
 from pathlib import Path
 
 from s2l_tools.cli._common import make_parser, run
-from s2l_tools.training.config import (ENCODERS, FAST_STARTS, METHODS, PRESETS, STORES,
-                                       TrainConfig, setting_type)
+from s2l_tools.training.config import (ENCODERS, FAST_STARTS, METHODS, PRESETS,
+                                       RETRAIN_LR_SCALE, RETRAIN_SCHEDULE, STORES,
+                                       TrainConfig, retrain_settings, setting_type)
 from s2l_tools.errors import S2LError
 
-#: ``s2l-train --from RUN``: the short schedule of a retraining round on top of RUN's
-#: settings (flags given on the command line win): one epoch of warm-up on the new
-#: strokes, then S2L with RUN's EMA store (no fast start: the store is RUN's).
-RETRAIN_SCHEDULE: dict = dict(epochs=6, warmup_epochs=1, ensemble_every=1, restart_epochs=6,
-                              checkpoint_every=6, fast_start="none")
 
 _HELP = {
     "val": "validation dataset with masks/ (scored every --val-every epochs)",
@@ -108,7 +104,8 @@ def get_parser():
                         help="start from an earlier run's weights and EMA store, with its "
                         "settings and a short schedule (" + ", ".join(
                             f"{k.replace('_', '-')} {v}" for k, v in RETRAIN_SCHEDULE.items())
-                        + "): after new strokes; images whose strokes changed have their "
+                        + f", --lr x {RETRAIN_LR_SCALE} of RUN's): after new strokes; images "
+                        "whose strokes changed have their "
                         "maps reset where the strokes disagree, new images are predicted")
     parser.add_argument("--preset", choices=sorted(PRESETS),
                         help="a budget chosen as a whole; flags given on the command line win. "
@@ -160,9 +157,8 @@ def config_from_args(args) -> TrainConfig:
         if cfg is None:
             raise S2LError(f"--from {args.from_run}: no {rundir.CONFIG} there; give the run "
                            "folder of an earlier s2l-train")
+        cfg = retrain_settings(cfg)
         cfg.data, cfg.out = "", ""  # DATA and --out are this run's
-        for name, value in RETRAIN_SCHEDULE.items():
-            setattr(cfg, name, value)
     if args.resume:
         if args.out is None:
             raise S2LError("--resume needs --out RUN (the run folder to continue)")

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 from s2l_tools.errors import S2LError
@@ -45,6 +45,17 @@ PRESETS: dict[str, dict] = {
                   epochs=200, warmup_epochs=100, ensemble_every=5, lr=3e-4, restart_epochs=50,
                   fast_start="none", crf_weight=None),
 }
+
+
+#: ``s2l-train --from RUN``: the short schedule of a retraining round on top of RUN's
+#: settings (flags given on the command line win): one epoch of warm-up on the new
+#: strokes, then S2L with RUN's EMA store (no fast start: the store is RUN's).
+RETRAIN_SCHEDULE: dict = dict(epochs=6, warmup_epochs=1, ensemble_every=1, restart_epochs=6,
+                              checkpoint_every=6, fast_start="none")
+#: ``--from``: the peak learning rate of a retraining round, as a share of RUN's (once:
+#: a run that was itself retrained keeps its rate), so that a few epochs on new strokes
+#: refine RUN's model rather than shake it (benchmarks/loop.py, docs/benchmarks.md)
+RETRAIN_LR_SCALE = 0.3
 
 
 @dataclass
@@ -261,3 +272,18 @@ def _check_type(name: str, value, default, source: str) -> None:
                  str: "a text"}[want]
         raise S2LError(f"{source}: \"{name}\": {json.dumps(value)} ({kind_of(value)}) is not "
                        f"{words}; fix --{name.replace('_', '-')} in the file")
+
+
+def retrain_settings(cfg: TrainConfig) -> TrainConfig:
+    """RUN's settings (``cfg``, read from its config.json) for a ``--from RUN`` round.
+
+    :data:`RETRAIN_SCHEDULE` on top, and the learning rate times
+    :data:`RETRAIN_LR_SCALE` unless RUN was itself a retraining round. Returns a
+    new config; ``data``, ``out`` and ``from_run`` are left to the caller.
+    """
+    new = replace(cfg)
+    if not cfg.from_run:
+        new.lr = cfg.lr * RETRAIN_LR_SCALE
+    for name, value in RETRAIN_SCHEDULE.items():
+        setattr(new, name, value)
+    return new

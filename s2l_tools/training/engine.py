@@ -291,8 +291,10 @@ def start_from(state: TrainState, run, cfg: TrainConfig, data: TrainingData, ctx
                *, device, amp_dtype, tile) -> str:
     """``--from RUN``: start ``state`` from RUN's weights and EMA store; return a summary.
 
-    The model takes RUN's latest weights (the optimiser and schedule start
-    afresh). Each image of ``data`` that RUN trained on, at the same size,
+    The model takes RUN's latest weights and the optimiser RUN's moments (Adam's
+    running averages, so the first steps on the new strokes are not the jolt of a
+    fresh Adam: every weight moved by the full learning rate); the schedule starts
+    afresh (:func:`s2l_tools.training.config.retrain_settings`). Each image of ``data`` that RUN trained on, at the same size,
     takes RUN's EMA map; where its scribbles changed, the map is reset to 0.5
     where the strokes contradict it (:func:`s2l_tools.training.ema.forget_disagreement`).
     Every other image (new, or RUN kept no map for it: a pce run) gets the
@@ -317,6 +319,11 @@ def start_from(state: TrainState, run, cfg: TrainConfig, data: TrainingData, ctx
         raise S2LError(f"{cfg.data}: images of {data.in_channels} channel(s), the model in {run} "
                        f"takes {channels}; give images like RUN's (or the --channel it used)")
     state.model.load_state_dict(ckpt["model"])
+    saved = ckpt.get("optimizer") or {}
+    groups = state.optimizer.state_dict()
+    if [len(g["params"]) for g in saved.get("param_groups", [])] == [
+            len(g["params"]) for g in groups["param_groups"]]:
+        state.optimizer.load_state_dict({**groups, "state": saved.get("state", {})})
     record = ckpt.get("inputs") or rundir.read_inputs(run)
     old_maps: dict[str, tuple[np.ndarray, str]] = {}
     if record is not None and ckpt.get("config", {}).get("method") == "s2l":
