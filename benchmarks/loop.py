@@ -165,6 +165,7 @@ def retrain_config(args, data: Path, out: Path, prev: Path):
     cfg = retrain_settings(rundir.read_config(prev))
     if args.retrain_lr is not None:
         cfg.lr = args.retrain_lr
+    cfg.holdout_strokes = 0.0  # every stroke, as in round 0
     cfg.data, cfg.out, cfg.from_run = str(data), str(out), str(prev)
     return cfg
 
@@ -259,8 +260,6 @@ def get_parser():
 
 
 def main(argv=None) -> int:
-    import tifffile
-
     from s2l_tools.data.synth import image_seed, synthesize_scribbles
     from s2l_tools.errors import S2LWarning
     from s2l_tools.io.images import read_labels

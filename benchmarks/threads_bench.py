@@ -22,7 +22,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 _CHILD = r"""
 import json, statistics, sys, time, torch

@@ -20,3 +20,15 @@ def pytest_runtest_makereport(item, call):
             and any(item.get_closest_marker(m) for m in REQUIRED_IN_CI)):
         report.outcome = "failed"
         report.longrepr = f"skipped under CI, but this test must run there: {report.longrepr}"
+
+
+@pytest.fixture(scope="module")
+def demo_train(tmp_path_factory):
+    """Three small demo images (64 x 64) with their ROI scribbles converted: a training folder."""
+    from s2l_tools.cli.scribbles import main as scribbles_main
+    from s2l_tools.data.demo_data import make_demo_dataset
+
+    root = tmp_path_factory.mktemp("ds")
+    make_demo_dataset(root, n_train=3, n_val=0, shape=(64, 64), seed=3)
+    assert scribbles_main([str(root / "train")]) == 0
+    return root / "train"

@@ -17,9 +17,7 @@ import torch
 
 from s2l_tools.cli import train
 from s2l_tools.training.checkpoint import load_checkpoint
-from s2l_tools.data.demo_data import make_demo_dataset
 from s2l_tools.errors import S2LError
-from s2l_tools.cli.scribbles import main as scribbles_main
 
 TINY = ["--encoder", "resnet18", "--crop", "32", "--batch-size", "4", "--samples-per-epoch",
         "4", "--warmup-epochs", "1", "--ensemble-every", "1", "--checkpoint-every", "2",
@@ -27,11 +25,8 @@ TINY = ["--encoder", "resnet18", "--crop", "32", "--batch-size", "4", "--samples
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("ds")
-    make_demo_dataset(root, n_train=3, n_val=0, shape=(64, 64), seed=3)
-    assert scribbles_main([str(root / "train")]) == 0
-    return root / "train"
+def data(demo_train):
+    return demo_train
 
 
 def _free_port() -> int:

@@ -14,8 +14,6 @@ from scipy import ndimage
 
 from s2l_tools import labels as L
 from s2l_tools.cli import train
-from s2l_tools.cli.scribbles import main as scribbles_main
-from s2l_tools.data.demo_data import make_demo_dataset
 from s2l_tools.data.holdout import count_strokes, split_strokes
 from s2l_tools.training.config import TrainConfig
 from s2l_tools.training.data import array_digest, load_training_data
@@ -104,11 +102,8 @@ def test_diagonal_pixels_are_one_stroke_and_edge_cases():
 
 # ------------------------------------------------------------------ in the training data
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("ds")
-    make_demo_dataset(root, n_train=3, n_val=0, shape=(64, 64), seed=3)
-    assert scribbles_main([str(root / "train")]) == 0
-    return root / "train"
+def data(demo_train):
+    return demo_train
 
 
 def test_training_data_holds_out_and_keeps_the_users_digests(data):
