@@ -109,10 +109,10 @@ def get_parser():
                         "maps reset where the strokes disagree, new images are predicted")
     parser.add_argument("--preset", choices=sorted(PRESETS),
                         help="a budget chosen as a whole; flags given on the command line win. "
-                        "laptop: resnet18, crop 128, batch 8, 128 crops x 30 epochs (warm-up "
-                        "15), ensemble every 3, lr 1e-3, --fast-start forest+grabcut, "
-                        "--crf-weight 5: 5-27 min on 2 CPU cores for 40 small images "
-                        "(docs/benchmarks.md). paper: the "
+                        "laptop: resnet18, crop 128, batch 8, 128 crops x 12 epochs (warm-up "
+                        "6), ensemble every 2, lr 1e-3, --fast-start forest+grabcut, "
+                        "--crf-weight 5: 5 min on 2 idle CPU cores (no AVX-512) for 40 small "
+                        "images (docs/benchmarks.md). paper: the "
                         "paper's settings (the defaults; resnet34, crop 256, batch 30, 200 "
                         "epochs), for a GPU")
     defaults = TrainConfig()
