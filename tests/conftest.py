@@ -9,6 +9,8 @@ import os
 
 import pytest
 
+from _demo import scribbled_demo
+
 REQUIRED_IN_CI = ("imagej", "cellprofiler")
 
 
@@ -24,11 +26,5 @@ def pytest_runtest_makereport(item, call):
 
 @pytest.fixture(scope="module")
 def demo_train(tmp_path_factory):
-    """Three small demo images (64 x 64) with their ROI scribbles converted: a training folder."""
-    from s2l_tools.cli.scribbles import main as scribbles_main
-    from s2l_tools.data.demo_data import make_demo_dataset
-
-    root = tmp_path_factory.mktemp("ds")
-    make_demo_dataset(root, n_train=3, n_val=0, shape=(64, 64), seed=3)
-    assert scribbles_main([str(root / "train")]) == 0
-    return root / "train"
+    """Three small demo images with their scribbles: a training folder."""
+    return scribbled_demo(tmp_path_factory) / "train"

@@ -8,10 +8,9 @@ import pytest
 from s2l_tools.cli import train
 from s2l_tools.training.checkpoint import load_checkpoint
 from s2l_tools.training.config import PRESETS, TrainConfig
-from s2l_tools.data.demo_data import make_demo_dataset
 from s2l_tools.errors import S2LError
 from s2l_tools.classic.forest import ForestSettings, fit_forest, forest_probability, pixel_features
-from s2l_tools.cli.scribbles import main as scribbles_main
+from _demo import scribbled_demo
 
 SMALL = ForestSettings(n_estimators=20, sigma_max=4)
 
@@ -77,10 +76,7 @@ def test_forest_caps_training_pixels():
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("ds")
-    make_demo_dataset(root, n_train=3, n_val=1, shape=(64, 64), seed=3)
-    assert scribbles_main([str(root / "train")]) == 0
-    return root
+    return scribbled_demo(tmp_path_factory, n_val=1)
 
 
 TINY = ["--encoder", "resnet18", "--crop", "32", "--batch-size", "2", "--samples-per-epoch",

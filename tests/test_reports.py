@@ -11,6 +11,7 @@ import pytest
 from s2l_tools.training import reports
 from s2l_tools.training.data import TrainingData
 from s2l_tools.training.ema import EmaStore
+from _demo import scribbled_demo
 
 ROOT = Path(__file__).parents[1]
 
@@ -85,13 +86,7 @@ def test_curves_are_labelled_in_words_with_the_warmup_marked():
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
-    from s2l_tools.cli.scribbles import main as scribbles_main
-    from s2l_tools.data.demo_data import make_demo_dataset
-
-    root = tmp_path_factory.mktemp("ds")
-    make_demo_dataset(root, n_train=2, n_val=1, shape=(64, 64), seed=3)
-    assert scribbles_main([str(root / "train")]) == 0
-    return root
+    return scribbled_demo(tmp_path_factory, n_train=2, n_val=1)
 
 
 def test_last_panel_written_and_epoch_line_is_one_line(data_dir, tmp_path, capsys):

@@ -17,6 +17,7 @@ from s2l_tools.cli import train
 from s2l_tools.training.checkpoint import load_checkpoint
 from s2l_tools.data.demo_data import make_demo_dataset
 from s2l_tools.cli.scribbles import main as scribbles_main
+from _demo import scribbled_demo
 
 TINY = ["--encoder", "resnet18", "--crop", "32", "--batch-size", "2", "--samples-per-epoch",
         "4", "--warmup-epochs", "1", "--ensemble-every", "1", "--checkpoint-every", "2",
@@ -25,10 +26,7 @@ TINY = ["--encoder", "resnet18", "--crop", "32", "--batch-size", "2", "--samples
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("ds")
-    make_demo_dataset(root, n_train=3, n_val=2, shape=(64, 64), seed=3)
-    assert scribbles_main([str(root / "train")]) == 0
-    return root
+    return scribbled_demo(tmp_path_factory, n_val=2)
 
 
 def test_run_writes_reports(data, tmp_path, capsys):
