@@ -36,7 +36,7 @@ def to_bgr8(image: np.ndarray) -> np.ndarray:
 
 
 def grabcut_proposal(image_bgr8: np.ndarray, scribble: np.ndarray, *, near: int = 5,
-                     iterations: int = 5) -> np.ndarray:
+                     iterations: int = 5, seed: int = 0) -> np.ndarray:
     """Foreground (bool) of ``cv2.grabCut`` initialised from a scribble mask.
 
     Parameters
@@ -49,6 +49,10 @@ def grabcut_proposal(image_bgr8: np.ndarray, scribble: np.ndarray, *, near: int 
         Probable foreground within this many pixels of a foreground scribble (0: none).
     iterations : int
         GrabCut iterations.
+    seed : int
+        Seeds OpenCV's random generator of the calling thread (GrabCut's k-means
+        draws from it), so the same image and scribbles give the same proposal
+        whatever ran before in that thread.
 
     Returns
     -------
@@ -69,5 +73,6 @@ def grabcut_proposal(image_bgr8: np.ndarray, scribble: np.ndarray, *, near: int 
     mask[bg] = cv2.GC_BGD
     mask[fg] = cv2.GC_FGD
     bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
+    cv2.setRNGSeed(int(seed))
     cv2.grabCut(image_bgr8, mask, None, bgd, fgd, iterations, cv2.GC_INIT_WITH_MASK)
     return (mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD)

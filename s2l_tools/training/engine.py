@@ -264,24 +264,35 @@ def fast_start(store, data: TrainingData, ctx: Context, *, kind: str, seed: int)
     the same seeded forest on every rank); 'grabcut': each image's GrabCut
     proposal (:mod:`s2l_tools.classic.grabcut`) as 0 / 1; 'forest+grabcut': their mean,
     so a pixel is confident only where both agree. Each rank computes its share
-    of the images as :func:`ensemble_step` does. Returns the seconds it took.
+    of the images as :func:`ensemble_step` does, on as many threads as torch has
+    (GrabCut and the forest's trees release the GIL; the maps do not depend on the
+    thread count). Returns the seconds it took.
     """
+    from concurrent.futures import ThreadPoolExecutor
+
     from s2l_tools.classic.forest import ForestSettings, fit_forest, forest_probability
     from s2l_tools.classic.grabcut import grabcut_proposal, to_bgr8
 
     t = time.perf_counter()
-    settings = ForestSettings(n_jobs=torch.get_num_threads())
-    forest = (fit_forest(data.images, data.scribbles, settings=settings, seed=seed)
-              if "forest" in kind else None)
-    mine, owners = _my_images(store, len(data.images), ctx)
-    for i in mine:
+    threads = max(1, torch.get_num_threads())
+    forest = (fit_forest(data.images, data.scribbles, settings=ForestSettings(n_jobs=threads),
+                         seed=seed) if "forest" in kind else None)
+    if forest is not None:
+        forest.set_params(n_jobs=1)  # the images are spread over the threads instead
+
+    def first_map(i: int) -> np.ndarray:
         maps = []
         if forest is not None:
-            maps.append(forest_probability(forest, data.images[i], settings=settings))
+            maps.append(forest_probability(forest, data.images[i]))
         if "grabcut" in kind:
-            maps.append(grabcut_proposal(to_bgr8(data.images[i]), data.scribbles[i])
+            maps.append(grabcut_proposal(to_bgr8(data.images[i]), data.scribbles[i], seed=seed)
                         .astype(np.float32))
-        store.update(i, np.mean(maps, axis=0))
+        return np.mean(maps, axis=0)
+
+    mine, owners = _my_images(store, len(data.images), ctx)
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        for i, first in zip(mine, pool.map(first_map, mine)):
+            store.update(i, first)
     if not store.is_shard:
         ctx.sync_store(store, owners)
     return time.perf_counter() - t
