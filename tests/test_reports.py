@@ -103,6 +103,9 @@ def test_last_panel_written_and_epoch_line_is_one_line(data_dir, tmp_path, capsy
     assert len(lines) == 2, err
     for line in lines:
         assert "L_sp" in line and "val IoU" in line and re.search(r"\d+\.\ds$", line), line
+    # every other message of the run (held-out strokes, thread changes) is one line too
+    held = [line for line in err.splitlines() if line.startswith("held-out strokes")]
+    assert held and all(line.rstrip().endswith(("right", ")")) for line in held), err
     # the ensemble pass after the last epoch is skipped; its panel is still written
     assert (out / "panels" / "epoch_0001.png").stat().st_size > 0
     assert (out / "panels" / "epoch_0002.png").stat().st_size > 0

@@ -594,7 +594,7 @@ def fit(cfg: TrainConfig, *, resume: bool = False, ctx: Context | None = None,
     ctx = ctx or Context()
     cfg.validate()
     out = Path(cfg.out)
-    console = console or Console(stderr=True, quiet=not ctx.is_main)
+    console = console or Console(stderr=True, quiet=not ctx.is_main, soft_wrap=True)
     device = ctx.device(cfg.device)
     # the thread count changes float rounding: --deterministic keeps it fixed
     threads = (CpuThreads(cfg.threads or (usable_cpus() if cfg.deterministic else None))
@@ -686,7 +686,7 @@ def fit(cfg: TrainConfig, *, resume: bool = False, ctx: Context | None = None,
         for epoch in range(state.epoch, cfg.epochs):
             te = time.perf_counter()
             if threads is not None and (line := threads.update()):
-                console.print(line, highlight=False)
+                console.print(line, highlight=False, soft_wrap=True)
             after_warmup = epoch >= cfg.warmup_epochs
             # a fast start fills the store before epoch 1: its pseudo-labels act at once,
             # and the network's own predictions join the store after the warm-up
