@@ -274,6 +274,7 @@ def train_and_score(run: Path, data: Path, method: str, val: Path, val_stems: li
         crop=args.crop, batch_size=args.batch_size, samples_per_epoch=args.samples_per_epoch,
         lr=args.lr, restart_epochs=args.epochs, seed=seed, device="cpu",
         crf_weight=None if method == "full" else args.crf_weight,
+        grabcut_agreement=args.grabcut_agreement,
         checkpoint_every=args.epochs, panel_images=0, tile=512,
         holdout_strokes=0.0)  # every stroke, as the paper and the forest baseline
     load0 = loadavg()
@@ -465,6 +466,9 @@ def get_parser():
                    "s2lg,s2lfg,full (forest: random-forest pixel classifier; rloss: pCE + CRF "
                    "loss; s2lf / s2lg / s2lfg: S2L with --fast-start forest / grabcut / "
                    "forest+grabcut)")
+    p.add_argument("--grabcut-agreement", type=float, default=0.4,
+                   help="s2l-train --grabcut-agreement for s2lfg (s2l-train's default); runs "
+                   "with more than 0 are named ..._gaX (the runs before it existed: 0)")
     p.add_argument("--crf-weight", type=float,
                    help="s2l-train --crf-weight for every method but full and forest (default: "
                    "the method's: 5 for rloss, 0 for the others); runs are named ..._crfX")
@@ -554,7 +558,9 @@ def main(argv=None) -> int:
                     bg_tag = "_hand"
                 crf_tag = f"_crf{args.crf_weight:g}" if args.crf_weight is not None and \
                     method not in ("full", "forest", "grabcut") else ""
-                run = base / tag / f"{method}_r{ratio}_s{seed}{bg_tag}{crf_tag}"
+                ga_tag = f"_ga{args.grabcut_agreement:g}" if method == "s2lfg" and \
+                    args.grabcut_agreement > 0 else ""
+                run = base / tag / f"{method}_r{ratio}_s{seed}{bg_tag}{crf_tag}{ga_tag}"
                 done = run / "result.json"
                 if done.exists():
                     res = json.loads(done.read_text())

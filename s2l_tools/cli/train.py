@@ -24,7 +24,12 @@ _HELP = {
               "al. 2018), full (full masks; an upper bound)",
     "fast_start": "forest: a random-forest pixel classifier (as ilastik/Labkit) trained on the "
                   "scribbles gives the EMA store its first map, so pseudo-labels act from "
-                  "epoch 1 (--method s2l only); none: the paper's warm-up on scribbles alone",
+                  "epoch 1 (--method s2l only); grabcut: each image's GrabCut proposal; "
+                  "forest+grabcut: their mean (confident only where both agree); none: the "
+                  "paper's warm-up on scribbles alone",
+    "grabcut_agreement": "--fast-start forest+grabcut: an image keeps GrabCut's proposal only "
+                         "where its foreground overlaps the forest's by this much (IoU); "
+                         "elsewhere the forest alone (0: GrabCut everywhere)",
     "encoder": "U-Net encoder",
     "encoder_weights": "ImageNet weights for the encoder: 'imagenet' (torchvision's, fetched "
                        "once into torch's cache and used from there offline), a URL, or a "

@@ -67,6 +67,8 @@ class TrainConfig:
     val: str | None = None
     method: str = "s2l"
     fast_start: str = "none"
+    # --fast-start forest+grabcut: an image keeps GrabCut only where it overlaps the forest this much
+    grabcut_agreement: float = 0.4
     encoder: str = "resnet34"
     encoder_weights: str | None = None
     channel: int | None = None
@@ -139,7 +141,8 @@ class TrainConfig:
                 f"pseudo-label would ever be used; give --warmup-epochs {self.epochs // 2} "
                 "(half the epochs, as the paper) or raise --epochs")
         for name in ("ema_alpha", "threshold", "pseudo_weight", "crf_weight", "lr",
-                     "weight_decay", "decoder_lr_mult", "holdout_strokes"):
+                     "weight_decay", "decoder_lr_mult", "holdout_strokes",
+                     "grabcut_agreement"):
             value = getattr(self, name)
             if value is not None and not math.isfinite(value):
                 bad(name, "must be a finite number")
@@ -154,6 +157,8 @@ class TrainConfig:
         if self.crf_weight and self.method == "full":
             bad("crf_weight", "regularises learning from scribbles; --method full has full "
                 "masks: drop --crf-weight")
+        if not 0 <= self.grabcut_agreement <= 1:
+            bad("grabcut_agreement", "must be in [0, 1] (an overlap; 0: keep GrabCut everywhere)")
         if not 0 <= self.holdout_strokes < 1:
             bad("holdout_strokes", "must be in [0, 1) (a share of the strokes; 0: off)")
         if self.lr <= 0:

@@ -256,22 +256,22 @@ def measure_holdout(model, data: TrainingData, ctx: Context, *, device, amp_dtyp
     return _holdout_scores(dict(zip(_HOLDOUT_KEYS, held.tolist())), ctx)
 
 
-def fast_start(store, data: TrainingData, ctx: Context, *, kind: str, seed: int) -> float:
+def fast_start(store, data: TrainingData, ctx: Context, *, kind: str, seed: int,
+               min_agreement: float) -> tuple[float, str]:
     """``--fast-start``: the EMA store's first map from classic segmentation of the scribbles.
 
-    ``kind`` 'forest': a random-forest pixel classifier's foreground probability
-    (:mod:`s2l_tools.classic.forest`, trained on the scribbles of every training image:
-    the same seeded forest on every rank); 'grabcut': each image's GrabCut
-    proposal (:mod:`s2l_tools.classic.grabcut`) as 0 / 1; 'forest+grabcut': their mean,
-    so a pixel is confident only where both agree. Each rank computes its share
-    of the images as :func:`ensemble_step` does, on as many threads as torch has
-    (GrabCut and the forest's trees release the GIL; the maps do not depend on the
-    thread count). Returns the seconds it took.
+    ``kind`` 'forest', 'grabcut' or 'forest+grabcut' (:mod:`s2l_tools.classic.start`;
+    the forest is trained on the scribbles of every training image: the same seeded
+    forest on every rank). Each rank computes its share of the images as
+    :func:`ensemble_step` does, on as many threads as torch has (GrabCut and the
+    forest's trees release the GIL; the maps do not depend on the thread count).
+    Returns the seconds it took and, for 'forest+grabcut', a note on the images whose
+    GrabCut proposal was dropped ('' otherwise).
     """
     from concurrent.futures import ThreadPoolExecutor
 
-    from s2l_tools.classic.forest import ForestSettings, fit_forest, forest_probability
-    from s2l_tools.classic.grabcut import grabcut_proposal, to_bgr8
+    from s2l_tools.classic.forest import ForestSettings, fit_forest
+    from s2l_tools.classic.start import first_map
 
     t = time.perf_counter()
     threads = max(1, torch.get_num_threads())
@@ -280,22 +280,23 @@ def fast_start(store, data: TrainingData, ctx: Context, *, kind: str, seed: int)
     if forest is not None:
         forest.set_params(n_jobs=1)  # the images are spread over the threads instead
 
-    def first_map(i: int) -> np.ndarray:
-        maps = []
-        if forest is not None:
-            maps.append(forest_probability(forest, data.images[i]))
-        if "grabcut" in kind:
-            maps.append(grabcut_proposal(to_bgr8(data.images[i]), data.scribbles[i], seed=seed)
-                        .astype(np.float32))
-        return np.mean(maps, axis=0)
+    def one(i: int):
+        return first_map(data.images[i], data.scribbles[i], forest=forest,
+                         grabcut="grabcut" in kind, seed=seed, min_agreement=min_agreement)
 
     mine, owners = _my_images(store, len(data.images), ctx)
+    dropped = 0
     with ThreadPoolExecutor(max_workers=threads) as pool:
-        for i, first in zip(mine, pool.map(first_map, mine)):
+        for i, (first, used_grabcut) in zip(mine, pool.map(one, mine)):
             store.update(i, first)
+            dropped += kind == "forest+grabcut" and not used_grabcut
+    if ctx.world_size > 1:  # a collective: every rank calls it
+        dropped = round(ctx.mean({"dropped": float(dropped)})["dropped"] * ctx.world_size)
     if not store.is_shard:
         ctx.sync_store(store, owners)
-    return time.perf_counter() - t
+    note = (f"; GrabCut dropped on {dropped} image(s) where it disagreed with the forest "
+            f"(foreground IoU < {min_agreement:g}): the forest alone there" if dropped else "")
+    return time.perf_counter() - t, note
 
 
 def start_from(state: TrainState, run, cfg: TrainConfig, data: TrainingData, ctx: Context,
@@ -663,9 +664,10 @@ def fit(cfg: TrainConfig, *, resume: bool = False, ctx: Context | None = None,
     # --from: the store is the earlier run's, so the warm-up trains on the strokes alone
     fast = cfg.fast_start != "none" and not cfg.from_run
     if fast and ckpt_path is None:
-        seconds = fast_start(store, data, ctx, kind=cfg.fast_start, seed=cfg.seed)
+        seconds, note = fast_start(store, data, ctx, kind=cfg.fast_start, seed=cfg.seed,
+                                   min_agreement=cfg.grabcut_agreement)
         console.print(f"fast start: {cfg.fast_start} pseudo-labels for {len(data.images)} "
-                      f"image(s) in {seconds:.1f} s")
+                      f"image(s) in {seconds:.1f} s{note}")
     train_model = ctx.wrap_model(model)
     # --method full: the masks were loaded as "scribbles" on every pixel, so the
     # scribble loss is the full cross entropy
