@@ -41,7 +41,7 @@ def foreground_agreement(a: np.ndarray, b: np.ndarray) -> float:
     """
     a, b = np.asarray(a, bool), np.asarray(b, bool)
     union = np.count_nonzero(a | b)
-    return 1.0 if union == 0 else np.count_nonzero(a & b) / union
+    return 1.0 if union == 0 else int(np.count_nonzero(a & b)) / int(union)
 
 
 def first_map(image: np.ndarray, scribble: np.ndarray, *, forest=None, grabcut: bool = False,
