@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import torch
 import pytest
 
 from s2l_tools.cli import train
@@ -89,7 +90,9 @@ def test_fast_start_pseudo_labels_from_epoch_one(data, tmp_path, capsys, kind):
     # a warm-up longer than the run: without a fast start no pseudo-label would act
     assert train.main([str(data / "train"), "--out", str(out), "--epochs", "2",
                        "--warmup-epochs", "5", "--fast-start", kind, *TINY]) == 0
-    assert f"fast start: {kind} pseudo-labels for 3 image(s)" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"fast start: {kind} pseudo-labels for 3 image(s)" in err
+    assert ("(GrabCut kept: " in err) == (kind == "forest+grabcut")
     ck = load_checkpoint(out / "checkpoint.pt")
     assert all(row["coverage"] > 0.5 for row in ck["history"])
     # the forest's map is the store's only update: the network's join after the warm-up
@@ -100,6 +103,20 @@ def test_fast_start_pseudo_labels_from_epoch_one(data, tmp_path, capsys, kind):
                        "--warmup-epochs", "5", *TINY]) == 1
     assert "--warmup-epochs 5: longer than the run" in capsys.readouterr().err
     assert not plain.exists()
+
+
+def test_forest_grabcut_start_leaves_grabcut_out_below_the_agreement(data, tmp_path, capsys):
+    """--grabcut-agreement above what GrabCut and the forest share: the forest's map alone."""
+    runs = {}
+    for name, extra in (("forest", ["--fast-start", "forest"]),
+                        ("both", ["--fast-start", "forest+grabcut", "--grabcut-agreement", "1"])):
+        runs[name] = tmp_path / name
+        assert train.main([str(data / "train"), "--out", str(runs[name]), "--epochs", "1",
+                           "--warmup-epochs", "5", "--seed", "3", *extra, *TINY]) == 0
+    assert "(GrabCut left out: its foreground and the forest's overlap by IoU" in \
+        capsys.readouterr().err
+    maps = [load_checkpoint(runs[n] / "checkpoint.pt")["ema"]["maps"] for n in ("forest", "both")]
+    assert torch.equal(maps[0], maps[1])
 
 
 def test_fast_start_resume_keeps_store(data, tmp_path):

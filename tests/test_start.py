@@ -1,10 +1,11 @@
-"""The fast start's first map (s2l_tools.classic.start): GrabCut dropped where it fails."""
+"""The fast start's first map (s2l_tools.classic.start): GrabCut left out where it fails."""
 
 import numpy as np
 import pytest
 
-from s2l_tools.classic.forest import fit_forest
-from s2l_tools.classic.start import first_map, foreground_agreement
+from s2l_tools.classic.forest import ForestSettings, fit_forest
+from s2l_tools.classic.start import (classic_maps, combine, foreground_agreement, keep_grabcut,
+                                     sample_images)
 
 
 def _cells(seed, texture=0.0):
@@ -25,53 +26,54 @@ def _cells(seed, texture=0.0):
     return np.clip(image, 0, 1)[None].astype(np.float32), scr, truth
 
 
-def test_agreement():
+def _iou(a, truth):
+    return (a & truth).sum() / (a | truth).sum()
+
+
+def test_agreement_sample_and_rule():
     a = np.zeros((4, 4), bool)
     assert foreground_agreement(a, a) == 1.0
-    b = a.copy(); b[0] = True
+    b = a.copy()
+    b[0] = True
     assert foreground_agreement(a, b) == 0.0 and foreground_agreement(b, b) == 1.0
+    assert sample_images(100, 32)[0] == 0 and sample_images(100, 32)[-1] == 99
+    assert len(sample_images(100, 32)) == 32 and sample_images(3, 32) == [0, 1, 2]
+    # the median decides, so a few images where GrabCut fails do not drop it
+    assert keep_grabcut([0.8, 0.7, 0.05, 0.6]) and not keep_grabcut([0.1, 0.2, 0.9])
+    assert keep_grabcut([0.1], min_agreement=0) and keep_grabcut([])
 
 
-def test_first_map_kinds_and_the_agreement_rule():
+def test_maps_and_their_mean():
     image, scr, truth = _cells(0)
-    forest = fit_forest([image], [scr], seed=0)
-    forest_only, used = first_map(image, scr, forest=forest)
-    assert not used and forest_only.dtype == np.float32
-    grab, used = first_map(image, scr, grabcut=True)
-    assert used and set(np.unique(grab)) <= {0.0, 1.0}
-    both, used = first_map(image, scr, forest=forest, grabcut=True)
-    # on clean cells the two agree: the mean, confident only where both are
-    assert used and np.allclose(both, (forest_only + grab) / 2)
-    assert ((both > 0.8) & ~truth).sum() <= ((forest_only > 0.8) & ~truth).sum()
-    # demanding more overlap than there is: the forest alone
-    agree = foreground_agreement(forest_only > 0.5, grab > 0.5)
-    alone, used = first_map(image, scr, forest=forest, grabcut=True, min_agreement=agree + 1e-6)
-    assert not used and np.array_equal(alone, forest_only)
-    kept, used = first_map(image, scr, forest=forest, grabcut=True, min_agreement=0)
-    assert used and np.array_equal(kept, both)
-    with pytest.raises(ValueError, match="forest"):
-        first_map(image, scr)
+    forest = fit_forest([image], [scr], settings=ForestSettings(n_estimators=20), seed=0)
+    prob, proposal = classic_maps(image, scr, forest=forest, grabcut=True, seed=0)
+    assert prob.dtype == np.float32 and proposal.dtype == bool
+    assert classic_maps(image, scr, forest=forest)[1] is None
+    assert classic_maps(image, scr, grabcut=True)[0] is None
+    both = combine(prob, proposal)
+    assert np.allclose(both, (prob + proposal) / 2) and np.array_equal(combine(prob, None), prob)
+    assert set(np.unique(combine(None, proposal))) <= {0.0, 1.0}
+    # on clean cells the two agree (the mean is kept), and the mean is confident
+    # on no more background than the forest alone
+    assert foreground_agreement(prob > 0.5, proposal) > 0.8
+    assert ((both > 0.8) & ~truth).sum() <= ((prob > 0.8) & ~truth).sum()
+    # GrabCut is seeded: the same proposal again
+    assert np.array_equal(classic_maps(image, scr, grabcut=True, seed=0)[1], proposal)
+    with pytest.raises(ValueError, match="both"):
+        combine(None, None)
 
 
-def test_first_map_deterministic():
-    image, scr, _ = _cells(1)
-    forest = fit_forest([image], [scr], seed=0)
-    a, _ = first_map(image, scr, forest=forest, grabcut=True, seed=3)
-    b, _ = first_map(image, scr, forest=forest, grabcut=True, seed=3)
-    assert np.array_equal(a, b)
-
-
-def test_grabcut_dropped_where_it_fails():
+def test_grabcut_left_out_where_it_fails():
     """Speckled background: GrabCut's colour model calls it cell (IoU with the truth < 0.2),
-    the forest does not; their mean would veto the forest's cells, the rule keeps them."""
-    image, scr, truth = _cells(0, texture=0.7)
-    forest = fit_forest([image], [scr], seed=0)
-    forest_only, _ = first_map(image, scr, forest=forest)
-    grab, _ = first_map(image, scr, grabcut=True)
-    iou = lambda a: (a & truth).sum() / (a | truth).sum()  # noqa: E731
-    assert iou(grab > 0.5) < 0.2 < 0.8 < iou(forest_only > 0.5)
-    start, used = first_map(image, scr, forest=forest, grabcut=True)
-    assert not used and np.array_equal(start, forest_only)
-    vetoed = (forest_only + grab) / 2  # the start before the rule
-    confident = lambda m: ((m > 0.8) & truth).sum()  # noqa: E731  cells pseudo-labelled
-    assert confident(start) > 0.5 * truth.sum() > confident(vetoed)
+    the forest does not; their mean vetoes the forest's cells, the rule keeps them."""
+    cases = [_cells(k, texture=0.7) for k in range(3)]
+    forest = fit_forest([c[0] for c in cases], [c[1] for c in cases],
+                        settings=ForestSettings(n_estimators=20), seed=0)
+    agree = []
+    for image, scr, truth in cases:
+        prob, proposal = classic_maps(image, scr, forest=forest, grabcut=True)
+        assert _iou(proposal, truth) < 0.2 < 0.8 < _iou(prob > 0.5, truth)
+        agree.append(foreground_agreement(prob > 0.5, proposal))
+        confident = lambda m: ((m > 0.8) & truth).sum()  # noqa: E731  cells pseudo-labelled
+        assert confident(combine(prob, None)) > 0.5 * truth.sum() > confident(combine(prob, proposal))
+    assert not keep_grabcut(agree)

@@ -27,9 +27,10 @@ _HELP = {
                   "epoch 1 (--method s2l only); grabcut: each image's GrabCut proposal; "
                   "forest+grabcut: their mean (confident only where both agree); none: the "
                   "paper's warm-up on scribbles alone",
-    "grabcut_agreement": "--fast-start forest+grabcut: an image keeps GrabCut's proposal only "
-                         "where its foreground overlaps the forest's by this much (IoU); "
-                         "elsewhere the forest alone (0: GrabCut everywhere)",
+    "grabcut_agreement": "--fast-start forest+grabcut: GrabCut is left out (the forest "
+                         "alone) when its foreground and the forest's overlap by less than "
+                         "this (IoU) on the median image, as on brightfield and H&E images "
+                         "(0: always kept)",
     "encoder": "U-Net encoder",
     "encoder_weights": "ImageNet weights for the encoder: 'imagenet' (torchvision's, fetched "
                        "once into torch's cache and used from there offline), a URL, or a "

@@ -67,7 +67,7 @@ class TrainConfig:
     val: str | None = None
     method: str = "s2l"
     fast_start: str = "none"
-    # --fast-start forest+grabcut: an image keeps GrabCut only where it overlaps the forest this much
+    # --fast-start forest+grabcut: GrabCut kept if it overlaps the forest this much (median image)
     grabcut_agreement: float = 0.4
     encoder: str = "resnet34"
     encoder_weights: str | None = None

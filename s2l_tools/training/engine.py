@@ -260,18 +260,19 @@ def fast_start(store, data: TrainingData, ctx: Context, *, kind: str, seed: int,
                min_agreement: float) -> tuple[float, str]:
     """``--fast-start``: the EMA store's first map from classic segmentation of the scribbles.
 
-    ``kind`` 'forest', 'grabcut' or 'forest+grabcut' (:mod:`s2l_tools.classic.start`;
-    the forest is trained on the scribbles of every training image: the same seeded
-    forest on every rank). Each rank computes its share of the images as
-    :func:`ensemble_step` does, on as many threads as torch has (GrabCut and the
-    forest's trees release the GIL; the maps do not depend on the thread count).
-    Returns the seconds it took and, for 'forest+grabcut', a note on the images whose
-    GrabCut proposal was dropped ('' otherwise).
+    ``kind`` 'forest', 'grabcut' or 'forest+grabcut' (:mod:`s2l_tools.classic.start`:
+    the forest is trained on the scribbles of every training image, the same seeded
+    forest on every rank; for 'forest+grabcut', GrabCut is left out when its foreground
+    and the forest's overlap by less than ``min_agreement`` on the median of a sample
+    of the images, the same sample on every rank). Each rank computes its share of the
+    images as :func:`ensemble_step` does, on as many threads as torch has (GrabCut and
+    the forest's trees release the GIL; the maps do not depend on the thread count).
+    Returns the seconds it took and, for 'forest+grabcut', a note on the choice.
     """
     from concurrent.futures import ThreadPoolExecutor
 
+    from s2l_tools.classic import start
     from s2l_tools.classic.forest import ForestSettings, fit_forest
-    from s2l_tools.classic.start import first_map
 
     t = time.perf_counter()
     threads = max(1, torch.get_num_threads())
@@ -280,22 +281,33 @@ def fast_start(store, data: TrainingData, ctx: Context, *, kind: str, seed: int,
     if forest is not None:
         forest.set_params(n_jobs=1)  # the images are spread over the threads instead
 
-    def one(i: int):
-        return first_map(data.images[i], data.scribbles[i], forest=forest,
-                         grabcut="grabcut" in kind, seed=seed, min_agreement=min_agreement)
+    def maps(i: int, grabcut: bool):
+        return start.classic_maps(data.images[i], data.scribbles[i], forest=forest,
+                                  grabcut=grabcut, seed=seed)
 
     mine, owners = _my_images(store, len(data.images), ctx)
-    dropped = 0
+    use_grabcut, note, done = "grabcut" in kind, "", {}
     with ThreadPoolExecutor(max_workers=threads) as pool:
-        for i, (first, used_grabcut) in zip(mine, pool.map(one, mine)):
-            store.update(i, first)
-            dropped += kind == "forest+grabcut" and not used_grabcut
-    if ctx.world_size > 1:  # a collective: every rank calls it
-        dropped = round(ctx.mean({"dropped": float(dropped)})["dropped"] * ctx.world_size)
+        if kind == "forest+grabcut":
+            sample = start.sample_images(len(data.images))
+            done = dict(zip(sample, pool.map(lambda i: maps(i, True), sample)))
+            agree = [start.foreground_agreement(p > 0.5, g) for p, g in done.values()]
+            use_grabcut = start.keep_grabcut(agree, min_agreement)
+            median = float(np.median(agree)) if agree else 1.0
+            note = (f" (GrabCut kept: its foreground and the forest's overlap by IoU "
+                    f"{median:.2f} on the median image)" if use_grabcut else
+                    f" (GrabCut left out: its foreground and the forest's overlap by IoU "
+                    f"{median:.2f} on the median image, under --grabcut-agreement "
+                    f"{min_agreement:g}; the forest alone)")
+
+        def first(i: int) -> np.ndarray:
+            prob, proposal = done[i] if i in done else maps(i, use_grabcut)
+            return start.combine(prob, proposal if use_grabcut else None)
+
+        for i, first_map in zip(mine, pool.map(first, mine)):
+            store.update(i, first_map)
     if not store.is_shard:
         ctx.sync_store(store, owners)
-    note = (f"; GrabCut dropped on {dropped} image(s) where it disagreed with the forest "
-            f"(foreground IoU < {min_agreement:g}): the forest alone there" if dropped else "")
     return time.perf_counter() - t, note
 
 
@@ -667,7 +679,7 @@ def fit(cfg: TrainConfig, *, resume: bool = False, ctx: Context | None = None,
         seconds, note = fast_start(store, data, ctx, kind=cfg.fast_start, seed=cfg.seed,
                                    min_agreement=cfg.grabcut_agreement)
         console.print(f"fast start: {cfg.fast_start} pseudo-labels for {len(data.images)} "
-                      f"image(s) in {seconds:.1f} s{note}")
+                      f"image(s) in {seconds:.1f} s{note}", highlight=False)
     train_model = ctx.wrap_model(model)
     # --method full: the masks were loaded as "scribbles" on every pixel, so the
     # scribble loss is the full cross entropy
