@@ -195,3 +195,218 @@ def test_fill_holes_matches_filling_every_object():
         got = fill_holes_per_object(labels)
         assert (got != labels).any()
         np.testing.assert_array_equal(got, want)
+
+
+# ---------------------------------------------------------------- declumping: fast == definition
+
+
+def _reference_instances(prob, *, threshold=0.5, min_size=64, fill_holes=True,
+                         declump="watershed", min_distance=None):
+    """instances_from_probability as defined (and implemented before issue 17 item 5): the
+    peaks of every object by ``peak_local_max(labels=...)``, one watershed over the whole
+    image, then ``remove_small_objects`` and ``relabel_sequential``."""
+    from scipy import ndimage as ndi
+    from skimage.feature import peak_local_max
+    from skimage.measure import label
+    from skimage.segmentation import watershed
+
+    from s2l_tools.inference.postprocess import remove_small_objects
+
+    labels = label(prob > threshold, connectivity=2)
+    if fill_holes:
+        labels = fill_holes_per_object(labels)
+    if declump == "watershed" and labels.any():
+        md = min_distance
+        if md is None:
+            areas = np.bincount(labels.ravel())[1:]
+            areas = areas[areas > 0]
+            big = areas[areas >= max(min_size, 1)]
+            areas = big if big.size else areas
+            md = max(1, int(round(0.5 * np.sqrt(float(np.median(areas)) / np.pi))))
+        mask = labels > 0
+        smooth = ndi.gaussian_filter(ndi.distance_transform_edt(mask), sigma=1.0) * mask
+        coords = peak_local_max(smooth, min_distance=md, labels=labels, exclude_border=False)
+        peaks = np.zeros(labels.shape, bool)
+        peaks[coords[:, 0], coords[:, 1]] = True
+        markers = label(peaks, connectivity=2)
+        out = watershed(-smooth, markers, mask=mask, connectivity=2).astype(np.int64)
+        missing = mask & (out == 0)
+        out[missing] = labels[missing] + out.max()
+        labels = out
+    if min_size > 1:
+        labels = remove_small_objects(labels, min_size)
+    return relabel_sequential(labels)
+
+
+def _nuclei_maps(seed, size=160):
+    """A camera image of synthetic nuclei scaled to [0, 1] (noisy edges, specks, pinholes)
+    and its true foreground blurred with noise (clumps merged, as a network gives)."""
+    from scipy import ndimage as ndi
+
+    from s2l_tools.data.demo_data import make_nuclei_image
+
+    rng = np.random.default_rng(seed)
+    img, lab = make_nuclei_image(shape=(size, size), n_cells=(10, 22), rng=rng)
+    img = img.astype(np.float64)
+    bg, fg = np.median(img[lab == 0]), np.median(img[lab > 0])
+    soft = ndi.gaussian_filter((lab > 0).astype(float), 1.5)
+    soft += 0.15 * ndi.gaussian_filter(rng.standard_normal(soft.shape), 1.0)
+    return [np.clip((img - bg) / (fg - bg), 0, 1), np.clip(soft, 0, 1)]
+
+
+def _edge_case_map():
+    """Mirror-symmetric touching discs and clumps (equal markers), objects cut by the image
+    border, a filled hole holding another object (so objects touch), a ring, bars
+    (plateaus), 1-pixel and 2-pixel objects, a corner-touching pair."""
+    shape = (112, 144)
+    m = _disc(shape, (30, 25), 12) | _disc(shape, (30, 47), 12)
+    m |= _disc(shape, (80, 30), 9) | _disc(shape, (80, 46), 9) | _disc(shape, (94, 38), 9)
+    m[0:14, 60:100] = True  # border, a plateau
+    m[100:, 120:] = True
+    m[:, -3:] = True  # a 3-px bar along the border
+    m[40:70, 70:100] = True  # a square with a hole and an object inside it
+    m[46:64, 76:94] = False
+    m[51:59, 81:89] = True
+    m |= _disc(shape, (90, 95), 12) & ~_disc(shape, (90, 95), 7)  # a ring
+    m[20:26, 110:130] = True
+    m[5, 5] = True
+    m[8, 8:10] = True
+    m[108, 2] = True
+    m[60:66, 110:116] = True  # touches the next square by a corner only
+    m[66:72, 116:122] = True
+    return m.astype(np.float32)
+
+
+_SETTINGS = (
+    {},
+    {"min_size": 0, "min_distance": 1},
+    {"min_size": 1, "min_distance": 2},
+    {"min_distance": 6, "fill_holes": False},
+)
+
+
+@pytest.mark.parametrize("settings", _SETTINGS)
+def test_declumping_equals_whole_image_definition(settings):
+    """Only objects with two or more markers are flooded, each in its box, and the peaks
+    come from one maximum filter: the labels are still exactly the definition's, on
+    synthetic nuclei, noisy blobs and edge cases."""
+    from scipy import ndimage as ndi
+
+    rng = np.random.default_rng(11)
+    maps = _nuclei_maps(0) + _nuclei_maps(1) + [_edge_case_map(), _touching_discs()]
+    for _ in range(2):
+        blobs = ndi.gaussian_filter(rng.random((96, 96)), rng.uniform(1.5, 4))
+        blobs = (blobs - blobs.min()) / np.ptp(blobs)
+        blobs[rng.random(blobs.shape) < 0.03] = 0  # pinholes
+        maps.append(blobs)
+    maps.append(np.zeros((40, 50), np.float32))
+    for k, prob in enumerate(maps):
+        want = _reference_instances(prob, **settings)
+        got = instances_from_probability(prob, **settings)
+        assert got.dtype == np.int32
+        np.testing.assert_array_equal(got, want, err_msg=f"map {k}, {settings}")
+    prob = _edge_case_map()
+    assert instances_from_probability(prob, declump="none", **settings).max() < (
+        instances_from_probability(prob, **settings).max())
+
+
+@pytest.mark.parametrize("min_distance", [1, 2, 3, 5, 9])
+def test_object_peaks_equal_peak_local_max(min_distance):
+    """The per-object peaks from one whole-image maximum filter (and a window-by-window check
+    where a neighbour's larger value hides an object's own maximum) are peak_local_max's."""
+    from scipy import ndimage as ndi
+    from skimage.feature import peak_local_max
+    from skimage.measure import label
+
+    from s2l_tools.inference.postprocess import _object_peaks
+
+    for prob in _nuclei_maps(2) + [_edge_case_map()]:
+        # holes kept: the object in the square's hole must not touch the square
+        labels = label(prob > 0.5, connectivity=2)
+        mask = labels > 0
+        smooth = ndi.gaussian_filter(ndi.distance_transform_edt(mask), sigma=1.0) * mask
+        assert not np.any((ndi.maximum_filter(labels, size=3) != labels) & mask)  # apart
+        coords = peak_local_max(smooth, min_distance=min_distance, labels=labels,
+                                exclude_border=False)
+        want = np.sort(coords[:, 0] * labels.shape[1] + coords[:, 1])
+        got = _object_peaks(smooth, labels, np.flatnonzero(labels), np.bincount(labels.ravel()),
+                            min_distance, ndi.find_objects(labels))
+        np.testing.assert_array_equal(got, want)
+
+
+def test_object_peaks_of_flat_objects_equal_peak_local_max():
+    """An object whose values are all equal gets, as in peak_local_max, the pixels that an
+    opening removes instead of all its pixels (corners of a square, tips of a plus)."""
+    from scipy import ndimage as ndi
+    from skimage.feature import peak_local_max
+
+    from s2l_tools.inference.postprocess import _object_peaks
+
+    labels = np.zeros((40, 40), np.int32)
+    labels[2:5, 2:5] = 1  # 3 x 3
+    labels[10:15, 10:15] = 2  # 5 x 5
+    labels[20, 21:24] = labels[21:24, 22] = 3  # a plus ...
+    labels[24, 22] = 3
+    labels[30, 30] = 4  # one pixel
+    labels[33:35, 2:20] = 5  # a bar
+    mask = labels > 0
+    smooth = np.array([0, 2.0, 1.5, 1.0, 3.0, 2.0])[labels]
+    smooth[33, 10] = 2.5  # ... and the bar is not flat
+    for md in (1, 2, 3):
+        coords = peak_local_max(smooth, min_distance=md, labels=labels, exclude_border=False)
+        want = np.sort(coords[:, 0] * 40 + coords[:, 1])
+        got = _object_peaks(smooth, labels, np.flatnonzero(labels), np.bincount(labels.ravel()),
+                            md, ndi.find_objects(labels))
+        np.testing.assert_array_equal(got, want)
+        assert 2 * 40 + 2 in got and 3 * 40 + 3 not in got  # a corner, not the centre
+
+
+def test_distances_and_smoothing_on_object_pixels_equal_whole_image_filters():
+    """The distance transform box by box and the Gaussian computed at the objects' pixels
+    only are bit for bit scipy's whole-image results (objects at the border, thin ones,
+    images down to 4 pixels wide); the Gaussian's gathered form is used on x86-64."""
+    import platform
+
+    from scipy import ndimage as ndi
+    from skimage.measure import label
+
+    from s2l_tools.inference.postprocess import _object_distances, _smooth_at
+    from s2l_tools.inference import postprocess as pp
+
+    maps = _nuclei_maps(3) + [_edge_case_map()]
+    rng = np.random.default_rng(5)
+    maps += [rng.random((h, w)) for h, w in ((4, 30), (30, 5), (7, 7), (64, 48))]
+    for prob in maps:
+        labels = label(prob > 0.5, connectivity=2)
+        mask = labels > 0
+        if mask.all() or not mask.any():
+            continue
+        want = ndi.distance_transform_edt(mask)
+        dist = _object_distances(labels, ndi.find_objects(labels))
+        np.testing.assert_array_equal(dist, want)
+        np.testing.assert_array_equal(
+            _smooth_at(dist, np.flatnonzero(mask)), ndi.gaussian_filter(want, 1.0) * mask)
+    if platform.machine() in ("x86_64", "AMD64"):
+        assert pp._GATHER_EXACT is True
+
+
+def test_fill_holes_says_when_objects_touch_after_filling():
+    """Filling a hole that holds another object makes the two touch: the fast declumping
+    then runs the whole-image definition (objects must be apart for the box-by-box work)."""
+    from scipy import ndimage as ndi
+
+    from s2l_tools.inference.postprocess import _fill_holes
+
+    lab = np.zeros((40, 40), np.int32)
+    lab[5:35, 5:35] = 1
+    lab[10:30, 10:30] = 0
+    lab[15:25, 15:25] = 2  # inside the hole: touches 1 once the hole is filled
+    lab[37:40, 0:3] = 3
+    out, touching = _fill_holes(lab, lambda: ndi.find_objects(lab))
+    assert touching and np.array_equal(out, fill_holes_per_object(lab))
+    lab[15:25, 15:25] = 0  # a plain hole
+    out, touching = _fill_holes(lab, lambda: ndi.find_objects(lab))
+    assert not touching and (out[10:30, 10:30] == 1).all()
+    lab[5:35, 5:35] = 0  # nothing to fill: the input itself comes back
+    out, touching = _fill_holes(lab, lambda: ndi.find_objects(lab))
+    assert out is lab and not touching

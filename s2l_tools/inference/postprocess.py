@@ -20,6 +20,9 @@ from typing import Optional
 
 import numpy as np
 from scipy import ndimage as ndi
+from scipy.sparse import csr_matrix
+from scipy.sparse.csgraph import connected_components
+from scipy.spatial import cKDTree
 from skimage.feature import peak_local_max
 from skimage.measure import label as cc_label
 from skimage.morphology import remove_small_objects as _sk_remove_small_objects
@@ -113,28 +116,62 @@ def fill_holes_per_object(labels: np.ndarray) -> np.ndarray:
         A filled copy, same dtype.
     """
     labels = np.asarray(labels)
+    out, _ = _fill_holes(labels, lambda: ndi.find_objects(labels))
+    return out.copy() if out is labels else out
+
+
+def _fill_holes(labels: np.ndarray, objects) -> tuple[np.ndarray, bool]:
+    """:func:`fill_holes_per_object` (``labels`` itself when nothing is filled),
+    and whether a filled pixel now touches another object (8-neighbours).
+
+    ``objects()`` returns ``ndi.find_objects(labels)`` (called only when needed).
+    """
+    H, W = labels.shape
+    # a hole of any object is also a hole of the whole foreground: a 4-connected
+    # background region off the image border. Only objects next to one of those
+    # can have a hole (on noisy maps, few of thousands)
+    background, n = ndi.label(labels == 0)
+    enclosed = np.ones(n + 1, dtype=bool)
+    enclosed[0] = False
+    for edge in (background[0], background[-1], background[:, 0], background[:, -1]):
+        enclosed[edge] = False
+    if not enclosed.any():
+        return labels, False
+    hy, hx = np.nonzero(enclosed[background])
+    near = np.concatenate([
+        labels[np.clip(hy + dy, 0, H - 1), np.clip(hx + dx, 0, W - 1)]
+        for dy in (-1, 0, 1) for dx in (-1, 0, 1)
+    ])
     out = labels.copy()
-    # a hole of any object is also a hole of the whole foreground: only objects
-    # next to one of those can have a hole (on noisy maps, few of thousands)
-    holes = ndi.binary_fill_holes(labels > 0) & (labels == 0)
-    if not holes.any():
-        return out
-    near = labels[ndi.binary_dilation(holes, structure=np.ones((3, 3), bool))]
-    candidates = set(np.unique(near[near > 0]).tolist())
-    for i, sl in enumerate(ndi.find_objects(labels), start=1):
-        if sl is None or i not in candidates:
-            continue
+    objs = objects()
+    fy, fx = [], []
+    for i in np.unique(near[near > 0]).tolist():
+        sl = objs[i - 1]
         obj = labels[sl] == i
-        filled = ndi.binary_fill_holes(obj)
-        new = filled & ~obj & (out[sl] == 0)
+        new = ndi.binary_fill_holes(obj) & ~obj & (out[sl] == 0)
         if new.any():
             out[sl][new] = i
-    return out
+            yy, xx = np.nonzero(new)
+            fy.append(yy + sl[0].start)
+            fx.append(xx + sl[1].start)
+    touching = False
+    if fy:
+        # only a filled pixel can touch another object (an object in the hole)
+        fy, fx = np.concatenate(fy), np.concatenate(fx)
+        own = out[fy, fx]
+        for dy in (-1, 0, 1):
+            for dx in (-1, 0, 1):
+                nb = out[np.clip(fy + dy, 0, H - 1), np.clip(fx + dx, 0, W - 1)]
+                touching = touching or bool(np.any((nb != 0) & (nb != own)))
+    return out, touching
 
 
-def _auto_min_distance(labels: np.ndarray, min_size: int) -> int:
-    """Half the equivalent radius of the median object (at least 1 px)."""
-    areas = np.bincount(labels.ravel())[1:]
+def _auto_min_distance(areas: np.ndarray, min_size: int) -> int:
+    """Half the equivalent radius of the median object (at least 1 px).
+
+    ``areas[i]`` is the number of pixels of id ``i`` (``np.bincount(labels.ravel())``).
+    """
+    areas = np.asarray(areas)[1:]
     areas = areas[areas > 0]
     big = areas[areas >= max(min_size, 1)]
     if big.size:
@@ -146,7 +183,16 @@ def _auto_min_distance(labels: np.ndarray, min_size: int) -> int:
 
 
 def _declump_watershed(labels: np.ndarray, min_distance: int) -> np.ndarray:
-    """Split touching objects with a watershed of the smoothed distance map."""
+    """Split touching objects with a watershed of the smoothed distance map.
+
+    The definition, run on the whole image: markers are the connected groups
+    of ``peak_local_max(smooth, min_distance=min_distance, labels=labels,
+    exclude_border=False)`` and ``watershed(-smooth, markers, mask=labels > 0,
+    connectivity=2)`` floods them; an object without a marker keeps its extent
+    with the id ``label + number of markers``. :func:`_split_objects` gives
+    the same result faster; this is its fallback where objects touch or there
+    is no background.
+    """
     mask = labels > 0
     distance = ndi.distance_transform_edt(mask)
     smooth = ndi.gaussian_filter(distance, sigma=1.0) * mask
@@ -168,6 +214,286 @@ def _declump_watershed(labels: np.ndarray, min_distance: int) -> np.ndarray:
         out = out.astype(np.int64)
         out[missing] = labels[missing].astype(np.int64) + int(out.max())
     return out
+
+
+def _object_distances(labels: np.ndarray, objs: list) -> np.ndarray:
+    """``ndi.distance_transform_edt(labels > 0)``, one object's box at a time.
+
+    For objects that do not touch, with background somewhere: the background
+    pixel nearest to a pixel of object ``i`` lies in ``i``'s bounding box grown
+    by 1 (one step from any farther pixel towards it stays outside ``i`` and
+    gets closer; another object's pixel never is the nearest, as the step
+    from it is not in ``i`` either), so that box with ``i`` alone in it gives
+    the same distance. Objects 1 or 2 pixels thin, off the image border, are
+    all at distance 1.
+    """
+    H, W = labels.shape
+    dist = (labels > 0).astype(np.float64)
+    for i, sl in enumerate(objs, start=1):
+        if sl is None:
+            continue
+        y0, y1, x0, x1 = sl[0].start, sl[0].stop, sl[1].start, sl[1].stop
+        if (y1 - y0 <= 2 and 0 < y0 and y1 < H) or (x1 - x0 <= 2 and 0 < x0 and x1 < W):
+            continue
+        y0, x0, y1, x1 = max(y0 - 1, 0), max(x0 - 1, 0), min(y1 + 1, H), min(x1 + 1, W)
+        obj = labels[y0:y1, x0:x1] == i
+        dist[y0:y1, x0:x1][obj] = ndi.distance_transform_edt(obj)[obj]
+    return dist
+
+
+def _side_by_side(boxes: list, width: int, *, gap: int) -> tuple[list, tuple[int, int]]:
+    """Places for ``boxes`` (2-D slices) in rows at most ``width`` wide (or the widest box),
+    ``gap`` pixels apart: their slices in the sheet and its shape."""
+    width = max(width, max(sl[1].stop - sl[1].start for sl in boxes))
+    at, y, x, row_h = [], 0, 0, 0
+    for sl in boxes:
+        h, w = sl[0].stop - sl[0].start, sl[1].stop - sl[1].start
+        if x + w > width:
+            y, x, row_h = y + row_h + gap, 0, 0
+        at.append((slice(y, y + h), slice(x, x + w)))
+        x, row_h = x + w + gap, max(row_h, h)
+    return at, (y + row_h, width)
+
+
+def _smooth_at(dist: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """``ndi.gaussian_filter(dist, 1.0)`` at the raveled pixels ``idx`` (0 elsewhere).
+
+    :func:`_gaussian_at` where it gives scipy's bits on this machine (checked
+    once: a compiler may fuse scipy's multiply-adds), else the whole image.
+    """
+    global _GATHER_EXACT
+    if _GATHER_EXACT is None:
+        rng = np.random.default_rng(0)
+        test = rng.random((23, 17)) * (rng.random((23, 17)) > 0.3) * 20
+        every = np.arange(test.size)
+        _GATHER_EXACT = bool(np.array_equal(
+            _gaussian_at(test, every), ndi.gaussian_filter(test, 1.0)))
+    if _GATHER_EXACT and min(dist.shape) >= 4:
+        return _gaussian_at(dist, idx)
+    out = np.zeros(dist.size)
+    out[idx] = ndi.gaussian_filter(dist, 1.0).ravel()[idx]
+    return out.reshape(dist.shape)
+
+
+def _gaussian_at(dist: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """The sigma-1 Gaussian of ``dist`` (``mode='reflect'``) at the raveled pixels ``idx``.
+
+    The two 1-D passes of ``ndi.gaussian_filter`` (rows, then columns) with the
+    arithmetic of scipy's loop for a symmetric kernel, in its order (centre,
+    then the pairs from the outermost in), done only where needed, on the
+    image mirrored 4 pixels out (the kernel's reach). Needs ``min(dist.shape) >= 4``.
+    """
+    H, W = dist.shape
+    impulse = np.zeros(17)
+    impulse[8] = 1.0
+    w = ndi.gaussian_filter1d(impulse, 1.0)[8:13]  # centre, then 1..4 away
+    Wp = W + 8
+    flat = np.pad(dist, 4, mode="symmetric").ravel()
+    ys, xs = np.divmod(idx, W)
+    q = (ys + 4) * Wp + (xs + 4)  # idx in the padded image
+    # the row pass, where the column pass reads it
+    need = np.zeros(flat.size, dtype=bool)
+    for dx in range(-4, 5):
+        need[q + dx] = True
+    n1 = np.flatnonzero(need)
+    t = flat[n1] * w[0]
+    for j in (4, 3, 2, 1):
+        t += (flat[n1 - j * Wp] + flat[n1 + j * Wp]) * w[j]
+    rows = np.zeros(flat.size)
+    rows[n1] = t
+    s = rows[q] * w[0]
+    for j in (4, 3, 2, 1):
+        s += (rows[q - j] + rows[q + j]) * w[j]
+    out = np.zeros(H * W)
+    out[idx] = s
+    return out.reshape(H, W)
+
+
+_GATHER_EXACT: Optional[bool] = None
+
+
+def _object_peaks(
+    smooth: np.ndarray, labels: np.ndarray, idx: np.ndarray, areas: np.ndarray,
+    min_distance: int, objs: list,
+) -> np.ndarray:
+    """Raveled indices (increasing) of the peaks of ``smooth`` in each object.
+
+    The peaks of ``peak_local_max(smooth, min_distance, labels=labels,
+    exclude_border=False)`` (scikit-image 0.26; 0.18 writes into its image and
+    breaks ties in an arbitrary order) for objects that are 8-connected and do
+    not touch each other, ``idx`` their pixels (raveled, increasing), and a
+    ``smooth`` that is > 0 exactly there, with background somewhere. Per
+    object, a peak is a pixel that equals the object's maximum within
+    ``2 * min_distance + 1`` pixels (an object whose pixels are all equal has
+    instead the pixels that an opening removes), and, from the highest down
+    (ties in raster order), a peak closer than ``min_distance`` (Chebyshev) to
+    one kept is dropped.
+
+    A peak is a maximum of its 3 x 3 window, which holds one object (and
+    background, lower): those few pixels are then checked window by window.
+    """
+    H, W = smooth.shape
+    md = int(min_distance)
+    flat_s = smooth.ravel()
+    flat_l = labels.ravel()
+    ys, xs = np.divmod(idx, W)
+    v = flat_s[idx]
+    top = np.ones(idx.size, dtype=bool)
+    for dy in (-1, 0, 1):
+        ny = np.clip(ys + dy, 0, H - 1) * W
+        for dx in (-1, 0, 1):
+            if dy or dx:  # 'nearest' edges: a clipped window
+                top &= v >= flat_s[ny + np.clip(xs + dx, 0, W - 1)]
+    idx = idx[top]
+    if md > 1 and idx.size:
+        step = max(1, 2_000_000 // (2 * md + 1) ** 2)
+        offs = np.arange(-md, md + 1)
+        dy = np.repeat(offs, offs.size)
+        dx = np.tile(offs, offs.size)
+        ok = []
+        for a in range(0, idx.size, step):
+            u = idx[a : a + step]
+            uy, ux = np.divmod(u, W)
+            win = np.clip(uy[:, None] + dy, 0, H - 1) * W + np.clip(ux[:, None] + dx, 0, W - 1)
+            own = np.where(flat_l[win] == flat_l[u][:, None], flat_s[win], -np.inf)
+            ok.append(u[flat_s[u] >= own.max(axis=1)])
+        idx = np.concatenate(ok)
+    lab = flat_l[idx]
+    # an object whose pixels all equal their windows' maxima has equal pixels:
+    # peak_local_max then takes the pixels an opening removes (all, below 5 px)
+    count = np.bincount(lab, minlength=areas.size)
+    flat = np.flatnonzero((count == areas) & (areas >= 5))
+    flat = flat[flat > 0]
+    if flat.size:
+        keep = [idx[~np.isin(lab, flat)]]
+        for i in flat.tolist():
+            sl = objs[i - 1]
+            obj = labels[sl] == i
+            yy, xx = np.nonzero(obj & ~ndi.binary_opening(obj))
+            keep.append((yy + sl[0].start) * W + (xx + sl[1].start))
+        idx = np.sort(np.concatenate(keep))
+        lab = flat_l[idx]
+    # every pixel is above the threshold (the image minimum, 0 here)
+    if md > 1 and idx.size > 1:
+        pts = np.column_stack(np.divmod(idx, W))
+        pairs = cKDTree(pts).query_pairs(md - 1, p=np.inf, output_type="ndarray")
+        pairs = pairs[lab[pairs[:, 0]] == lab[pairs[:, 1]]]
+        if pairs.size:
+            # peaks this close are equal, so the order is the raster order
+            pairs = pairs[np.lexsort((pairs[:, 1], pairs[:, 0]))]
+            gone = np.zeros(idx.size, dtype=bool)
+            starts = np.flatnonzero(np.r_[True, pairs[1:, 0] != pairs[:-1, 0]])
+            ends = np.r_[starts[1:], len(pairs)]
+            for a, b in zip(starts.tolist(), ends.tolist()):
+                if not gone[pairs[a, 0]]:
+                    gone[pairs[a:b, 1]] = True
+            idx = idx[~gone]
+    return idx
+
+
+def _flood_side_by_side(smooth, boxes, masks, ys, xs, owner, marker, split):
+    """The watershed of each object in ``boxes`` (``masks`` its pixels there), all in one
+    image where the boxes lie side by side, 1 pixel apart, in rows at most as wide as the
+    image. Exact only where no object has two marker pixels of equal height (the heap
+    then orders each object's pixels the same, whatever else it holds).
+
+    Returns the flooded image and where each box lies in it.
+    """
+    at, shape = _side_by_side(boxes, smooth.shape[1], gap=1)
+    height = np.zeros(shape)
+    inside = np.zeros(shape, dtype=bool)
+    seeds = np.zeros(shape, dtype=np.int32)
+    for sl, to, obj, i in zip(boxes, at, masks, split.tolist()):
+        height[to] = -smooth[sl]
+        inside[to] = obj
+        mine = owner == i
+        seeds[ys[mine] - sl[0].start + to[0].start, xs[mine] - sl[1].start + to[1].start] = (
+            marker[mine])
+    return watershed(height, seeds, mask=inside, connectivity=2), at
+
+
+def _split_objects(
+    labels: np.ndarray, objs: list, areas: np.ndarray, min_distance: int, touching: bool
+) -> tuple[np.ndarray, Optional[list], np.ndarray]:
+    """:func:`_declump_watershed` without the work it does for nothing.
+
+    ``objs`` is ``ndi.find_objects(labels)``, ``areas`` the pixels per id,
+    ``touching`` whether two objects touch (only around an object in
+    another's filled hole). Returns ``(ids, parts, sizes)``: the result is
+    ``ids[labels]`` with, for each ``(slice, object_mask, flood)`` of
+    ``parts``, ``flood`` written on ``object_mask`` in ``slice``; ``sizes``
+    counts the pixels of each id. Where objects touch or there is no
+    background the definition runs instead: ``ids`` is then its result and
+    ``parts`` None.
+
+    Distances, smoothing and peaks are computed on the objects' pixels only.
+    An object with one marker becomes that marker's region whole, one with
+    none keeps its extent: only objects with two or more markers are flooded,
+    their boxes side by side in one small image. The flood of one object does
+    not depend on the others (the heap orders pixels by height, then by when
+    they were pushed), except for the order in which the heap pops marker
+    pixels of equal height, which depends on everything in it: where an
+    object has two equal marker pixels (mirror-symmetric objects, plateaus),
+    the whole image is flooded, as in the definition.
+    """
+    if touching or areas[0] == 0:
+        out = _declump_watershed(labels, min_distance)
+        return out, None, np.bincount(out.ravel())
+    W = labels.shape[1]
+    fg = np.flatnonzero(labels)
+    smooth = _smooth_at(_object_distances(labels, objs), fg)
+    idx = _object_peaks(smooth, labels, fg, areas, min_distance, objs)
+    n_peaks = idx.size
+    # markers: 8-connected groups of peaks, numbered in raster order
+    group = np.arange(n_peaks)
+    if n_peaks > 1:
+        pairs = cKDTree(np.column_stack(np.divmod(idx, W))).query_pairs(
+            1, p=np.inf, output_type="ndarray"
+        )
+        if pairs.size:
+            graph = csr_matrix(
+                (np.ones(len(pairs), np.int8), (pairs[:, 0], pairs[:, 1])), shape=(n_peaks, n_peaks)
+            )
+            group = connected_components(graph, directed=False)[1]
+    marker = group + 1
+    n_markers = int(marker.max()) if n_peaks else 0
+    owner = labels.ravel()[idx]
+    # distinct markers per object
+    links = np.unique(owner.astype(np.int64) * (n_markers + 1) + marker)
+    per_object = np.bincount(links // (n_markers + 1), minlength=areas.size)
+    split = np.flatnonzero(per_object >= 2)
+    ids = np.arange(areas.size, dtype=np.int64) + n_markers
+    ids[0] = 0
+    ids[owner] = marker
+    ids[split] = 0
+    sizes = np.bincount(ids, weights=areas, minlength=areas.size + n_markers).astype(np.int64)
+    parts = []
+    if split.size:
+        ys, xs = np.divmod(idx, W)
+        # equal marker pixels of one object leave their order to the heap, which
+        # holds every object's pixels: flood the whole image then, as defined
+        whole = None
+        ours = np.isin(owner, split)
+        o, v = owner[ours], smooth.ravel()[idx[ours]]
+        order = np.lexsort((v, o))
+        o, v = o[order], v[order]
+        if np.any((o[1:] == o[:-1]) & (v[1:] == v[:-1])):
+            seeds = np.zeros(labels.shape, dtype=np.int32)
+            seeds.ravel()[idx] = marker
+            whole = watershed(-smooth, seeds, mask=labels > 0, connectivity=2)
+        boxes = [objs[i - 1] for i in split.tolist()]
+        masks = [labels[sl] == i for sl, i in zip(boxes, split.tolist())]
+        if whole is None:
+            whole, boxes_at = _flood_side_by_side(
+                smooth, boxes, masks, ys, xs, owner, marker, split)
+        else:
+            boxes_at = boxes
+        for sl, at, obj in zip(boxes, boxes_at, masks):
+            flood = whole[at][obj]
+            sizes[: n_markers + 1] += np.bincount(flood, minlength=n_markers + 1)
+            parts.append((sl, obj, flood))
+    sizes[0] = 0
+    return ids, parts, sizes
 
 
 def instances_from_probability(
@@ -237,13 +563,26 @@ def instances_from_probability(
         raise ValueError("prob contains NaN or infinite values")
 
     labels = cc_label(prob > threshold, connectivity=2)
-    if labels.max() == 0:
+    objs = ndi.find_objects(labels)
+    if not objs:
         return np.zeros(prob.shape, dtype=np.int32)
+    touching = False
     if fill_holes:
-        labels = fill_holes_per_object(labels)
+        # a hole is inside its object's box: the boxes stay
+        labels, touching = _fill_holes(labels, lambda: objs)
+    areas = np.bincount(labels.ravel())
     if declump == "watershed":
-        md = _auto_min_distance(labels, min_size) if min_distance is None else int(min_distance)
-        labels = _declump_watershed(labels, md)
-    if min_size > 1:
-        labels = remove_small_objects(labels, min_size)
-    return relabel_sequential(labels)
+        md = _auto_min_distance(areas, min_size) if min_distance is None else int(min_distance)
+        ids, parts, sizes = _split_objects(labels, objs, areas, md, touching)
+    else:
+        ids, parts, sizes = np.arange(areas.size), [], areas
+    # remove_small_objects then relabel_sequential, as one look-up table
+    keep = sizes >= max(int(min_size), 1)
+    keep[0] = False
+    new = (np.cumsum(keep) * keep).astype(np.int32)
+    if parts is None:  # ids is the label image already
+        return new[ids]
+    out = new[ids][labels]
+    for sl, obj, flood in parts:
+        out[sl][obj] = new[flood]
+    return out
