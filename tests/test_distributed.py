@@ -1,7 +1,7 @@
-"""Distributed training: the store's all-gather under a real gloo group (no Ray),
-and s2l-train on real Ray clusters: digests equal on every rank, a worker killed
-with SIGKILL, a driver started again with --resume, a cluster from `ray start`
-(one run in stages, one test per scenario)."""
+"""Distributed training: the store's all-gather and DDP's step (against one process)
+under a real gloo group (no Ray), and s2l-train on real Ray clusters: digests equal on
+every rank, a worker killed with SIGKILL, a driver started again with --resume, a
+cluster from `ray start` (one run in stages, one test per scenario)."""
 
 import json
 import os
@@ -124,6 +124,91 @@ def test_sync_store_equals_single_process(data, tmp_path):
         for a, b in zip(got["shard_rows"], rows):  # the ranks' mean IoU: the same scores
             assert a["train_iou"] == pytest.approx(b["train_iou"], abs=1e-12)
     assert sorted(held) == [0, 1, 2] and union.digest() == single.digest()
+
+
+def _tiny_net() -> torch.nn.Module:
+    """A small network without BatchNorm: its gradient on a batch is the mean of its halves'."""
+    torch.manual_seed(3)
+    return torch.nn.Sequential(torch.nn.Conv2d(1, 8, 3, padding=1), torch.nn.ReLU(),
+                               torch.nn.Conv2d(8, 2, 3, padding=1))
+
+
+def _step_batch() -> dict:
+    g = torch.Generator().manual_seed(7)
+    # every pixel scribbled (1 or 2): each half's mean loss is over as many pixels, so
+    # the mean of the two halves' means is the whole batch's mean
+    return {"image": torch.rand(4, 1, 16, 16, generator=g),
+            "scribble": torch.randint(1, 3, (4, 16, 16), generator=g).to(torch.uint8)}
+
+
+def _two_steps(ctx, batch) -> dict:
+    from s2l_tools.training.step import train_step
+
+    net = _tiny_net()
+    model = ctx.wrap_model(net)
+    opt = torch.optim.RAdam(net.parameters(), lr=1e-2)
+    for _ in range(2):  # the second step starts where the first's averaged update left it
+        train_step(model, opt, batch, method="pce", use_pseudo=False, device="cpu")
+    return {"grads": [p.grad.clone() for p in net.parameters()],
+            "params": [p.detach().clone() for p in net.parameters()]}
+
+
+def _ddp_worker(rank, world, port, out_dir):
+    import torch.distributed as dist
+
+    import s2l_tools.training.distributed as D
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        batch = {k: v[rank::world] for k, v in _step_batch().items()}  # this rank's half
+        got = {c: _two_steps(D.TorchDistContext(compress=c), batch) for c in D.COMPRESS}
+        torch.save(got, Path(out_dir) / f"rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_ddp_step_equals_single_process(tmp_path):
+    """2 ranks with half the batch each end two train_steps where 1 process with all of it
+    ends: with float32 gradients to float rounding (1e-6 of the largest gradient); rounded
+    to float16 / bfloat16 for the exchange, within 2**-9 / 2**-6 of it."""
+    import torch.multiprocessing as mp
+
+    import s2l_tools.training.distributed as D
+    from s2l_tools.training.engine import Context
+
+    mp.start_processes(_ddp_worker, args=(2, _free_port(), str(tmp_path)),
+                       nprocs=2, join=True, start_method="spawn")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        want = _two_steps(Context(), _step_batch())
+    finally:
+        torch.set_num_threads(threads)
+    tol = {"none": 1e-6, "fp16": 2.0 ** -9, "bf16": 2.0 ** -6}
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
+    for c in D.COMPRESS:
+        for key in ("grads", "params"):
+            for a, b, w in zip(ranks[0][c][key], ranks[1][c][key], want[key]):
+                assert torch.equal(a, b), (c, key)  # the ranks agree bit for bit
+                scale = max(float(g.abs().max()) for g in want["grads"])
+                bound = tol[c] * scale
+                if key == "params":  # moved by lr * (the gradient's error) in each of 2 steps
+                    bound = 2 * 1e-2 * bound + 1e-6 * float(w.abs().max())
+                assert float((a - w).abs().max()) <= bound, (c, key)
+    # the compression did round: not the float32 result bit for bit
+    assert not all(torch.equal(a, b) for a, b in zip(ranks[0]["bf16"]["grads"],
+                                                      ranks[0]["none"]["grads"]))
+
+
+def test_compress_setting_is_checked():
+    from s2l_tools.training.distributed import COMPRESS, _check_compress
+
+    assert [_check_compress(c) for c in COMPRESS] == ["none", "fp16", "bf16"]
+    with pytest.raises(S2LError, match="compress True: not a gradient precision; use one of "
+                                       "none, fp16, bf16"):
+        _check_compress(True)  # the bool the option was before
 
 
 def test_storage_checks():

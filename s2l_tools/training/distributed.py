@@ -4,9 +4,10 @@ The training loop is :func:`s2l_tools.training.engine.fit`, unchanged; this modu
 runs it in every worker of a Ray Train ``TorchTrainer`` (Train V2) and plugs
 in a :class:`RayContext`:
 
-- the model is wrapped in DDP (``ray.train.torch.prepare_model``); each rank
-  trains on crops ``k = rank, rank + W, ...`` of the epoch's plan with
-  ``batch_size / W`` crops per step, so a step sees the same global batch;
+- the model is wrapped in DDP (``ray.train.torch.prepare_model`` with
+  :data:`DDP_OPTIONS`); each rank trains on crops ``k = rank, rank + W, ...``
+  of the epoch's plan with ``batch_size / W`` crops per step, so a step sees
+  the same global batch;
 - the EMA store is *replicated* (``--store replicated``): at an ensemble step
   each rank predicts its images (image ``i`` on rank ``i % W``), then
   :meth:`TorchDistContext.sync_store` all-gathers the new maps and update
@@ -54,6 +55,29 @@ __all__ = ["TorchDistContext", "RayContext", "fit_distributed", "check_shared_st
 
 _GATHER_CHUNK = 64 << 20  # bytes per rank and round of the store's all-gather
 
+#: Precisions of the gradient all-reduce (``compress`` of the contexts).
+COMPRESS = ("none", "fp16", "bf16")
+
+#: DDP's settings in every worker (measured: docs/benchmarks.md, "Ray: where a step of
+#: 2 workers x 1 thread goes").
+#: ``static_graph``: the last decoder block's attention1 has no skip to act on, so
+#: its parameters never get gradients; the graph is the same at every step.
+#: ``gradient_as_bucket_view`` + ``batched_grad_copy``: the gradients live in DDP's
+#: buckets (no copy back after the all-reduce), copied in with one ``_foreach_copy_``
+#: per bucket. ``forward_sync_buffers=False``: no BatchNorm broadcast before every
+#: forward; rank 0's running statistics are the ones saved, and
+#: :meth:`TorchDistContext.sync_buffers` gives them to every rank before it predicts.
+#: The default 25 MB buckets: one bucket (no overlap with the backward) measured the same.
+DDP_OPTIONS = {"static_graph": True, "gradient_as_bucket_view": True,
+               "batched_grad_copy": True, "forward_sync_buffers": False}
+
+
+def _check_compress(compress: str) -> str:
+    if compress not in COMPRESS:
+        raise S2LError(f"compress {compress!r}: not a gradient precision; use one of "
+                       f"{', '.join(COMPRESS)}")
+    return compress
+
 
 # ---------------------------------------------------------------- storage paths
 def _storage(out: str) -> tuple[str, str]:
@@ -87,15 +111,45 @@ def check_shared_storage(out: str, seen_by: dict[str, bool]) -> None:
 
 # ------------------------------------------------------------------- contexts
 class TorchDistContext(Context):
-    """A :class:`~s2l_tools.training.engine.Context` over an initialised ``torch.distributed`` group."""
+    """A :class:`~s2l_tools.training.engine.Context` over an initialised ``torch.distributed`` group.
+
+    Parameters
+    ----------
+    compress : {'none', 'fp16', 'bf16'}
+        The precision of DDP's gradient all-reduce: float32 (``'none'``), or
+        rounded to float16 / bfloat16 for the exchange (DDP's ``fp16_compress_hook``
+        / ``bf16_compress_hook``; the sum is taken in that precision too).
+    """
 
     adapts_threads = False  # each worker has the threads its launcher gave it
 
-    def __init__(self):
+    def __init__(self, *, compress: str = "none"):
         import torch.distributed as dist
 
         self.rank = dist.get_rank()
         self.world_size = dist.get_world_size()
+        self.compress = _check_compress(compress)
+
+    def wrap_model(self, model):
+        """``model`` in DDP with :data:`DDP_OPTIONS` (unwrapped when alone)."""
+        if self.world_size == 1:
+            return model
+        from torch.nn.parallel import DistributedDataParallel
+
+        cuda = next(model.parameters()).device
+        ids = dict(device_ids=[cuda]) if cuda.type == "cuda" else {}
+        return self._hook(DistributedDataParallel(model, **ids, **DDP_OPTIONS))
+
+    def _hook(self, wrapped):
+        """Register the gradient compression of ``self.compress`` on a DDP model."""
+        if self.compress != "none" and isinstance(
+                wrapped, torch.nn.parallel.DistributedDataParallel):
+            from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
+
+            hook = {"fp16": default_hooks.fp16_compress_hook,
+                    "bf16": default_hooks.bf16_compress_hook}[self.compress]
+            wrapped.register_comm_hook(None, hook)
+        return wrapped
 
     @property
     def _comm(self) -> torch.device:
@@ -194,13 +248,13 @@ class RayContext(TorchDistContext):
     out : Path
         Where the main rank writes the run's reports (RUN itself, or a local
         staging folder when RUN is a URI).
-    compress : bool
-        Compress DDP's gradient all-reduce to float16 (``fp16_compress_hook``).
+    compress : {'none', 'fp16', 'bf16'}
+        The precision of DDP's gradient all-reduce (see :class:`TorchDistContext`).
     test_hooks : FaultHooks, optional
         Test-only hooks (:mod:`s2l_tools.training._faults`).
     """
 
-    def __init__(self, *, out: Path, compress: bool = False,
+    def __init__(self, *, out: Path, compress: str = "none",
                  test_hooks: FaultHooks | None = None):
         import ray.train
 
@@ -208,7 +262,7 @@ class RayContext(TorchDistContext):
         self.rank = tc.get_world_rank()
         self.world_size = tc.get_world_size()
         self.out = Path(out)
-        self.compress = compress
+        self.compress = _check_compress(compress)
         self.test_hooks = test_hooks
         self._stack = contextlib.ExitStack()
         self._initial: Path | None | bool = False
@@ -226,17 +280,8 @@ class RayContext(TorchDistContext):
     def wrap_model(self, model):
         import ray.train.torch
 
-        # static_graph: the last decoder block's attention1 has no skip to act on, so
-        # its parameters never get gradients; the graph is the same at every step
-        wrapped = ray.train.torch.prepare_model(
-            model, parallel_strategy_kwargs={"static_graph": True})
-        if self.compress and isinstance(wrapped, torch.nn.parallel.DistributedDataParallel):
-            from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import (
-                fp16_compress_hook,
-            )
-
-            wrapped.register_comm_hook(None, fp16_compress_hook)
-        return wrapped
+        return self._hook(ray.train.torch.prepare_model(
+            model, parallel_strategy_kwargs=dict(DDP_OPTIONS)))
 
     def checkpoint_dir(self, out: Path) -> Path:
         return Path(tempfile.mkdtemp(prefix="s2l-ckpt-"))
@@ -376,7 +421,7 @@ def _copy_run_files(result, out: str) -> None:
                                   destination_filesystem=dest_fs)
 
 
-def fit_distributed(cfg: TrainConfig, *, resume: bool = False, compress: bool = False) -> dict:
+def fit_distributed(cfg: TrainConfig, *, resume: bool = False, compress: str = "none") -> dict:
     """Run :func:`s2l_tools.training.engine.fit` on ``cfg.num_workers`` Ray Train workers.
 
     Parameters
@@ -389,10 +434,11 @@ def fit_distributed(cfg: TrainConfig, *, resume: bool = False, compress: bool = 
     resume : bool
         Continue the run in ``cfg.out`` (its latest Ray checkpoint, else a
         single-process ``checkpoint.pt``). Without it, ``cfg.out`` must hold no run.
-    compress : bool
-        float16 gradient compression for DDP (``fp16_compress_hook``). Off by
-        default: on 2 CPU workers (resnet34, batch 8 x 128 px) it changed the
-        step time by < 2 %, and it rounds the gradients.
+    compress : {'none', 'fp16', 'bf16'}
+        The precision of DDP's gradient all-reduce (:data:`COMPRESS`). float32 by
+        default: the rounded ones halve the bytes exchanged but round the
+        gradients, and on 2 CPU workers (resnet34, batch 8 x 128 px) bfloat16
+        changed the step time by a few per cent only (docs/benchmarks.md).
 
     Returns
     -------
@@ -404,6 +450,7 @@ def fit_distributed(cfg: TrainConfig, *, resume: bool = False, compress: bool = 
     from ray.train.torch import TorchConfig, TorchTrainer
 
     cfg.validate()
+    _check_compress(compress)
     out = str(cfg.out)
     storage_path, name = _storage(out)
     if not resume and rundir.run_exists(out):
