@@ -349,7 +349,6 @@ def test_object_peaks_of_flat_objects_equal_peak_local_max():
     labels[24, 22] = 3
     labels[30, 30] = 4  # one pixel
     labels[33:35, 2:20] = 5  # a bar
-    mask = labels > 0
     smooth = np.array([0, 2.0, 1.5, 1.0, 3.0, 2.0])[labels]
     smooth[33, 10] = 2.5  # ... and the bar is not flat
     for md in (1, 2, 3):
