@@ -455,6 +455,8 @@ def plot(agg: dict, modalities: list[str], ratios: list[float], methods: list[st
 
 # ------------------------------------------------------------------------------ main
 def get_parser():
+    from s2l_tools.classic.start import MIN_AGREEMENT
+
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true",
@@ -466,7 +468,7 @@ def get_parser():
                    "s2lg,s2lfg,full (forest: random-forest pixel classifier; rloss: pCE + CRF "
                    "loss; s2lf / s2lg / s2lfg: S2L with --fast-start forest / grabcut / "
                    "forest+grabcut)")
-    p.add_argument("--grabcut-agreement", type=float, default=0.4,
+    p.add_argument("--grabcut-agreement", type=float, default=MIN_AGREEMENT,
                    help="s2l-train --grabcut-agreement for s2lfg (s2l-train's default); runs "
                    "with more than 0 are named ..._gaX (the runs before it existed: 0)")
     p.add_argument("--crf-weight", type=float,

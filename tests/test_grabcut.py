@@ -43,13 +43,12 @@ def test_proposal_is_reproducible_in_any_thread():
 
     from s2l_tools.data.demo_data import make_nuclei_image
     from s2l_tools.data.synth import synthesize_scribbles
+    from s2l_tools.io.images import normalize
 
     cases = []
     for k in range(6):
         img, lab = make_nuclei_image(shape=(96, 96), n_cells=(6, 10), rng=np.random.default_rng(k))
-        img = img.astype(np.float32)
-        img = (img - img.min()) / (np.ptp(img) + 1e-6)
-        cases.append((to_bgr8(img[None]), synthesize_scribbles(lab, ratio=0.3, seed=k)))
+        cases.append((to_bgr8(normalize(img[None])), synthesize_scribbles(lab, ratio=0.3, seed=k)))
     first = [grabcut_proposal(im, scr) for im, scr in cases]
     again = [grabcut_proposal(im, scr) for im, scr in reversed(cases)][::-1]
     with ThreadPoolExecutor(3) as pool:

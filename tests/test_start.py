@@ -4,8 +4,10 @@ import numpy as np
 import pytest
 
 from s2l_tools.classic.forest import ForestSettings, fit_forest
-from s2l_tools.classic.start import (classic_maps, combine, foreground_agreement, keep_grabcut,
+from s2l_tools.classic.start import (MIN_AGREEMENT, classic_maps, combine, keep_grabcut,
                                      sample_images)
+from s2l_tools.evaluation.metrics import foreground_iou
+from s2l_tools.training.config import TrainConfig
 
 
 def _cells(seed, texture=0.0):
@@ -26,21 +28,19 @@ def _cells(seed, texture=0.0):
     return np.clip(image, 0, 1)[None].astype(np.float32), scr, truth
 
 
-def _iou(a, truth):
-    return (a & truth).sum() / (a | truth).sum()
-
-
 def test_agreement_sample_and_rule():
     a = np.zeros((4, 4), bool)
-    assert foreground_agreement(a, a) == 1.0
+    assert foreground_iou(a, a) == 1.0
     b = a.copy()
     b[0] = True
-    assert foreground_agreement(a, b) == 0.0 and foreground_agreement(b, b) == 1.0
+    assert foreground_iou(a, b) == 0.0 and foreground_iou(b, b) == 1.0
     assert sample_images(100, 32)[0] == 0 and sample_images(100, 32)[-1] == 99
     assert len(sample_images(100, 32)) == 32 and sample_images(3, 32) == [0, 1, 2]
     # the median decides, so a few images where GrabCut fails do not drop it
     assert keep_grabcut([0.8, 0.7, 0.05, 0.6]) and not keep_grabcut([0.1, 0.2, 0.9])
     assert keep_grabcut([0.1], min_agreement=0) and keep_grabcut([])
+    # s2l-train's default is the measured one (config.py writes it out)
+    assert TrainConfig().grabcut_agreement == MIN_AGREEMENT
 
 
 def test_maps_and_their_mean():
@@ -55,7 +55,7 @@ def test_maps_and_their_mean():
     assert set(np.unique(combine(None, proposal))) <= {0.0, 1.0}
     # on clean cells the two agree (the mean is kept), and the mean is confident
     # on no more background than the forest alone
-    assert foreground_agreement(prob > 0.5, proposal) > 0.8
+    assert foreground_iou(prob > 0.5, proposal) > 0.8
     assert ((both > 0.8) & ~truth).sum() <= ((prob > 0.8) & ~truth).sum()
     # GrabCut is seeded: the same proposal again
     assert np.array_equal(classic_maps(image, scr, grabcut=True, seed=0)[1], proposal)
@@ -72,8 +72,8 @@ def test_grabcut_left_out_where_it_fails():
     agree = []
     for image, scr, truth in cases:
         prob, proposal = classic_maps(image, scr, forest=forest, grabcut=True)
-        assert _iou(proposal, truth) < 0.2 < 0.8 < _iou(prob > 0.5, truth)
-        agree.append(foreground_agreement(prob > 0.5, proposal))
+        assert foreground_iou(proposal, truth) < 0.2 < 0.8 < foreground_iou(prob > 0.5, truth)
+        agree.append(foreground_iou(prob > 0.5, proposal))
         confident = lambda m: ((m > 0.8) & truth).sum()  # noqa: E731  cells pseudo-labelled
         assert confident(combine(prob, None)) > 0.5 * truth.sum() > confident(combine(prob, proposal))
     assert not keep_grabcut(agree)

@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["MIN_AGREEMENT", "SAMPLE_IMAGES", "foreground_agreement", "classic_maps",
-           "combine", "keep_grabcut", "sample_images"]
+__all__ = ["MIN_AGREEMENT", "SAMPLE_IMAGES", "classic_maps", "combine", "keep_grabcut",
+           "sample_images"]
 
 #: Median intersection over union of the forest's and GrabCut's foreground below which
 #: the ``forest+grabcut`` start leaves GrabCut out. On DSB training images (ground truth
@@ -35,21 +35,6 @@ MIN_AGREEMENT = 0.4
 
 #: At most this many images (evenly spread) decide whether GrabCut is kept.
 SAMPLE_IMAGES = 32
-
-
-def foreground_agreement(a: np.ndarray, b: np.ndarray) -> float:
-    """Intersection over union of two boolean masks; 1.0 when both are empty.
-
-    Examples
-    --------
-    >>> a = np.zeros((4, 4), bool); a[:2] = True
-    >>> b = np.zeros((4, 4), bool); b[1:3] = True
-    >>> foreground_agreement(a, b)
-    0.3333333333333333
-    """
-    a, b = np.asarray(a, bool), np.asarray(b, bool)
-    union = int(np.count_nonzero(a | b))
-    return 1.0 if union == 0 else int(np.count_nonzero(a & b)) / union
 
 
 def classic_maps(image: np.ndarray, scribble: np.ndarray, *, forest=None, grabcut: bool = False,
@@ -114,8 +99,8 @@ def sample_images(n_images: int, k: int = SAMPLE_IMAGES) -> list[int]:
 def keep_grabcut(agreements, min_agreement: float = MIN_AGREEMENT) -> bool:
     """Whether the ``forest+grabcut`` start keeps GrabCut: the median agreement is enough.
 
-    ``agreements``: :func:`foreground_agreement` of the forest's foreground (probability
-    > 0.5) and GrabCut's on some images. No image: GrabCut is kept.
+    ``agreements``: :func:`s2l_tools.evaluation.metrics.foreground_iou` of the forest's
+    foreground (probability > 0.5) and GrabCut's on some images. No image: GrabCut is kept.
 
     Examples
     --------

@@ -67,7 +67,8 @@ class TrainConfig:
     val: str | None = None
     method: str = "s2l"
     fast_start: str = "none"
-    # --fast-start forest+grabcut: GrabCut kept if it overlaps the forest this much (median image)
+    # --fast-start forest+grabcut: GrabCut kept if it overlaps the forest this much (median
+    # image); s2l_tools.classic.start.MIN_AGREEMENT, written out to keep numpy off --help
     grabcut_agreement: float = 0.4
     encoder: str = "resnet34"
     encoder_weights: str | None = None

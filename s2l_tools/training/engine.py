@@ -273,6 +273,7 @@ def fast_start(store, data: TrainingData, ctx: Context, *, kind: str, seed: int,
 
     from s2l_tools.classic import start
     from s2l_tools.classic.forest import ForestSettings, fit_forest
+    from s2l_tools.evaluation.metrics import foreground_iou
 
     t = time.perf_counter()
     threads = max(1, torch.get_num_threads())
@@ -291,7 +292,7 @@ def fast_start(store, data: TrainingData, ctx: Context, *, kind: str, seed: int,
         if kind == "forest+grabcut":
             sample = start.sample_images(len(data.images))
             done = dict(zip(sample, pool.map(lambda i: maps(i, True), sample)))
-            agree = [start.foreground_agreement(p > 0.5, g) for p, g in done.values()]
+            agree = [foreground_iou(p > 0.5, g) for p, g in done.values()]
             use_grabcut = start.keep_grabcut(agree, min_agreement)
             median = float(np.median(agree)) if agree else 1.0
             note = (f" (GrabCut kept: its foreground and the forest's overlap by IoU "
