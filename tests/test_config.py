@@ -202,6 +202,9 @@ def test_no_dataset_given(tmp_path, capsys):
     ("pseudo_weight", float("inf"), "--pseudo-weight", "finite"),
     ("weight_decay", float("nan"), "--weight-decay", "finite"),
     ("crf_weight", float("inf"), "--crf-weight", "finite"),
+    ("grabcut_agreement", 1.5, "--grabcut-agreement", "[0, 1]"),
+    ("grabcut_agreement", -0.1, "--grabcut-agreement", "[0, 1]"),
+    ("grabcut_agreement", float("nan"), "--grabcut-agreement", "finite"),
 ])
 def test_validate_ranges(setting, value, flag, why):
     cfg = TrainConfig(data="d", out="o", **{setting: value})
@@ -222,7 +225,7 @@ def test_fast_start_needs_s2l():
     {"fast_start": "forest+grabcut"}, *({"preset": p} for p in sorted(PRESETS)),
     {"warmup_epochs": 200}, {"epochs": 2, "warmup_epochs": 5, "method": "pce"},
     {"epochs": 2, "warmup_epochs": 5, "fast_start": "forest"}, {"weight_decay": 0.0},
-    {"min_size": 0}, {"channel": 0},
+    {"min_size": 0}, {"channel": 0}, {"grabcut_agreement": 0.0}, {"grabcut_agreement": 1.0},
 ])
 def test_validate_accepts_edges(settings):
     settings = dict(settings)

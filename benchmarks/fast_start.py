@@ -1,0 +1,95 @@
+"""The fast start's pieces: their time, and how the forest and GrabCut agree (not a test).
+
+    .venv/bin/python benchmarks/fast_start.py /tmp/acc/fluo/n40_v40/scribbles_r0.1_s0 [MORE ...]
+        [--time] [--threads 2]
+
+For each training folder written by ``accuracy.py`` (``images/``, ``scribbles/``,
+``masks/``), with the forest fitted on all its scribbles (seed 0) and GrabCut
+seeded 0:
+
+- the agreement of every image's forest foreground (probability > 0.5) and GrabCut
+  proposal (foreground IoU), their mean and lowest, the median over the sample
+  ``s2l-train`` uses (:func:`s2l_tools.classic.start.sample_images`) and whether
+  GrabCut is kept; and, from the full masks (only to look: nothing here is chosen
+  on them), each one's IoU with the truth, and the images with the lowest agreement;
+- with ``--time``: seconds of fitting the forest, the features alone, the forest's
+  probability of every image, GrabCut one image after another, and GrabCut and the
+  features on ``--threads`` threads (the load average is printed beside them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("folders", nargs="+")
+    p.add_argument("--time", action="store_true", help="also time the pieces")
+    p.add_argument("--threads", type=int, default=2)
+    args = p.parse_args(argv)
+
+    from concurrent.futures import ThreadPoolExecutor
+
+    import numpy as np
+
+    from s2l_tools.classic import start
+    from s2l_tools.classic.forest import ForestSettings, fit_forest, forest_probability, pixel_features
+    from s2l_tools.classic.grabcut import grabcut_proposal, to_bgr8
+    from s2l_tools.evaluation.metrics import foreground_iou
+    from s2l_tools.training.data import load_training_data
+
+    for folder in args.folders:
+        d = load_training_data(folder, need_masks=True)
+        n = len(d.images)
+        settings = ForestSettings(n_jobs=args.threads)
+        t = time.perf_counter()
+        forest = fit_forest(d.images, d.scribbles, settings=settings, seed=0)
+        fit_s = time.perf_counter() - t
+        forest.set_params(n_jobs=1)
+        with ThreadPoolExecutor(args.threads) as pool:
+            maps = list(pool.map(lambda i: start.classic_maps(
+                d.images[i], d.scribbles[i], forest=forest, grabcut=True), range(n)))
+        agree = np.array([foreground_iou(p > 0.5, g) for p, g in maps])
+        truth = [np.asarray(m) > 0 for m in d.masks]
+        forest_gt = np.array([foreground_iou(p > 0.5, t) for (p, _), t in zip(maps, truth)])
+        grab_gt = np.array([foreground_iou(g, t) for (_, g), t in zip(maps, truth)])
+        sample = start.sample_images(n)
+        median = float(np.median(agree[sample]))
+        print(f"{folder}: {n} images; agreement mean {agree.mean():.3f} lowest {agree.min():.3f}, "
+              f"median of the sample ({len(sample)}) {median:.3f}: GrabCut "
+              f"{'kept' if start.keep_grabcut(agree[sample]) else 'left out'}; vs the truth: "
+              f"forest {forest_gt.mean():.3f}, GrabCut {grab_gt.mean():.3f}")
+        low = np.argsort(agree)[:8]
+        print("  lowest agreement / forest / GrabCut vs the truth: " + " ".join(
+            f"{agree[i]:.2f}/{forest_gt[i]:.2f}/{grab_gt[i]:.2f}" for i in low))
+        if not args.time:
+            continue
+        timings = {"fit": fit_s}
+
+        def clock(name, fn):
+            t = time.perf_counter()
+            fn()
+            timings[name] = time.perf_counter() - t
+
+        forest.set_params(n_jobs=args.threads)
+        clock("features", lambda: [pixel_features(im, settings) for im in d.images])
+        clock("forest probability", lambda: [forest_probability(forest, im, settings=settings)
+                                             for im in d.images])
+        clock("grabcut", lambda: [grabcut_proposal(to_bgr8(im), s)
+                                  for im, s in zip(d.images, d.scribbles)])
+        with ThreadPoolExecutor(args.threads) as pool:
+            clock(f"grabcut, {args.threads} threads", lambda: list(pool.map(
+                lambda a: grabcut_proposal(to_bgr8(a[0]), a[1]), zip(d.images, d.scribbles))))
+            clock(f"features, {args.threads} threads", lambda: list(pool.map(
+                lambda im: pixel_features(im, settings), d.images)))
+        print("  seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in timings.items())
+              + f" (load {os.getloadavg()[0]:.2f})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
