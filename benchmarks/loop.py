@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/loop.py --workdir /tmp/s2l-loop
     .venv/bin/python benchmarks/loop.py --train-images 40 --val-images 40 --strokes 40
+    .venv/bin/python benchmarks/loop.py --preset laptop --train-images 40 --val-images 40 --strokes 40
 
 Round 0: synthetic scribbles on ``--ratio`` of the cells of the train images
 (:func:`s2l_tools.data.synth.synthesize_scribbles`, as benchmarks/accuracy.py
@@ -147,15 +148,20 @@ def add_strokes(arm: str, data: Path, stems: list[str], truth: dict, n: int, *, 
 
 # ----------------------------------------------------------------------- training
 def base_config(args, data: Path, out: Path):
-    from s2l_tools.training.config import TrainConfig
+    """Round 0's (and the from-scratch run's) settings: the budget flags, or
+    ``s2l-train --preset NAME``'s settings with ``--preset``."""
+    from s2l_tools.training.config import PRESETS, TrainConfig
 
-    return TrainConfig(data=str(data), out=str(out), method="s2l", encoder=args.encoder,
-                       epochs=args.epochs, warmup_epochs=args.epochs // 2,
-                       ensemble_every=args.ensemble_every, crop=args.crop,
-                       batch_size=args.batch_size, samples_per_epoch=args.samples_per_epoch,
-                       lr=args.lr, restart_epochs=args.epochs, seed=args.seed, device="cpu",
-                       checkpoint_every=args.epochs, panel_images=0, tile=512,
-                       holdout_strokes=0.0)
+    if args.preset:
+        budget = dict(PRESETS[args.preset])
+    else:
+        budget = dict(encoder=args.encoder, epochs=args.epochs, warmup_epochs=args.epochs // 2,
+                      ensemble_every=args.ensemble_every, crop=args.crop,
+                      batch_size=args.batch_size, samples_per_epoch=args.samples_per_epoch,
+                      lr=args.lr, restart_epochs=args.epochs)
+    return TrainConfig(data=str(data), out=str(out), method="s2l", seed=args.seed,
+                       device="cpu", checkpoint_every=budget["epochs"], panel_images=0,
+                       tile=512, holdout_strokes=0.0, **budget)
 
 
 def retrain_config(args, data: Path, out: Path, prev: Path):
@@ -250,6 +256,9 @@ def get_parser():
     p.add_argument("--ensemble-every", type=int, default=3)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--preset", choices=("laptop", "paper"),
+                   help="round 0 and the from-scratch run with s2l-train --preset's settings "
+                        "(fast start, CRF; the budget flags above are then ignored)")
     p.add_argument("--no-scratch", action="store_true", help="skip the from-scratch run")
     p.add_argument("--threads", type=int, help="torch threads (default: torch's)")
     p.add_argument("--retrain-lr", type=float,
