@@ -82,6 +82,30 @@ def test_small_image_single_padded_tile():
     assert shapes == [(1, 1, 64, 96)]
 
 
+@pytest.mark.parametrize("shape", [(64, 96), (40, 70)])
+def test_one_tile_is_fn_of_the_padded_image(shape):
+    # no ramp with one tile: the result is fn's output, cropped, bit for bit, in a new
+    # array; fn may write into its batch without touching the caller's image
+    rng = np.random.default_rng(3)
+    image = rng.normal(size=(2, *shape)).astype(np.float32)
+    kept = image.copy()
+    outputs = []
+
+    def fn(batch):  # not pointwise: a running sum along x reaches into the padding
+        outputs.append(np.concatenate([batch, np.cumsum(batch, axis=3)], axis=1))
+        batch[:] = 0
+        return outputs[-1]
+
+    out = predict_tiled(fn, image, tile=128, overlap=32)
+    h, w = shape
+    padded = np.pad(kept, ((0, 0), (0, 64 - h), (0, 96 - w)), mode="reflect")
+    expected = np.concatenate([padded, np.cumsum(padded, axis=2)])[:, :h, :w]
+    assert len(outputs) == 1 and out.dtype == np.float32
+    np.testing.assert_array_equal(out, expected)
+    np.testing.assert_array_equal(image, kept)
+    assert not np.shares_memory(out, outputs[0])
+
+
 @pytest.mark.parametrize(
     "length,tile,overlap", [(1, 4, 1), (4, 4, 1), (5, 4, 1), (10, 4, 1), (11, 4, 2), (1000, 96, 32)]
 )
