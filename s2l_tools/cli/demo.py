@@ -3,7 +3,7 @@
 1. generate a synthetic fluorescence-nuclei dataset with Fiji-style RoiSet.zip
    scribbles (:mod:`s2l_tools.data.demo_data`);
 2. ``s2l-scribbles``: ROIs -> scribble masks;
-3. ``s2l-train``: Scribble2Label on a small budget;
+3. ``s2l-train --preset laptop``: the budget a user on a laptop gets;
 4. ``s2l-predict``: instance labels for the validation images;
 5. ``s2l-eval``: scores against the validation masks.
 
@@ -19,13 +19,8 @@ from pathlib import Path
 from s2l_tools.cli._common import make_parser, run
 from s2l_tools.errors import S2LError
 
-#: a budget that trains in a few minutes on 2 CPU cores
-DEMO_TRAIN_ARGS = [
-    "--encoder", "resnet18", "--crop", "128", "--batch-size", "8",
-    "--samples-per-epoch", "64", "--epochs", "40", "--warmup-epochs", "20",
-    "--ensemble-every", "4", "--checkpoint-every", "10", "--lr", "1e-3",
-    "--restart-epochs", "40", "--tile", "256",
-]
+#: what a user on a laptop types (``--preset laptop``: a few minutes on 2 CPU cores)
+DEMO_TRAIN_ARGS = ["--preset", "laptop", "--checkpoint-every", "4", "--tile", "256"]
 
 
 def _step(title: str, prog: str, main, argv: list[str]) -> None:
@@ -45,7 +40,9 @@ def get_parser():
         "  s2l-demo --out demo_out",
     )
     parser.add_argument("--out", type=Path, default=Path("demo_out"), help="output folder")
-    parser.add_argument("--epochs", type=int, default=40, help="training epochs (half of them warm-up)")
+    parser.add_argument("--epochs", type=int,
+                        help="training epochs, half of them warm-up (default: the laptop "
+                             "preset's 12)")
     parser.add_argument("--seed", type=int, default=0, help="data and training seed")
     parser.add_argument("--fresh", action="store_true", help="delete --out first")
     return parser
@@ -70,9 +67,9 @@ def _main(args) -> int:
     _step("ImageJ ROIs -> scribble masks", "s2l-scribbles", scribbles.main, [str(data / "train")])
     train_args = [str(data / "train"), "--out", str(run_dir), "--val", str(data / "val"),
                   "--seed", str(args.seed), *DEMO_TRAIN_ARGS]
-    for flag, value in (("--epochs", args.epochs), ("--warmup-epochs", args.epochs // 2),
-                        ("--restart-epochs", args.epochs)):
-        train_args[train_args.index(flag) + 1] = str(value)
+    if args.epochs is not None:
+        train_args += ["--epochs", str(args.epochs), "--warmup-epochs", str(args.epochs // 2),
+                       "--restart-epochs", str(args.epochs)]
     _step("training Scribble2Label", "s2l-train", train.main, train_args)
     pred = out / "predictions"
     _step("predicting the validation images", "s2l-predict", predict.main,
