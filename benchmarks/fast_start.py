@@ -12,6 +12,10 @@ seeded 0:
   ``s2l-train`` uses (:func:`s2l_tools.classic.start.sample_images`) and whether
   GrabCut is kept; and, from the full masks (only to look: nothing here is chosen
   on them), each one's IoU with the truth, and the images with the lowest agreement;
+- the start itself (what ``s2l-train`` puts in the EMA store: the mean of the two maps,
+  or the forest's alone where GrabCut is left out): its confident foreground (above
+  ``--tau``, s2l-train's consistency threshold: pseudo-labelled from the first step) as a multiple of the true foreground
+  area, and the share of it outside the cells;
 - with ``--time``: seconds of fitting the forest, the features alone, the forest's
   probability of every image, GrabCut one image after another, and GrabCut and the
   features on ``--threads`` threads (the load average is printed beside them).
@@ -30,6 +34,8 @@ def main(argv=None) -> int:
     p.add_argument("folders", nargs="+")
     p.add_argument("--time", action="store_true", help="also time the pieces")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--tau", type=float, default=0.8,
+                   help="the consistency threshold (s2l-train --consistency-threshold's default)")
     args = p.parse_args(argv)
 
     from concurrent.futures import ThreadPoolExecutor
@@ -63,6 +69,13 @@ def main(argv=None) -> int:
               f"median of the sample ({len(sample)}) {median:.3f}: GrabCut "
               f"{'kept' if start.keep_grabcut(agree[sample]) else 'left out'}; vs the truth: "
               f"forest {forest_gt.mean():.3f}, GrabCut {grab_gt.mean():.3f}")
+        kept = start.keep_grabcut(agree[sample])
+        sure = [start.combine(p, g if kept else None) > args.tau for p, g in maps]
+        sure_px = sum(int(s.sum()) for s in sure)
+        wrong_px = sum(int((s & ~t).sum()) for s, t in zip(sure, truth))
+        print(f"  the start's confident foreground (> {args.tau}): "
+              f"{sure_px / max(1, sum(int(t.sum()) for t in truth)):.2f}x the true foreground "
+              f"area, {wrong_px / max(1, sure_px):.1%} of it outside the cells")
         low = np.argsort(agree)[:8]
         print("  lowest agreement / forest / GrabCut vs the truth: " + " ".join(
             f"{agree[i]:.2f}/{forest_gt[i]:.2f}/{grab_gt[i]:.2f}" for i in low))
