@@ -14,8 +14,8 @@ seeded 0:
   on them), each one's IoU with the truth, and the images with the lowest agreement;
 - the start itself (what ``s2l-train`` puts in the EMA store: the mean of the two maps,
   or the forest's alone where GrabCut is left out): its confident foreground (above
-  ``--tau``, s2l-train's consistency threshold: pseudo-labelled from the first step) as a multiple of the true foreground
-  area, and the share of it outside the cells;
+  ``--tau``, s2l-train's consistency threshold: pseudo-labelled from the first step)
+  as a multiple of the true foreground area, and the share of it outside the cells;
 - with ``--time``: seconds of fitting the forest, the features alone, the forest's
   probability of every image, GrabCut one image after another, and GrabCut and the
   features on ``--threads`` threads (the load average is printed beside them).

@@ -11,6 +11,7 @@ def test_demo_end_to_end(tmp_path, capsys):
     text = capsys.readouterr().out
     for cmd in ("$ s2l-scribbles", "$ s2l-train", "$ s2l-predict", "$ s2l-eval"):
         assert cmd in text
+    assert "--preset laptop" in text  # the demo trains what the README tells users to type
     scores = json.loads((out / "scores.json").read_text())
     assert {"iou", "mdice", "f1_50", "ap_50"} <= set(scores) and scores["n_images"] == 4
     assert len(list((out / "predictions").glob("*_rois.zip"))) == 4
