@@ -65,11 +65,11 @@ def main(argv=None) -> int:
         grab_gt = np.array([foreground_iou(g, t) for (_, g), t in zip(maps, truth)])
         sample = start.sample_images(n)
         median = float(np.median(agree[sample]))
+        kept = start.keep_grabcut(agree[sample])
         print(f"{folder}: {n} images; agreement mean {agree.mean():.3f} lowest {agree.min():.3f}, "
               f"median of the sample ({len(sample)}) {median:.3f}: GrabCut "
-              f"{'kept' if start.keep_grabcut(agree[sample]) else 'left out'}; vs the truth: "
+              f"{'kept' if kept else 'left out'}; vs the truth: "
               f"forest {forest_gt.mean():.3f}, GrabCut {grab_gt.mean():.3f}")
-        kept = start.keep_grabcut(agree[sample])
         sure = [start.combine(p, g if kept else None) > args.tau for p, g in maps]
         sure_px = sum(int(s.sum()) for s in sure)
         wrong_px = sum(int((s & ~t).sum()) for s, t in zip(sure, truth))
