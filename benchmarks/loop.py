@@ -171,6 +171,10 @@ def retrain_config(args, data: Path, out: Path, prev: Path):
     cfg = retrain_settings(rundir.read_config(prev))
     if args.retrain_lr is not None:
         cfg.lr = args.retrain_lr
+    if args.retrain_epochs is not None:
+        cfg.epochs = cfg.restart_epochs = cfg.checkpoint_every = args.retrain_epochs
+    if args.retrain_ensemble_every is not None:
+        cfg.ensemble_every = args.retrain_ensemble_every
     cfg.holdout_strokes = 0.0  # every stroke, as in round 0
     cfg.data, cfg.out, cfg.from_run = str(data), str(out), str(prev)
     return cfg
@@ -263,6 +267,11 @@ def get_parser():
     p.add_argument("--threads", type=int, help="torch threads (default: torch's)")
     p.add_argument("--retrain-lr", type=float,
                    help="the --from rounds' lr (default: s2l-train --from's)")
+    p.add_argument("--retrain-epochs", type=int,
+                   help="the --from rounds' epochs (default: s2l-train --from's; the cosine "
+                        "cycle and the checkpoint follow)")
+    p.add_argument("--retrain-ensemble-every", type=int,
+                   help="the --from rounds' ensemble interval (default: s2l-train --from's)")
     p.add_argument("--json", type=Path)
     p.add_argument("--verbose", action="store_true")
     return p
