@@ -9,7 +9,7 @@ import tifffile
 
 from s2l_tools import labels as L
 from s2l_tools.cli import train
-from s2l_tools.training.config import RETRAIN_LR_SCALE
+from s2l_tools.training.config import RETRAIN_LR_SCALE, RETRAIN_SCHEDULE
 from s2l_tools.cli.scribbles import main as scribbles_main
 from s2l_tools.data.demo_data import make_demo_dataset
 from s2l_tools.training.checkpoint import load_checkpoint
@@ -65,13 +65,14 @@ def test_from_run_with_new_strokes_and_a_new_image(first, tmp_path, capsys):
     assert train.main([str(new), "--out", str(run), "--resume", "--epochs", "3"]) == 1
     assert f"--from {run}" in capsys.readouterr().err
     out = tmp_path / "run2"
-    assert train.main([str(new), "--out", str(out), "--from", str(run), "--epochs", "2"]) == 0
+    assert train.main([str(new), "--out", str(out), "--from", str(run), "--epochs", "3"]) == 0
     err = " ".join(capsys.readouterr().err.split())  # the console wraps long lines
     assert "EMA maps of 3 image(s) kept, 1 with changed scribbles" in err, err
     assert "1 image(s) predicted afresh" in err, err
     cfg = json.loads((out / "config.json").read_text())
-    assert cfg["from_run"] == str(run) and cfg["crop"] == 32 and cfg["epochs"] == 2
+    assert cfg["from_run"] == str(run) and cfg["crop"] == 32 and cfg["epochs"] == 3
     assert cfg["warmup_epochs"] == 1 and cfg["fast_start"] == "none"
+    assert cfg["ensemble_every"] == RETRAIN_SCHEDULE["ensemble_every"] == 2
     run_cfg = json.loads((run / "config.json").read_text())
     assert cfg["lr"] == pytest.approx(run_cfg["lr"] * RETRAIN_LR_SCALE)
     a, b = load_checkpoint(run / "checkpoint.pt"), load_checkpoint(out / "checkpoint.pt")
@@ -82,13 +83,13 @@ def test_from_run_with_new_strokes_and_a_new_image(first, tmp_path, capsys):
     out3 = tmp_path / "run3"
     assert train.main([str(new), "--out", str(out3), "--from", str(out), "--epochs", "1"]) == 0
     assert json.loads((out3 / "config.json").read_text())["lr"] == pytest.approx(cfg["lr"])
-    assert b["epoch"] == 2 and len(b["history"]) == 2  # a new schedule, counted from 0
-    assert b["ema"]["n_updates"].tolist() == [2, 2, 2, 2]  # kept/predicted + 1 ensemble
+    assert b["epoch"] == 3 and len(b["history"]) == 3  # a new schedule, counted from 0
+    assert b["ema"]["n_updates"].tolist() == [2, 2, 2, 2]  # kept/predicted + the pass after epoch 2
     stems = [e["stem"] for e in json.loads((out / "inputs.json").read_text())["images"]]
     assert stems == ["nuclei_000", "nuclei_001", "nuclei_002", "nuclei_003"]
     assert len(a["ema"]["n_updates"]) == 3
     # RUN2 resumes as any run
-    assert train.main(["--out", str(out), "--resume", "--epochs", "3"]) == 0
+    assert train.main(["--out", str(out), "--resume", "--epochs", "4"]) == 0
 
 
 @pytest.mark.parametrize("case", ["encoder", "channels", "same_out", "not_a_run", "resume"])

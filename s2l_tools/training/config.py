@@ -49,9 +49,12 @@ PRESETS: dict[str, dict] = {
 
 #: ``s2l-train --from RUN``: the short schedule of a retraining round on top of RUN's
 #: settings (flags given on the command line win): one epoch of warm-up on the new
-#: strokes, then S2L with RUN's EMA store (no fast start: the store is RUN's).
-RETRAIN_SCHEDULE: dict = dict(epochs=6, warmup_epochs=1, ensemble_every=1, restart_epochs=6,
-                              checkpoint_every=6, fast_start="none")
+#: strokes, then S2L with RUN's EMA store (no fast start: the store is RUN's). 4 epochs
+#: with one ensemble pass (after epoch 2) take ~2 min on 2 CPU cores for 40 images of the
+#: laptop preset; 6 epochs with a pass after each took 4.6 min for ~0.01 IoU more
+#: (benchmarks/loop.py, docs/benchmarks.md)
+RETRAIN_SCHEDULE: dict = dict(epochs=4, warmup_epochs=1, ensemble_every=2, restart_epochs=4,
+                              checkpoint_every=4, fast_start="none")
 #: ``--from``: the peak learning rate of a retraining round, as a share of RUN's (once:
 #: a run that was itself retrained keeps its rate), so that a few epochs on new strokes
 #: refine RUN's model rather than shake it (benchmarks/loop.py, docs/benchmarks.md)
