@@ -276,7 +276,8 @@ def train_and_score(run: Path, data: Path, method: str, val: Path, val_stems: li
         crf_weight=None if method == "full" else args.crf_weight,
         grabcut_agreement=args.grabcut_agreement,
         checkpoint_every=args.epochs, panel_images=0, tile=512,
-        holdout_strokes=0.0)  # every stroke, as the paper and the forest baseline
+        holdout_strokes=0.0,  # every stroke, as the paper and the forest baseline
+        threads=args.threads)  # fit() picks its own count unless told
     load0 = loadavg()
     t = time.perf_counter()
     fit(cfg, console=Console(stderr=True, quiet=not args.verbose))

@@ -161,7 +161,7 @@ def base_config(args, data: Path, out: Path):
                       lr=args.lr, restart_epochs=args.epochs)
     return TrainConfig(data=str(data), out=str(out), method="s2l", seed=args.seed,
                        device="cpu", checkpoint_every=budget["epochs"], panel_images=0,
-                       tile=512, holdout_strokes=0.0, **budget)
+                       tile=512, holdout_strokes=0.0, threads=args.threads, **budget)
 
 
 def retrain_config(args, data: Path, out: Path, prev: Path):
@@ -176,6 +176,7 @@ def retrain_config(args, data: Path, out: Path, prev: Path):
     if args.retrain_ensemble_every is not None:
         cfg.ensemble_every = args.retrain_ensemble_every
     cfg.holdout_strokes = 0.0  # every stroke, as in round 0
+    cfg.threads = args.threads  # fit() picks its own count unless told
     cfg.data, cfg.out, cfg.from_run = str(data), str(out), str(prev)
     return cfg
 
