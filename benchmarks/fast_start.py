@@ -28,14 +28,17 @@ import os
 import sys
 import time
 
+from s2l_tools.training.config import TrainConfig
+
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("folders", nargs="+")
     p.add_argument("--time", action="store_true", help="also time the pieces")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--tau", type=float, default=0.8,
-                   help="the consistency threshold (s2l-train --consistency-threshold's default)")
+    p.add_argument("--tau", type=float, default=TrainConfig.threshold,
+                   help="the consistency threshold (default: s2l-train "
+                        "--consistency-threshold's, %(default)s)")
     args = p.parse_args(argv)
 
     from concurrent.futures import ThreadPoolExecutor
