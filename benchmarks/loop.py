@@ -159,9 +159,11 @@ def base_config(args, data: Path, out: Path):
                       ensemble_every=args.ensemble_every, crop=args.crop,
                       batch_size=args.batch_size, samples_per_epoch=args.samples_per_epoch,
                       lr=args.lr, restart_epochs=args.epochs)
+    # the tile is s2l-train's (1024): a round's ensemble pass took 1.75x as long with 512
+    # tiles on these images (overlapping tiles), which the rounds before 2026-12-02 timed
     return TrainConfig(data=str(data), out=str(out), method="s2l", seed=args.seed,
                        device="cpu", checkpoint_every=budget["epochs"], panel_images=0,
-                       tile=512, holdout_strokes=0.0, threads=args.threads, **budget)
+                       holdout_strokes=0.0, threads=args.threads, **budget)
 
 
 def retrain_config(args, data: Path, out: Path, prev: Path):
