@@ -275,7 +275,6 @@ def train_and_score(run: Path, data: Path, method: str, val: Path, val_stems: li
         lr=args.lr, restart_epochs=args.epochs, seed=seed, device="cpu",
         crf_weight=None if method == "full" else args.crf_weight,
         grabcut_agreement=args.grabcut_agreement,
-        fg_crops=0.0 if method == "full" else args.fg_crops,
         checkpoint_every=args.epochs, panel_images=0, tile=512,
         holdout_strokes=0.0,  # every stroke, as the paper and the forest baseline
         threads=args.threads)  # fit() picks its own count unless told
@@ -473,9 +472,6 @@ def get_parser():
     p.add_argument("--grabcut-agreement", type=float, default=MIN_AGREEMENT,
                    help="s2l-train --grabcut-agreement for s2lfg (s2l-train's default); runs "
                    "with more than 0 are named ..._gaX (the runs before it existed: 0)")
-    p.add_argument("--fg-crops", type=float, default=0.0,
-                   help="s2l-train --fg-crops for every trained method (default 0); runs with "
-                   "more are named ..._fgcX")
     p.add_argument("--crf-weight", type=float,
                    help="s2l-train --crf-weight for every method but full and forest (default: "
                    "the method's: 5 for rloss, 0 for the others); runs are named ..._crfX")
@@ -567,9 +563,7 @@ def main(argv=None) -> int:
                     method not in ("full", "forest", "grabcut") else ""
                 ga_tag = f"_ga{args.grabcut_agreement:g}" if method == "s2lfg" and \
                     args.grabcut_agreement > 0 else ""
-                fgc_tag = f"_fgc{args.fg_crops:g}" if args.fg_crops and \
-                    method not in ("full", "forest", "grabcut") else ""
-                run = base / tag / f"{method}_r{ratio}_s{seed}{bg_tag}{crf_tag}{ga_tag}{fgc_tag}"
+                run = base / tag / f"{method}_r{ratio}_s{seed}{bg_tag}{crf_tag}{ga_tag}"
                 done = run / "result.json"
                 if done.exists():
                     res = json.loads(done.read_text())

@@ -146,36 +146,3 @@ def test_shape_errors():
         augment(image, scribble, ema[:, :-1], rng=rng)
     with pytest.raises(ValueError, match="image"):
         augment(image[0], scribble, ema, rng=rng)
-
-
-@pytest.mark.parametrize("where", [(500, 700), (3, 1020), (1020, 2)])
-def test_focus_puts_the_pixel_in_every_crop(where):
-    # a cell stroke of 3 x 3 px in a large image: uniform crops of 128 px rarely hold it,
-    # focused crops always do (after any shift, zoom and rotation), centred or at the edge
-    h = w = 1024
-    image = np.zeros((1, h, w), np.float32)
-    scribble = np.ones((h, w), np.uint8)
-    r, c = where
-    scribble[max(r - 1, 0):r + 2, max(c - 1, 0):c + 2] = 2
-    held = []
-    for seed in range(40):
-        _, scr, _ = augment(image, scribble, rng=np.random.default_rng(seed), crop=128,
-                            p_ssr=1.0, focus=where)
-        held.append((scr == 2).any())
-    assert all(held)
-    uniform = [(augment(image, scribble, rng=np.random.default_rng(s), crop=128)[1] == 2).any()
-               for s in range(40)]
-    assert sum(uniform) < 10
-
-
-def test_focus_places_the_pixel_anywhere_in_the_central_half():
-    image = np.zeros((1, 1024, 1024), np.float32)
-    scribble = np.ones((1024, 1024), np.uint8)
-    rows = []
-    for seed in range(200):
-        _, scr, _ = augment(image, np.where(np.arange(1024)[:, None] == 500, 2, scribble)
-                            .astype(np.uint8), rng=np.random.default_rng(seed), crop=128,
-                            p_ssr=0.0, flips=False, focus=(500, 500))
-        rows.append(int(np.flatnonzero((scr == 2).any(1))[0]))
-    assert min(rows) >= 32 and max(rows) <= 95
-    assert max(rows) - min(rows) > 40  # spread over it, not always at the centre

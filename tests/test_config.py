@@ -205,8 +205,6 @@ def test_no_dataset_given(tmp_path, capsys):
     ("grabcut_agreement", 1.5, "--grabcut-agreement", "[0, 1]"),
     ("grabcut_agreement", -0.1, "--grabcut-agreement", "[0, 1]"),
     ("grabcut_agreement", float("nan"), "--grabcut-agreement", "finite"),
-    ("fg_crops", 1.5, "--fg-crops", "[0, 1]"),
-    ("fg_crops", -0.1, "--fg-crops", "[0, 1]"),
 ])
 def test_validate_ranges(setting, value, flag, why):
     cfg = TrainConfig(data="d", out="o", **{setting: value})
@@ -228,7 +226,6 @@ def test_fast_start_needs_s2l():
     {"warmup_epochs": 200}, {"epochs": 2, "warmup_epochs": 5, "method": "pce"},
     {"epochs": 2, "warmup_epochs": 5, "fast_start": "forest"}, {"weight_decay": 0.0},
     {"min_size": 0}, {"channel": 0}, {"grabcut_agreement": 0.0}, {"grabcut_agreement": 1.0},
-    {"fg_crops": 1.0},
 ])
 def test_validate_accepts_edges(settings):
     settings = dict(settings)

@@ -184,36 +184,6 @@ def test_store_owners_and_sharded_epoch_plan(data):
     assert len(epoch_plan(cfg, d, 3)) == 7
 
 
-def test_fg_crops_hold_a_cell_stroke(data):
-    # --fg-crops 1: every crop holds a cell stroke; 0: the crops of before, draw for draw
-    from s2l_tools.training.config import TrainConfig
-    from s2l_tools.training.data import CropDataset, epoch_plan, load_training_data
-
-    d = load_training_data(data / "train", holdout=0.0)
-    # one cell stroke of 3 x 3 px per image, the rest background strokes
-    for s in d.scribbles:
-        s[s == 2] = 1
-        s[20:23, 30:33] = 2
-
-    def crops(fg_crops):
-        cfg = TrainConfig(samples_per_epoch=24, crop=32, seed=3, fg_crops=fg_crops)
-        plan = epoch_plan(cfg, d, 0)
-        ds = CropDataset(cfg, d, None, plan, 0, np.arange(len(plan)), with_ema=False)
-        return [ds[j]["scribble"].numpy() for j in range(len(ds))]
-
-    assert all((c == 1).any() for c in crops(1.0))  # background strokes still there
-    assert all((c == 2).any() for c in crops(1.0))
-    assert not all((c == 2).any() for c in crops(0.0))  # anywhere: some miss it
-    from s2l_tools.data.augment import augment
-
-    cfg = TrainConfig(samples_per_epoch=24, crop=32, seed=3)
-    plan = epoch_plan(cfg, d, 0)
-    before = [augment(d.images[int(plan[k])], d.scribbles[int(plan[k])], None, crop=32,
-                      rng=np.random.default_rng([3, 0, k]))[1] for k in range(len(plan))]
-    for a, b in zip(crops(0.0), before):
-        np.testing.assert_array_equal(a, b)
-
-
 def _copy_data(data, tmp_path):
     import shutil
 

@@ -51,9 +51,6 @@ _HELP = {
     "decoder_lr_mult": "decoder learning rate = lr x this",
     "restart_epochs": "epochs per cosine-annealing cycle (warm restarts)",
     "crop": "training crop size (multiple of 32)",
-    "fg_crops": "share of the crops placed so that they hold a cell (foreground) stroke, "
-                "the rest anywhere; helps where cells are few and small in large images "
-                "(0: anywhere, as the paper)",
     "batch_size": "crops per optimiser step (split across workers)",
     "samples_per_epoch": "crops per epoch (default: max(images, 8 x batch size))",
     "loader_workers": "DataLoader worker processes",

@@ -87,7 +87,6 @@ def augment(
     flips: bool = True,
     brightness: float = 0.2,
     contrast: float = 0.2,
-    focus: tuple[int, int] | None = None,
 ) -> Triple:
     """Random crop, shift-scale-rotate, flips/rot90 and brightness/contrast.
 
@@ -119,10 +118,6 @@ def augment(
         for images scaled to [0, 1] this is albumentations'
         RandomBrightnessContrast; for z-scored images ``a`` scales the contrast
         around the mean). Image only.
-    focus : (row, col), optional
-        A pixel the crop must hold: the crop is placed so that the pixel falls in
-        its central half (uniformly there; then shifted, zoomed and rotated as
-        any crop, which keeps it inside), instead of anywhere in the image.
 
     Returns
     -------
@@ -133,10 +128,7 @@ def augment(
     """
     _check(image, scribble, ema, crop)
     _, h, w = image.shape
-    if focus is None:
-        y0, x0 = _offset(h, crop, rng), _offset(w, crop, rng)
-    else:
-        y0, x0 = (_offset_around(int(f), crop, rng) for f in focus)
+    y0, x0 = _offset(h, crop, rng), _offset(w, crop, rng)
     if p_ssr > 0 and rng.random() < p_ssr:
         angle = math.radians(rng.uniform(-rotate, rotate))
         zoom = rng.uniform(1.0 - scale, 1.0 + scale)
@@ -196,14 +188,6 @@ def _offset(n: int, size: int, rng: np.random.Generator) -> int:
     """Top/left of the crop; negative when the image is smaller (padding)."""
     lo, hi = min(0, n - size), max(0, n - size)
     return int(rng.integers(lo, hi + 1))
-
-
-def _offset_around(f: int, size: int, rng: np.random.Generator) -> int:
-    """Top/left of a crop whose central half holds pixel ``f``.
-
-    Near the image's edge the crop reaches past it (padded as a shift-scale-rotate pads).
-    """
-    return int(rng.integers(f - (3 * size) // 4 + 1, f - size // 4 + 1))
 
 
 def _ema_fill(ema: np.ndarray) -> float:

@@ -88,8 +88,6 @@ class TrainConfig:
     decoder_lr_mult: float = 10.0
     restart_epochs: int = 50
     crop: int = 256
-    #: share of crops placed to hold a cell stroke (0: anywhere, as the paper)
-    fg_crops: float = 0.0
     batch_size: int = 30
     samples_per_epoch: int | None = None
     loader_workers: int = 0
@@ -165,8 +163,6 @@ class TrainConfig:
                 "masks: drop --crf-weight")
         if not 0 <= self.grabcut_agreement <= 1:
             bad("grabcut_agreement", "must be in [0, 1] (an overlap; 0: keep GrabCut everywhere)")
-        if not 0 <= self.fg_crops <= 1:
-            bad("fg_crops", "must be in [0, 1] (a share of the crops; 0: crops anywhere)")
         if not 0 <= self.holdout_strokes < 1:
             bad("holdout_strokes", "must be in [0, 1) (a share of the strokes; 0: off)")
         if self.lr <= 0:

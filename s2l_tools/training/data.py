@@ -275,21 +275,6 @@ class CropDataset(torch.utils.data.Dataset):
                  epoch: int, ks: np.ndarray, with_ema: bool):
         self.cfg, self.data, self.store, self.plan = cfg, data, store, plan
         self.epoch, self.ks, self.with_ema = epoch, ks, with_ema
-        self._cells: dict[int, np.ndarray] = {}  # image -> flat indices of its cell strokes
-
-    def _focus(self, i: int, rng: np.random.Generator) -> tuple[int, int] | None:
-        """With probability ``cfg.fg_crops``, a random pixel of image ``i``'s cell strokes."""
-        from s2l_tools.labels import FOREGROUND
-
-        if not self.cfg.fg_crops or rng.random() >= self.cfg.fg_crops:
-            return None
-        scribble = self.data.scribbles[i]
-        if i not in self._cells:
-            self._cells[i] = np.flatnonzero(scribble >= FOREGROUND)
-        cells = self._cells[i]
-        if not len(cells):
-            return None
-        return np.unravel_index(int(cells[rng.integers(len(cells))]), scribble.shape)
 
     def __len__(self):
         return len(self.ks)
@@ -302,7 +287,7 @@ class CropDataset(torch.utils.data.Dataset):
         rng = np.random.default_rng([self.cfg.seed, self.epoch, k])
         ema = self.store.get(i) if self.with_ema else None
         image, scribble, ema = augment(self.data.images[i], self.data.scribbles[i], ema,
-                                       rng=rng, crop=self.cfg.crop, focus=self._focus(i, rng))
+                                       rng=rng, crop=self.cfg.crop)
         item = {"image": torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)),
                 "scribble": torch.from_numpy(np.ascontiguousarray(scribble).astype(np.int64))}
         if ema is not None:
