@@ -15,6 +15,9 @@ strokes, in one of two arms:
   over all images): a region that is mostly cell gets a stroke along the
   skeleton of the unscribbled cell it overlaps most; otherwise a background
   stroke along the skeleton of the region's background (3 px from any cell);
+- ``balanced``: the same regions, taken in turn from those the network calls
+  cell and those it calls background (each side in score order), so that a
+  round's strokes do not all go to one class;
 - ``random``: at random pixels (images drawn by area): a cell pixel gives that
   cell's skeleton (if it has no stroke yet), a background pixel a background
   stroke within 12 px of it.
@@ -118,7 +121,7 @@ def add_strokes(arm: str, data: Path, stems: list[str], truth: dict, n: int, *, 
         scr[stem][pixels & (scr[stem] == 0)] = code
         added += 1
 
-    if arm == "suggest":
+    if arm in ("suggest", "balanced"):
         from s2l_tools.inference.suggest import suggest
 
         t = time.perf_counter()
@@ -126,6 +129,14 @@ def add_strokes(arm: str, data: Path, stems: list[str], truth: dict, n: int, *, 
         t_suggest = time.perf_counter() - t
         ranked = sorted(((r.score, item.stem, r) for item in results for r in item.regions),
                         key=lambda e: -e[0])
+        if arm == "balanced":
+            # the regions the network calls cell and those it calls background, each in
+            # score order, taken in turn (a region's side: its mean probability)
+            prob = {item.stem: item.prob for item in results}
+            cell = [e for e in ranked if prob[e[1]][e[2].mask].mean() >= 0.5]
+            back = [e for e in ranked if prob[e[1]][e[2].mask].mean() < 0.5]
+            ranked = [e for pair in zip(cell, back) for e in pair]
+            ranked += cell[len(back):] + back[len(cell):]
         for _, stem, r in ranked:
             if added == n:
                 break
