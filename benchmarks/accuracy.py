@@ -238,16 +238,21 @@ def forest_and_score(run: Path, data: Path, val: Path, val_stems: list[str], see
 
 
 def predict_and_score(run: Path, val: Path, val_stems: list[str], segment, *, train_s: float,
-                      load0: list[float]) -> dict:
-    """Labels of every val image from ``segment(image)`` into ``run/pred``, scored."""
+                      load0: list[float], read=None) -> dict:
+    """Labels of every val image from ``segment(read(path))`` into ``run/pred``, scored.
+
+    ``read``: how an image file becomes ``segment``'s input (default: our normalised
+    ``read_image``; benchmarks/authors.py reads the RGB its transforms expect).
+    """
     from s2l_tools.evaluation.evaluate import evaluate_folders
     from s2l_tools.io.images import read_image
 
+    read = read or read_image
     t = time.perf_counter()
     pred = run / "pred"
     pred.mkdir(parents=True, exist_ok=True)
     for stem in val_stems:
-        labels = segment(read_image(val / "images" / f"{stem}.png"))
+        labels = segment(read(val / "images" / f"{stem}.png"))
         write_tiff(pred / f"{stem}.tif", labels.astype(np.int32))
     predict_s = time.perf_counter() - t
     _, summary = evaluate_folders(pred, val / "masks")

@@ -47,8 +47,9 @@ What it does:
    scores their ``best_model.pth`` (best val IoU) -- not scribble supervision.
 4. Each val image (their val transform: RGB, ImageNet normalisation) is reflect-padded
    to a multiple of 32; softmax class 1 -> ``instances_from_probability`` (0.5, min size
-   64, holes filled, no declumping) -> ``score_pair`` against the val masks, averaged over
-   images as ``benchmarks/accuracy.py`` does. ``--out/result.json``, one line printed.
+   64, holes filled, no declumping) -> ``--out/pred``, scored against the val masks by
+   ``benchmarks/accuracy.py``'s ``predict_and_score`` (means over images, as its tables).
+   ``--out/result.json``, one line printed.
 """
 
 from __future__ import annotations
@@ -64,6 +65,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from accuracy import loadavg, predict_and_score  # noqa: E402
 
 # our training budget (benchmarks/accuracy.py's e12 runs)
 OUR_CROPS_PER_EPOCH = 128
@@ -223,9 +227,7 @@ def main(argv=None) -> int:
 
     import pandas as pd
 
-    from s2l_tools.evaluation.metrics import score_pair
     from s2l_tools.inference.postprocess import instances_from_probability
-    from s2l_tools.io.images import read_labels, write_tiff
 
     args.out.mkdir(parents=True, exist_ok=True)
     root = write_layout(args, train_stems)
@@ -276,6 +278,7 @@ def main(argv=None) -> int:
     learner = Learner(model, train_loader, valid_loader, config)
     in_opt = {id(p) for g in learner.optimizer.param_groups for p in g["params"]}
     frozen = sum(p.numel() for p in model.parameters() if id(p) not in in_opt)
+    load0 = loadavg()
     t0 = time.perf_counter()
     learner.fit(config.n_epochs)
     train_s = time.perf_counter() - t0
@@ -287,24 +290,23 @@ def main(argv=None) -> int:
 
     from PIL import Image
 
-    model.eval()
-    t0 = time.perf_counter()
-    rows = []
-    for s in val_stems:
-        rgb = np.array(Image.open(args.val / "images" / f"{s}.png").convert("RGB"))
+    def read_rgb(path: Path) -> np.ndarray:
+        return np.array(Image.open(path).convert("RGB"))
+
+    def segment(rgb: np.ndarray) -> np.ndarray:
         x = tfms["val"](image=rgb)["image"].unsqueeze(0).float()
         h, w = x.shape[-2:]
         x = torch.nn.functional.pad(x, (0, -w % 32, 0, -h % 32), mode="reflect")
         with torch.inference_mode():
             prob = torch.softmax(model(x), dim=1)[0, 1, :h, :w].numpy()
-        labels = instances_from_probability(prob, threshold=0.5, min_size=64, fill_holes=True,
-                                            declump="none")
-        write_tiff(args.out / "pred" / f"{s}.tif", labels.astype(np.int32))
-        rows.append(score_pair(labels, read_labels(args.val / "masks" / f"{s}.tif")))
-    predict_s = time.perf_counter() - t0
-    result = {k: float(np.mean([r[k] for r in rows])) for k in ("iou", "mdice", "f1_50", "ap_50")}
+        return instances_from_probability(prob, threshold=0.5, min_size=64, fill_holes=True,
+                                          declump="none")
+
+    model.eval()
+    result = predict_and_score(args.out, args.val, val_stems, segment, train_s=train_s,
+                               load0=load0, read=read_rgb)
     result.update(
-        n_val=len(rows), n_train=len(train_stems), train_s=train_s, predict_s=predict_s,
+        n_train=len(train_stems),
         method=args.method, seed=args.seed, keep=args.keep, validate=args.validate,
         budget=dict(b, encoder=args.encoder, encoder_weights=None, input_size=args.input_size,
                     batch_size=args.batch_size, lr=args.lr, decoder_lr=args.lr * 10,
@@ -315,7 +317,7 @@ def main(argv=None) -> int:
     (args.out / "result.json").write_text(json.dumps(result, indent=2) + "\n")
     (args.out / "scalars.json").write_text(json.dumps(their.writer.rows) + "\n")
     print(f"authors {args.method}: IoU {result['iou']:.4f} mDice {result['mdice']:.4f} "
-          f"F1@0.5 {result['f1_50']:.4f} ({len(rows)} val, {len(train_stems)} train, "
+          f"F1@0.5 {result['f1_50']:.4f} ({result['n_val']} val, {len(train_stems)} train, "
           f"{b['n_epochs']} epochs, train {train_s:.0f} s) -> {args.out / 'result.json'}")
     return 0
 
