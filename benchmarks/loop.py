@@ -133,8 +133,9 @@ def add_strokes(arm: str, data: Path, stems: list[str], truth: dict, n: int, *, 
             # the regions the network calls cell and those it calls background, each in
             # score order, taken in turn (a region's side: its mean probability)
             prob = {item.stem: item.prob for item in results}
-            cell = [e for e in ranked if prob[e[1]][e[2].mask].mean() >= 0.5]
-            back = [e for e in ranked if prob[e[1]][e[2].mask].mean() < 0.5]
+            cell, back = [], []
+            for e in ranked:
+                (cell if prob[e[1]][e[2].mask].mean() >= 0.5 else back).append(e)
             ranked = [e for pair in zip(cell, back) for e in pair]
             ranked += cell[len(back):] + back[len(cell):]
         for _, stem, r in ranked:
