@@ -34,7 +34,11 @@ iterations), whose full proposal (connected components) is then trained on as
 does; names end in ``_hand``).
 
 Finished runs are kept in ``--workdir`` (``result.json`` per run) and are not
-repeated, so a long table can be stopped and continued. Output: markdown tables
+repeated, so a long table can be stopped and continued. ``--flips`` scores the
+networks as ``s2l-predict`` does by default, averaging each tile over its four
+flips (``result_flips.json``, predictions in ``pred_flips/``); a run already
+trained without it is re-scored from its saved model, not trained again. The
+tables made before it (the forest is never flipped) are without it. Output: markdown tables
 (ours: mean IoU [mDice] and F1 over seeds; the paper's numbers beside them), a
 plot (``--plot``) and all numbers as JSON (``--json``).
 """
@@ -238,8 +242,8 @@ def forest_and_score(run: Path, data: Path, val: Path, val_stems: list[str], see
 
 
 def predict_and_score(run: Path, val: Path, val_stems: list[str], segment, *, train_s: float,
-                      load0: list[float], read=None) -> dict:
-    """Labels of every val image from ``segment(read(path))`` into ``run/pred``, scored.
+                      load0: list[float], read=None, pred_name: str = "pred") -> dict:
+    """Labels of every val image from ``segment(read(path))`` into ``run/pred_name``, scored.
 
     ``read``: how an image file becomes ``segment``'s input (default: our normalised
     ``read_image``; benchmarks/authors.py reads the RGB its transforms expect).
@@ -249,7 +253,7 @@ def predict_and_score(run: Path, val: Path, val_stems: list[str], segment, *, tr
 
     read = read or read_image
     t = time.perf_counter()
-    pred = run / "pred"
+    pred = run / pred_name
     pred.mkdir(parents=True, exist_ok=True)
     for stem in val_stems:
         labels = segment(read(val / "images" / f"{stem}.png"))
@@ -265,10 +269,8 @@ def train_and_score(run: Path, data: Path, method: str, val: Path, val_stems: li
                     args, seed: int) -> dict:
     from rich.console import Console
 
-    from s2l_tools.training.checkpoint import load_model
     from s2l_tools.training.config import TrainConfig
     from s2l_tools.training.engine import fit
-    from s2l_tools.inference.predict import predict_image
 
     fast_start = FAST_STARTS.get(method, "none")
     method = "s2l" if method in FAST_STARTS else method
@@ -287,11 +289,23 @@ def train_and_score(run: Path, data: Path, method: str, val: Path, val_stems: li
     t = time.perf_counter()
     fit(cfg, console=Console(stderr=True, quiet=not args.verbose))
     train_s = time.perf_counter() - t
+    return score_model(run, val, val_stems, flips=args.flips, train_s=train_s, load0=load0)
+
+
+def score_model(run: Path, val: Path, val_stems: list[str], *, flips: bool, train_s: float,
+                load0: list[float]) -> dict:
+    """Score the network saved in ``run/model`` on the val images (``flips``: averaged over
+    the four flips, as s2l-predict does by default; into ``run/pred_flips``)."""
+    from s2l_tools.training.checkpoint import load_model
+    from s2l_tools.inference.predict import predict_image
+
     model, meta = load_model(run / "model")
-    return predict_and_score(run, val, val_stems,
-                             lambda image: predict_image(model, image, meta, device="cpu",
-                                                           declump=DECLUMP)[0],
-                             train_s=train_s, load0=load0)
+    res = predict_and_score(
+        run, val, val_stems,
+        lambda image: predict_image(model, image, meta, device="cpu", declump=DECLUMP,
+                                    flips=flips)[0],
+        train_s=train_s, load0=load0, pred_name="pred_flips" if flips else "pred")
+    return {**res, "flips": flips}
 
 
 # ---------------------------------------------------------------------------- report
@@ -516,6 +530,9 @@ def get_parser():
                    help="torch threads (default: torch's, one per core); on a loaded 2-core "
                         "machine 1 was up to 7x faster, see docs/benchmarks.md")
     p.add_argument("--verbose", action="store_true", help="print fit()'s epoch lines")
+    p.add_argument("--flips", action="store_true",
+                   help="score the networks averaged over the four flips, as s2l-predict does "
+                        "by default (runs trained without it are re-scored, not re-trained)")
     return p
 
 
@@ -569,7 +586,17 @@ def main(argv=None) -> int:
                 ga_tag = f"_ga{args.grabcut_agreement:g}" if method == "s2lfg" and \
                     args.grabcut_agreement > 0 else ""
                 run = base / tag / f"{method}_r{ratio}_s{seed}{bg_tag}{crf_tag}{ga_tag}"
-                done = run / "result.json"
+                flips = args.flips and method != "forest"
+                done = run / ("result_flips.json" if flips else "result.json")
+                unflipped = run / "result.json"
+                if (flips and not done.exists() and unflipped.exists()
+                        and (run / "model" / "model.pt").exists() and not args.cached_only):
+                    res = json.loads(unflipped.read_text())
+                    print(f"{mod} {method} ratio {ratio} seed {seed}: re-scored with flips "
+                          f"(IoU {res['iou']:.4f} without) ...", file=sys.stderr, flush=True)
+                    res.update(score_model(run, val, va_stems, flips=True,
+                                           train_s=res["train_s"], load0=loadavg()))
+                    done.write_text(json.dumps(res, indent=2) + "\n")
                 if done.exists():
                     res = json.loads(done.read_text())
                     results.append(res)

@@ -150,7 +150,7 @@ class RunScribble2Label(ImageSegmentation):
 
     module_name = "RunScribble2Label"
 
-    variable_revision_number = 1
+    variable_revision_number = 2
 
     def create_settings(self):
         super(RunScribble2Label, self).create_settings()
@@ -233,6 +233,18 @@ The network sees the image in overlapping square tiles of this size
 Smaller tiles need less memory; the result hardly changes.""",
         )
 
+        self.flips = Binary(
+            "Average over flipped copies?",
+            True,
+            doc="""\
+Select *Yes* to predict each tile four times (as it is, flipped left-right,
+up-down and both) and average the four results, as ``s2l-predict`` does by
+default: slightly better objects (+0.006 foreground IoU on DSB nuclei) at
+four times the network's time. Select *No* for large screens where speed
+matters more. Pipelines saved before this setting existed load with *No*,
+so they keep giving the same objects.""",
+        )
+
         self.save_probability = Binary(
             "Save the probability image?",
             False,
@@ -262,6 +274,7 @@ The name of the foreground probability image.""",
             self.declump,
             self.fill_holes,
             self.tile_size,
+            self.flips,
             self.save_probability,
             self.probability_name,
         ]
@@ -273,7 +286,8 @@ The name of the foreground probability image.""",
         result.append(self.use_model_min_size)
         if not self.use_model_min_size.value:
             result.append(self.min_size)
-        result += [self.declump, self.fill_holes, self.tile_size, self.save_probability]
+        result += [self.declump, self.fill_holes, self.tile_size, self.flips,
+                   self.save_probability]
         if self.save_probability.value:
             result.append(self.probability_name)
         return result
@@ -339,6 +353,7 @@ The name of the foreground probability image.""",
             declump=_DECLUMP[self.declump.value],
             fill_holes=self.fill_holes.value,
             tile=self.tile_size.value or None,
+            flips=self.flips.value,
         )
 
         objects = Objects()
@@ -415,7 +430,11 @@ The name of the foreground probability image.""",
         )
 
     def upgrade_settings(self, setting_values, variable_revision_number, module_name):
-        # Revision 1 is the first. When settings() changes, bump
-        # variable_revision_number and convert the older values here, one
-        # step per revision (with a test per step).
+        # When settings() changes, bump variable_revision_number and convert
+        # the older values here, one step per revision (with a test per step).
+        if variable_revision_number == 1:
+            # revision 2 added "Average over flipped copies?" after the tile size;
+            # older pipelines keep their results: No
+            setting_values = setting_values[:10] + ["No"] + setting_values[10:]
+            variable_revision_number = 2
         return setting_values, variable_revision_number

@@ -385,6 +385,38 @@ def test_plugin_validation_in_cellprofiler(tmp_path, onnx_path, foreign_onnx):
 
 @pytest.mark.cellprofiler
 @needs_cellprofiler
+def test_revision_1_pipelines_load_without_flips(tmp_path):
+    """A pipeline saved before "Average over flipped copies?" existed (revision 1) loads
+    through CellProfiler's own upgrade path with it off (the same objects as before) and
+    every other value in its place; a new module has it on."""
+    plugins = tmp_path / "plugins"
+    s2l_cp.install_plugin(plugins)
+    text = s2l_cp.pipeline_text("/m.onnx", tile=256, save_probability=True)
+    lines = text.split("RunScribble2Label:[", 1)[1].split("\n\n", 1)[0].splitlines()[1:]
+    values = [line.strip().split(":", 1)[1] for line in lines
+              if not line.strip().startswith("Average over flipped copies?")]
+    assert len(values) == 12
+    code = textwrap.dedent(f"""
+        import sys
+        import cellprofiler_core.preferences as prefs
+        prefs.set_headless()
+        sys.path.insert(0, {str(plugins)!r})
+        from runscribble2label import RunScribble2Label
+        m = RunScribble2Label()
+        print("new:", m.flips.value, m.variable_revision_number)
+        m.set_settings_from_values({values!r}, 1, "RunScribble2Label")
+        print("old:", m.flips.value, m.tile_size.value, m.save_probability.value,
+              m.probability_name.value, m.model_path.value)
+    """)
+    proc = _run([str(CP_PYTHON), "-W", "ignore", "-c", code], cwd=tmp_path,
+                env={**os.environ, "HOME": str(tmp_path)}, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert f"new: True {s2l_cp.PLUGIN_REVISION}" in proc.stdout, proc.stdout
+    assert "old: False 256 True Scribble2LabelProbability /m.onnx" in proc.stdout, proc.stdout
+
+
+@pytest.mark.cellprofiler
+@needs_cellprofiler
 def test_headless_cellprofiler_matches_s2l_predict(tmp_path, model_files):
     """Images -> ... -> RunScribble2Label -> ExportToSpreadsheet in CellProfiler 4.2.8.1."""
     model_pt, model_onnx = model_files
@@ -489,9 +521,10 @@ def test_pipeline_text_is_what_cellprofiler_writes(tmp_path):
     script = ROOT / "cellprofiler_plugin" / "examples" / "make_pipeline.py"
     model = "/path/to/your/model.onnx"
     cases = {(): {}, ("--save-labels",): {"save_labels": True},
-             ("--threshold", "0.6", "--min-size", "10", "--declump", "none",
+             ("--threshold", "0.6", "--min-size", "10", "--declump", "none", "--no-flips",
               "--save-probability"):
-                 {"threshold": 0.6, "min_size": 10, "watershed": False, "save_probability": True}}
+                 {"threshold": 0.6, "min_size": 10, "watershed": False, "flips": False,
+                  "save_probability": True}}
     for i, (flags, kwargs) in enumerate(cases.items()):
         out = tmp_path / f"p{i}.cppipe"
         proc = _run([str(CP_PYTHON), "-W", "ignore", str(script), "--model", model, "--out",

@@ -184,6 +184,7 @@ def test_cli_folder(run_dir, images, tmp_path, capsys, model, meta):
     captured = capsys.readouterr()
     assert rc == 0, captured.err
     assert "2 images" in captured.out and "objects" in captured.out
+    assert "4 flips averaged" in captured.out
     for stem, shape in {"a": (70, 93), "b": (130, 64)}.items():
         labels = tifffile.imread(out / f"{stem}.tif")
         assert labels.shape == shape and labels.dtype == np.uint16
@@ -192,7 +193,7 @@ def test_cli_folder(run_dir, images, tmp_path, capsys, model, meta):
         assert 0 <= prob.min() and prob.max() <= 1
         if stem == "a":  # the CLI is the library: same labels from the same image
             want, want_prob = predict_image(model, read_image(images / "a.tif"), meta,
-                                            device="cpu")
+                                            device="cpu", flips=True)
             np.testing.assert_array_equal(labels, want)
             np.testing.assert_allclose(prob, want_prob, atol=1e-6)
         assert labels.max() > 0  # the blobs are found
@@ -200,6 +201,25 @@ def test_cli_folder(run_dir, images, tmp_path, capsys, model, meta):
         rois = rois if isinstance(rois, list) else [rois]
         assert len(rois) == labels.max()
     assert sorted(p.name for p in images.iterdir()) == ["a.tif", "b.tif"]
+
+
+def test_cli_no_flips_is_one_pass(run_dir, images, tmp_path, capsys, model, meta):
+    """--no-flips: one network pass per tile, the library's default; the CLI's default
+    averages the four flips, which changes the map of a model that is not symmetric."""
+    probs = {}
+    for flag in ("--no-flips", None):
+        out = tmp_path / str(flag)
+        rc = main([str(run_dir), str(images / "a.tif"), "--out", str(out), "--device", "cpu",
+                   "--prob", *([flag] if flag else [])])
+        captured = capsys.readouterr()
+        assert rc == 0, captured.err
+        assert ("4 flips averaged" in captured.out) == (flag is None)
+        probs[flag] = tifffile.imread(out / "a_prob.tif")
+    image = read_image(images / "a.tif")
+    for flips, key in ((False, "--no-flips"), (True, None)):
+        want = predict_probability(model, image, meta, device="cpu", flips=flips)
+        np.testing.assert_allclose(probs[key], want, atol=1e-6)
+    assert np.abs(probs["--no-flips"] - probs[None]).max() > 1e-3
 
 
 def test_cli_single_file_and_options(run_dir, images, tmp_path, capsys):
@@ -279,7 +299,7 @@ def test_cli_onnx_model_matches_torch(run_dir, images, tmp_path, capsys, model, 
                "--device", "cpu", "--prob"])
     assert rc == 0, capsys.readouterr().err
     want_labels, want_prob = predict_image(model, read_image(images / "a.tif"), meta,
-                                           device="cpu")
+                                           device="cpu", flips=True)
     prob = tifffile.imread(tmp_path / "onnx" / "a_prob.tif")
     labels = tifffile.imread(tmp_path / "onnx" / "a.tif")
     np.testing.assert_allclose(prob, want_prob, atol=1e-3)

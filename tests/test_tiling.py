@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from s2l_tools.inference.tiling import blend_window, predict_tiled, tile_positions
+from s2l_tools.inference.tiling import (blend_window, flip_averaged, predict_tiled,
+                                        tile_positions)
 
 
 def _identity(batch):
@@ -177,3 +178,48 @@ def test_default_tile_on_odd_large_image():
     image = rng.random((1, 517, 1031)).astype(np.float32)
     out = predict_tiled(_identity, image)
     np.testing.assert_allclose(out, image, rtol=1e-5, atol=1e-6)
+
+
+def test_flip_averaged_is_the_mean_of_the_flipped_outputs():
+    """Each flipped input's output is flipped back before the mean: a map that depends on
+    the position (x plus 10 y) averages to its mean over the four flips, a constant."""
+    batch = np.zeros((2, 1, 4, 6), np.float32)
+    yy, xx = np.mgrid[0:4, 0:6].astype(np.float32)
+
+    def position(b):
+        return np.broadcast_to(xx + 10 * yy, (b.shape[0], 1, 4, 6)).copy()
+
+    out = flip_averaged(position)(batch)
+    np.testing.assert_allclose(out, np.full((2, 1, 4, 6), 2.5 + 10 * 1.5), atol=1e-6)
+    # a flip-equivariant (pointwise) fn is unchanged, and the input is left as it was
+    x = np.random.default_rng(3).normal(size=(3, 1, 32, 64)).astype(np.float32)
+    keep = x.copy()
+    np.testing.assert_allclose(flip_averaged(_sigmoid2)(x), _sigmoid2(x), atol=1e-6)
+    np.testing.assert_array_equal(x, keep)
+
+
+def test_flips_in_predict_tiled():
+    """flips=True: four fn calls per batch, the same progress, the four flips' mean; an fn
+    that writes into its input does not change what the other flips see."""
+    image = np.random.default_rng(4).normal(size=(1, 150, 203)).astype(np.float32)
+    calls = []
+
+    def fn(batch):
+        calls.append(batch.shape[0])
+        out = _sigmoid2(batch)
+        batch[:] = 0  # scribbles over its input
+        return out
+
+    progress = []
+    out = predict_tiled(fn, image, tile=64, overlap=16, flips=True,
+                        progress=lambda d, t: progress.append(d))
+    n_tiles = progress[-1]
+    assert sum(calls) == 4 * n_tiles and len(calls) == 4 * len(progress)
+    np.testing.assert_allclose(out, _sigmoid2(image[None])[0], atol=1e-5)
+    one = predict_tiled(fn, image[:, :40, :50], tile=64, overlap=16, flips=True)  # one tile
+    np.testing.assert_allclose(one, _sigmoid2(image[None, :, :40, :50])[0], atol=1e-6)
+    # not equivariant: a map that grows to the right is averaged with its mirror image
+    ramp = predict_tiled(lambda b: np.broadcast_to(np.arange(b.shape[3], dtype=np.float32),
+                                                   b.shape).copy(),
+                         np.zeros((1, 40, 50), np.float32), tile=64, overlap=16, flips=True)
+    assert np.ptp(ramp) < 1e-5

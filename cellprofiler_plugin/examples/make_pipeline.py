@@ -55,6 +55,8 @@ def get_parser():
                         help="the same as --declump watershed")
     parser.add_argument("--tile", type=int, default=0,
                         help="tile size, a multiple of 32 (default 0: the model's)")
+    parser.add_argument("--no-flips", dest="flips", action="store_false",
+                        help="one network call per tile (default: averaged over four flips)")
     parser.add_argument("--save-labels", action="store_true",
                         help="also save each label matrix as <image>_labels.tiff")
     parser.add_argument("--save-probability", action="store_true",
@@ -129,6 +131,7 @@ def build_pipeline(args):
         s2l.min_size.value = args.min_size
     s2l.declump.value = DECLUMP_SHAPE if args.declump == "watershed" else DECLUMP_NONE
     s2l.tile_size.value = args.tile
+    s2l.flips.value = args.flips
     if args.save_probability:
         s2l.save_probability.value = True
     modules.append(s2l)

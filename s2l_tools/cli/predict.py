@@ -68,6 +68,10 @@ def get_parser():
                         help="overlap between tiles in pixels (default: the model's)")
     parser.add_argument("--batch-size", type=int, default=4, metavar="N",
                         help="tiles per network call (more is faster on a GPU)")
+    parser.add_argument("--no-flips", dest="flips", action="store_false",
+                        help="run the network once per tile: 4x faster, slightly worse masks "
+                        "(by default each tile is predicted with its four flips and the "
+                        "results averaged, test-time augmentation)")
     parser.add_argument("--amp", action="store_true",
                         help="mixed precision: bf16/fp16 on a GPU; bf16 on a CPU that has it natively "
                              "(AVX512-BF16/AMX; ~1.8x faster there). Probabilities differ by "
@@ -140,7 +144,7 @@ def _main(args) -> int:
         result = predict_files(
             fn, meta, files, plans, channel=args.channel, threshold=args.threshold,
             min_size=args.min_size, fill_holes=args.fill_holes,
-            declump=args.declump, batch_size=args.batch_size,
+            declump=args.declump, batch_size=args.batch_size, flips=args.flips,
             on_image=lambda path: progress.update(task, advance=1, description=path.name),
         )
 
@@ -148,7 +152,8 @@ def _main(args) -> int:
     if n:
         print(f"s2l-predict: {n} image{'s' if n != 1 else ''}, {n_objects} object"
               f"{'s' if n_objects != 1 else ''} -> {out} (threshold {threshold:g}, "
-              f"{device.type}, {time.perf_counter() - start:.1f} s)")
+              f"{device.type}{', 4 flips averaged' if args.flips else ''}, "
+              f"{time.perf_counter() - start:.1f} s)")
     if k == 1:
         raise S2LError(result.failed[0][1] + ("" if not n else f" (skipped; the other {n} "
                                               "image(s) are segmented)"))

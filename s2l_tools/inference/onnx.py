@@ -597,6 +597,7 @@ def segment(
     fill_holes: bool = True,
     tile: Optional[int] = None,
     batch_size: int = 4,
+    flips: bool = False,
     progress=None,
 ) -> Tuple[np.ndarray, np.ndarray]:
     """Instance labels and foreground probability of one image.
@@ -622,6 +623,9 @@ def segment(
         than the model's overlap gets an overlap of ``tile // 4``.
     batch_size : int, optional
         Tiles per network call.
+    flips : bool, optional
+        Average over the image's four flips (test-time augmentation): four
+        times the network calls for a slightly better map.
     progress : callable, optional
         ``progress(done, total)`` in tiles.
 
@@ -666,7 +670,7 @@ def segment(
         return session.run([output_name], feed)[0]
 
     prob = predict_tiled(fn, x, tile=tile_size, overlap=overlap, batch_size=int(batch_size),
-                         pad_multiple=PAD_MULTIPLE, progress=progress)
+                         pad_multiple=PAD_MULTIPLE, flips=bool(flips), progress=progress)
     fg = prob[1] if prob.shape[0] == 2 else prob[1:].sum(0)
     fg = np.ascontiguousarray(fg, dtype=np.float32)
     labels = _postprocess().instances_from_probability(

@@ -77,7 +77,8 @@ def _check_tiling(tile: int, overlap: int) -> None:
 
 def predict_probability(
     model_or_fn, image: np.ndarray, meta: ModelMeta, *, device=None, amp=None,
-    batch_size: int = 4, progress: Callable[[int, int], None] | None = None,
+    batch_size: int = 4, flips: bool = False,
+    progress: Callable[[int, int], None] | None = None,
 ) -> np.ndarray:
     """Foreground probability of a normalised image.
 
@@ -99,6 +100,11 @@ def predict_probability(
         Mixed precision on CUDA, see :func:`torch_prob_fn`.
     batch_size : int, optional
         Tiles per network call.
+    flips : bool, optional
+        Average the prediction over the image's four flips (test-time
+        augmentation, :func:`s2l_tools.inference.tiling.flip_averaged`): four
+        times the network calls for a slightly better map. ``s2l-predict``
+        and the CellProfiler module do this by default.
     progress : callable, optional
         ``progress(done, total)`` in tiles.
 
@@ -128,7 +134,7 @@ def predict_probability(
     try:
         prob = predict_tiled(fn, image.astype(np.float32, copy=False), tile=int(meta.tile),
                              overlap=int(meta.overlap), batch_size=batch_size,
-                             pad_multiple=PAD_MULTIPLE, progress=progress)
+                             pad_multiple=PAD_MULTIPLE, flips=flips, progress=progress)
     finally:
         if was_training:
             model_or_fn.train()
@@ -147,14 +153,14 @@ def _is_module(obj) -> bool:
 def predict_image(
     model_or_fn, image: np.ndarray, meta: ModelMeta, *, device=None, amp=None,
     threshold: float | None = None, min_size: int | None = None, fill_holes: bool = True,
-    declump: str = DEFAULT_DECLUMP, batch_size: int = 4,
+    declump: str = DEFAULT_DECLUMP, batch_size: int = 4, flips: bool = False,
     progress: Callable[[int, int], None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Instance labels (and the probability) of a normalised image.
 
     Parameters
     ----------
-    model_or_fn, image, meta, device, amp, batch_size, progress
+    model_or_fn, image, meta, device, amp, batch_size, flips, progress
         As in :func:`predict_probability`.
     threshold : float, optional
         Foreground where ``prob > threshold``; None: ``meta.threshold``.
@@ -176,7 +182,7 @@ def predict_image(
     from s2l_tools.inference.postprocess import instances_from_probability
 
     prob = predict_probability(model_or_fn, image, meta, device=device, amp=amp,
-                               batch_size=batch_size, progress=progress)
+                               batch_size=batch_size, flips=flips, progress=progress)
     labels = instances_from_probability(
         prob,
         threshold=float(meta.threshold if threshold is None else threshold),
@@ -341,7 +347,7 @@ def predict_files(
     model_or_fn, meta: ModelMeta, files: list[Path], plans: list[dict[str, Path]], *,
     channel: int | None = None, threshold: float | None = None, min_size: int | None = None,
     fill_holes: bool = True, declump: str = DEFAULT_DECLUMP, batch_size: int = 4, device=None,
-    amp=None, on_image: Callable[[Path], None] | None = None,
+    amp=None, flips: bool = False, on_image: Callable[[Path], None] | None = None,
 ) -> FilesResult:
     """Segment image files and write the planned outputs, going on past bad images.
 
@@ -353,7 +359,7 @@ def predict_files(
 
     Parameters
     ----------
-    model_or_fn, meta, threshold, min_size, fill_holes, declump, batch_size, device, amp
+    model_or_fn, meta, threshold, min_size, fill_holes, declump, batch_size, device, amp, flips
         As in :func:`predict_image`.
     files, plans : list
         Inputs and their outputs (:func:`input_files`, :func:`plan_outputs`).
@@ -398,6 +404,7 @@ def predict_files(
         labels, prob = predict_image(
             model_or_fn, image, meta, device=device, amp=amp, threshold=threshold,
             min_size=min_size, fill_holes=fill_holes, declump=declump, batch_size=batch_size,
+            flips=flips,
         )
         write_tiff(plan["labels"], label_dtype(labels), description=DESCRIPTION)
         if "prob" in plan:

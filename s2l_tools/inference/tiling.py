@@ -17,7 +17,10 @@ from typing import Callable, List, Optional, Tuple
 
 import numpy as np
 
-__all__ = ["predict_tiled", "tile_positions", "blend_window"]
+__all__ = ["predict_tiled", "tile_positions", "blend_window", "flip_averaged"]
+
+#: the flips :func:`flip_averaged` averages over: none, left-right, up-down, both
+FLIP_AXES: Tuple[Tuple[int, ...], ...] = ((), (-1,), (-2,), (-2, -1))
 
 
 def tile_positions(length: int, tile: int, overlap: int) -> List[int]:
@@ -129,6 +132,36 @@ def _checked_output(out, batch_shape: Tuple[int, ...], th: int, tw: int) -> np.n
     return out
 
 
+def flip_averaged(fn: Callable[[np.ndarray], np.ndarray]) -> Callable[[np.ndarray], np.ndarray]:
+    """``fn`` averaged over the four flips of its input (test-time augmentation).
+
+    Parameters
+    ----------
+    fn : callable
+        Maps a float32 batch ``(N, C, h, w)`` to ``(N, K, h, w)`` probabilities.
+
+    Returns
+    -------
+    averaged : callable
+        ``averaged(batch)`` is the mean of ``flip(fn(flip(batch)))`` over the
+        flips of :data:`FLIP_AXES` (none, left-right, up-down, both), each
+        output flipped back: four calls of ``fn`` per batch. A network trained
+        with flips as augmentation gives a smoother, slightly more accurate
+        map (+0.006 foreground IoU on DSB-fluo, five seeds, docs/benchmarks.md).
+    """
+
+    def averaged(batch: np.ndarray) -> np.ndarray:
+        total = None
+        for axes in FLIP_AXES:
+            inp = np.ascontiguousarray(np.flip(batch, axes)) if axes else np.array(batch)  # fn may write into it
+            out = np.asarray(fn(inp), dtype=np.float32)
+            out = np.flip(out, axes) if axes else out
+            total = out.copy() if total is None else total + out
+        return total / len(FLIP_AXES)
+
+    return averaged
+
+
 def predict_tiled(
     fn: Callable[[np.ndarray], np.ndarray],
     image: np.ndarray,
@@ -137,6 +170,7 @@ def predict_tiled(
     overlap: int = 64,
     batch_size: int = 4,
     pad_multiple: int = 32,
+    flips: bool = False,
     progress: Optional[Callable[[int, int], None]] = None,
 ) -> np.ndarray:
     """Run ``fn`` on overlapping tiles of ``image`` and blend the outputs.
@@ -162,6 +196,9 @@ def predict_tiled(
     pad_multiple : int, optional
         Tile sizes passed to ``fn`` are multiples of this (e.g. 32 for a
         U-Net with five poolings).
+    flips : bool, optional
+        Average each tile's output over its four flips (:func:`flip_averaged`):
+        four ``fn`` calls per batch instead of one.
     progress : callable, optional
         Called as ``progress(done, total)`` (tiles) after each ``fn`` call.
 
@@ -202,6 +239,8 @@ def predict_tiled(
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     image = image.astype(np.float32, copy=False)
+    if flips:
+        fn = flip_averaged(fn)
 
     sizes = []  # per axis: (tile size, padded length, leading margin)
     for n in (h, w):

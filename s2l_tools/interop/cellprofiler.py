@@ -203,6 +203,8 @@ _FIXED_MODULES = {
 }
 
 _DATE_REVISION = 4281  # cellprofiler_core 4.2.8.1
+#: RunScribble2Label.variable_revision_number (cellprofiler_plugin/runscribble2label.py)
+PLUGIN_REVISION = 2
 _MODULE_HEAD = ("{name}:[module_num:{num}|svn_version:'Unknown'|variable_revision_number:{rev}|"
                 "show_window:False|notes:{notes}|batch_state:array([], dtype=uint8)|"
                 "enabled:True|wants_pause:False]")
@@ -237,6 +239,7 @@ def pipeline_text(
     min_size: int | None = None,
     watershed: bool = True,
     tile: int = 0,
+    flips: bool = True,
     save_labels: bool = False,
     save_probability: bool = False,
 ) -> str:
@@ -260,6 +263,9 @@ def pipeline_text(
         Split touching cells (RunScribble2Label's "Shape (watershed)", the default).
     tile : int
         Tile size, a multiple of 32; 0: the model's.
+    flips : bool
+        Average each tile's prediction over its four flips (the module's
+        default, as ``s2l-predict``'s); False: one network call per tile.
     save_labels : bool
         Save each label matrix as ``<image>_labels.tiff``: 32-bit integer
         labels (0 = background), saved without conversion, which Fiji opens
@@ -287,6 +293,7 @@ def pipeline_text(
         f"Minimum object size (pixels):{64 if min_size is None else int(min_size)}",
         f"Method to distinguish clumped objects:{'Shape (watershed)' if watershed else 'None'}",
         "Fill holes in identified objects?:Yes", f"Tile size (pixels; 0 for the model's):{tile}",
+        f"Average over flipped copies?:{_yes(flips)}",
         f"Save the probability image?:{_yes(save_probability)}",
         "Name the probability image:Scribble2LabelProbability",
     ]
@@ -294,7 +301,7 @@ def pipeline_text(
              for k, (rev, notes, lines) in _FIXED_MODULES.items()}
     modules = [("Images", *fixed["Images"]), ("Metadata", *fixed["Metadata"]),
                ("NamesAndTypes", *fixed["NamesAndTypes"]), ("Groups", *fixed["Groups"]),
-               ("RunScribble2Label", 1, "[]", s2l)]
+               ("RunScribble2Label", PLUGIN_REVISION, "[]", s2l)]
     if save_labels:
         modules.append(("ConvertObjectsToImage", 1, "[]", [
             f"Select the input objects:{objects}", f"Name the output image:{objects}Labels",
@@ -323,6 +330,7 @@ def write_pipeline(
     threshold: float | None = None,
     min_size: int | None = None,
     watershed: bool = True,
+    flips: bool = True,
     save_labels: bool = False,
     save_probability: bool = False,
 ) -> Path:
@@ -345,8 +353,8 @@ def write_pipeline(
         Probability threshold in [0, 1); default: the model's.
     min_size : int, optional
         Objects smaller than this (pixels) are removed; default: the model's.
-    watershed, save_labels, save_probability : bool
-        Split touching cells; also save each label matrix / probability map
+    watershed, flips, save_labels, save_probability : bool
+        Split touching cells; average over flipped copies; also save each label matrix / probability map
         as a TIFF (``<image>_labels.tiff``, ``<image>_probability.tiff``).
 
     Returns
@@ -372,7 +380,8 @@ def write_pipeline(
         raise S2LError(f"--out {out}: the file name must end in .cppipe (e.g. example.cppipe)")
     if python is None:
         text = pipeline_text(model, threshold=threshold, min_size=min_size, watershed=watershed,
-                             save_labels=save_labels, save_probability=save_probability)
+                             flips=flips, save_labels=save_labels,
+                             save_probability=save_probability)
         with atomic_path(out) as tmp:
             tmp.write_text(text, encoding="utf-8")
         return out
@@ -385,7 +394,7 @@ def write_pipeline(
     if min_size is not None:
         cmd += ["--min-size", str(min_size)]
     cmd += ["--declump", "watershed" if watershed else "none"]
-    cmd += [flag for flag, on in (("--save-labels", save_labels),
+    cmd += [flag for flag, on in (("--no-flips", not flips), ("--save-labels", save_labels),
                                   ("--save-probability", save_probability)) if on]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
