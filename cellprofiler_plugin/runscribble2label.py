@@ -239,7 +239,7 @@ Smaller tiles need less memory; the result hardly changes.""",
             doc="""\
 Select *Yes* to predict each tile four times (as it is, flipped left-right,
 up-down and both) and average the four results, as ``s2l-predict`` does by
-default: slightly better objects (+0.006 foreground IoU on DSB nuclei) at
+default: slightly better objects (+0.006-0.008 foreground IoU on DSB nuclei) at
 four times the network's time. Select *No* for large screens where speed
 matters more. Pipelines saved before this setting existed load with *No*,
 so they keep giving the same objects.""",

@@ -147,7 +147,7 @@ def flip_averaged(fn: Callable[[np.ndarray], np.ndarray]) -> Callable[[np.ndarra
         flips of :data:`FLIP_AXES` (none, left-right, up-down, both), each
         output flipped back: four calls of ``fn`` per batch. A network trained
         with flips as augmentation gives a smoother, slightly more accurate
-        map (+0.006 foreground IoU on DSB-fluo, five seeds, docs/benchmarks.md).
+        map (+0.006 to +0.008 foreground IoU on DSB-fluo, five seeds each, docs/benchmarks.md).
     """
 
     def averaged(batch: np.ndarray) -> np.ndarray:
