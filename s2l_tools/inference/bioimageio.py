@@ -271,7 +271,9 @@ def _readme(info: RunInfo, meta: ModelMeta, formats, agreement: dict) -> str:
              "foreground (cell) probability (the softmax is inside the network)",
              f"- instances as s2l-predict makes them: foreground where probability > "
              f"{meta.threshold:g}, objects of at least {meta.min_size} pixels, holes filled; "
-             f"tiles of {meta.tile} pixels overlapping by {meta.overlap}", "",
+             f"tiles of {meta.tile} pixels overlapping by {meta.overlap}, each predicted "
+             "as it is and flipped three ways and the four maps averaged (one pass: "
+             "`s2l-predict --no-flips`)", "",
              "## Training data", ""]
     if info.data:
         d = info.data

@@ -354,8 +354,8 @@ def write_pipeline(
     min_size : int, optional
         Objects smaller than this (pixels) are removed; default: the model's.
     watershed, flips, save_labels, save_probability : bool
-        Split touching cells; average over flipped copies; also save each label matrix / probability map
-        as a TIFF (``<image>_labels.tiff``, ``<image>_probability.tiff``).
+        Split touching cells; average over flipped copies; also save each
+        label matrix / probability map as a TIFF (``<image>_labels.tiff``, ``<image>_probability.tiff``).
 
     Returns
     -------
