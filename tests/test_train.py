@@ -40,6 +40,10 @@ def test_run_writes_reports(data, tmp_path, capsys):
     assert cfg["epochs"] == 2 and cfg["method"] == "s2l" and cfg["ema_alpha"] == 0.2
     rows = (out / "metrics.csv").read_text().splitlines()
     assert rows[0].startswith("epoch,") and len(rows) == 3 and "val_iou" in rows[0]
+    # lr: what the epoch started with (the cosine cycle ends with the run, so the
+    # scheduler's value after the last step is the restart's, never shown)
+    lrs = [float(dict(zip(rows[0].split(","), r.split(",")))["lr"]) for r in rows[1:]]
+    assert lrs[0] == pytest.approx(cfg["lr"]) and lrs[1] < lrs[0]
     # held-out strokes (default 10 %): every ensemble pass and after the last epoch
     assert "holdout_fg" in rows[0] and "held-out fg " in text.err
     assert "held-out strokes (" in text.out and "never trained on" in text.out

@@ -715,6 +715,7 @@ def fit(cfg: TrainConfig, *, resume: bool = False, ctx: Context | None = None,
                             with_ema),
                 batch_size=per_rank_batch, shuffle=False, num_workers=cfg.loader_workers,
                 pin_memory=device.type == "cuda", persistent_workers=False)
+            lr_used = optimizer.param_groups[0]["lr"]  # its first step's (the encoder's)
             losses = train_one_epoch(train_model, state, loader, cfg=cfg, method=step_method,
                                      use_pseudo=use_pseudo, amp_dtype=amp_dtype,
                                      device=device, progress=progress, interrupt=interrupt)
@@ -725,7 +726,7 @@ def fit(cfg: TrainConfig, *, resume: bool = False, ctx: Context | None = None,
                 save_state(state, cfg=cfg, meta=meta, ctx=ctx, out=out)
                 raise KeyboardInterrupt
             row = {"epoch": epoch + 1, **ctx.mean(losses)}
-            row["lr"] = optimizer.param_groups[0]["lr"]
+            row["lr"] = lr_used  # not the scheduler's next value: a restart shows as 1x
             # the same on every rank: the mean loss, and the weights DDP keeps equal
             if not (math.isfinite(row.get("loss", 0.0))
                     and all(bool(torch.isfinite(p).all()) for p in model.parameters())):
