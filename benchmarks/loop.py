@@ -20,9 +20,14 @@ strokes, in one of two arms:
   round's strokes do not all go to one class;
 - ``random``: at random pixels (images drawn by area): a cell pixel gives that
   cell's skeleton (if it has no stroke yet), a background pixel a background
-  stroke within 12 px of it.
+  stroke within 12 px of it;
+- ``suggest-correct`` and ``random-correct``: the same places as ``suggest`` and
+  ``random`` (a random pixel's 25-px disk), but an annotator who corrects the
+  last run's prediction there (:func:`correcting_stroke`): a background stroke
+  over what it wrongly calls cell, right beside the cells, or a stroke in the
+  cell it missed; where it made no error, the strokes above.
 
-Both arms draw strokes the same way; only the places differ. Each round
+Arms with the same annotator draw strokes the same way; only the places differ. Each round
 retrains with ``s2l-train --from`` (the arm's last run, the short schedule of
 :func:`s2l_tools.training.config.retrain_settings`) and scores the val images
 (IoU, as benchmarks/accuracy.py scores them). At the end the suggest arm's
@@ -107,6 +112,37 @@ def stroke_at_point(labels, scribble, y, x) -> tuple[np.ndarray, int] | None:
     return None if sk is None else (sk, L.BACKGROUND)
 
 
+def correcting_stroke(labels, scribble, prob, where, *, min_px: int = 8
+                      ) -> tuple[np.ndarray, int] | None:
+    """The stroke that corrects the prediction's larger error in ``where`` (None: no error).
+
+    A person shown a region draws over what the network got wrong there: where it
+    calls background cell (``prob >= 0.5`` outside every cell) a background stroke
+    along that false area, 1 px from the cells, however thin (a halo gives a line
+    right beside the cell); where it misses a cell, that cell's skeleton (or, if the
+    cell has a stroke already, the skeleton of its missed part). ``min_px``: errors
+    smaller than this are not worth a stroke.
+    """
+    from scipy import ndimage as ndi
+    from skimage.morphology import skeletonize
+
+    called = prob >= 0.5
+    fp = where & called & (ndi.distance_transform_edt(labels == 0) > 1)
+    fn = where & ~called & (labels > 0)
+    if max(int(fp.sum()), int(fn.sum())) < min_px:
+        return None
+    if fp.sum() >= fn.sum():
+        sk = skeletonize(fp)
+        return (sk if sk.any() else fp), L.BACKGROUND
+    ids, counts = np.unique(labels[fn], return_counts=True)
+    cell = int(ids[np.argmax(counts)])
+    if not (scribble[labels == cell] == L.FOREGROUND).any():
+        return cell_stroke(labels, cell), L.FOREGROUND
+    missed = fn & (labels == cell)
+    sk = skeletonize(missed)
+    return (sk if sk.any() else missed), L.FOREGROUND
+
+
 def add_strokes(arm: str, data: Path, stems: list[str], truth: dict, n: int, *, run: Path,
                 rng: np.random.Generator) -> tuple[int, float]:
     """Add ``n`` strokes to ``data/scribbles`` the ``arm``'s way; (added, seconds suggesting)."""
@@ -121,18 +157,22 @@ def add_strokes(arm: str, data: Path, stems: list[str], truth: dict, n: int, *, 
         scr[stem][pixels & (scr[stem] == 0)] = code
         added += 1
 
-    if arm in ("suggest", "balanced"):
+    correct = arm.endswith("-correct")  # the annotator corrects the prediction
+    if arm != "random":  # the suggestions, and the prediction they were made from
         from s2l_tools.inference.suggest import suggest
 
         t = time.perf_counter()
         results = suggest(run, data, top_k=n, min_area=16, device="cpu")
         t_suggest = time.perf_counter() - t
+        prob = {item.stem: item.prob for item in results}
+    if arm == "random-correct":
+        t_suggest = 0.0  # it only needed the prediction
+    elif arm != "random":
         ranked = sorted(((r.score, item.stem, r) for item in results for r in item.regions),
                         key=lambda e: -e[0])
         if arm == "balanced":
             # the regions the network calls cell and those it calls background, each in
             # score order, taken in turn (a region's side: its mean probability)
-            prob = {item.stem: item.prob for item in results}
             cell, back = [], []
             for e in ranked:
                 (cell if prob[e[1]][e[2].mask].mean() >= 0.5 else back).append(e)
@@ -141,7 +181,11 @@ def add_strokes(arm: str, data: Path, stems: list[str], truth: dict, n: int, *, 
         for _, stem, r in ranked:
             if added == n:
                 break
-            stroke = stroke_at_region(truth[stem], scr[stem], r.mask, r.y, r.x)
+            stroke = None
+            if correct:
+                stroke = correcting_stroke(truth[stem], scr[stem], prob[stem], r.mask)
+            if stroke is None:
+                stroke = stroke_at_region(truth[stem], scr[stem], r.mask, r.y, r.x)
             if stroke is not None:
                 paint(stem, stroke)
     areas = np.array([truth[s].size for s in stems], float)
@@ -150,7 +194,12 @@ def add_strokes(arm: str, data: Path, stems: list[str], truth: dict, n: int, *, 
         tries += 1
         stem = stems[rng.choice(len(stems), p=areas / areas.sum())]
         y, x = (int(rng.integers(0, d)) for d in truth[stem].shape)
-        stroke = stroke_at_point(truth[stem], scr[stem], y, x)
+        stroke = None
+        if correct:  # the same annotator as suggest-correct, at a random 25-px disk
+            stroke = correcting_stroke(truth[stem], scr[stem], prob[stem],
+                                       disk_around(truth[stem].shape, y, x))
+        if stroke is None:
+            stroke = stroke_at_point(truth[stem], scr[stem], y, x)
         if stroke is not None:
             paint(stem, stroke)
     for s in stems:
@@ -372,15 +421,17 @@ def main(argv=None) -> int:
     curves = {arm: [(rows[0]["strokes"], rows[0]["iou"])]
               + [(r["strokes"], r["iou"]) for r in rows if r["arm"] == arm] for arm in arms}
     summary = {}
-    if {"suggest", "random"} <= set(arms):
-        target = curves["random"][-1][1]
-        s_sug = strokes_to_reach(curves["suggest"], target)
-        s_rnd = strokes_to_reach(curves["random"], target)
-        added = (lambda s: None if s is None else s - rows[0]["strokes"])
-        summary["target_iou"] = target
-        summary["strokes_added_to_reach"] = {"suggest": added(s_sug), "random": added(s_rnd)}
-        print(f"strokes added to reach the random arm's final IoU {target:.3f}: suggest "
-              f"{added(s_sug)}, random {added(s_rnd)}")
+    added = (lambda s: None if s is None else s - rows[0]["strokes"])
+    for sug, rnd in (("suggest", "random"), ("suggest-correct", "random-correct")):
+        if {sug, rnd} <= set(arms):  # the same annotator: only the places differ
+            target = curves[rnd][-1][1]
+            s_sug = strokes_to_reach(curves[sug], target)
+            s_rnd = strokes_to_reach(curves[rnd], target)
+            summary.setdefault("target_iou", {})[rnd] = target
+            summary.setdefault("strokes_added_to_reach", {}).update(
+                {sug: added(s_sug), rnd: added(s_rnd)})
+            print(f"strokes added to reach the {rnd} arm's final IoU {target:.3f}: {sug} "
+                  f"{added(s_sug)}, {rnd} {added(s_rnd)}")
     if scratch:
         final = next(r for r in rows if r["arm"] == "suggest" and r["round"] == args.rounds)
         summary["retrained_over_scratch"] = final["iou"] / scratch["iou"]
