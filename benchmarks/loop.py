@@ -25,7 +25,10 @@ strokes, in one of two arms:
   ``random`` (a random pixel's 25-px disk), but an annotator who corrects the
   last run's prediction there (:func:`correcting_stroke`): a background stroke
   over what it wrongly calls cell, right beside the cells, or a stroke in the
-  cell it missed; where it made no error, the strokes above.
+  cell it missed; where it made no error, the strokes above;
+- ``overcall-correct``: the suggested regions the network calls cell (mean
+  probability >= 0.5) first, then the others, each in score order, the
+  correcting annotator, and no stroke where the prediction has no error.
 
 Arms with the same annotator draw strokes the same way; only the places differ. Each round
 retrains with ``s2l-train --from`` (the arm's last run, the short schedule of
@@ -170,6 +173,10 @@ def add_strokes(arm: str, data: Path, stems: list[str], truth: dict, n: int, *, 
     elif arm != "random":
         ranked = sorted(((r.score, item.stem, r) for item in results for r in item.regions),
                         key=lambda e: -e[0])
+        if arm == "overcall-correct":
+            # the regions the network calls cell first (where it over-calls, if anywhere)
+            ranked = ([e for e in ranked if prob[e[1]][e[2].mask].mean() >= 0.5]
+                      + [e for e in ranked if prob[e[1]][e[2].mask].mean() < 0.5])
         if arm == "balanced":
             # the regions the network calls cell and those it calls background, each in
             # score order, taken in turn (a region's side: its mean probability)
@@ -184,7 +191,7 @@ def add_strokes(arm: str, data: Path, stems: list[str], truth: dict, n: int, *, 
             stroke = None
             if correct:
                 stroke = correcting_stroke(truth[stem], scr[stem], prob[stem], r.mask)
-            if stroke is None:
+            if stroke is None and arm != "overcall-correct":  # it skips what is right
                 stroke = stroke_at_region(truth[stem], scr[stem], r.mask, r.y, r.x)
             if stroke is not None:
                 paint(stem, stroke)
@@ -422,7 +429,8 @@ def main(argv=None) -> int:
               + [(r["strokes"], r["iou"]) for r in rows if r["arm"] == arm] for arm in arms}
     summary = {}
     added = (lambda s: None if s is None else s - rows[0]["strokes"])
-    for sug, rnd in (("suggest", "random"), ("suggest-correct", "random-correct")):
+    for sug, rnd in (("suggest", "random"), ("suggest-correct", "random-correct"),
+                     ("overcall-correct", "random-correct")):
         if {sug, rnd} <= set(arms):  # the same annotator: only the places differ
             target = curves[rnd][-1][1]
             s_sug = strokes_to_reach(curves[sug], target)
