@@ -8,7 +8,7 @@ Round 0: synthetic scribbles on ``--ratio`` of the cells of the train images
 (:func:`s2l_tools.data.synth.synthesize_scribbles`, as benchmarks/accuracy.py
 draws them) and one training from scratch (``--epochs``). Then ``--rounds``
 rounds in which an "annotator" who knows the full masks adds ``--strokes``
-strokes, in one of two arms:
+strokes, in one of these arms (``--arms``):
 
 - ``suggest``: at the best regions of ``s2l-suggest``
   (:func:`s2l_tools.inference.suggest.suggest` on the arm's last run, ranked
@@ -54,6 +54,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 from accuracy import DSB, link, loadavg, predict_and_score, splits, write_tiff  # noqa: E402
 
 from s2l_tools import labels as L  # noqa: E402
+
+
+ARMS = ("suggest", "balanced", "random", "suggest-correct", "random-correct",
+        "overcall-correct")
 
 
 # ------------------------------------------------------------------------ strokes
@@ -354,6 +358,10 @@ def main(argv=None) -> int:
     from s2l_tools.io.images import read_labels
 
     args = get_parser().parse_args(argv)
+    unknown = sorted({a for a in args.arms.split(",") if a} - set(ARMS))
+    if unknown:
+        raise SystemExit(f"loop.py: unknown --arms {','.join(unknown)}; choose from "
+                         f"{','.join(ARMS)}")
     warnings.simplefilter("ignore", S2LWarning)
     if args.threads:
         import torch
