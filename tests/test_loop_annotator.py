@@ -1,0 +1,59 @@
+"""benchmarks/loop.py's simulated annotators: the strokes docs/benchmarks.md's loop rows rest on."""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from s2l_tools import labels as L
+
+_BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path.insert(0, str(_BENCH))  # loop.py imports accuracy.py beside it
+_SPEC = importlib.util.spec_from_file_location("loop_bench", _BENCH / "loop.py")
+loop = importlib.util.module_from_spec(_SPEC)
+_SPEC.loader.exec_module(loop)
+
+
+def _scene():
+    """Two square cells in a 64 x 64 image; nothing scribbled."""
+    labels = np.zeros((64, 64), np.int32)
+    labels[10:26, 10:26] = 1
+    labels[36:52, 36:52] = 2
+    return labels, np.zeros((64, 64), np.uint8)
+
+
+def test_a_halo_gets_a_background_stroke_beside_the_cell_not_on_it():
+    labels, scribble = _scene()
+    prob = np.zeros((64, 64), np.float32)
+    prob[6:30, 6:30] = 0.9  # cell 1 found, with a 4-px halo around it
+    prob[36:52, 36:52] = 0.9
+    where = np.ones((64, 64), bool)
+    pixels, code = loop.correcting_stroke(labels, scribble, prob, where)
+    assert code == L.BACKGROUND and pixels.sum() >= 8
+    assert not (pixels & (labels > 0)).any()
+    # beside the cell: in the halo, not on the cell's 8-neighbours
+    assert (prob[pixels] >= 0.5).all() and not pixels[9:27, 9:27].any()
+
+
+def test_a_missed_cell_gets_its_skeleton_and_no_error_no_stroke():
+    labels, scribble = _scene()
+    prob = np.zeros((64, 64), np.float32)
+    prob[10:26, 10:26] = 0.9  # cell 2 missed
+    pixels, code = loop.correcting_stroke(labels, scribble, prob, np.ones((64, 64), bool))
+    assert code == L.FOREGROUND and pixels.any() and (labels[pixels] == 2).all()
+    # only the region shown counts: around cell 1 the prediction is right
+    around_1 = np.zeros((64, 64), bool)
+    around_1[4:32, 4:32] = True
+    assert loop.correcting_stroke(labels, scribble, prob, around_1) is None
+
+
+def test_a_scribbled_cell_gets_a_stroke_in_its_missed_part_only():
+    labels, scribble = _scene()
+    scribble[18, 12:24] = L.FOREGROUND  # cell 1 has a stroke
+    prob = np.zeros((64, 64), np.float32)
+    prob[10:26, 10:18] = 0.9  # its right half missed
+    prob[36:52, 36:52] = 0.9
+    pixels, code = loop.correcting_stroke(labels, scribble, prob, np.ones((64, 64), bool))
+    assert code == L.FOREGROUND and pixels.any()
+    assert (labels[pixels] == 1).all() and not pixels[:, :18].any()
