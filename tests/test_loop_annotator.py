@@ -1,16 +1,14 @@
 """benchmarks/loop.py's simulated annotators: the strokes docs/benchmarks.md's loop rows rest on."""
 
 import importlib.util
-import sys
 from pathlib import Path
 
 import numpy as np
 
 from s2l_tools import labels as L
 
-_BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
-sys.path.insert(0, str(_BENCH))  # loop.py imports accuracy.py beside it
-_SPEC = importlib.util.spec_from_file_location("loop_bench", _BENCH / "loop.py")
+_SPEC = importlib.util.spec_from_file_location(
+    "loop_bench", Path(__file__).resolve().parents[1] / "benchmarks" / "loop.py")
 loop = importlib.util.module_from_spec(_SPEC)
 _SPEC.loader.exec_module(loop)
 
