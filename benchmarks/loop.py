@@ -177,18 +177,18 @@ def add_strokes(arm: str, data: Path, stems: list[str], truth: dict, n: int, *, 
     elif arm != "random":
         ranked = sorted(((r.score, item.stem, r) for item in results for r in item.regions),
                         key=lambda e: -e[0])
-        if arm == "overcall-correct":
-            # the regions the network calls cell first (where it over-calls, if anywhere)
-            ranked = ([e for e in ranked if prob[e[1]][e[2].mask].mean() >= 0.5]
-                      + [e for e in ranked if prob[e[1]][e[2].mask].mean() < 0.5])
-        if arm == "balanced":
+        if arm in ("balanced", "overcall-correct"):
             # the regions the network calls cell and those it calls background, each in
-            # score order, taken in turn (a region's side: its mean probability)
+            # score order (a region's side: its mean probability); balanced takes them in
+            # turn, overcall-correct the cell side first (where it over-calls, if anywhere)
             cell, back = [], []
             for e in ranked:
                 (cell if prob[e[1]][e[2].mask].mean() >= 0.5 else back).append(e)
-            ranked = [e for pair in zip(cell, back) for e in pair]
-            ranked += cell[len(back):] + back[len(cell):]
+            if arm == "balanced":
+                ranked = [e for pair in zip(cell, back) for e in pair]
+                ranked += cell[len(back):] + back[len(cell):]
+            else:
+                ranked = cell + back
         for _, stem, r in ranked:
             if added == n:
                 break
