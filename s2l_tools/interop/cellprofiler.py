@@ -355,7 +355,8 @@ def write_pipeline(
         Objects smaller than this (pixels) are removed; default: the model's.
     watershed, flips, save_labels, save_probability : bool
         Split touching cells; average over flipped copies; also save each
-        label matrix / probability map as a TIFF (``<image>_labels.tiff``, ``<image>_probability.tiff``).
+        label matrix / probability map as a TIFF (``<image>_labels.tiff``,
+        ``<image>_probability.tiff``).
 
     Returns
     -------

@@ -726,7 +726,8 @@ def fit(cfg: TrainConfig, *, resume: bool = False, ctx: Context | None = None,
                 save_state(state, cfg=cfg, meta=meta, ctx=ctx, out=out)
                 raise KeyboardInterrupt
             row = {"epoch": epoch + 1, **ctx.mean(losses)}
-            row["lr"] = lr_used  # not the scheduler's next value: a restart shows as 1x
+            # not the scheduler's value now, the next epoch's (at a cycle's end, the restart's)
+            row["lr"] = lr_used
             # the same on every rank: the mean loss, and the weights DDP keeps equal
             if not (math.isfinite(row.get("loss", 0.0))
                     and all(bool(torch.isfinite(p).all()) for p in model.parameters())):
