@@ -29,6 +29,9 @@ strokes, in one of these arms (``--arms``):
 - ``overcall-correct``: the suggested regions the network calls cell (mean
   probability >= 0.5) first, then the others, each in score order, the
   correcting annotator, and no stroke where the prediction has no error.
+- ``interior-correct``: as ``suggest-correct``, with regions found after the band of
+  ``INTERIOR_BAND`` px along the prediction's outline is left out of the score (the
+  store's doubt there is mostly at cell edges: whole objects it is unsure of remain).
 
 Arms with the same annotator draw strokes the same way; only the places differ. Each round
 retrains with ``s2l-train --from`` (the arm's last run, the short schedule of
@@ -57,7 +60,10 @@ from s2l_tools import labels as L  # noqa: E402
 
 
 ARMS = ("suggest", "balanced", "random", "suggest-correct", "random-correct",
-        "overcall-correct")
+        "overcall-correct", "interior-correct")
+#: ``interior-correct``: suggested regions with the prediction's outline band left out
+#: (:func:`s2l_tools.inference.suggest.score_map`'s ``edge_band``, pixels)
+INTERIOR_BAND = 3
 
 
 # ------------------------------------------------------------------------ strokes
@@ -169,7 +175,8 @@ def add_strokes(arm: str, data: Path, stems: list[str], truth: dict, n: int, *, 
         from s2l_tools.inference.suggest import suggest
 
         t = time.perf_counter()
-        results = suggest(run, data, top_k=n, min_area=16, device="cpu")
+        band = INTERIOR_BAND if arm == "interior-correct" else 0
+        results = suggest(run, data, top_k=n, min_area=16, edge_band=band, device="cpu")
         t_suggest = time.perf_counter() - t
         prob = {item.stem: item.prob for item in results}
     if arm == "random-correct":

@@ -57,6 +57,23 @@ def test_score_map_and_regions():
     assert find_regions(np.zeros((8, 8), np.float32)) == []
 
 
+def test_score_map_edge_band_leaves_out_the_outline():
+    # a predicted cell whose outline the store doubts, and a whole object it doubts
+    p = np.zeros((48, 48), np.float32)
+    p[10:30, 10:30] = 0.9
+    y = p.copy()
+    y[8:12, 8:32] = 0.5      # the store is unsure along the cell's top edge
+    y[38:46, 38:46] = 0.5    # ... and of a whole object the prediction calls background
+    whole = score_map(p, y, threshold=0.8)
+    inner = score_map(p, y, threshold=0.8, edge_band=3)
+    assert whole[10, 20] == pytest.approx(1.0) and inner[10, 20] == 0  # on the outline
+    assert inner[8, 20] == 0 and inner[12, 20] == 0                     # within 3 px of it
+    assert inner[42, 42] == pytest.approx(1.0) == whole[42, 42]         # far from it
+    assert inner[20, 20] == whole[20, 20] == 0                          # sure inside
+    regions = find_regions(inner, top_k=3, min_area=4)
+    assert len(regions) == 1 and regions[0].mask[42, 42]
+
+
 def test_suggest_writes_rois_csv_and_overviews(runs, tmp_path, capsys):
     data, run, _ = runs
     out = tmp_path / "sugg"

@@ -66,7 +66,8 @@ class ImageSuggestions:
 
 
 def score_map(prob: np.ndarray, ema: np.ndarray | None = None,
-              scribble: np.ndarray | None = None, *, threshold: float = 0.8) -> np.ndarray:
+              scribble: np.ndarray | None = None, *, threshold: float = 0.8,
+              edge_band: int = 0) -> np.ndarray:
     """Per-pixel need for a stroke, in [0, 1].
 
     Parameters
@@ -79,6 +80,10 @@ def score_map(prob: np.ndarray, ema: np.ndarray | None = None,
         Its scribbles: scribbled pixels (and 2 px around) score 0.
     threshold : float
         The run's consistency threshold tau.
+    edge_band : int
+        Pixels within this distance (pixels) of the prediction's outline (``p = 0.5``)
+        score 0, so that the regions are whole objects the network is unsure of, not
+        the thin band along every boundary; 0 keeps the band.
 
     Returns
     -------
@@ -97,6 +102,11 @@ def score_map(prob: np.ndarray, ema: np.ndarray | None = None,
         conf = np.maximum(y, 1.0 - y)
         s = np.maximum(np.clip((threshold - conf) / (threshold - 0.5), 0.0, 1.0),
                        np.abs(p - y))
+    if edge_band > 0:
+        called = p >= 0.5
+        band = (ndi.binary_dilation(called, iterations=edge_band)
+                & ndi.binary_dilation(~called, iterations=edge_band))
+        s = np.where(band, 0.0, s)
     if scribble is not None and (scribble > 0).any():
         s = np.where(ndi.binary_dilation(scribble > 0, iterations=2), 0.0, s)
     return s.astype(np.float32)
@@ -183,8 +193,8 @@ def _run_store(run: Path, ckpt: dict, ckpt_path: Path):
     return record, store
 
 
-def suggest(run, data=None, *, top_k: int = 5, min_area: int = 16, device: str = "auto",
-            progress=None) -> list[ImageSuggestions]:
+def suggest(run, data=None, *, top_k: int = 5, min_area: int = 16, edge_band: int = 0,
+            device: str = "auto", progress=None) -> list[ImageSuggestions]:
     """Suggested regions for new strokes in every image of ``data``.
 
     Parameters
@@ -197,6 +207,8 @@ def suggest(run, data=None, *, top_k: int = 5, min_area: int = 16, device: str =
         the prediction, the others from the prediction alone.
     top_k, min_area
         See :func:`find_regions`.
+    edge_band : int
+        See :func:`score_map`.
     device : str
         ``auto``, ``cpu`` or ``cuda``.
     progress : callable, optional
@@ -252,7 +264,7 @@ def suggest(run, data=None, *, top_k: int = 5, min_area: int = 16, device: str =
         if (hit is not None and list(image.shape[1:]) == list(hit[1]["shape"])
                 and hit[1]["image"] == array_digest(image) and store.initialized(hit[0])):
             ema = store.get(hit[0])
-        score = score_map(prob, ema, scribble, threshold=tau)
+        score = score_map(prob, ema, scribble, threshold=tau, edge_band=edge_band)
         results.append(ImageSuggestions(s.stem, image, prob, "store" if ema is not None
                                         else "prediction",
                                         find_regions(score, top_k=top_k, min_area=min_area)))
