@@ -282,7 +282,8 @@ def train_and_score(run: Path, data: Path, method: str, val: Path, val_stems: li
         lr=args.lr, restart_epochs=args.epochs, seed=seed, device="cpu",
         crf_weight=None if method == "full" else args.crf_weight,
         grabcut_agreement=args.grabcut_agreement,
-        **({} if args.ema_alpha is None else {"ema_alpha": args.ema_alpha}),
+        **{k: v for k, v in (("ema_alpha", args.ema_alpha), ("pseudo_weight", args.pseudo_weight),
+                             ("threshold", args.threshold)) if v is not None},
         checkpoint_every=args.epochs, panel_images=0, tile=512,
         holdout_strokes=0.0,  # every stroke, as the paper and the forest baseline
         threads=args.threads)  # fit() picks its own count unless told
@@ -498,6 +499,11 @@ def get_parser():
     p.add_argument("--ema-alpha", type=float,
                    help="s2l-train --ema-alpha for the S2L methods (default: s2l-train's); "
                    "runs are named ..._aX")
+    p.add_argument("--pseudo-weight", type=float,
+                   help="s2l-train --pseudo-weight (lambda) for the S2L methods; runs are named ..._pwX")
+    p.add_argument("--threshold", type=float,
+                   help="s2l-train --consistency-threshold (tau) for the S2L methods; runs are "
+                   "named ..._tX")
     p.add_argument("--seeds", help="a count N (seeds 0..N-1; default 1) or a comma list (0,3; 3, is seed 3 alone)")
     p.add_argument("--train-images", type=int, help="train images used (default 40; 0: all)")
     p.add_argument("--val-images", type=int, help="val images scored (default 40; 0: all)")
@@ -589,8 +595,10 @@ def main(argv=None) -> int:
                     method not in ("full", "forest", "grabcut") else ""
                 ga_tag = f"_ga{args.grabcut_agreement:g}" if method == "s2lfg" and \
                     args.grabcut_agreement > 0 else ""
-                a_tag = f"_a{args.ema_alpha:g}" if args.ema_alpha is not None and \
-                    (method in FAST_STARTS or method == "s2l") else ""
+                a_tag = "".join(f"_{t}{v:g}" for t, v in (("a", args.ema_alpha),
+                                                           ("pw", args.pseudo_weight),
+                                                           ("t", args.threshold))
+                                if v is not None and (method in FAST_STARTS or method == "s2l"))
                 run = base / tag / f"{method}_r{ratio}_s{seed}{bg_tag}{crf_tag}{ga_tag}{a_tag}"
                 flips = args.flips and method != "forest"
                 done = run / ("result_flips.json" if flips else "result.json")
