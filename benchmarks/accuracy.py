@@ -500,7 +500,8 @@ def get_parser():
                    help="s2l-train --ema-alpha for the S2L methods (default: s2l-train's); "
                    "runs are named ..._aX")
     p.add_argument("--pseudo-weight", type=float,
-                   help="s2l-train --pseudo-weight (lambda) for the S2L methods; runs are named ..._pwX")
+                   help="s2l-train --pseudo-weight (lambda) for the S2L methods; runs are "
+                   "named ..._pwX")
     p.add_argument("--threshold", type=float,
                    help="s2l-train --consistency-threshold (tau) for the S2L methods; runs are "
                    "named ..._tX")
