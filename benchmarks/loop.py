@@ -445,7 +445,8 @@ def main(argv=None) -> int:
     summary = {}
     added = (lambda s: None if s is None else s - rows[0]["strokes"])
     for sug, rnd in (("suggest", "random"), ("suggest-correct", "random-correct"),
-                     ("overcall-correct", "random-correct")):
+                     ("overcall-correct", "random-correct"),
+                     ("interior-correct", "random-correct")):
         if {sug, rnd} <= set(arms):  # the same annotator: only the places differ
             target = curves[rnd][-1][1]
             s_sug = strokes_to_reach(curves[sug], target)
