@@ -256,6 +256,8 @@ def retrain_config(args, data: Path, out: Path, prev: Path):
         cfg.epochs = cfg.restart_epochs = cfg.checkpoint_every = args.retrain_epochs
     if args.retrain_ensemble_every is not None:
         cfg.ensemble_every = args.retrain_ensemble_every
+    if args.retrain_warmup_epochs is not None:
+        cfg.warmup_epochs = args.retrain_warmup_epochs
     cfg.holdout_strokes = 0.0  # every stroke, as in round 0
     cfg.keep_stroke_shares = args.keep_shares
     cfg.threads = args.threads  # fit() picks its own count unless told
@@ -353,6 +355,8 @@ def get_parser():
     p.add_argument("--retrain-epochs", type=int,
                    help="the --from rounds' epochs (default: s2l-train --from's; the cosine "
                         "cycle and the checkpoint follow)")
+    p.add_argument("--retrain-warmup-epochs", type=int,
+                   help="the --from rounds' warm-up epochs (default: s2l-train --from's)")
     p.add_argument("--retrain-ensemble-every", type=int,
                    help="the --from rounds' ensemble interval (default: s2l-train --from's)")
     p.add_argument("--keep-shares", action="store_true",
