@@ -259,7 +259,6 @@ def retrain_config(args, data: Path, out: Path, prev: Path):
     if args.retrain_warmup_epochs is not None:
         cfg.warmup_epochs = args.retrain_warmup_epochs
     cfg.holdout_strokes = 0.0  # every stroke, as in round 0
-    cfg.keep_stroke_shares = args.keep_shares
     cfg.threads = args.threads  # fit() picks its own count unless told
     cfg.data, cfg.out, cfg.from_run = str(data), str(out), str(prev)
     return cfg
@@ -359,9 +358,6 @@ def get_parser():
                    help="the --from rounds' warm-up epochs (default: s2l-train --from's)")
     p.add_argument("--retrain-ensemble-every", type=int,
                    help="the --from rounds' ensemble interval (default: s2l-train --from's)")
-    p.add_argument("--keep-shares", action="store_true",
-                   help="the --from rounds with s2l-train --keep-stroke-shares (each class's "
-                        "strokes weighted to the shares of the run they start from)")
     p.add_argument("--json", type=Path)
     p.add_argument("--verbose", action="store_true")
     return p

@@ -1,7 +1,6 @@
 """s2l-train --from RUN: a retraining round on new strokes, from an earlier run."""
 
 import json
-import re
 import shutil
 
 import numpy as np
@@ -14,7 +13,6 @@ from s2l_tools.training.config import RETRAIN_LR_SCALE, RETRAIN_SCHEDULE
 from s2l_tools.cli.scribbles import main as scribbles_main
 from s2l_tools.data.demo_data import make_demo_dataset
 from s2l_tools.training.checkpoint import load_checkpoint
-from s2l_tools.training.data import stroke_pixels
 from s2l_tools.training.ema import forget_disagreement
 
 TINY = ["--encoder", "resnet18", "--crop", "32", "--batch-size", "2", "--samples-per-epoch",
@@ -92,42 +90,6 @@ def test_from_run_with_new_strokes_and_a_new_image(first, tmp_path, capsys):
     assert len(a["ema"]["n_updates"]) == 3
     # RUN2 resumes as any run
     assert train.main(["--out", str(out), "--resume", "--epochs", "4"]) == 0
-
-
-def test_keep_stroke_shares_weighs_a_round_of_one_class(first, tmp_path, capsys):
-    data, _, run = first
-    text = (run / "inputs.json").read_text()
-    record = json.loads(text)
-    old = np.sum([e["strokes"] for e in record["images"]], axis=0)  # the strokes trained on
-    drawn = stroke_pixels([tifffile.imread(p) for p in (data / "scribbles").glob("*.tif")])
-    assert (0 < old).all() and (old <= drawn).all()
-    new = tmp_path / "data2"
-    shutil.copytree(data, new)
-    shutil.rmtree(new / "rois")
-    scr = tifffile.imread(new / "scribbles" / "nuclei_000.tif")
-    scr[(scr == 0) & (np.arange(64)[:, None] % 4 == 0)] = L.FOREGROUND  # a round of cell strokes
-    tifffile.imwrite(new / "scribbles" / "nuclei_000.tif", scr)
-    out = tmp_path / "run2"
-    assert train.main([str(new), "--out", str(out), "--from", str(run), "--epochs", "1",
-                       "--keep-stroke-shares"]) == 0
-    err = " ".join(capsys.readouterr().err.split())
-    q_old = 100 * old[1] / old.sum()
-    assert f"--keep-stroke-shares: cell strokes {q_old:.0f} % of RUN's stroke pixels" in err, err
-    assert json.loads((out / "config.json").read_text())["keep_stroke_shares"] is True
-    # background is now rarer among the strokes: it weighs more, the cells less
-    bg, cell = map(float, re.search(r"weighted background x([\d.]+), cell x([\d.]+)",
-                                    err).groups())
-    assert bg > 1 > cell
-    # a run that records no counts (an older s2l-tools): said, and not weighted
-    for e in record["images"]:
-        del e["strokes"]
-    (run / "inputs.json").write_text(json.dumps(record))
-    try:
-        assert train.main([str(new), "--out", str(tmp_path / "run3"), "--from", str(run),
-                           "--epochs", "1", "--keep-stroke-shares"]) == 0
-        assert "the strokes are not weighted" in " ".join(capsys.readouterr().err.split())
-    finally:
-        (run / "inputs.json").write_text(text)  # the module's other tests use RUN too
 
 
 @pytest.mark.parametrize("case", ["encoder", "channels", "same_out", "not_a_run", "resume"])

@@ -295,22 +295,3 @@ def test_cuda_mixed_precision_step():
         autocast_dtype=torch.bfloat16,
     )
     assert np.isfinite(bf16["loss"])
-
-
-def test_scribble_loss_class_weight_is_a_weighted_mean():
-    torch.manual_seed(0)
-    logits = torch.randn(2, 2, 6, 6)
-    scr = torch.zeros(2, 6, 6, dtype=torch.uint8)
-    scr[0, 1, :] = 1          # 6 background pixels
-    scr[1, 2, :3] = 2         # 3 foreground pixels
-    target = scr.long() - 1
-    ce = torch.nn.functional.cross_entropy(logits, target.clamp(min=0), reduction="none")
-    bg, fg = ce[scr == 1], ce[scr == 2]
-    w = torch.tensor([0.5, 2.0])
-    want = (0.5 * bg.sum() + 2.0 * fg.sum()) / (0.5 * 6 + 2.0 * 3)
-    assert scribble_loss(logits, scr, w).item() == pytest.approx(want.item(), rel=1e-5)
-    assert scribble_loss(logits, scr).item() == pytest.approx(ce[scr > 0].mean().item(), rel=1e-5)
-    # equal weights change nothing; a batch without strokes is still 0
-    assert scribble_loss(logits, scr, torch.tensor([3.0, 3.0])).item() == pytest.approx(
-        scribble_loss(logits, scr).item(), rel=1e-5)
-    assert scribble_loss(logits, torch.zeros_like(scr), w).item() == 0

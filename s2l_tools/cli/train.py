@@ -44,9 +44,6 @@ _HELP = {
                  "prediction is this sure (not s2l-predict's probability threshold; "
                  "--threshold is the old name, still accepted)",
     "pseudo_weight": "weight lambda of the pseudo-label loss",
-    "keep_stroke_shares": "with --from: weigh each class's stroke pixels so that the classes "
-                          "keep the shares they had in RUN's strokes (new strokes of mostly "
-                          "one class then add places, not a prior toward that class)",
     "crf_weight": "weight of the CRF loss (bilateral Potts, radius 5 px; any method but full; "
                   "default: 5 with --method rloss, else 0)",
     "lr": "encoder learning rate (RAdam)",

@@ -114,9 +114,6 @@ class TrainConfig:
     store: str = "auto"
     # s2l-train --from RUN: the run whose weights and EMA store this one starts from
     from_run: str | None = None
-    #: --from: weigh each class's strokes so that their shares are RUN's
-    #: (s2l_tools.training.data.stroke_share_weights)
-    keep_stroke_shares: bool = False
 
     def validate(self) -> TrainConfig:
         """Check ranges; raise a one-line S2LError naming the setting."""

@@ -26,7 +26,7 @@ from s2l_tools.io.images import read_image, read_labels
 from s2l_tools.training.config import TrainConfig
 
 __all__ = ["TrainingData", "load_training_data", "array_digest", "inputs_record",
-           "stroke_pixels", "stroke_share_weights", "compare_inputs", "load_validation", "samples_per_epoch",
+           "compare_inputs", "load_validation", "samples_per_epoch",
            "epoch_plan", "REPLICATED_STORE_LIMIT", "store_owners", "CropDataset"]
 
 
@@ -151,58 +151,13 @@ def inputs_record(data: TrainingData) -> dict:
     Returns
     -------
     record : dict
-        ``{"version": 1, "images": [{"stem", "shape": [H, W], "image", "scribbles",
-        "strokes"}]}`` in training order; ``image`` and ``scribbles``: the
-        :func:`array_digest` of the normalised image and of the scribble mask;
-        ``strokes``: its trained stroke pixels of each class (:func:`stroke_pixels`).
+        ``{"version": 1, "images": [{"stem", "shape": [H, W], "image", "scribbles"}]}``
+        in training order; ``image`` and ``scribbles``: the :func:`array_digest` of
+        the normalised image and of the scribble mask.
     """
     return {"version": 1, "images": [
-        {"stem": stem, "shape": [int(v) for v in shape], **digest,
-         "strokes": stroke_pixels([scribble]).tolist()}
-        for stem, shape, digest, scribble in zip(data.stems, data.shapes, data.digests,
-                                                 data.scribbles)]}
-
-
-def stroke_pixels(scribbles, n_classes: int = 2) -> np.ndarray:
-    """Scribbled pixels of each class (code ``k + 1`` is class ``k``) over the masks.
-
-    Examples
-    --------
-    >>> stroke_pixels([np.array([[0, 1, 2], [2, 2, 0]], np.uint8)]).tolist()
-    [1, 3]
-    """
-    total = np.zeros(n_classes + 1, np.int64)
-    for s in scribbles:
-        total += np.bincount(np.asarray(s).ravel(), minlength=n_classes + 1)[:n_classes + 1]
-    return total[1:]
-
-
-def stroke_share_weights(record: dict | None, data: TrainingData) -> np.ndarray | None:
-    """Class weights that give ``data``'s strokes the class shares of a run's (``record``).
-
-    A weighted scribble loss with them treats each class's stroke pixels as if they
-    were as common, relative to each other, as in the run that ``record`` describes
-    (:func:`inputs_record`), so that a round of new strokes of mostly one class does
-    not move the network's prior toward it. None when the record has no stroke
-    counts (a run of an older s2l-tools) or either side lacks a class.
-
-    Examples
-    --------
-    A run with as many background as cell pixels, then twice the cell pixels:
-
-    >>> rec = {"images": [{"strokes": [100, 100]}]}
-    >>> d = TrainingData([], [], [np.array([[1, 2, 2]], np.uint8)])
-    >>> stroke_share_weights(rec, d).round(3).tolist()
-    [1.5, 0.75]
-    """
-    entries = (record or {}).get("images") or []
-    if not entries or any("strokes" not in e for e in entries):
-        return None
-    old = np.sum([e["strokes"] for e in entries], axis=0).astype(np.float64)
-    new = stroke_pixels(data.scribbles, len(old)).astype(np.float64)
-    if (old <= 0).any() or (new <= 0).any():
-        return None
-    return (old / old.sum()) / (new / new.sum())
+        {"stem": stem, "shape": [int(v) for v in shape], **digest}
+        for stem, shape, digest in zip(data.stems, data.shapes, data.digests)]}
 
 
 def compare_inputs(record: dict, data: TrainingData) -> dict[str, list[str]]:

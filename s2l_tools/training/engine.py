@@ -403,31 +403,11 @@ def validate(model, val, *, device, amp_dtype, tile, min_size) -> dict:
             for k in ("iou", "mdice", "f1_50")}
 
 
-def _kept_shares(run, data: TrainingData) -> tuple[torch.Tensor | None, str]:
-    """``--keep-stroke-shares``: the scribble loss's class weights from RUN's record, and
-    the line that says what they do (weights None where RUN's record has no counts)."""
-    from s2l_tools.training.data import stroke_pixels, stroke_share_weights
-
-    record = rundir.read_inputs(run)
-    w = stroke_share_weights(record, data)
-    if w is None:
-        return None, (f"--keep-stroke-shares: {run} records no stroke counts of each class "
-                      "(an older s2l-tools) or lacks a class; the strokes are not weighted")
-    old = np.sum([e["strokes"] for e in record["images"]], axis=0)
-    new = stroke_pixels(data.scribbles, len(old))
-    return torch.tensor(w, dtype=torch.float32), (
-        f"--keep-stroke-shares: cell strokes {100 * old[1] / old.sum():.0f} % of RUN's stroke "
-        f"pixels, {100 * new[1] / new.sum():.0f} % now; weighted background x{w[0]:.2f}, "
-        f"cell x{w[1]:.2f}")
-
-
 # -------------------------------------------------------------------------- epochs
 def train_one_epoch(train_model, state: TrainState, loader, *, cfg: TrainConfig, method: str,
-                    use_pseudo: bool, amp_dtype, device, progress, interrupt,
-                    class_weight=None) -> dict:
+                    use_pseudo: bool, amp_dtype, device, progress, interrupt) -> dict:
     """One pass over ``loader``: a :func:`~s2l_tools.training.step.train_step` and a
     scheduler step per batch. Returns this rank's mean of each loss term.
-    ``class_weight``: of the scribble loss (:func:`_kept_shares`), or None.
 
     Stops early (after the current step) when ``interrupt.hit``.
     """
@@ -441,8 +421,7 @@ def train_one_epoch(train_model, state: TrainState, loader, *, cfg: TrainConfig,
         losses = train_step(train_model, state.optimizer, batch, method=method,
                             use_pseudo=use_pseudo, threshold=cfg.threshold,
                             pseudo_weight=cfg.pseudo_weight,
-                            crf_weight=cfg.crf_weight_used, class_weight=class_weight,
-                            scaler=state.scaler,
+                            crf_weight=cfg.crf_weight_used, scaler=state.scaler,
                             autocast_dtype=amp_dtype, device=device)
         state.scheduler.step()
         for k, v in losses.items():
@@ -691,10 +670,6 @@ def fit(cfg: TrainConfig, *, resume: bool = False, ctx: Context | None = None,
                            "(or continue the run itself with --resume)")
         console.print(start_from(state, cfg.from_run, cfg, data, ctx, device=device,
                                  amp_dtype=infer_dtype, tile=cfg.tile))
-    class_weight = None
-    if cfg.from_run and cfg.keep_stroke_shares:
-        class_weight, note = _kept_shares(cfg.from_run, data)
-        console.print(note, highlight=False)
     if ctx.is_main:
         out.mkdir(parents=True, exist_ok=True)
         cfg.to_json(out / rundir.CONFIG)
@@ -743,8 +718,7 @@ def fit(cfg: TrainConfig, *, resume: bool = False, ctx: Context | None = None,
             lr_used = optimizer.param_groups[0]["lr"]  # its first step's (the encoder's)
             losses = train_one_epoch(train_model, state, loader, cfg=cfg, method=step_method,
                                      use_pseudo=use_pseudo, amp_dtype=amp_dtype,
-                                     device=device, progress=progress, interrupt=interrupt,
-                                     class_weight=class_weight)
+                                     device=device, progress=progress, interrupt=interrupt)
             if interrupt.hit:
                 console.print(f"interrupted in epoch {epoch + 1}: saving a checkpoint after "
                               f"epoch {epoch} (resume with --resume repeats epoch {epoch + 1})")

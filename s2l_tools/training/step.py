@@ -81,26 +81,14 @@ def scribble_targets(scribble: torch.Tensor) -> torch.Tensor:
     return torch.where(s > 0, s - 1, torch.full_like(s, IGNORE_INDEX))
 
 
-def _masked_ce(logits: torch.Tensor, target: torch.Tensor,
-               class_weight: torch.Tensor | None = None) -> torch.Tensor:
-    """Mean cross entropy over the pixels with ``target != IGNORE_INDEX``; 0 if none.
-
-    With ``class_weight`` (C,), each pixel counts ``class_weight[target]`` times
-    (a weighted mean, as ``F.cross_entropy(weight=...)``).
-    """
-    labelled = target != IGNORE_INDEX
-    if class_weight is None:
-        n = labelled.sum()
-    else:
-        class_weight = class_weight.to(logits.device, torch.float32)
-        n = class_weight[target.clamp(min=0)][labelled].sum()
-    total = F.cross_entropy(logits.float(), target, weight=class_weight,
-                            ignore_index=IGNORE_INDEX, reduction="sum")
-    return total / n.clamp(min=1e-12) if class_weight is not None else total / n.clamp(min=1)
+def _masked_ce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean cross entropy over the pixels with ``target != IGNORE_INDEX``; 0 if none."""
+    n = (target != IGNORE_INDEX).sum()
+    total = F.cross_entropy(logits.float(), target, ignore_index=IGNORE_INDEX, reduction="sum")
+    return total / n.clamp(min=1)
 
 
-def scribble_loss(logits: torch.Tensor, scribble: torch.Tensor,
-                  class_weight: torch.Tensor | None = None) -> torch.Tensor:
+def scribble_loss(logits: torch.Tensor, scribble: torch.Tensor) -> torch.Tensor:
     """``L_sp``: cross entropy over the scribbled pixels, mean over them.
 
     Parameters
@@ -108,8 +96,6 @@ def scribble_loss(logits: torch.Tensor, scribble: torch.Tensor,
     logits : (N, C, H, W) float tensor
     scribble : (N, H, W) uint8 or integer tensor
         0 unlabeled, ``k + 1`` class ``k`` (``k < C``).
-    class_weight : (C,) float tensor, optional
-        Weight of each class's scribbled pixels (a weighted mean); None: 1 each.
 
     Returns
     -------
@@ -120,7 +106,7 @@ def scribble_loss(logits: torch.Tensor, scribble: torch.Tensor,
     top = int(scribble.max())
     if top > logits.shape[1]:
         raise ValueError(f"scribble value {top} has no class among the {logits.shape[1]} logits")
-    return _masked_ce(logits, scribble_targets(scribble), class_weight)
+    return _masked_ce(logits, scribble_targets(scribble))
 
 
 def pseudo_labels(
@@ -274,7 +260,6 @@ def compute_losses(
     pseudo_weight: float = 0.5,
     image: torch.Tensor | None = None,
     crf_weight: float = 0.0,
-    class_weight: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """The training loss of one batch, for any of the methods.
 
@@ -302,8 +287,6 @@ def compute_losses(
     crf_weight : float
         Weight of :func:`crf_loss`, added to any method's loss (``'rloss'`` is
         ``'pce'`` with it); 0 leaves it out.
-    class_weight : (C,) float tensor, optional
-        Of :func:`scribble_loss` (``L_sp`` only).
 
     Returns
     -------
@@ -316,7 +299,7 @@ def compute_losses(
         raise ValueError(f"method must be one of {STEP_METHODS}, got {method!r}")
     if not crf_weight >= 0:
         raise ValueError(f"crf_weight must be 0 or more, got {crf_weight}")
-    l_sp = scribble_loss(logits, scribble, class_weight)
+    l_sp = scribble_loss(logits, scribble)
     zero = logits.new_zeros((), dtype=torch.float32)
     out = {"l_sp": l_sp, "l_up": zero, "l_crf": zero, "coverage": zero}
     loss = l_sp
@@ -352,7 +335,6 @@ def train_step(
     threshold: float = 0.8,
     pseudo_weight: float = 0.5,
     crf_weight: float = 0.0,
-    class_weight: torch.Tensor | None = None,
     scaler: torch.amp.GradScaler | None = None,
     autocast_dtype: torch.dtype | None = None,
     device: torch.device | str,
@@ -368,7 +350,7 @@ def train_step(
         ``'image'`` (N, C, H, W) float32, ``'scribble'`` (N, H, W) uint8/int,
         ``'ema'`` (N, H, W) float32 foreground probability (may be absent
         while ``use_pseudo`` is False or the method does not use it).
-    method, use_pseudo, threshold, pseudo_weight, crf_weight, class_weight
+    method, use_pseudo, threshold, pseudo_weight, crf_weight
         See :func:`compute_losses`.
     scaler : torch.amp.GradScaler, optional
         Loss scaling for float16 mixed precision.
@@ -398,7 +380,6 @@ def train_step(
     losses = compute_losses(
         logits, scribble, ema, method=method, use_pseudo=use_pseudo,
         threshold=threshold, pseudo_weight=pseudo_weight, image=image, crf_weight=crf_weight,
-        class_weight=class_weight,
     )
     loss = losses["loss"]
     if scaler is not None:
