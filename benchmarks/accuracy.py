@@ -265,6 +265,18 @@ def predict_and_score(run: Path, val: Path, val_stems: list[str], segment, *, tr
             "predict_s": predict_s, "load_start": load0, "load_end": loadavg()}
 
 
+#: S2L settings passed through to s2l-train when given: (TrainConfig field, run-name tag)
+S2L_SETTINGS = (("ema_alpha", "a"), ("pseudo_weight", "pw"), ("threshold", "t"))
+
+
+def s2l_settings(args, method: str) -> list[tuple[str, str, float]]:
+    """(field, tag, value) of the S2L settings given on the command line, for an S2L method."""
+    if not (method == "s2l" or method in FAST_STARTS):
+        return []
+    return [(name, tag, getattr(args, name)) for name, tag in S2L_SETTINGS
+            if getattr(args, name) is not None]
+
+
 def train_and_score(run: Path, data: Path, method: str, val: Path, val_stems: list[str],
                     args, seed: int) -> dict:
     from rich.console import Console
@@ -282,8 +294,7 @@ def train_and_score(run: Path, data: Path, method: str, val: Path, val_stems: li
         lr=args.lr, restart_epochs=args.epochs, seed=seed, device="cpu",
         crf_weight=None if method == "full" else args.crf_weight,
         grabcut_agreement=args.grabcut_agreement,
-        **{k: v for k, v in (("ema_alpha", args.ema_alpha), ("pseudo_weight", args.pseudo_weight),
-                             ("threshold", args.threshold)) if v is not None},
+        **{name: value for name, _, value in s2l_settings(args, method)},
         checkpoint_every=args.epochs, panel_images=0, tile=512,
         holdout_strokes=0.0,  # every stroke, as the paper and the forest baseline
         threads=args.threads)  # fit() picks its own count unless told
@@ -596,10 +607,7 @@ def main(argv=None) -> int:
                     method not in ("full", "forest", "grabcut") else ""
                 ga_tag = f"_ga{args.grabcut_agreement:g}" if method == "s2lfg" and \
                     args.grabcut_agreement > 0 else ""
-                a_tag = "".join(f"_{t}{v:g}" for t, v in (("a", args.ema_alpha),
-                                                           ("pw", args.pseudo_weight),
-                                                           ("t", args.threshold))
-                                if v is not None and (method in FAST_STARTS or method == "s2l"))
+                a_tag = "".join(f"_{tag}{value:g}" for _, tag, value in s2l_settings(args, method))
                 run = base / tag / f"{method}_r{ratio}_s{seed}{bg_tag}{crf_tag}{ga_tag}{a_tag}"
                 flips = args.flips and method != "forest"
                 done = run / ("result_flips.json" if flips else "result.json")
