@@ -288,7 +288,8 @@ def train_and_score(run: Path, data: Path, method: str, val: Path, val_stems: li
     method = "s2l" if method in FAST_STARTS else method
     cfg = TrainConfig(
         data=str(data), out=str(run / "model"), method=method, fast_start=fast_start,
-        encoder=args.encoder,
+        encoder=args.encoder, encoder_weights=args.encoder_weights,
+        **({"pretrain_steps": args.pretrain_steps} if args.pretrain_steps else {}),
         epochs=args.epochs, warmup_epochs=args.warmup_epochs, ensemble_every=args.ensemble_every,
         crop=args.crop, batch_size=args.batch_size, samples_per_epoch=args.samples_per_epoch,
         lr=args.lr, restart_epochs=args.epochs, seed=seed, device="cpu",
@@ -516,6 +517,12 @@ def get_parser():
     p.add_argument("--threshold", type=float,
                    help="s2l-train --consistency-threshold (tau) for the S2L methods; runs are "
                    "named ..._tX")
+    p.add_argument("--encoder-weights",
+                   help="s2l-train --encoder-weights for the networks (e.g. self: pretrained on "
+                   "the training images, cached; runs are named ..._wself)")
+    p.add_argument("--pretrain-steps", type=int,
+                   help="s2l-train --pretrain-steps with --encoder-weights self (runs are "
+                   "named ..._ptN)")
     p.add_argument("--seeds", help="a count N (seeds 0..N-1; default 1) or a comma list (0,3; 3, is seed 3 alone)")
     p.add_argument("--train-images", type=int, help="train images used (default 40; 0: all)")
     p.add_argument("--val-images", type=int, help="val images scored (default 40; 0: all)")
@@ -608,6 +615,10 @@ def main(argv=None) -> int:
                 ga_tag = f"_ga{args.grabcut_agreement:g}" if method == "s2lfg" and \
                     args.grabcut_agreement > 0 else ""
                 a_tag = "".join(f"_{tag}{value:g}" for _, tag, value in s2l_settings(args, method))
+                if args.encoder_weights and method not in ("forest",):
+                    a_tag += f"_w{Path(args.encoder_weights).stem}"
+                    if args.pretrain_steps:
+                        a_tag += f"_pt{args.pretrain_steps}"
                 run = base / tag / f"{method}_r{ratio}_s{seed}{bg_tag}{crf_tag}{ga_tag}{a_tag}"
                 flips = args.flips and method != "forest"
                 done = run / ("result_flips.json" if flips else "result.json")

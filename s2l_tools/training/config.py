@@ -30,6 +30,9 @@ RLOSS_CRF_WEIGHT = 5.0
 ENCODERS = ("resnet18", "resnet34", "resnet50")
 STORES = ("auto", "replicated", "sharded")
 FAST_STARTS = ("none", "forest", "grabcut", "forest+grabcut")
+#: ``--encoder-weights self``: the encoder pretrained on DATA's own images
+#: (s2l_tools.training.pretrain), cached
+SELF_SUPERVISED = "self"
 
 
 #: ``s2l-train --preset NAME``: budgets chosen together (flags given on the command line win).
@@ -77,6 +80,8 @@ class TrainConfig:
     grabcut_agreement: float = 0.4
     encoder: str = "resnet34"
     encoder_weights: str | None = None
+    #: --encoder-weights self: steps of the masked-image pretraining
+    pretrain_steps: int = 200
     channel: int | None = None
     epochs: int = 200
     warmup_epochs: int = 100
@@ -134,7 +139,7 @@ class TrainConfig:
         if self.encoder not in ENCODERS:
             bad("encoder", f"unknown encoder; choose one of {', '.join(ENCODERS)}")
         for name in ("epochs", "ensemble_every", "batch_size", "checkpoint_every",
-                     "restart_epochs"):
+                     "restart_epochs", "pretrain_steps"):
             if getattr(self, name) < 1:
                 bad(name, "must be at least 1")
         if self.warmup_epochs < 0:

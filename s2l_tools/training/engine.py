@@ -39,7 +39,7 @@ from s2l_tools.device import (CpuThreads, autocast_dtype, inference_dtype, selec
 from s2l_tools.errors import S2LError
 from s2l_tools.training import rundir
 from s2l_tools.training.checkpoint import ModelMeta, load_checkpoint
-from s2l_tools.training.config import TrainConfig
+from s2l_tools.training.config import SELF_SUPERVISED, TrainConfig
 from s2l_tools.training.data import (
     CropDataset,
     TrainingData,
@@ -121,11 +121,11 @@ class Context:
 
 
 # -------------------------------------------------------------------------- model
-def _build(cfg: TrainConfig, in_channels: int, device):
+def _build(cfg: TrainConfig, in_channels: int, device, weights=None):
     from s2l_tools.training.model import build_model, param_groups
 
     model = build_model(encoder=cfg.encoder, in_channels=in_channels, classes=2,
-                        weights=cfg.encoder_weights, seed=cfg.seed)
+                        weights=weights, seed=cfg.seed)
     # channels_last always: prediction (torch_prob_fn) uses it too, and a model
     # whose memory format changed mid-run would not resume bit for bit
     model = model.to(device=device, memory_format=torch.channels_last)
@@ -133,6 +133,24 @@ def _build(cfg: TrainConfig, in_channels: int, device):
                           weight_decay=cfg.weight_decay)
     optimizer = torch.optim.RAdam(groups, lr=cfg.lr)
     return model, optimizer
+
+
+def _encoder_weights(cfg: TrainConfig, data: TrainingData, restored, device, console):
+    """``cfg.encoder_weights``; ``'self'``: the cached file of the encoder pretrained on
+    ``data``'s images (None when a checkpoint or ``--from`` run replaces the weights)."""
+    if cfg.encoder_weights != SELF_SUPERVISED:
+        return cfg.encoder_weights
+    if restored or cfg.from_run:
+        return None
+    from s2l_tools.training.pretrain import PretrainSettings, cached_pretrained
+
+    settings = PretrainSettings(encoder=cfg.encoder, steps=cfg.pretrain_steps,
+                                crop=cfg.crop, batch_size=cfg.batch_size, seed=cfg.seed)
+    t = time.perf_counter()
+    path = cached_pretrained(data.images, settings, device=device)  # at fit's thread count
+    console.print(f"encoder: self-supervised on {len(data.images)} image(s), {path} "
+                  f"({time.perf_counter() - t:.1f} s)", highlight=False)
+    return path
 
 
 def model_meta(cfg: TrainConfig, in_channels: int) -> ModelMeta:
@@ -643,7 +661,9 @@ def fit(cfg: TrainConfig, *, resume: bool = False, ctx: Context | None = None,
     # model, optimiser, schedule and EMA store; every rank takes the same number of
     # crops (and so of DDP steps): the last crops wrap around to the first ones, as
     # torch's DistributedSampler pads
-    model, optimizer = _build(cfg, data.in_channels, device)
+    model, optimizer = _build(cfg, data.in_channels, device,
+                              _encoder_weights(cfg, data, resume or ctx.initial_checkpoint(),
+                                               device, console))
     per_rank_batch = max(1, math.ceil(cfg.batch_size / ctx.world_size))
     per_rank_samples = math.ceil(samples_per_epoch(cfg, data) / ctx.world_size)
     iters = math.ceil(per_rank_samples / per_rank_batch)
