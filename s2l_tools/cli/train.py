@@ -34,7 +34,12 @@ _HELP = {
     "encoder": "U-Net encoder",
     "encoder_weights": "ImageNet weights for the encoder: 'imagenet' (torchvision's, fetched "
                        "once into torch's cache and used from there offline), a URL, or a "
-                       "local torchvision ResNet .pth/.safetensors file",
+                       "local torchvision ResNet .pth/.safetensors file; 'self': pretrained "
+                       "on DATA's own images (masked-block reconstruction, --pretrain-steps "
+                       "steps; cached in $S2L_CACHE or ~/.cache/s2l-tools), for machines "
+                       "that cannot fetch weights",
+    "pretrain_steps": "--encoder-weights self: steps of the pretraining (batch and crop of "
+                      "the run's)",
     "channel": "channel to use from multi-channel images (0-based)",
     "epochs": "total epochs (one epoch = --samples-per-epoch crops)",
     "warmup_epochs": "epochs trained on scribbles only, before pseudo-labels; half the epochs when --epochs alone is fewer than this",

@@ -137,7 +137,8 @@ def _build(cfg: TrainConfig, in_channels: int, device, weights=None):
 
 def _encoder_weights(cfg: TrainConfig, data: TrainingData, restored, device, console):
     """``cfg.encoder_weights``; ``'self'``: the cached file of the encoder pretrained on
-    ``data``'s images (None when a checkpoint or ``--from`` run replaces the weights)."""
+    ``data``'s images (None when a checkpoint or ``--from`` run replaces the weights).
+    Under Ray every worker finds (or makes) the same file; DDP starts all from rank 0's."""
     if cfg.encoder_weights != SELF_SUPERVISED:
         return cfg.encoder_weights
     if restored or cfg.from_run:

@@ -5,7 +5,7 @@ encoder can still start from something better than random: the U-Net learns to
 fill in masked blocks of the user's images (masked image modelling, as SimMIM
 and SparK do for CNNs; DenoiSeg, Buchholz et al. 2020, found a reconstruction
 task helps segmentation from few labels), and the encoder keeps what it learnt.
-The images need no scribbles, so every image of DATA takes part.
+No label is used: ``s2l-train --encoder-weights self`` passes it the run's training images.
 
 :func:`pretrain_encoder` is a plain function of arrays; :func:`cached_pretrained`
 keys its result by the images and settings and keeps it in a cache folder, so a
