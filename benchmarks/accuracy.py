@@ -615,7 +615,7 @@ def main(argv=None) -> int:
                 ga_tag = f"_ga{args.grabcut_agreement:g}" if method == "s2lfg" and \
                     args.grabcut_agreement > 0 else ""
                 a_tag = "".join(f"_{tag}{value:g}" for _, tag, value in s2l_settings(args, method))
-                if args.encoder_weights and method not in ("forest",):
+                if args.encoder_weights and method != "forest":
                     a_tag += f"_w{Path(args.encoder_weights).stem}"
                     if args.pretrain_steps:
                         a_tag += f"_pt{args.pretrain_steps}"

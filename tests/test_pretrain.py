@@ -92,3 +92,11 @@ def test_s2l_train_encoder_weights_self(demo_train, tmp_path, monkeypatch, capsy
     assert len(calls) == 1
     assert train.main([str(demo_train), "--out", str(tmp_path / "c"), *tiny[:-1], "0"]) == 1
     assert "--pretrain-steps 0: must be at least 1" in capsys.readouterr().err
+    # a cache that cannot be written: one line naming it, before any pretraining
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text("")
+    monkeypatch.setenv("S2L_CACHE", str(blocker))
+    assert train.main([str(demo_train), "--out", str(tmp_path / "d"), *tiny]) == 1
+    err = capsys.readouterr().err
+    assert str(blocker) in err and "cannot write" in err and "Traceback" not in err
+    assert len(calls) == 1

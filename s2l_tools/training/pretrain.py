@@ -31,7 +31,8 @@ class PretrainSettings:
     """How the encoder is pretrained (see :func:`pretrain_encoder`)."""
 
     encoder: str = "resnet18"
-    steps: int = 400
+    #: TrainConfig.pretrain_steps's default (written out there to keep torch off --help)
+    steps: int = 200
     crop: int = 128
     batch_size: int = 8
     lr: float = 1e-3
@@ -125,19 +126,20 @@ def cached_pretrained(images: list[np.ndarray], settings: PretrainSettings = Pre
     """The file of :func:`pretrain_encoder`'s weights for these images and settings.
 
     Trained once and written atomically to ``folder`` (default :func:`cache_dir`),
-    named by a hash of the images and settings; later calls return the file.
+    named by a hash of the images and settings; later calls return the file. A folder
+    that cannot be written raises a one-line ``S2LError`` before any training.
     """
+    from s2l_tools.io.atomic import atomic_path
+    from s2l_tools.training.data import array_digest
+
     h = hashlib.sha256(json.dumps(asdict(settings), sort_keys=True).encode())
     for image in images:
-        h.update(str(image.shape).encode())
-        h.update(np.ascontiguousarray(image).tobytes())
+        h.update(array_digest(image).encode())
     folder = Path(folder) if folder is not None else cache_dir()
     path = folder / f"{settings.encoder}-mim-{h.hexdigest()[:16]}.pth"
     if path.is_file():
         return path
-    state = pretrain_encoder(images, settings, device=device, progress=progress)
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    # the folder is made (or refused, in one line) before the minutes of training
+    with atomic_path(path) as tmp:
+        torch.save(pretrain_encoder(images, settings, device=device, progress=progress), tmp)
     return path
