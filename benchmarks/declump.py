@@ -1,50 +1,76 @@
-"""Declumping on or off, on the same probability maps (issue 17: the default of s2l-predict).
+"""Post-processing rules on the same probability maps: declumping on or off (issue 17: the
+default of s2l-predict) and the smallest object kept (``--min-sizes``; issue 14).
 
 For each run folder written by ``accuracy.py`` (``<workdir>/<modality>/n*_v*/<budget>/<run>``)
 the val images' foreground probabilities are computed once with the run's model
-(``predict_probability``) and turned into instances with and without the
-distance-transform watershed (``instances_from_probability``, threshold and minimum
-size of the model); both are scored against the val masks (``score_pair``).
+(``predict_probability``; ``--flips``: averaged over the four flips, as s2l-predict does by
+default) and turned into instances with and without the distance-transform watershed
+(``instances_from_probability``, the model's threshold) at each minimum size (default: the
+model's); every variant is scored against the val masks (``score_pair``). The maps are
+kept in the run folder (``val_prob[_flips].npz``, float16), so a second call only re-scores.
 ``--forest`` does the same with the random forest's probability instead of a network
-(fitted on the run folder's scribbles, seed 0), for modalities without a trained model.
+(fitted on the scribbles of ``--forest r0.1_s0[_hand]`` with that seed, as accuracy.py's
+forest), for modalities without a trained model or as the baseline.
 
     .venv/bin/python benchmarks/declump.py --workdir /tmp/acc --modality fluo \\
         --runs s2lfg_r0.1_s0_crf5,s2lfg_r0.1_s1_crf5
     .venv/bin/python benchmarks/declump.py --workdir /tmp/acc --modality histo --forest r0.1_s0
+    .venv/bin/python benchmarks/declump.py --workdir /tmp/acc --flips --declump none \\
+        --min-sizes 64,32,16,0 --runs s2lfg_r0.1_s0_hand_crf5_ga0.4 --forest r0.1_s0_hand
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 from pathlib import Path
 
 import numpy as np
 import tifffile
 
 MODES = ("none", "watershed")
+FOREST_MIN_SIZE = 64  # the issue's forest baseline: objects < 64 px removed
 
 
-def score(prob_of, val: Path, *, threshold: float, min_size: int) -> dict:
-    from s2l_tools.evaluation.metrics import score_pair
-    from s2l_tools.inference.postprocess import instances_from_probability
+def probabilities(prob_of, val: Path, cache: Path) -> dict[str, np.ndarray]:
+    """``stem -> float32 map`` of every val image, from ``cache`` when it is there."""
+    from s2l_tools.io.atomic import atomic_path
     from s2l_tools.io.images import read_image
 
-    rows = {m: [] for m in MODES}
-    for img in sorted((val / "images").glob("*.png")):
-        prob = prob_of(read_image(img))
-        truth = tifffile.imread(val / "masks" / f"{img.stem}.tif")
-        for mode in MODES:
-            labels = instances_from_probability(prob, threshold=threshold, min_size=min_size,
+    if cache.exists():
+        with np.load(cache) as z:
+            return {k: z[k].astype(np.float32) for k in z.files}
+    probs = {img.stem: prob_of(read_image(img)).astype(np.float16)
+             for img in sorted((val / "images").glob("*.png"))}
+    with atomic_path(cache) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez_compressed(fh, **probs)
+    return {k: v.astype(np.float32) for k, v in probs.items()}
+
+
+def score(probs: dict, val: Path, *, threshold: float, min_sizes, modes=MODES) -> dict:
+    """``{'<mode>' or '<mode>_min<N>': mean scores}`` of every variant."""
+    from s2l_tools.evaluation.metrics import score_pair
+    from s2l_tools.inference.postprocess import instances_from_probability
+
+    keys = [(m, n) for m in modes for n in min_sizes]
+    name = {k: k[0] if len(min_sizes) == 1 else f"{k[0]}_min{k[1]}" for k in keys}
+    rows = {k: [] for k in keys}
+    for stem, prob in probs.items():
+        truth = tifffile.imread(val / "masks" / f"{stem}.tif")
+        for mode, n in keys:
+            labels = instances_from_probability(prob, threshold=threshold, min_size=n,
                                                 declump=mode)
             s = score_pair(labels, truth)
             s["objects"], s["true_objects"] = int(labels.max()), int(len(np.unique(truth)) - 1)
-            rows[mode].append(s)
+            rows[mode, n].append(s)
     out = {}
-    for mode, rs in rows.items():
-        out[mode] = {k: float(np.mean([r[k] for r in rs])) for k in ("iou", "mdice", "f1_50", "ap_50")}
-        out[mode]["objects"] = sum(r["objects"] for r in rs)
-        out[mode]["true_objects"] = sum(r["true_objects"] for r in rs)
+    for k, rs in rows.items():
+        out[name[k]] = {m: float(np.mean([r[m] for r in rs]))
+                        for m in ("iou", "mdice", "f1_50", "ap_50")}
+        out[name[k]]["objects"] = sum(r["objects"] for r in rs)
+        out[name[k]]["true_objects"] = sum(r["true_objects"] for r in rs)
     return out
 
 
@@ -54,12 +80,21 @@ def main() -> None:
     p.add_argument("--modality", default="fluo")
     p.add_argument("--runs", default="", help="comma list of run folder names (network models)")
     p.add_argument("--forest", help="scribbles suffix, e.g. r0.1_s0: score the random forest")
+    p.add_argument("--flips", action="store_true", help="the networks' maps averaged over flips")
+    p.add_argument("--declump", default=",".join(MODES), help="comma list of none, watershed")
+    p.add_argument("--min-sizes", default="",
+                   help="comma list of smallest objects kept (px); default: the model's "
+                        f"(the forest: {FOREST_MIN_SIZE})")
+    p.add_argument("--json", type=Path, help="write every score here")
     args = p.parse_args()
 
+    modes = tuple(filter(None, args.declump.split(",")))
+    sizes = [int(s) for s in args.min_sizes.split(",") if s]
     (root,) = sorted((args.workdir / args.modality).glob("n*_v*"))[:1] or [None]
     if root is None:
         raise SystemExit(f"{args.workdir / args.modality}: no accuracy.py data; run it first")
     val = root / "val"
+    flips = "_flips" if args.flips else ""
     results = {}
     for run in filter(None, args.runs.split(",")):
         from s2l_tools.inference.predict import predict_probability
@@ -67,25 +102,37 @@ def main() -> None:
 
         (folder,) = root.glob(f"*/{run}")
         model, meta = load_model(folder / "model")
-        results[run] = score(lambda im: predict_probability(model, im, meta, device="cpu"), val,
-                             threshold=meta.threshold, min_size=meta.min_size)
+        probs = probabilities(
+            lambda im: predict_probability(model, im, meta, device="cpu", flips=args.flips),
+            val, folder / f"val_prob{flips}.npz")
+        results[run] = score(probs, val, threshold=meta.threshold,
+                             min_sizes=sizes or [meta.min_size], modes=modes)
         print(run, json.dumps(results[run]), flush=True)
     if args.forest:
         from s2l_tools.classic.forest import ForestSettings, fit_forest, forest_probability
         from s2l_tools.training.data import load_training_data
 
         settings = ForestSettings(n_jobs=1)
-        train = load_training_data(root / f"scribbles_{args.forest}")
-        forest = fit_forest(train.images, train.scribbles, settings=settings, seed=0)
+        seed = int(re.search(r"_s(\d+)", args.forest).group(1))
         name = f"forest_{args.forest}"
-        results[name] = score(lambda im: forest_probability(forest, im, settings=settings), val,
-                              threshold=0.5, min_size=64)
+        folder = root / "forest" / name
+        folder.mkdir(parents=True, exist_ok=True)
+        cache = folder / "val_prob.npz"
+        forest = None
+        if not cache.exists():
+            train = load_training_data(root / f"scribbles_{args.forest}")
+            forest = fit_forest(train.images, train.scribbles, settings=settings, seed=seed)
+        probs = probabilities(lambda im: forest_probability(forest, im, settings=settings),
+                              val, cache)
+        results[name] = score(probs, val, threshold=0.5,
+                              min_sizes=sizes or [FOREST_MIN_SIZE], modes=modes)
         print(name, json.dumps(results[name]), flush=True)
     for name, r in results.items():
-        n, w = r["none"], r["watershed"]
-        print(f"{name}: IoU {n['iou']:.4f} -> {w['iou']:.4f}, mDice {n['mdice']:.3f} -> "
-              f"{w['mdice']:.3f}, F1@0.5 {n['f1_50']:.3f} -> {w['f1_50']:.3f}, objects "
-              f"{n['objects']} -> {w['objects']} of {n['true_objects']}")
+        print(name + ": " + "; ".join(
+            f"{k} IoU {v['iou']:.4f} mDice {v['mdice']:.4f} F1@0.5 {v['f1_50']:.3f} "
+            f"objects {v['objects']}/{v['true_objects']}" for k, v in r.items()))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1))
 
 
 if __name__ == "__main__":

@@ -69,7 +69,8 @@ _HELP = {
                  "between held-out stroke measurements",
     "panel_images": "images shown in the pseudo-label panels (0: none)",
     "tile": "tile size for full-image prediction",
-    "min_size": "smallest object kept when scoring (pixels)",
+    "min_size": "smallest object kept (pixels): saved in the model, so s2l-predict and the "
+                "CellProfiler module use it too (64 before 2026-12-03: it deleted small nuclei)",
     "holdout_strokes": "share of strokes kept out of training to measure the model (each "
                        "image keeps at least one stroke of each class; the share of their "
                        "pixels predicted right is reported after each ensemble pass, every "

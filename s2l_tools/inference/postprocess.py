@@ -500,7 +500,7 @@ def instances_from_probability(
     prob: np.ndarray,
     *,
     threshold: float = 0.5,
-    min_size: int = 64,
+    min_size: int = 16,  # = training.checkpoint.DEFAULT_MIN_SIZE
     fill_holes: bool = True,
     declump: str = DEFAULT_DECLUMP,
     min_distance: Optional[int] = None,
@@ -517,7 +517,8 @@ def instances_from_probability(
         background).
     min_size : int, optional
         Objects with fewer than ``min_size`` pixels are removed (after holes
-        are filled and clumps split). 0 or 1 keeps everything.
+        are filled and clumps split). 0 or 1 keeps everything. The default is that of
+        new models (``s2l-train --min-size``).
     fill_holes : bool, optional
         Fill each object's holes (see :func:`fill_holes_per_object`).
     declump : {'watershed', 'none'}, optional

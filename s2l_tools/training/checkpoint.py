@@ -29,6 +29,11 @@ from s2l_tools.errors import S2LError
 CHECKPOINT_FORMAT = "s2l-tools-checkpoint"
 MODEL_FORMAT = "s2l-tools-model"
 FORMAT_VERSION = 1
+#: the smallest object kept by default (pixels). DSB2018's nuclei annotations have none under
+#: 16 px and 10-13 % under 64 (the default until 2026-12-03): on DSB-fluo 16 keeps small
+#: nuclei that 64 deleted (docs/benchmarks.md, "The smallest object kept"); Cellpose uses 15.
+#: Model files keep the size they were saved with.
+DEFAULT_MIN_SIZE = 16
 
 
 @dataclass
@@ -44,7 +49,7 @@ class ModelMeta:
     tile: int = 1024
     overlap: int = 128
     threshold: float = 0.5
-    min_size: int = 64
+    min_size: int = DEFAULT_MIN_SIZE
     s2l_version: str = __version__
 
     @classmethod

@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 from s2l_tools.errors import S2LError
+from s2l_tools.training.checkpoint import DEFAULT_MIN_SIZE
 
 METHODS = ("s2l", "pce", "pseudo", "rloss", "full")
 #: ``--crf-weight`` of ``--method rloss`` when not given (the other methods: 0)
@@ -106,7 +107,7 @@ class TrainConfig:
     val_every: int | None = None
     panel_images: int = 3
     tile: int = 1024
-    min_size: int = 64
+    min_size: int = DEFAULT_MIN_SIZE
     #: share of each class's strokes kept out of training to measure the model (0: off)
     holdout_strokes: float = 0.1
     #: torch CPU threads of a run in one process (None: the CPUs this process may use,
