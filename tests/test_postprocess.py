@@ -79,7 +79,7 @@ def test_small_object_removed():
 
 def test_default_min_size_keeps_small_nuclei():
     """New models, s2l-train and the array function share one default, and it keeps a nucleus
-    of 20 px (DSB2018 has 10-13 % under 64 px; 64 was the default until 2026-12-03)."""
+    of 40 px (DSB2018 has 10-13 % under 64 px; 64 was the default until 2026-12-03)."""
     from s2l_tools.training.checkpoint import DEFAULT_MIN_SIZE, ModelMeta
     from s2l_tools.training.config import TrainConfig
 
@@ -87,10 +87,10 @@ def test_default_min_size_keeps_small_nuclei():
     assert default == DEFAULT_MIN_SIZE == ModelMeta().min_size
     assert TrainConfig(data="d", out="o").min_size == DEFAULT_MIN_SIZE
     prob = np.zeros((30, 30), np.float32)
-    prob[5:9, 5:10] = 1  # 20 px: a small nucleus, kept
-    prob[20:23, 20:23] = 1  # 9 px: a speck, removed
+    prob[2:10, 2:7] = 1  # 40 px: a small nucleus, kept
+    prob[20:24, 20:25] = 1  # 20 px: a speck, removed
     lab = instances_from_probability(prob)
-    assert lab.max() == 1 and (lab[5:9, 5:10] > 0).all() and (lab[20:23, 20:23] == 0).all()
+    assert lab.max() == 1 and (lab[2:10, 2:7] > 0).all() and (lab[20:24, 20:25] == 0).all()
 
 
 def test_hole_filled():
@@ -218,7 +218,7 @@ def test_fill_holes_matches_filling_every_object():
 # ---------------------------------------------------------------- declumping: fast == definition
 
 
-def _reference_instances(prob, *, threshold=0.5, min_size=16, fill_holes=True,
+def _reference_instances(prob, *, threshold=0.5, min_size=32, fill_holes=True,
                          declump="watershed", min_distance=None):
     """instances_from_probability as defined (and implemented before issue 17 item 5): the
     peaks of every object by ``peak_local_max(labels=...)``, one watershed over the whole

@@ -500,7 +500,7 @@ def instances_from_probability(
     prob: np.ndarray,
     *,
     threshold: float = 0.5,
-    min_size: int = 16,  # = training.checkpoint.DEFAULT_MIN_SIZE
+    min_size: int = 32,  # = training.checkpoint.DEFAULT_MIN_SIZE
     fill_holes: bool = True,
     declump: str = DEFAULT_DECLUMP,
     min_distance: Optional[int] = None,

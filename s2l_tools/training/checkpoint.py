@@ -29,11 +29,11 @@ from s2l_tools.errors import S2LError
 CHECKPOINT_FORMAT = "s2l-tools-checkpoint"
 MODEL_FORMAT = "s2l-tools-model"
 FORMAT_VERSION = 1
-#: the smallest object kept by default (pixels). DSB2018's nuclei annotations have none under
-#: 16 px and 10-13 % under 64 (the default until 2026-12-03): on DSB-fluo 16 keeps small
-#: nuclei that 64 deleted (docs/benchmarks.md, "The smallest object kept"); Cellpose uses 15.
-#: Model files keep the size they were saved with.
-DEFAULT_MIN_SIZE = 16
+#: the smallest object kept by default (pixels). DSB2018's nuclei annotations have 10-13 %
+#: of their nuclei under 64 px (the default until 2026-12-03, which deleted them) and 2-3 %
+#: under 32: on the val splits 32 gains on fluo and H&E (docs/benchmarks.md, "The smallest
+#: object kept"). Model files keep the size they were saved with.
+DEFAULT_MIN_SIZE = 32
 
 
 @dataclass
