@@ -196,7 +196,7 @@ Select *No* to enter your own.""",
 
         self.min_size = Integer(
             "Minimum object size (pixels)",
-            64,
+            32,
             minval=0,
             doc="""\
 *(Used only when not using the model's minimum size)*

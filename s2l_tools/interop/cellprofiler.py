@@ -290,7 +290,7 @@ def pipeline_text(
         f"Use the model's probability threshold?:{_yes(threshold is None)}",
         f"Probability threshold:{0.5 if threshold is None else float(threshold)}",
         f"Use the model's minimum object size?:{_yes(min_size is None)}",
-        f"Minimum object size (pixels):{64 if min_size is None else int(min_size)}",
+        f"Minimum object size (pixels):{32 if min_size is None else int(min_size)}",
         f"Method to distinguish clumped objects:{'Shape (watershed)' if watershed else 'None'}",
         "Fill holes in identified objects?:Yes", f"Tile size (pixels; 0 for the model's):{tile}",
         f"Average over flipped copies?:{_yes(flips)}",
