@@ -165,6 +165,10 @@ def _ddp_worker(rank, world, port, out_dir):
         batch = {k: v[rank::world] for k, v in _step_batch().items()}  # this rank's half
         got = {c: _two_steps(D.TorchDistContext(compress=c), batch) for c in D.COMPRESS}
         torch.save(got, Path(out_dir) / f"rank{rank}.pt")
+        # both ranks done before either tears gloo down: a rank that destroyed the group while
+        # the other still closed its pairs once aborted the other ("terminate called without
+        # an active exception", SIGABRT; seen once in a suite run, 2026-12-03)
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
