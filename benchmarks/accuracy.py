@@ -266,7 +266,8 @@ def predict_and_score(run: Path, val: Path, val_stems: list[str], segment, *, tr
 
 
 #: S2L settings passed through to s2l-train when given: (TrainConfig field, run-name tag)
-S2L_SETTINGS = (("ema_alpha", "a"), ("pseudo_weight", "pw"), ("threshold", "t"))
+S2L_SETTINGS = (("ema_alpha", "a"), ("pseudo_weight", "pw"), ("threshold", "t"),
+                ("pseudo_margin", "pm"))
 
 
 def s2l_settings(args, method: str) -> list[tuple[str, str, float]]:
@@ -517,6 +518,9 @@ def get_parser():
     p.add_argument("--threshold", type=float,
                    help="s2l-train --consistency-threshold (tau) for the S2L methods; runs are "
                    "named ..._tX")
+    p.add_argument("--pseudo-margin", type=int,
+                   help="s2l-train --pseudo-margin (px beside the EMA map's boundary without "
+                   "a pseudo-label) for the S2L methods; runs are named ..._pmX")
     p.add_argument("--encoder-weights",
                    help="s2l-train --encoder-weights for the networks (e.g. self: pretrained on "
                    "the training images, cached; runs are named ..._wself)")

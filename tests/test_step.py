@@ -76,6 +76,25 @@ def test_pseudo_labels_threshold_and_scribbles():
         pseudo_labels(ema, scribble, threshold=0.4)
 
 
+def test_pseudo_labels_margin_leaves_the_boundary_to_the_scribbles():
+    # a 3 x 3 confident cell in confident background: with margin 1 the cell's rim and the
+    # background ring around it lose their labels, the cell's centre and the far
+    # background keep theirs; margin 0 is the plain rule
+    ema = torch.full((1, 7, 7), 0.05)
+    ema[0, 2:5, 2:5] = 0.95
+    scribble = torch.zeros((1, 7, 7), dtype=torch.uint8)
+    plain = pseudo_labels(ema, scribble, threshold=0.8)
+    assert torch.equal(plain, pseudo_labels(ema, scribble, threshold=0.8, margin=0))
+    got = pseudo_labels(ema, scribble, threshold=0.8, margin=1)[0]
+    I = IGNORE_INDEX
+    assert got[3, 3] == 1 and got[0, 0] == 0 and got[6, 3] == 0
+    assert (got[1:6, 1:6] == I).sum() == 24  # the 5 x 5 square but its centre
+    # wider margins swallow a small cell whole
+    assert (pseudo_labels(ema, scribble, threshold=0.8, margin=2)[0] == 1).sum() == 0
+    with pytest.raises(ValueError, match="margin"):
+        pseudo_labels(ema, scribble, margin=-1)
+
+
 def test_unscribbled_loss_by_hand():
     logits = _px((0, LN9), (LN3, 0), (0, 0))
     pseudo = _row(1, 0, IGNORE_INDEX, dtype=torch.int64)

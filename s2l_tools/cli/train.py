@@ -49,6 +49,8 @@ _HELP = {
                  "prediction is this sure (not s2l-predict's probability threshold; "
                  "--threshold is the old name, still accepted)",
     "pseudo_weight": "weight lambda of the pseudo-label loss",
+    "pseudo_margin": "pixels beside the EMA map's cell boundary left without a pseudo-label, "
+                     "so the scribbles and the CRF loss place the boundary (0: none)",
     "crf_weight": "weight of the CRF loss (bilateral Potts, radius 5 px; any method but full; "
                   "default: 5 with --method rloss, else 0)",
     "lr": "encoder learning rate (RAdam)",

@@ -90,6 +90,7 @@ class TrainConfig:
     ema_alpha: float = 0.2
     threshold: float = 0.8
     pseudo_weight: float = 0.5
+    pseudo_margin: int = 0
     crf_weight: float | None = None
     lr: float = 3e-4
     weight_decay: float = 5e-5
@@ -164,6 +165,8 @@ class TrainConfig:
             bad("threshold", "must be in [0.5, 1)")
         if self.pseudo_weight < 0:
             bad("pseudo_weight", "must be 0 or more")
+        if self.pseudo_margin < 0:
+            bad("pseudo_margin", "must be 0 or more (pixels)")
         if self.crf_weight is not None and not self.crf_weight >= 0:
             bad("crf_weight", "must be 0 or more")
         if self.crf_weight and self.method == "full":

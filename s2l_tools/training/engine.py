@@ -440,7 +440,8 @@ def train_one_epoch(train_model, state: TrainState, loader, *, cfg: TrainConfig,
         losses = train_step(train_model, state.optimizer, batch, method=method,
                             use_pseudo=use_pseudo, threshold=cfg.threshold,
                             pseudo_weight=cfg.pseudo_weight,
-                            crf_weight=cfg.crf_weight_used, scaler=state.scaler,
+                            crf_weight=cfg.crf_weight_used, pseudo_margin=cfg.pseudo_margin,
+                            scaler=state.scaler,
                             autocast_dtype=amp_dtype, device=device)
         state.scheduler.step()
         for k, v in losses.items():

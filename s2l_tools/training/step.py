@@ -110,7 +110,7 @@ def scribble_loss(logits: torch.Tensor, scribble: torch.Tensor) -> torch.Tensor:
 
 
 def pseudo_labels(
-    ema_fg: torch.Tensor, scribble: torch.Tensor, *, threshold: float = 0.8
+    ema_fg: torch.Tensor, scribble: torch.Tensor, *, threshold: float = 0.8, margin: int = 0
 ) -> torch.Tensor:
     """Filtered pseudo-labels of the unscribbled pixels.
 
@@ -125,6 +125,10 @@ def pseudo_labels(
         ``tau`` in [0.5, 1): a pixel is confident when ``max(y, 1 - y) > tau``
         (strictly; ``y == tau`` is not confident). 0.8 in the paper, 0.95 on
         noisy data. The augmentation's fill value 0.5 is never confident.
+    margin : int
+        Pixels within this many pixels (a ``2 margin + 1`` square) of the map's
+        foreground/background boundary (``y = 0.5``) get no pseudo-label, so the
+        scribbles and the CRF loss place the boundary, not the map; 0: off.
 
     Returns
     -------
@@ -136,9 +140,22 @@ def pseudo_labels(
         raise ValueError(f"threshold must be in [0.5, 1), got {threshold}")
     _check_shapes(ema_fg, scribble, "scribble", dims=3)
     y = ema_fg.float() / 255.0 if ema_fg.dtype == torch.uint8 else ema_fg.float()
+    if margin < 0:
+        raise ValueError(f"margin must be 0 or more, got {margin}")
     confident = (torch.maximum(y, 1.0 - y) > threshold) & (scribble == 0)
     label = (y > 0.5).long()
+    if margin:
+        confident &= ~_near_boundary(label, margin)
     return torch.where(confident, label, torch.full_like(label, IGNORE_INDEX))
+
+
+def _near_boundary(label: torch.Tensor, margin: int) -> torch.Tensor:
+    """Pixels whose ``2 margin + 1`` square holds both values of the 0/1 ``label`` (N, H, W)."""
+    f = label[:, None].float()
+    k = 2 * margin + 1
+    dilated = F.max_pool2d(f, k, stride=1, padding=margin)
+    eroded = -F.max_pool2d(-f, k, stride=1, padding=margin)
+    return (dilated != eroded)[:, 0]
 
 
 def unscribbled_loss(logits: torch.Tensor, pseudo: torch.Tensor) -> torch.Tensor:
@@ -260,6 +277,7 @@ def compute_losses(
     pseudo_weight: float = 0.5,
     image: torch.Tensor | None = None,
     crf_weight: float = 0.0,
+    pseudo_margin: int = 0,
 ) -> dict[str, torch.Tensor]:
     """The training loss of one batch, for any of the methods.
 
@@ -287,6 +305,8 @@ def compute_losses(
     crf_weight : float
         Weight of :func:`crf_loss`, added to any method's loss (``'rloss'`` is
         ``'pce'`` with it); 0 leaves it out.
+    pseudo_margin : int
+        ``margin`` of :func:`pseudo_labels` (``'s2l'`` and ``'pseudo'``).
 
     Returns
     -------
@@ -316,7 +336,7 @@ def compute_losses(
             y = ema_fg
         else:  # 'pseudo': the current prediction, no averaging
             y = torch.softmax(logits.detach().float(), dim=1)[:, 1]
-        pseudo = pseudo_labels(y, scribble, threshold=threshold)
+        pseudo = pseudo_labels(y, scribble, threshold=threshold, margin=pseudo_margin)
         out["l_up"] = unscribbled_loss(logits, pseudo)
         n_unscribbled = (scribble == 0).sum().clamp(min=1)
         out["coverage"] = ((pseudo != IGNORE_INDEX).sum() / n_unscribbled).float()
@@ -335,6 +355,7 @@ def train_step(
     threshold: float = 0.8,
     pseudo_weight: float = 0.5,
     crf_weight: float = 0.0,
+    pseudo_margin: int = 0,
     scaler: torch.amp.GradScaler | None = None,
     autocast_dtype: torch.dtype | None = None,
     device: torch.device | str,
@@ -350,7 +371,7 @@ def train_step(
         ``'image'`` (N, C, H, W) float32, ``'scribble'`` (N, H, W) uint8/int,
         ``'ema'`` (N, H, W) float32 foreground probability (may be absent
         while ``use_pseudo`` is False or the method does not use it).
-    method, use_pseudo, threshold, pseudo_weight, crf_weight
+    method, use_pseudo, threshold, pseudo_weight, crf_weight, pseudo_margin
         See :func:`compute_losses`.
     scaler : torch.amp.GradScaler, optional
         Loss scaling for float16 mixed precision.
@@ -380,6 +401,7 @@ def train_step(
     losses = compute_losses(
         logits, scribble, ema, method=method, use_pseudo=use_pseudo,
         threshold=threshold, pseudo_weight=pseudo_weight, image=image, crf_weight=crf_weight,
+        pseudo_margin=pseudo_margin,
     )
     loss = losses["loss"]
     if scaler is not None:
