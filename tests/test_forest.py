@@ -154,6 +154,7 @@ def test_preset_sets_budget_and_flags_win(data, tmp_path):
     laptop = PRESETS["laptop"]
     assert cfg["encoder"] == laptop["encoder"] and cfg["fast_start"] == laptop["fast_start"]
     assert cfg["crf_weight"] == laptop["crf_weight"] > 0
+    assert cfg["pseudo_margin"] == laptop["pseudo_margin"] == 1
     assert cfg["lr"] == laptop["lr"] and cfg["ensemble_every"] == laptop["ensemble_every"]
     assert cfg["epochs"] == 1 and cfg["crop"] == 32  # flags given win
     # another method keeps the preset's budget without its (S2L-only) fast start
@@ -165,6 +166,7 @@ def test_preset_sets_budget_and_flags_win(data, tmp_path):
     cfg = json.loads((pce / "config.json").read_text())
     assert cfg["method"] == "pce" and cfg["fast_start"] == "none" and cfg["encoder"] == "resnet18"
     assert cfg["crf_weight"] is None  # pCE stays scribbles only (no CRF loss)
+    assert cfg["pseudo_margin"] == 0
     # the paper preset is the defaults
     defaults = TrainConfig()
     assert all(getattr(defaults, k) == v for k, v in PRESETS["paper"].items())

@@ -125,7 +125,7 @@ def get_parser():
                         help="a budget chosen as a whole; flags given on the command line win. "
                         "laptop: resnet18, crop 128, batch 8, 128 crops x 12 epochs (warm-up "
                         "6), ensemble every 2, lr 1e-3, --fast-start forest+grabcut, "
-                        "--crf-weight 5: 5 min on 2 idle CPU cores (no AVX-512) for 40 small "
+                        "--crf-weight 5, --pseudo-margin 1: 5 min on 2 idle CPU cores (no AVX-512) for 40 small "
                         "images (docs/benchmarks.md). paper: the "
                         "paper's settings (the defaults; resnet34, crop 256, batch 30, 200 "
                         "epochs), for a GPU")
@@ -198,9 +198,12 @@ def config_from_args(args) -> TrainConfig:
             and cfg.warmup_epochs > cfg.epochs):
         cfg.warmup_epochs = cfg.epochs // 2  # --epochs 20 alone: the paper's half, not 100
     if getattr(args, "preset", None) and cfg.method != "s2l":
-        # the preset's fast start and CRF weight are S2L's: --method pce keeps the budget alone
+        # the preset's fast start, CRF weight and pseudo-label margin are S2L's: --method pce
+        # keeps the budget alone
         if args.fast_start is None:
             cfg.fast_start = "none"
+        if getattr(args, "pseudo_margin", None) is None:
+            cfg.pseudo_margin = 0
         if args.crf_weight is None:
             cfg.crf_weight = None  # the method's own (rloss: its default; others: none)
     if not cfg.data:

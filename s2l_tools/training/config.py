@@ -39,15 +39,15 @@ SELF_SUPERVISED = "self"
 #: ``s2l-train --preset NAME``: budgets chosen together (flags given on the command line win).
 #: ``laptop``: a CPU budget measured with benchmarks/accuracy.py (docs/benchmarks.md: 12
 #: epochs were level with 30 on DSB-fluo over five seeds, in 2.5x less time) with the fast
-#: start and the CRF loss that won there (S2L-only extras: another --method keeps the
-#: budget alone); ``paper``: the paper's settings (the defaults), for a GPU.
+#: start, the CRF loss and the pseudo-label margin that won there (S2L-only extras: another
+#: --method keeps the budget alone); ``paper``: the paper's settings (the defaults), for a GPU.
 PRESETS: dict[str, dict] = {
     "laptop": dict(encoder="resnet18", crop=128, batch_size=8, samples_per_epoch=128,
                    epochs=12, warmup_epochs=6, ensemble_every=2, lr=1e-3, restart_epochs=12,
-                   fast_start="forest+grabcut", crf_weight=5.0),
+                   fast_start="forest+grabcut", crf_weight=5.0, pseudo_margin=1),
     "paper": dict(encoder="resnet34", crop=256, batch_size=30, samples_per_epoch=None,
                   epochs=200, warmup_epochs=100, ensemble_every=5, lr=3e-4, restart_epochs=50,
-                  fast_start="none", crf_weight=None),
+                  fast_start="none", crf_weight=None, pseudo_margin=0),
 }
 
 
