@@ -4,7 +4,8 @@ Losses (``logits`` ``(N, 2, H, W)``; class 0 background, 1 foreground):
 
 - ``L_sp``: cross entropy over the scribbled pixels only (mean over them).
 - ``L_up``: cross entropy over the unscribbled pixels whose EMA prediction
-  ``y`` is confident, ``max(y, 1 - y) > tau``, labelled ``argmax`` (mean over them).
+  ``y`` is confident, ``max(y, 1 - y) > tau``, labelled ``argmax`` (mean over them);
+  with ``pseudo_margin`` > 0 not within that many pixels of the map's cell boundary.
 - total ``L_sp + lambda * L_up`` (``lambda = 0.5``) once ``use_pseudo`` (after
   the warm-up, with the EMA store initialised); ``L_sp`` alone before.
 
