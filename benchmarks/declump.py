@@ -1,11 +1,12 @@
 """Post-processing rules on the same probability maps: declumping on or off (issue 17: the
-default of s2l-predict) and the smallest object kept (``--min-sizes``; issue 14).
+default of s2l-predict), the smallest object kept (``--min-sizes``) and the probability
+threshold (``--thresholds``; issue 14).
 
 For each run folder written by ``accuracy.py`` (``<workdir>/<modality>/n*_v*/<budget>/<run>``)
 the val images' foreground probabilities are computed once with the run's model
 (``predict_probability``; ``--flips``: averaged over the four flips, as s2l-predict does by
 default) and turned into instances with and without the distance-transform watershed
-(``instances_from_probability``, the model's threshold) at each minimum size (default: the
+(``instances_from_probability``) at each threshold and minimum size (default: the
 model's); every variant is scored against the val masks (``score_pair``). The maps are
 kept in the run folder (``val_prob[_flips].npz``, float16), so a second call only re-scores.
 ``--forest`` does the same with the random forest's probability instead of a network
@@ -17,6 +18,8 @@ forest), for modalities without a trained model or as the baseline.
     .venv/bin/python benchmarks/declump.py --workdir /tmp/acc --modality histo --forest r0.1_s0
     .venv/bin/python benchmarks/declump.py --workdir /tmp/acc --flips --declump none \\
         --min-sizes 64,32,16,0 --runs s2lfg_r0.1_s0_hand_crf5_ga0.4 --forest r0.1_s0_hand
+    .venv/bin/python benchmarks/declump.py --workdir /tmp/acc --flips --declump watershed \
+        --thresholds 0.5,0.6,0.7 --runs s2lfg_r0.1_s0_hand_crf5_pm1
 """
 
 from __future__ import annotations
@@ -49,22 +52,23 @@ def probabilities(prob_of, val: Path, cache: Path) -> dict[str, np.ndarray]:
     return {k: v.astype(np.float32) for k, v in probs.items()}
 
 
-def score(probs: dict, val: Path, *, threshold: float, min_sizes, modes=MODES) -> dict:
-    """``{'<mode>' or '<mode>_min<N>': mean scores}`` of every variant."""
+def score(probs: dict, val: Path, *, thresholds, min_sizes, modes=MODES) -> dict:
+    """``{'<mode>[_min<N>][_t<T>]': mean scores}`` of every variant (a suffix where there are
+    several sizes or thresholds)."""
     from s2l_tools.evaluation.metrics import score_pair
     from s2l_tools.inference.postprocess import instances_from_probability
 
-    keys = [(m, n) for m in modes for n in min_sizes]
-    name = {k: k[0] if len(min_sizes) == 1 else f"{k[0]}_min{k[1]}" for k in keys}
+    keys = [(m, n, t) for m in modes for n in min_sizes for t in thresholds]
+    name = {k: k[0] + (f"_min{k[1]}" if len(min_sizes) > 1 else "")
+            + (f"_t{k[2]:g}" if len(thresholds) > 1 else "") for k in keys}
     rows = {k: [] for k in keys}
     for stem, prob in probs.items():
         truth = tifffile.imread(val / "masks" / f"{stem}.tif")
-        for mode, n in keys:
-            labels = instances_from_probability(prob, threshold=threshold, min_size=n,
-                                                declump=mode)
+        for mode, n, t in keys:
+            labels = instances_from_probability(prob, threshold=t, min_size=n, declump=mode)
             s = score_pair(labels, truth)
             s["objects"], s["true_objects"] = int(labels.max()), int(len(np.unique(truth)) - 1)
-            rows[mode, n].append(s)
+            rows[mode, n, t].append(s)
     out = {}
     for k, rs in rows.items():
         out[name[k]] = {m: float(np.mean([r[m] for r in rs]))
@@ -85,11 +89,14 @@ def main() -> None:
     p.add_argument("--min-sizes", default="",
                    help="comma list of smallest objects kept (px); default: the model's "
                         f"(the forest: {FOREST_MIN_SIZE})")
+    p.add_argument("--thresholds", default="",
+                   help="comma list of probability thresholds; default: the model's (0.5)")
     p.add_argument("--json", type=Path, help="write every score here")
     args = p.parse_args()
 
     modes = tuple(filter(None, args.declump.split(",")))
     sizes = [int(s) for s in args.min_sizes.split(",") if s]
+    cuts = [float(t) for t in args.thresholds.split(",") if t]
     (root,) = sorted((args.workdir / args.modality).glob("n*_v*"))[:1] or [None]
     if root is None:
         raise SystemExit(f"{args.workdir / args.modality}: no accuracy.py data; run it first")
@@ -105,7 +112,7 @@ def main() -> None:
         probs = probabilities(
             lambda im: predict_probability(model, im, meta, device="cpu", flips=args.flips),
             val, folder / f"val_prob{flips}.npz")
-        results[run] = score(probs, val, threshold=meta.threshold,
+        results[run] = score(probs, val, thresholds=cuts or [meta.threshold],
                              min_sizes=sizes or [meta.min_size], modes=modes)
         print(run, json.dumps(results[run]), flush=True)
     if args.forest:
@@ -124,7 +131,7 @@ def main() -> None:
             forest = fit_forest(train.images, train.scribbles, settings=settings, seed=seed)
         probs = probabilities(lambda im: forest_probability(forest, im, settings=settings),
                               val, cache)
-        results[name] = score(probs, val, threshold=0.5,
+        results[name] = score(probs, val, thresholds=cuts or [0.5],
                               min_sizes=sizes or [FOREST_MIN_SIZE], modes=modes)
         print(name, json.dumps(results[name]), flush=True)
     for name, r in results.items():
