@@ -9,6 +9,8 @@ default) and turned into instances with and without the distance-transform water
 (``instances_from_probability``) at each threshold and minimum size (default: the
 model's); every variant is scored against the val masks (``score_pair``). The maps are
 kept in the run folder (``val_prob[_flips].npz``, float16), so a second call only re-scores.
+(``threshold_sweep.py`` is the older threshold diagnosis: one pass, no declumping, with the
+predicted / true area.)
 ``--forest`` does the same with the random forest's probability instead of a network
 (fitted on the scribbles of ``--forest r0.1_s0[_hand]`` with that seed, as accuracy.py's
 forest), for modalities without a trained model or as the baseline.
@@ -18,7 +20,7 @@ forest), for modalities without a trained model or as the baseline.
     .venv/bin/python benchmarks/declump.py --workdir /tmp/acc --modality histo --forest r0.1_s0
     .venv/bin/python benchmarks/declump.py --workdir /tmp/acc --flips --declump none \\
         --min-sizes 64,32,16,0 --runs s2lfg_r0.1_s0_hand_crf5_ga0.4 --forest r0.1_s0_hand
-    .venv/bin/python benchmarks/declump.py --workdir /tmp/acc --flips --declump watershed \
+    .venv/bin/python benchmarks/declump.py --workdir /tmp/acc --flips --declump watershed \\
         --thresholds 0.5,0.6,0.7 --runs s2lfg_r0.1_s0_hand_crf5_pm1
 """
 
@@ -27,10 +29,14 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import sys
 from pathlib import Path
 
 import numpy as np
 import tifffile
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from threshold_sweep import parse_thresholds  # noqa: E402  (a sibling script, not a package)
 
 MODES = ("none", "watershed")
 FOREST_MIN_SIZE = 64  # the issue's forest baseline: objects < 64 px removed
@@ -96,7 +102,7 @@ def main() -> None:
 
     modes = tuple(filter(None, args.declump.split(",")))
     sizes = [int(s) for s in args.min_sizes.split(",") if s]
-    cuts = [float(t) for t in args.thresholds.split(",") if t]
+    cuts = parse_thresholds(args.thresholds) if args.thresholds else ()
     (root,) = sorted((args.workdir / args.modality).glob("n*_v*"))[:1] or [None]
     if root is None:
         raise SystemExit(f"{args.workdir / args.modality}: no accuracy.py data; run it first")

@@ -76,6 +76,17 @@ def markdown(results: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+def parse_thresholds(text: str) -> tuple[float, ...]:
+    """``"0.5,0.9"`` -> ``(0.5, 0.9)``; a one-line SystemExit on anything else."""
+    try:
+        thresholds = tuple(float(t) for t in text.split(","))
+    except ValueError:
+        raise SystemExit(f"--thresholds {text}: give numbers in (0, 1), e.g. 0.5,0.9")
+    if not all(0 < t < 1 for t in thresholds):
+        raise SystemExit(f"--thresholds {text}: every threshold must be in (0, 1)")
+    return thresholds
+
+
 def add_run_arguments(p: argparse.ArgumentParser, example: str = "pce_r1.0_s0") -> None:
     """``--workdir --modality --runs --budget``: which finished accuracy.py runs to read."""
     p.add_argument("--workdir", type=Path, required=True, help="accuracy.py's --workdir")
@@ -91,12 +102,7 @@ def main(argv=None) -> int:
     p.add_argument("--thresholds", default=",".join(map(str, THRESHOLDS)),
                    help="comma list (default %(default)s); 0.5 alone gives the table's masks")
     args = p.parse_args(argv)
-    try:
-        thresholds = tuple(float(t) for t in args.thresholds.split(","))
-    except ValueError:
-        raise SystemExit(f"--thresholds {args.thresholds}: give numbers in (0, 1), e.g. 0.5,0.9")
-    if not all(0 < t < 1 for t in thresholds):
-        raise SystemExit(f"--thresholds {args.thresholds}: every threshold must be in (0, 1)")
+    thresholds = parse_thresholds(args.thresholds)
     if args.threads:
         import torch
 

@@ -30,3 +30,15 @@ def test_a_missing_run_says_how_to_make_it(tmp_path):
 def test_bad_thresholds_say_what_to_give(tmp_path, bad):
     with pytest.raises(SystemExit, match="--thresholds"):
         sweep.main(["--workdir", str(tmp_path), "--runs", "pce_r0.1_s0", "--thresholds", bad])
+
+
+@pytest.mark.parametrize("bad", ["0.5,x", "0,0.5"])
+def test_declump_checks_its_thresholds_the_same_way(tmp_path, monkeypatch, bad):
+    spec = importlib.util.spec_from_file_location(
+        "declump", Path(__file__).resolve().parents[1] / "benchmarks" / "declump.py")
+    declump = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(declump)
+    monkeypatch.setattr("sys.argv", ["declump.py", "--workdir", str(tmp_path), "--runs", "r",
+                                     "--thresholds", bad])
+    with pytest.raises(SystemExit, match="--thresholds"):
+        declump.main()
