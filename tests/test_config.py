@@ -206,6 +206,9 @@ def test_no_dataset_given(tmp_path, capsys):
     ("grabcut_agreement", 1.5, "--grabcut-agreement", "[0, 1]"),
     ("grabcut_agreement", -0.1, "--grabcut-agreement", "[0, 1]"),
     ("grabcut_agreement", float("nan"), "--grabcut-agreement", "finite"),
+    ("mask_threshold", 0.0, "--mask-threshold", "(0, 1)"),
+    ("mask_threshold", 1.0, "--mask-threshold", "(0, 1)"),
+    ("mask_threshold", float("nan"), "--mask-threshold", "finite"),
 ])
 def test_validate_ranges(setting, value, flag, why):
     cfg = TrainConfig(data="d", out="o", **{setting: value})
@@ -227,6 +230,7 @@ def test_fast_start_needs_s2l():
     {"warmup_epochs": 200}, {"epochs": 2, "warmup_epochs": 5, "method": "pce"},
     {"epochs": 2, "warmup_epochs": 5, "fast_start": "forest"}, {"weight_decay": 0.0},
     {"min_size": 0}, {"channel": 0}, {"grabcut_agreement": 0.0}, {"grabcut_agreement": 1.0},
+    {"mask_threshold": 0.05}, {"mask_threshold": 0.95},
 ])
 def test_validate_accepts_edges(settings):
     settings = dict(settings)

@@ -14,7 +14,7 @@ import tifffile
 import torch
 
 from s2l_tools.cli import train
-from s2l_tools.training.checkpoint import load_checkpoint
+from s2l_tools.training.checkpoint import load_checkpoint, load_model
 from s2l_tools.data.demo_data import make_demo_dataset
 from s2l_tools.cli.scribbles import main as scribbles_main
 from _demo import scribbled_demo
@@ -58,9 +58,12 @@ def test_run_writes_reports(data, tmp_path, capsys):
     threads_before = torch.get_num_threads()
     assert train.main([str(data / "train"), "--out", str(out2), "--config",
                        str(out / "config.json"), "--epochs", "1", "--method", "pce",
-                       "--threads", "1"]) == 0
+                       "--threads", "1", "--mask-threshold", "0.7"]) == 0
     cfg2 = json.loads((out2 / "config.json").read_text())
     assert cfg2["epochs"] == 1 and cfg2["method"] == "pce" and cfg2["crop"] == 32
+    # the probability threshold travels in the model, for s2l-predict and CellProfiler
+    assert load_model(out2 / "model.pt")[1].threshold == 0.7
+    assert load_model(out / "model.pt")[1].threshold == 0.5 == cfg["mask_threshold"]
     # --threads is the run's; torch gets its own count back afterwards
     assert cfg2["threads"] == 1 and cfg["threads"] is None
     assert torch.get_num_threads() == threads_before

@@ -73,6 +73,10 @@ _HELP = {
     "tile": "tile size for full-image prediction",
     "min_size": "smallest object kept (pixels): saved in the model, so s2l-predict and the "
                 "CellProfiler module use it too (64 before 2026-12-03: it deleted small nuclei)",
+    "mask_threshold": "foreground probability threshold saved in the model: s2l-predict, the "
+                      "CellProfiler module and the validation cut the probability map here "
+                      "(s2l-predict --threshold still overrides it; not "
+                      "--consistency-threshold, which makes pseudo-labels)",
     "holdout_strokes": "share of strokes kept out of training to measure the model (each "
                        "image keeps at least one stroke of each class; the share of their "
                        "pixels predicted right is reported after each ensemble pass, every "

@@ -109,6 +109,9 @@ class TrainConfig:
     panel_images: int = 3
     tile: int = 1024
     min_size: int = DEFAULT_MIN_SIZE
+    #: foreground probability threshold saved in the model (s2l-predict, CellProfiler and
+    #: the validation use it; not --consistency-threshold, which makes pseudo-labels)
+    mask_threshold: float = 0.5
     #: share of each class's strokes kept out of training to measure the model (0: off)
     holdout_strokes: float = 0.1
     #: torch CPU threads of a run in one process (None: the CPUs this process may use,
@@ -155,7 +158,7 @@ class TrainConfig:
                 "(half the epochs, as the paper) or raise --epochs")
         for name in ("ema_alpha", "threshold", "pseudo_weight", "crf_weight", "lr",
                      "weight_decay", "decoder_lr_mult", "holdout_strokes",
-                     "grabcut_agreement"):
+                     "grabcut_agreement", "mask_threshold"):
             value = getattr(self, name)
             if value is not None and not math.isfinite(value):
                 bad(name, "must be a finite number")
@@ -184,6 +187,8 @@ class TrainConfig:
             bad("decoder_lr_mult", "must be positive (1: the encoder's learning rate)")
         if self.min_size < 0:
             bad("min_size", "must be 0 or more (pixels)")
+        if not 0 < self.mask_threshold < 1:
+            bad("mask_threshold", "must be in (0, 1) (a probability; 0.5: the more likely class)")
         if self.channel is not None and self.channel < 0:
             bad("channel", "must be 0 or more (0-based)")
         if self.val_every is not None and self.val_every < 1:

@@ -60,8 +60,8 @@ __all__ = ["Context", "ensemble_step", "fast_start", "start_from", "measure_hold
 #: reports. Any other change (method, lr, crops, ...) is refused: train a new run.
 RESUME_FREE = frozenset({
     "data", "out", "val", "epochs", "device", "amp", "deterministic", "checkpoint_every",
-    "val_every", "panel_images", "min_size", "loader_workers", "num_workers", "use_gpu",
-    "address", "cpus_per_worker", "max_failures", "store", "threads"})
+    "val_every", "panel_images", "min_size", "mask_threshold", "loader_workers", "num_workers",
+    "use_gpu", "address", "cpus_per_worker", "max_failures", "store", "threads"})
 
 
 
@@ -158,7 +158,7 @@ def model_meta(cfg: TrainConfig, in_channels: int) -> ModelMeta:
     """What ``model.pt`` tells prediction: the tiling and post-processing training used."""
     return ModelMeta(encoder=cfg.encoder, in_channels=in_channels, classes=2,
                      channel=cfg.channel, tile=cfg.tile, overlap=cfg.tile // 8,
-                     threshold=0.5, min_size=cfg.min_size)
+                     threshold=cfg.mask_threshold, min_size=cfg.min_size)
 
 
 def _tiling(in_channels: int, tile: int) -> ModelMeta:
@@ -403,12 +403,12 @@ def start_from(state: TrainState, run, cfg: TrainConfig, data: TrainingData, ctx
 
 
 # ----------------------------------------------------------------------- validation
-def validate(model, val, *, device, amp_dtype, tile, min_size) -> dict:
+def validate(model, val, *, device, amp_dtype, tile, min_size, threshold=0.5) -> dict:
     """Mean IoU, mDice, F1@0.5 of the model on validation images.
 
     Each image is segmented by :func:`s2l_tools.inference.predict.predict_image`
-    (threshold 0.5, holes filled, objects below ``min_size`` removed), as
-    ``s2l-predict`` segments it with the saved model.
+    (foreground where the probability is above ``threshold``, holes filled, objects
+    below ``min_size`` removed), as ``s2l-predict`` segments it with the saved model.
     """
     from s2l_tools.evaluation.metrics import score_pair
     from s2l_tools.inference.predict import predict_image
@@ -416,7 +416,8 @@ def validate(model, val, *, device, amp_dtype, tile, min_size) -> dict:
     scores = []
     for image, truth in zip(val[1], val[2]):
         pred, _ = predict_image(model, image, _tiling(image.shape[0], tile), device=device,
-                                amp=amp_dtype, threshold=0.5, min_size=min_size, batch_size=1)
+                                amp=amp_dtype, threshold=threshold, min_size=min_size,
+                                batch_size=1)
         scores.append(score_pair(pred, truth))
     return {f"val_{k}": float(np.mean([s[k] for s in scores]))
             for k in ("iou", "mdice", "f1_50")}
@@ -782,7 +783,8 @@ def fit(cfg: TrainConfig, *, resume: bool = False, ctx: Context | None = None,
             # validation
             if val is not None and ctx.is_main and ((epoch + 1) % val_every == 0
                                                     or epoch + 1 == cfg.epochs):
-                row.update(validate(model, val, min_size=cfg.min_size, **predict))
+                row.update(validate(model, val, min_size=cfg.min_size,
+                                    threshold=cfg.mask_threshold, **predict))
 
             # record, checkpoint, report
             row["epoch_s"] = time.perf_counter() - te
