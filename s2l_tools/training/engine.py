@@ -403,7 +403,7 @@ def start_from(state: TrainState, run, cfg: TrainConfig, data: TrainingData, ctx
 
 
 # ----------------------------------------------------------------------- validation
-def validate(model, val, *, device, amp_dtype, tile, min_size, threshold=0.5) -> dict:
+def validate(model, val, *, device, amp_dtype, tile, min_size, threshold) -> dict:
     """Mean IoU, mDice, F1@0.5 of the model on validation images.
 
     Each image is segmented by :func:`s2l_tools.inference.predict.predict_image`
