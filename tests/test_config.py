@@ -206,8 +206,8 @@ def test_no_dataset_given(tmp_path, capsys):
     ("grabcut_agreement", 1.5, "--grabcut-agreement", "[0, 1]"),
     ("grabcut_agreement", -0.1, "--grabcut-agreement", "[0, 1]"),
     ("grabcut_agreement", float("nan"), "--grabcut-agreement", "finite"),
-    ("mask_threshold", 0.0, "--mask-threshold", "(0, 1)"),
-    ("mask_threshold", 1.0, "--mask-threshold", "(0, 1)"),
+    ("mask_threshold", 1.0, "--mask-threshold", "[0, 1)"),
+    ("mask_threshold", -0.1, "--mask-threshold", "[0, 1)"),
     ("mask_threshold", float("nan"), "--mask-threshold", "finite"),
 ])
 def test_validate_ranges(setting, value, flag, why):
@@ -216,6 +216,23 @@ def test_validate_ranges(setting, value, flag, why):
         cfg.validate()
     msg = str(info.value)
     assert msg.startswith(f"{flag} {value}:") and why in msg and "\n" not in msg
+
+
+@pytest.mark.parametrize("value", [-0.1, 0.0, 0.5, 0.95, 1.0, 1.5, float("nan")])
+def test_one_threshold_range_for_training_and_prediction(value):
+    """--mask-threshold saves the threshold that s2l-predict, the model-file check and the
+    CellProfiler module use: a value one accepts, all accept (they call threshold_problem)."""
+    from s2l_tools.inference.onnx import _meta_problem, threshold_problem
+
+    cfg = TrainConfig(data="d", out="o", mask_threshold=value)
+    try:
+        cfg.validate()
+        trains = True
+    except S2LError:
+        trains = False
+    predicts = threshold_problem(value) is None
+    assert trains == predicts == (_meta_problem({"threshold": value}) is None)
+    assert predicts == (0 <= value < 1)
 
 
 def test_fast_start_needs_s2l():
@@ -230,7 +247,7 @@ def test_fast_start_needs_s2l():
     {"warmup_epochs": 200}, {"epochs": 2, "warmup_epochs": 5, "method": "pce"},
     {"epochs": 2, "warmup_epochs": 5, "fast_start": "forest"}, {"weight_decay": 0.0},
     {"min_size": 0}, {"channel": 0}, {"grabcut_agreement": 0.0}, {"grabcut_agreement": 1.0},
-    {"mask_threshold": 0.05}, {"mask_threshold": 0.95},
+    {"mask_threshold": 0.0}, {"mask_threshold": 0.95},
 ])
 def test_validate_accepts_edges(settings):
     settings = dict(settings)

@@ -441,6 +441,7 @@ def _onnx_with(exported, path, *, meta_changes=None, props=None):
     ({"normalization": {"method": "percentile", "low": 99, "high": 1}}, None,
      "normalization percentiles 99, 1"),
     ({"threshold": "high"}, None, 'threshold is "high"'),
+    ({"threshold": 1.0}, None, "threshold is 1.0: must be in [0, 1)"),
     ({"min_size": -3}, None, "min_size is -3"),
     (None, {"s2l.input": "pixels"}, "the graph has no input 'pixels'"),
     (None, {"s2l.output": ""}, "s2l.output is empty"),

@@ -16,7 +16,7 @@ from pathlib import Path
 from s2l_tools.cli import _common as _cli
 from s2l_tools.device import select_device, torch_prob_fn
 from s2l_tools.errors import S2LError
-from s2l_tools.inference.onnx import PAD_MULTIPLE
+from s2l_tools.inference.onnx import PAD_MULTIPLE, threshold_problem
 from s2l_tools.inference.predict import (
     _check_tiling,
     input_files,
@@ -90,9 +90,8 @@ def _main(args) -> int:
     from s2l_tools.training.rundir import resolve_model_path
 
     # validate the options, the inputs and the outputs before loading anything heavy
-    if args.threshold is not None and not 0.0 <= args.threshold < 1.0:
-        raise S2LError(f"--threshold {args.threshold:g}: must be in [0, 1) (a probability; "
-                       "0.5 is the usual choice)")
+    if args.threshold is not None and threshold_problem(args.threshold):
+        raise S2LError(f"--threshold {args.threshold:g}: {threshold_problem(args.threshold)}")
     if args.min_size is not None and args.min_size < 0:
         raise S2LError(f"--min-size {args.min_size}: must be 0 or more (pixels)")
     if args.channel is not None and args.channel < 0:

@@ -35,6 +35,7 @@ CellProfiler's settings validation, which runs on every change.
 from __future__ import annotations
 
 import json
+import numbers
 import os
 import threading
 from collections import OrderedDict
@@ -61,6 +62,7 @@ __all__ = [
     "model_meta",
     "normalize_percentile",
     "segment",
+    "threshold_problem",
     "clear_cache",
     "INPUT_NAME",
     "OUTPUT_NAME",
@@ -292,6 +294,26 @@ def _is_number(value) -> bool:
             and bool(np.isfinite(value)))
 
 
+def threshold_problem(threshold) -> Optional[str]:
+    """Why ``threshold`` cannot be a foreground probability threshold, or None.
+
+    The one range check of every place that takes the threshold (``s2l-train
+    --mask-threshold``, ``s2l-predict --threshold``, a model's metadata, the
+    CellProfiler module): foreground is ``prob > threshold``, so a number in
+    [0, 1); at 1 or more nothing would be foreground.
+
+    Examples
+    --------
+    >>> threshold_problem(0.5) is None
+    True
+    >>> threshold_problem(1.0)
+    'must be in [0, 1) (a probability; 0.5: the more likely class)'
+    """
+    ok = (isinstance(threshold, numbers.Real) and not isinstance(threshold, bool)
+          and 0.0 <= threshold < 1.0)  # NaN fails the comparison
+    return None if ok else "must be in [0, 1) (a probability; 0.5: the more likely class)"
+
+
 def _meta_problem(meta: Mapping[str, Any]) -> Optional[str]:
     """What is wrong with the values of an exported model's metadata, or None."""
     for key, low in (("in_channels", 1), ("classes", 2), ("tile", PAD_MULTIPLE),
@@ -302,9 +324,9 @@ def _meta_problem(meta: Mapping[str, Any]) -> Optional[str]:
         return f"tile {meta['tile']} is not a multiple of {PAD_MULTIPLE}"
     if "tile" in meta and "overlap" in meta and meta["overlap"] >= meta["tile"]:
         return f"overlap {meta['overlap']} is not less than tile {meta['tile']}"
-    if "threshold" in meta and not (_is_number(meta["threshold"])
-                                    and 0 <= meta["threshold"] < 1):
-        return f"threshold is {json.dumps(meta['threshold'])}, not a number in [0, 1)"
+    if "threshold" in meta and threshold_problem(meta["threshold"]):
+        return (f"threshold is {json.dumps(meta['threshold'])}: "
+                f"{threshold_problem(meta['threshold'])}")
     if meta.get("channel") is not None and not (_is_int(meta["channel"])
                                                 and meta["channel"] >= 0):
         return f"channel is {json.dumps(meta['channel'])}, not a whole number >= 0"
@@ -654,8 +676,8 @@ def segment(
     if declump not in DECLUMP:
         raise ValueError(f"declump must be one of {DECLUMP}, got {declump!r}")
     threshold = float(meta.get("threshold", 0.5) if threshold is None else threshold)
-    if not 0.0 <= threshold < 1.0:
-        raise ValueError(f"threshold {threshold:g}: must be in [0, 1) (a probability)")
+    if threshold_problem(threshold):
+        raise ValueError(f"threshold {threshold:g}: {threshold_problem(threshold)}")
     min_size = int(meta.get("min_size", 64) if min_size is None else min_size)
     if min_size < 0:
         raise ValueError(f"min_size {min_size}: must be 0 or more (pixels)")

@@ -368,11 +368,10 @@ def write_pipeline(
         A setting is out of range, the model is not an s2l-tools ONNX file,
         ``python`` is not a file, or building the pipeline with it failed.
     """
-    from s2l_tools.inference.onnx import read_meta
+    from s2l_tools.inference.onnx import read_meta, threshold_problem
 
-    if threshold is not None and not 0.0 <= threshold < 1.0:
-        raise S2LError(f"--threshold {threshold:g}: must be in [0, 1) (a probability; "
-                       "0.5 is the usual choice)")
+    if threshold is not None and threshold_problem(threshold):
+        raise S2LError(f"--threshold {threshold:g}: {threshold_problem(threshold)}")
     if min_size is not None and min_size < 0:
         raise S2LError(f"--min-size {min_size}: must be 0 or more (pixels)")
     read_meta(model)  # ModelLoadError, an S2LError: one line

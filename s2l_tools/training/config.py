@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 from s2l_tools.errors import S2LError
+from s2l_tools.inference.onnx import threshold_problem
 from s2l_tools.training.checkpoint import DEFAULT_MIN_SIZE
 
 METHODS = ("s2l", "pce", "pseudo", "rloss", "full")
@@ -187,8 +188,8 @@ class TrainConfig:
             bad("decoder_lr_mult", "must be positive (1: the encoder's learning rate)")
         if self.min_size < 0:
             bad("min_size", "must be 0 or more (pixels)")
-        if not 0 < self.mask_threshold < 1:
-            bad("mask_threshold", "must be in (0, 1) (a probability; 0.5: the more likely class)")
+        if threshold_problem(self.mask_threshold):
+            bad("mask_threshold", threshold_problem(self.mask_threshold))
         if self.channel is not None and self.channel < 0:
             bad("channel", "must be 0 or more (0-based)")
         if self.val_every is not None and self.val_every < 1:
