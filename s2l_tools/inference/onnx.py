@@ -63,6 +63,7 @@ __all__ = [
     "normalize_percentile",
     "segment",
     "threshold_problem",
+    "tiling_problem",
     "clear_cache",
     "INPUT_NAME",
     "OUTPUT_NAME",
@@ -581,13 +582,30 @@ def _tiling(meta: dict, tile: Optional[int]) -> Tuple[int, int]:
         tile = int(tile)
         if overlap >= tile:
             overlap = tile // 4
-    if tile < PAD_MULTIPLE or tile % PAD_MULTIPLE:
-        raise ValueError(f"tile size {tile}: must be a positive multiple of {PAD_MULTIPLE} "
-                         "(e.g. 512)")
-    if not 0 <= overlap < tile:
-        raise ValueError(f"tile overlap {overlap}: must be 0 or more and less than the tile "
-                         f"size {tile}")
+    if tiling_problem(tile, overlap):
+        raise ValueError(tiling_problem(tile, overlap))
     return tile, overlap
+
+
+def tiling_problem(tile: int, overlap: int) -> Optional[str]:
+    """What is wrong with a tile size and overlap for tiled prediction, or None.
+
+    The one check of ``s2l-predict``, :func:`s2l_tools.inference.predict.predict_image` and
+    :func:`segment` (the CellProfiler module).
+
+    Examples
+    --------
+    >>> tiling_problem(512, 64) is None
+    True
+    >>> tiling_problem(100, 16)
+    'tile size 100: must be a positive multiple of 32 (e.g. 512)'
+    """
+    if tile < PAD_MULTIPLE or tile % PAD_MULTIPLE:
+        return f"tile size {tile}: must be a positive multiple of {PAD_MULTIPLE} (e.g. 512)"
+    if not 0 <= overlap < tile:
+        return (f"tile overlap {overlap}: must be 0 or more and less than the tile size {tile} "
+                "(e.g. 64)")
+    return None
 
 
 def _postprocess():

@@ -43,7 +43,7 @@ import numpy as np
 from s2l_tools.training.checkpoint import ModelMeta
 from s2l_tools.device import select_device, torch_prob_fn
 from s2l_tools.errors import S2LError
-from s2l_tools.inference.onnx import PAD_MULTIPLE
+from s2l_tools.inference.onnx import PAD_MULTIPLE, tiling_problem
 from s2l_tools.inference.postprocess import DEFAULT_DECLUMP
 
 __all__ = [
@@ -67,12 +67,8 @@ PROB_DESCRIPTION = "s2l-predict foreground probability"
 
 # --------------------------------------------------------------------------- prediction
 def _check_tiling(tile: int, overlap: int) -> None:
-    if tile < PAD_MULTIPLE or tile % PAD_MULTIPLE:
-        raise S2LError(f"tile size {tile}: must be a positive multiple of {PAD_MULTIPLE} "
-                       "(e.g. --tile 512)")
-    if not 0 <= overlap < tile:
-        raise S2LError(f"tile overlap {overlap}: must be 0 or more and less than the tile "
-                       f"size {tile} (e.g. --overlap 64)")
+    if tiling_problem(tile, overlap):
+        raise S2LError(tiling_problem(tile, overlap))
 
 
 def predict_probability(
