@@ -595,6 +595,8 @@ def main(argv=None) -> int:
     budget = {k: getattr(args, k) for k in ("encoder", "crop", "batch_size", "samples_per_epoch",
                                             "epochs", "warmup_epochs", "ensemble_every", "lr")}
     tag = "quick" if args.quick else "e{epochs}_{encoder}_c{crop}_b{batch_size}_s{samples_per_epoch}".format(**budget)
+    if budget["lr"] != preset["lr"]:  # another rate must not reuse the cached runs of 1e-3
+        tag += f"_lr{budget['lr']:g}"
     print(f"budget ({tag}): {budget}; train/val images {args.train_images or 'all'}/"
           f"{args.val_images or 'all'}; ratios {ratios}; methods {methods}; seeds {seeds}",
           file=sys.stderr, flush=True)
