@@ -90,8 +90,8 @@ def _main(args) -> int:
     from s2l_tools.training.rundir import resolve_model_path
 
     # validate the options, the inputs and the outputs before loading anything heavy
-    if args.threshold is not None and threshold_problem(args.threshold):
-        raise S2LError(f"--threshold {args.threshold:g}: {threshold_problem(args.threshold)}")
+    if args.threshold is not None and (why := threshold_problem(args.threshold)):
+        raise S2LError(f"--threshold {args.threshold:g}: {why}")
     if args.min_size is not None and args.min_size < 0:
         raise S2LError(f"--min-size {args.min_size}: must be 0 or more (pixels)")
     if args.channel is not None and args.channel < 0:

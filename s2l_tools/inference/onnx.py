@@ -299,9 +299,10 @@ def threshold_problem(threshold) -> Optional[str]:
     """Why ``threshold`` cannot be a foreground probability threshold, or None.
 
     The one range check of every place that takes the threshold (``s2l-train
-    --mask-threshold``, ``s2l-predict --threshold``, a model's metadata, the
-    CellProfiler module): foreground is ``prob > threshold``, so a number in
-    [0, 1); at 1 or more nothing would be foreground.
+    --mask-threshold``, ``s2l-predict --threshold``, the metadata of ``model.pt`` and
+    of an exported model, the CellProfiler module): foreground is
+    ``prob > threshold``, so a number in [0, 1); at 1 or more nothing would be
+    foreground.
 
     Examples
     --------
@@ -325,9 +326,8 @@ def _meta_problem(meta: Mapping[str, Any]) -> Optional[str]:
         return f"tile {meta['tile']} is not a multiple of {PAD_MULTIPLE}"
     if "tile" in meta and "overlap" in meta and meta["overlap"] >= meta["tile"]:
         return f"overlap {meta['overlap']} is not less than tile {meta['tile']}"
-    if "threshold" in meta and threshold_problem(meta["threshold"]):
-        return (f"threshold is {json.dumps(meta['threshold'])}: "
-                f"{threshold_problem(meta['threshold'])}")
+    if "threshold" in meta and (why := threshold_problem(meta["threshold"])):
+        return f"threshold is {json.dumps(meta['threshold'])}: {why}"
     if meta.get("channel") is not None and not (_is_int(meta["channel"])
                                                 and meta["channel"] >= 0):
         return f"channel is {json.dumps(meta['channel'])}, not a whole number >= 0"
@@ -582,8 +582,8 @@ def _tiling(meta: dict, tile: Optional[int]) -> Tuple[int, int]:
         tile = int(tile)
         if overlap >= tile:
             overlap = tile // 4
-    if tiling_problem(tile, overlap):
-        raise ValueError(tiling_problem(tile, overlap))
+    if (why := tiling_problem(tile, overlap)):
+        raise ValueError(why)
     return tile, overlap
 
 
@@ -694,8 +694,8 @@ def segment(
     if declump not in DECLUMP:
         raise ValueError(f"declump must be one of {DECLUMP}, got {declump!r}")
     threshold = float(meta.get("threshold", 0.5) if threshold is None else threshold)
-    if threshold_problem(threshold):
-        raise ValueError(f"threshold {threshold:g}: {threshold_problem(threshold)}")
+    if (why := threshold_problem(threshold)):
+        raise ValueError(f"threshold {threshold:g}: {why}")
     min_size = int(meta.get("min_size", 64) if min_size is None else min_size)
     if min_size < 0:
         raise ValueError(f"min_size {min_size}: must be 0 or more (pixels)")

@@ -67,8 +67,8 @@ PROB_DESCRIPTION = "s2l-predict foreground probability"
 
 # --------------------------------------------------------------------------- prediction
 def _check_tiling(tile: int, overlap: int) -> None:
-    if tiling_problem(tile, overlap):
-        raise S2LError(tiling_problem(tile, overlap))
+    if (why := tiling_problem(tile, overlap)):
+        raise S2LError(why)
 
 
 def predict_probability(

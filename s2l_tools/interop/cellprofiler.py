@@ -370,8 +370,8 @@ def write_pipeline(
     """
     from s2l_tools.inference.onnx import read_meta, threshold_problem
 
-    if threshold is not None and threshold_problem(threshold):
-        raise S2LError(f"--threshold {threshold:g}: {threshold_problem(threshold)}")
+    if threshold is not None and (why := threshold_problem(threshold)):
+        raise S2LError(f"--threshold {threshold:g}: {why}")
     if min_size is not None and min_size < 0:
         raise S2LError(f"--min-size {min_size}: must be 0 or more (pixels)")
     read_meta(model)  # ModelLoadError, an S2LError: one line

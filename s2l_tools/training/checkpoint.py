@@ -25,6 +25,7 @@ from pathlib import Path
 from s2l_tools import __version__
 from s2l_tools.io.atomic import atomic_path
 from s2l_tools.errors import S2LError
+from s2l_tools.inference.onnx import threshold_problem
 
 CHECKPOINT_FORMAT = "s2l-tools-checkpoint"
 MODEL_FORMAT = "s2l-tools-model"
@@ -73,9 +74,8 @@ class ModelMeta:
             return f"overlap {self.overlap} is not less than tile {self.tile}"
         if self.channel is not None and not (whole(self.channel) and self.channel >= 0):
             return f"channel is {self.channel!r}, not a whole number >= 0"
-        t = self.threshold
-        if not (isinstance(t, (int, float)) and not isinstance(t, bool) and 0 <= t < 1):
-            return f"threshold is {t!r}, not a number in [0, 1)"
+        if (why := threshold_problem(self.threshold)):
+            return f"threshold is {self.threshold!r}: {why}"
         if not isinstance(self.encoder, str):
             return f"encoder is {self.encoder!r}, not a name"
         norm = self.normalization

@@ -188,8 +188,8 @@ class TrainConfig:
             bad("decoder_lr_mult", "must be positive (1: the encoder's learning rate)")
         if self.min_size < 0:
             bad("min_size", "must be 0 or more (pixels)")
-        if threshold_problem(self.mask_threshold):
-            bad("mask_threshold", threshold_problem(self.mask_threshold))
+        if (why := threshold_problem(self.mask_threshold)):
+            bad("mask_threshold", why)
         if self.channel is not None and self.channel < 0:
             bad("channel", "must be 0 or more (0-based)")
         if self.val_every is not None and self.val_every < 1:
