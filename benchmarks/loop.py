@@ -32,6 +32,16 @@ strokes, in one of these arms (``--arms``):
 - ``interior-correct``: as ``suggest-correct``, with regions found after the band of
   ``INTERIOR_BAND`` px along the prediction's outline is left out of the score (the
   store's doubt there is mostly at cell edges: whole objects it is unsure of remain).
+- ``committee-correct``: regions where the network and a random forest trained on the same
+  strokes disagree (:func:`committee_regions`), best first, the correcting annotator, and no
+  stroke where the prediction has no error: a second opinion that can find the network's
+  confident errors, which the store's doubt cannot;
+- ``committee-overcall``: the same with only the regions where the network's probability is
+  the higher of the two (where it may call background cell);
+- ``suggest-paired`` and ``random-paired``: as ``suggest-correct`` and ``random-correct``, by an
+  annotator who, with every cell stroke, also draws background around that cell, 2 px
+  outside it (:func:`ring_stroke`; the pair counts as two strokes): each round's strokes
+  then keep both classes, whichever places are asked for.
 
 Arms with the same annotator draw strokes the same way; only the places differ. Each round
 retrains with ``s2l-train --from`` (the arm's last run, the short schedule of
@@ -60,7 +70,8 @@ from s2l_tools import labels as L  # noqa: E402
 
 
 ARMS = ("suggest", "balanced", "random", "suggest-correct", "random-correct",
-        "overcall-correct", "interior-correct")
+        "overcall-correct", "interior-correct", "committee-correct", "committee-overcall",
+        "suggest-paired", "random-paired")
 #: ``interior-correct``: suggested regions with the prediction's outline band left out
 #: (:func:`s2l_tools.inference.suggest.score_map`'s ``edge_band``, pixels)
 INTERIOR_BAND = 3
@@ -93,6 +104,19 @@ def background_stroke(labels: np.ndarray, where: np.ndarray) -> np.ndarray | Non
     if not sk.any():
         sk = region
     return sk
+
+
+def ring_stroke(labels: np.ndarray, cell: int, gap: int = 2) -> np.ndarray:
+    """A background stroke right beside one cell: its outline ``gap`` px outside it.
+
+    Only background pixels no nearer to another cell than ``gap`` (a person drawing
+    around a cell does not draw over its neighbour).
+    """
+    from scipy import ndimage as ndi
+
+    d_this = ndi.distance_transform_edt(labels != cell)
+    d_any = ndi.distance_transform_edt(labels == 0)
+    return (labels == 0) & (np.abs(d_this - gap) <= 0.5) & (d_any >= gap - 0.5)
 
 
 def disk_around(shape, y: float, x: float, radius: int = 12) -> np.ndarray:
@@ -156,21 +180,59 @@ def correcting_stroke(labels, scribble, prob, where, *, min_px: int = 8
     return (sk if sk.any() else missed), L.FOREGROUND
 
 
+def committee_regions(results, scr: dict, stems: list[str], n: int, *,
+                      overcall: bool = False) -> list:
+    """Regions where the network and a forest on the same strokes disagree, best first.
+
+    A second opinion finds the network's *confident* errors (a halo it calls cell
+    with certainty), which the EMA store's doubt does not: a random forest on filter
+    features (:func:`s2l_tools.classic.forest.fit_forest`, as the fast start) is
+    trained on the round's scribbles; a pixel's score is ``|p_network - p_forest|``
+    (0 on and 2 px around the strokes), cut into regions by ``find_regions``;
+    ``overcall``: only where the network's is the higher, ``p_network - p_forest``
+    (where it may call background cell).
+    """
+    from scipy import ndimage as ndi
+
+    from s2l_tools.classic.forest import fit_forest, forest_probability
+    from s2l_tools.inference.suggest import find_regions
+
+    items = {item.stem: item for item in results}
+    forest = fit_forest([items[s].image for s in stems], [scr[s] for s in stems], seed=0)
+    ranked = []
+    for s in stems:
+        item = items[s]
+        score = item.prob - forest_probability(forest, item.image)
+        score = np.clip(score, 0.0, 1.0) if overcall else np.abs(score)
+        score[ndi.binary_dilation(scr[s] > 0, iterations=2)] = 0.0
+        ranked += [(r.score, s, r) for r in find_regions(score, top_k=n, min_area=16)]
+    return sorted(ranked, key=lambda e: -e[0])
+
+
 def add_strokes(arm: str, data: Path, stems: list[str], truth: dict, n: int, *, run: Path,
                 rng: np.random.Generator) -> tuple[int, float]:
     """Add ``n`` strokes to ``data/scribbles`` the ``arm``'s way; (added, seconds suggesting)."""
     import tifffile
 
     scr = {s: tifffile.imread(data / "scribbles" / f"{s}.tif") for s in stems}
-    added, t_suggest = 0, 0.0
+    added, t_suggest, ranked = 0, 0.0, []
 
     def paint(stem, stroke):
         nonlocal added
         pixels, code = stroke
         scr[stem][pixels & (scr[stem] == 0)] = code
         added += 1
+        if paired and code == L.FOREGROUND:  # and the background right beside that cell
+            ids, counts = np.unique(truth[stem][pixels & (truth[stem] > 0)],
+                                    return_counts=True)
+            if ids.size:
+                ring = ring_stroke(truth[stem], int(ids[np.argmax(counts)]))
+                scr[stem][ring & (scr[stem] == 0)] = L.BACKGROUND
+                added += 1
 
-    correct = arm.endswith("-correct")  # the annotator corrects the prediction
+    # the annotator corrects the prediction; -paired: and draws around each cell it strokes
+    paired = arm.endswith("-paired")
+    correct = arm.endswith(("-correct", "-paired")) or arm == "committee-overcall"
     if arm != "random":  # the suggestions, and the prediction they were made from
         from s2l_tools.inference.suggest import suggest
 
@@ -179,9 +241,15 @@ def add_strokes(arm: str, data: Path, stems: list[str], truth: dict, n: int, *, 
         results = suggest(run, data, top_k=n, min_area=16, edge_band=band, device="cpu")
         t_suggest = time.perf_counter() - t
         prob = {item.stem: item.prob for item in results}
-    if arm == "random-correct":
+    if arm in ("random-correct", "random-paired"):
         t_suggest = 0.0  # it only needed the prediction
-    elif arm != "random":
+    elif arm.startswith("committee-"):
+        t = time.perf_counter()
+        ranked = committee_regions(results, scr, stems, n,
+                                   overcall=arm == "committee-overcall")
+        t_suggest += time.perf_counter() - t
+    if (arm not in ("random", "random-correct", "random-paired")
+            and not arm.startswith("committee-")):
         ranked = sorted(((r.score, item.stem, r) for item in results for r in item.regions),
                         key=lambda e: -e[0])
         if arm in ("balanced", "overcall-correct"):
@@ -196,16 +264,18 @@ def add_strokes(arm: str, data: Path, stems: list[str], truth: dict, n: int, *, 
                 ranked += cell[len(back):] + back[len(cell):]
             else:
                 ranked = cell + back
-        for _, stem, r in ranked:
-            if added == n:
-                break
-            stroke = None
-            if correct:
-                stroke = correcting_stroke(truth[stem], scr[stem], prob[stem], r.mask)
-            if stroke is None and arm != "overcall-correct":  # it skips what is right
-                stroke = stroke_at_region(truth[stem], scr[stem], r.mask, r.y, r.x)
-            if stroke is not None:
-                paint(stem, stroke)
+    for _, stem, r in ranked:
+        if added >= n:
+            break
+        stroke = None
+        if correct:
+            stroke = correcting_stroke(truth[stem], scr[stem], prob[stem], r.mask)
+        if stroke is None and arm not in ("overcall-correct", "committee-correct",
+                                          "committee-overcall"):
+            # (those two skip what is right)
+            stroke = stroke_at_region(truth[stem], scr[stem], r.mask, r.y, r.x)
+        if stroke is not None:
+            paint(stem, stroke)
     areas = np.array([truth[s].size for s in stems], float)
     tries = 0
     while added < n and tries < 100 * n:  # random arm (and a suggest arm out of regions)
@@ -450,7 +520,10 @@ def main(argv=None) -> int:
     added = (lambda s: None if s is None else s - rows[0]["strokes"])
     for sug, rnd in (("suggest", "random"), ("suggest-correct", "random-correct"),
                      ("overcall-correct", "random-correct"),
-                     ("interior-correct", "random-correct")):
+                     ("interior-correct", "random-correct"),
+                     ("committee-correct", "random-correct"),
+                     ("committee-overcall", "random-correct"),
+                     ("suggest-paired", "random-paired")):
         if {sug, rnd} <= set(arms):  # the same annotator: only the places differ
             target = curves[rnd][-1][1]
             s_sug = strokes_to_reach(curves[sug], target)
