@@ -55,3 +55,18 @@ def test_a_scribbled_cell_gets_a_stroke_in_its_missed_part_only():
     pixels, code = loop.correcting_stroke(labels, scribble, prob, np.ones((64, 64), bool))
     assert code == L.FOREGROUND and pixels.any()
     assert (labels[pixels] == 1).all() and not pixels[:, :18].any()
+
+
+def test_the_paired_annotators_ring_lies_beside_its_cell_and_off_the_neighbour():
+    labels = np.zeros((40, 40), np.int32)
+    labels[5:15, 5:15] = 1
+    labels[5:15, 17:25] = 2  # 2 px to the right of cell 1
+    ring = loop.ring_stroke(labels, 1)
+    assert ring.sum() >= 30 and not (ring & (labels > 0)).any()
+    from scipy import ndimage as ndi
+
+    d1 = ndi.distance_transform_edt(labels != 1)
+    assert ((d1[ring] >= 1.5) & (d1[ring] <= 2.5)).all()  # 2 px outside cell 1
+    # not drawn in the 2-px gap against cell 2: nearer to it than to cell 1's outline
+    assert not ring[5:15, 15:17].any()
+    assert not (ring & (ndi.distance_transform_edt(labels != 2) < 1.5)).any()
