@@ -70,7 +70,11 @@ def main(argv=None) -> int:
              for im in d.images])))
         for pattern in filter(None, args.runs.split(",")):
             name = pattern.format(s=seed)
-            (folder,) = root.glob(f"*/{name}")
+            found = sorted(root.glob(f"*/{name}/model"))
+            if len(found) != 1:
+                raise SystemExit(f"{root}: {len(found)} runs named {name} with a model; train "
+                                 "it with accuracy.py first (or name one budget's run)")
+            folder = found[0].parent
             model, meta = load_model(folder / "model")
             train = np.concatenate([predict_probability(model, im, meta, device="cpu").ravel()
                                     for im in d.images])
