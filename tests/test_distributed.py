@@ -5,7 +5,6 @@ cluster from `ray start` (one run in stages, one test per scenario)."""
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -14,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _gloo import free_port, run_ranks
 
 from s2l_tools.cli import train
 from s2l_tools.training.checkpoint import load_checkpoint
@@ -27,12 +27,6 @@ TINY = ["--encoder", "resnet18", "--crop", "32", "--batch-size", "4", "--samples
 @pytest.fixture(scope="module")
 def data(demo_train):
     return demo_train
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # ------------------------------------------------------------ gloo, no Ray
@@ -66,35 +60,22 @@ def _ensemble(data_dir, *, ctx, perturb=False, sharded=False, check=False):
     return store, rows
 
 
-def _gloo_worker(rank, world, port, data_dir, out_dir):
-    import torch.distributed as dist
-
+def _store_work(rank, data_dir):
     import s2l_tools.training.distributed as D
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    try:
-        D._GATHER_CHUNK = 64 * 64 * 2  # one image per round: exercise the rounds
-        store, rows = _ensemble(data_dir, ctx=D.TorchDistContext(), perturb=rank == 1,
-                                check=True)
-        shard, shard_rows = _ensemble(data_dir, ctx=D.TorchDistContext(), perturb=rank == 1,
-                                      sharded=True)
-        torch.save({"ema": store.state_dict(), "digest": store.digest(), "rows": rows,
-                    "shard": shard.state_dict(), "shard_rows": shard_rows},
-                   Path(out_dir) / f"rank{rank}.pt")
-    finally:
-        dist.destroy_process_group()
+    D._GATHER_CHUNK = 64 * 64 * 2  # one image per round: exercise the rounds
+    store, rows = _ensemble(data_dir, ctx=D.TorchDistContext(), perturb=rank == 1, check=True)
+    shard, shard_rows = _ensemble(data_dir, ctx=D.TorchDistContext(), perturb=rank == 1,
+                                  sharded=True)
+    return {"ema": store.state_dict(), "digest": store.digest(), "rows": rows,
+            "shard": shard.state_dict(), "shard_rows": shard_rows}
 
 
 def test_sync_store_equals_single_process(data, tmp_path):
     """2 ranks, each predicting its share, end with the store 1 process computes alone."""
-    import torch.multiprocessing as mp
-
     from s2l_tools.training.engine import Context
 
-    mp.start_processes(_gloo_worker, args=(2, _free_port(), str(data), str(tmp_path)),
-                       nprocs=2, join=True, start_method="spawn")
+    ranks = run_ranks(_store_work, str(data), out=tmp_path)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as the ranks: a float sum's order may depend on the threads
     try:
@@ -104,7 +85,7 @@ def test_sync_store_equals_single_process(data, tmp_path):
     want = single.state_dict()
     assert want["n_updates"].tolist() == [2, 2, 2]
     for rank in (0, 1):
-        got = torch.load(tmp_path / f"rank{rank}.pt", weights_only=True)
+        got = ranks[rank]
         assert got["digest"] == single.digest()
         assert torch.equal(got["ema"]["maps"], want["maps"])  # pixel for pixel
         assert torch.equal(got["ema"]["n_updates"], want["n_updates"])
@@ -118,7 +99,7 @@ def test_sync_store_equals_single_process(data, tmp_path):
     union = EmaStore(single.shapes, alpha=0.2)
     held = []
     for rank in (0, 1):
-        got = torch.load(tmp_path / f"rank{rank}.pt", weights_only=True)
+        got = ranks[rank]
         assert 0 < len(got["shard"]["owned"]) < 3
         held += union.load_state_dict(got["shard"])
         for a, b in zip(got["shard_rows"], rows):  # the ranks' mean IoU: the same scores
@@ -153,37 +134,22 @@ def _two_steps(ctx, batch) -> dict:
             "params": [p.detach().clone() for p in net.parameters()]}
 
 
-def _ddp_worker(rank, world, port, out_dir):
-    import torch.distributed as dist
-
+def _ddp_work(rank):
     import s2l_tools.training.distributed as D
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    try:
-        batch = {k: v[rank::world] for k, v in _step_batch().items()}  # this rank's half
-        got = {c: _two_steps(D.TorchDistContext(compress=c), batch) for c in D.COMPRESS}
-        torch.save(got, Path(out_dir) / f"rank{rank}.pt")
-        # both ranks done before either tears gloo down: a rank that destroyed the group while
-        # the other still closed its pairs once aborted the other ("terminate called without
-        # an active exception", SIGABRT; seen once in a suite run, 2026-12-03)
-        dist.barrier()
-    finally:
-        dist.destroy_process_group()
+    world = 2
+    batch = {k: v[rank::world] for k, v in _step_batch().items()}  # this rank's half
+    return {c: _two_steps(D.TorchDistContext(compress=c), batch) for c in D.COMPRESS}
 
 
 def test_ddp_step_equals_single_process(tmp_path):
     """2 ranks with half the batch each end two train_steps where 1 process with all of it
     ends: with float32 gradients to float rounding (1e-6 of the largest gradient); rounded
     to float16 / bfloat16 for the exchange, within 2**-9 / 2**-6 of it."""
-    import torch.multiprocessing as mp
-
     import s2l_tools.training.distributed as D
     from s2l_tools.training.engine import Context
 
-    mp.start_processes(_ddp_worker, args=(2, _free_port(), str(tmp_path)),
-                       nprocs=2, join=True, start_method="spawn")
+    ranks = run_ranks(_ddp_work, out=tmp_path)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -191,7 +157,6 @@ def test_ddp_step_equals_single_process(tmp_path):
     finally:
         torch.set_num_threads(threads)
     tol = {"none": 1e-6, "fp16": 2.0 ** -9, "bf16": 2.0 ** -6}
-    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
     for c in D.COMPRESS:
         for key in ("grads", "params"):
             for a, b, w in zip(ranks[0][c][key], ranks[1][c][key], want[key]):
@@ -288,7 +253,7 @@ def fault_run(data, ray_env, tmp_path_factory):
 @pytest.fixture(scope="module")
 def ray_cluster(ray_env):
     """A cluster started by `ray start` (port), stopped after the module."""
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
     ray_bin = str(Path(sys.executable).parent / "ray")
     head = subprocess.Popen([ray_bin, "start", "--head", "--block", "--node-ip-address",

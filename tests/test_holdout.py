@@ -3,8 +3,6 @@ measurement (one process and a real 2-rank gloo group) and what a run reports.""
 
 import json
 import math
-import os
-import socket
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +15,8 @@ from s2l_tools.cli import train
 from s2l_tools.data.holdout import count_strokes, split_strokes
 from s2l_tools.training.config import TrainConfig
 from s2l_tools.training.data import array_digest, load_training_data
+
+from _gloo import run_ranks
 
 EIGHT = np.ones((3, 3), bool)
 
@@ -186,41 +186,24 @@ def test_measure_holdout_and_ensemble_step_count_the_heldout_pixels(data):
     assert measure_holdout(model, load_training_data(data), Context(), **opts) == {}
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _gloo_worker(rank, world, port, data_dir, out_dir):
-    import torch.distributed as dist
-
+def _holdout_work(rank, data_dir):
     import s2l_tools.training.distributed as D
     from s2l_tools.training.ema import EmaStore
     from s2l_tools.training.engine import ensemble_step, measure_holdout
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    try:
-        d = load_training_data(data_dir, holdout=0.3, seed=0)
-        model = _Sign(float(np.median(np.concatenate([im[0].ravel() for im in d.images]))))
-        ctx = D.TorchDistContext()
-        opts = dict(device=torch.device("cpu"), amp_dtype=None, tile=64)
-        rows = {"measure": measure_holdout(model, d, ctx, **opts),
-                "ensemble": ensemble_step(model, EmaStore(d.shapes, alpha=0.2), d, ctx, **opts),
-                "heldout": [None if h is None else array_digest(h) for h in d.heldout]}
-        Path(out_dir, f"rank{rank}.json").write_text(json.dumps(rows))
-    finally:
-        dist.destroy_process_group()
+    d = load_training_data(data_dir, holdout=0.3, seed=0)
+    model = _Sign(float(np.median(np.concatenate([im[0].ravel() for im in d.images]))))
+    ctx = D.TorchDistContext()
+    opts = dict(device=torch.device("cpu"), amp_dtype=None, tile=64)
+    rows = {"measure": measure_holdout(model, d, ctx, **opts),
+            "ensemble": ensemble_step(model, EmaStore(d.shapes, alpha=0.2), d, ctx, **opts),
+            "heldout": [None if h is None else array_digest(h) for h in d.heldout]}
+    return json.dumps(rows)  # plain numbers, as the run's metrics are written
 
 
 def test_two_ranks_split_alike_and_sum_their_counts(data, tmp_path):
     """2 gloo ranks, each predicting its share: the same split and the single process's scores."""
-    import torch.multiprocessing as mp
-
-    mp.start_processes(_gloo_worker, args=(2, _free_port(), str(data), str(tmp_path)),
-                       nprocs=2, join=True, start_method="spawn")
+    ranks = run_ranks(_holdout_work, str(data), out=tmp_path)
     d = load_training_data(data, holdout=0.3, seed=0)
     fg_right, fg_px, bg_right, bg_px = _counts_by_hand(
         _Sign(float(np.median(np.concatenate([im[0].ravel() for im in d.images])))), d)
@@ -228,7 +211,7 @@ def test_two_ranks_split_alike_and_sum_their_counts(data, tmp_path):
     digests = [None if h is None else array_digest(h) for h in d.heldout]
     assert sum(h is not None for h in d.heldout) >= 2  # both ranks have images to predict
     for rank in (0, 1):
-        got = json.loads((tmp_path / f"rank{rank}.json").read_text())
+        got = json.loads(ranks[rank])
         assert got["heldout"] == digests
         assert got["measure"] == pytest.approx(want, abs=1e-12)
         assert {k: got["ensemble"][k] for k in want} == pytest.approx(want, abs=1e-12)
