@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _auto_threshold import check_cut, forest_share
 from _gloo import free_port, run_ranks
 
 from s2l_tools.cli import train
@@ -244,7 +245,8 @@ def fault_run(data, ray_env, tmp_path_factory):
     run = tmp_path_factory.mktemp("ray") / "run"
     t0 = time.perf_counter()
     rc = train.main([str(data), "--out", str(run), "--epochs", "4", "--num-workers", "2",
-                     "--max-failures", "1", *TINY])
+                     "--max-failures", "1", "--auto-threshold", "--mask-threshold", "0.05",
+                     *TINY])
     print(f"run with a fault: {time.perf_counter() - t0:.1f} s")
     assert rc == 0
     return run
@@ -282,9 +284,13 @@ def cluster_resume(fault_run, ray_cluster):
 
 
 @pytest.mark.ray
-def test_ray_worker_killed_group_restarts_from_checkpoint(fault_run, ray_env):
+def test_ray_worker_killed_group_restarts_from_checkpoint(fault_run, ray_env, data):
     assert ray_env.exists()  # rank 1 did kill itself
     ck = _latest(fault_run)
+    # --auto-threshold: the workers' summed counts cut where one process cuts (the maps
+    # of these few steps are all but 0 / 1: tests/test_auto_threshold.py checks the share)
+    assert ck["meta"]["threshold"] == check_cut(fault_run, data, interior=False)
+    assert ck["forest_share"] == pytest.approx(forest_share(data), abs=1e-12)
     assert ck["epoch"] == 4 and ck["ema"]["n_updates"].tolist() == [3, 3, 3]
     assert [r["epoch"] for r in ck["history"]] == [1, 2, 3, 4]
     for name in ("model.pt", "metrics.csv", "curves.png", "config.json", "panels/epoch_0003.png"):
@@ -351,4 +357,5 @@ def test_ray_run_continued_in_one_process(cluster_resume, data, capsys):
                        "--address", ""]) == 0
     ck = load_checkpoint(run / "checkpoint.pt")
     assert ck["epoch"] == 6 and ck["ema"]["n_updates"].tolist() == [5, 5, 5]
+    assert ck["meta"]["threshold"] == check_cut(run, data, interior=False)
     assert [r["epoch"] for r in ck["history"]] == [1, 2, 3, 4, 5, 6]

@@ -76,7 +76,13 @@ _HELP = {
     "mask_threshold": "foreground probability threshold saved in the model: s2l-predict, the "
                       "CellProfiler module and the validation cut the probability map here "
                       "(s2l-predict --threshold still overrides it; not "
-                      "--consistency-threshold, which makes pseudo-labels)",
+                      "--consistency-threshold, which makes pseudo-labels); with "
+                      "--auto-threshold the lowest threshold saved",
+    "auto_threshold": "after the last epoch, save the threshold at which the network calls as "
+                      "many training pixels cell as a random forest fitted on the same strokes "
+                      "does (never below --mask-threshold): a network trained on strokes "
+                      "learns their class shares and over-calls cells where cells are rare "
+                      "(brightfield, H&E); one pass over the training images",
     "holdout_strokes": "share of strokes kept out of training to measure the model (each "
                        "image keeps at least one stroke of each class; the share of their "
                        "pixels predicted right is reported after each ensemble pass, every "
@@ -129,7 +135,8 @@ def get_parser():
                         help="a budget chosen as a whole; flags given on the command line win. "
                         "laptop: resnet18, crop 128, batch 8, 128 crops x 12 epochs (warm-up "
                         "6), ensemble every 2, lr 1e-3, --fast-start forest+grabcut, "
-                        "--crf-weight 5, --pseudo-margin 1: 5 min on 2 idle CPU cores (no "
+                        "--crf-weight 5, --pseudo-margin 1, --auto-threshold: 5 min on 2 idle "
+                        "CPU cores (no "
                         "AVX-512) for 40 small images (docs/benchmarks.md). paper: the "
                         "paper's settings (the defaults; resnet34, crop 256, batch 30, 200 "
                         "epochs), for a GPU")
@@ -210,6 +217,8 @@ def config_from_args(args) -> TrainConfig:
             cfg.pseudo_margin = 0
         if args.crf_weight is None:
             cfg.crf_weight = None  # the method's own (rloss: its default; others: none)
+        if cfg.method == "full" and args.auto_threshold is None:
+            cfg.auto_threshold = False  # full masks: no strokes to fit the forest on
     if not cfg.data:
         raise S2LError("no dataset given: s2l-train DATA --out RUN")
     if not cfg.out:

@@ -41,11 +41,14 @@ SELF_SUPERVISED = "self"
 #: ``laptop``: a CPU budget measured with benchmarks/accuracy.py (docs/benchmarks.md: 12
 #: epochs were level with 30 on DSB-fluo over five seeds, in 2.5x less time) with the fast
 #: start, the CRF loss and the pseudo-label margin that won there (S2L-only extras: another
-#: --method keeps the budget alone); ``paper``: the paper's settings (the defaults), for a GPU.
+#: --method keeps the budget alone) and the threshold from the forest's share (level on
+#: fluorescent nuclei, ahead on H&E and brightfield; any method trained on strokes);
+#: ``paper``: the paper's settings (the defaults), for a GPU.
 PRESETS: dict[str, dict] = {
     "laptop": dict(encoder="resnet18", crop=128, batch_size=8, samples_per_epoch=128,
                    epochs=12, warmup_epochs=6, ensemble_every=2, lr=1e-3, restart_epochs=12,
-                   fast_start="forest+grabcut", crf_weight=5.0, pseudo_margin=1),
+                   fast_start="forest+grabcut", crf_weight=5.0, pseudo_margin=1,
+                   auto_threshold=True),
     "paper": dict(encoder="resnet34", crop=256, batch_size=30, samples_per_epoch=None,
                   epochs=200, warmup_epochs=100, ensemble_every=5, lr=3e-4, restart_epochs=50,
                   fast_start="none", crf_weight=None, pseudo_margin=0),
@@ -113,6 +116,10 @@ class TrainConfig:
     #: foreground probability threshold saved in the model (s2l-predict, CellProfiler and
     #: the validation use it; not --consistency-threshold, which makes pseudo-labels)
     mask_threshold: float = 0.5
+    #: after the last epoch, raise the saved mask threshold (never below mask_threshold) so
+    #: the network calls as many training pixels cell as a random forest on the same strokes
+    #: (s2l_tools.training.auto_threshold)
+    auto_threshold: bool = False
     #: share of each class's strokes kept out of training to measure the model (0: off)
     holdout_strokes: float = 0.1
     #: torch CPU threads of a run in one process (None: the CPUs this process may use,
@@ -190,6 +197,9 @@ class TrainConfig:
             bad("min_size", "must be 0 or more (pixels)")
         if (why := threshold_problem(self.mask_threshold)):
             bad("mask_threshold", why)
+        if self.auto_threshold and self.method == "full":
+            raise S2LError("--auto-threshold: matches the forest fitted on the strokes; --method "
+                           "full trains on masks, not strokes: drop --auto-threshold")
         if self.channel is not None and self.channel < 0:
             bad("channel", "must be 0 or more (0-based)")
         if self.val_every is not None and self.val_every < 1:

@@ -60,7 +60,8 @@ __all__ = ["Context", "ensemble_step", "fast_start", "start_from", "measure_hold
 #: reports. Any other change (method, lr, crops, ...) is refused: train a new run.
 RESUME_FREE = frozenset({
     "data", "out", "val", "epochs", "device", "amp", "deterministic", "checkpoint_every",
-    "val_every", "panel_images", "min_size", "mask_threshold", "loader_workers", "num_workers",
+    "val_every", "panel_images", "min_size", "mask_threshold", "auto_threshold",
+    "loader_workers", "num_workers",
     "use_gpu", "address", "cpus_per_worker", "max_failures", "store", "threads"})
 
 
@@ -276,7 +277,7 @@ def measure_holdout(model, data: TrainingData, ctx: Context, *, device, amp_dtyp
 
 
 def fast_start(store, data: TrainingData, ctx: Context, *, kind: str, seed: int,
-               min_agreement: float) -> tuple[float, str]:
+               min_agreement: float) -> tuple[float, str, float | None]:
     """``--fast-start``: the EMA store's first map from classic segmentation of the scribbles.
 
     ``kind`` 'forest', 'grabcut' or 'forest+grabcut' (:mod:`s2l_tools.classic.start`:
@@ -286,13 +287,16 @@ def fast_start(store, data: TrainingData, ctx: Context, *, kind: str, seed: int,
     of the images, the same sample on every rank). Each rank computes its share of the
     images as :func:`ensemble_step` does, on as many threads as torch has (GrabCut and
     the forest's trees release the GIL; the maps do not depend on the thread count).
-    Returns the seconds it took and, for 'forest+grabcut', a note on the choice.
+    Returns the seconds it took, for 'forest+grabcut' a note on the choice, and the
+    share of the training pixels the forest calls cell (None without a forest; see
+    :func:`s2l_tools.training.auto_threshold.forest_share`).
     """
     from concurrent.futures import ThreadPoolExecutor
 
     from s2l_tools.classic import start
     from s2l_tools.classic.forest import ForestSettings, fit_forest
     from s2l_tools.evaluation.metrics import foreground_iou
+    from s2l_tools.training.auto_threshold import forest_share
 
     t = time.perf_counter()
     threads = max(1, torch.get_num_threads())
@@ -320,15 +324,20 @@ def fast_start(store, data: TrainingData, ctx: Context, *, kind: str, seed: int,
                     f"{median:.2f} on the median image, under --grabcut-agreement "
                     f"{min_agreement:g}; the forest alone)")
 
-        def first(i: int) -> np.ndarray:
+        def first(i: int) -> tuple[np.ndarray, int]:
             prob, proposal = done[i] if i in done else maps(i, use_grabcut)
-            return start.combine(prob, proposal if use_grabcut else None)
+            cells = int(np.count_nonzero(prob >= 0.5)) if prob is not None else 0
+            return start.combine(prob, proposal if use_grabcut else None), cells
 
-        for i, first_map in zip(mine, pool.map(first, mine)):
+        cells = pixels = 0
+        for i, (first_map, n) in zip(mine, pool.map(first, mine)):
             store.update(i, first_map)
+            cells, pixels = cells + n, pixels + first_map.size
     if not store.is_shard:
         ctx.sync_store(store, owners)
-    return time.perf_counter() - t, note
+    share = (forest_share(data, ctx, seed=seed, counts=(cells, pixels)) if forest is not None
+             else None)
+    return time.perf_counter() - t, note, share
 
 
 def start_from(state: TrainState, run, cfg: TrainConfig, data: TrainingData, ctx: Context,
@@ -476,6 +485,9 @@ class TrainState:
     ensemble_pending: bool = False
     #: what the run trains on (:func:`~s2l_tools.training.data.inputs_record`)
     inputs: dict | None = None
+    #: the share of the training pixels the strokes' forest calls cell (kept from the fast
+    #: start for ``--auto-threshold``; None: not known yet)
+    forest_share: float | None = None
 
 
 def save_state(state: TrainState, *, cfg: TrainConfig, meta: ModelMeta, ctx: Context,
@@ -496,7 +508,7 @@ def save_state(state: TrainState, *, cfg: TrainConfig, meta: ModelMeta, ctx: Con
             "torch_rng": torch.get_rng_state(),
             "config": cfg.to_dict(), "meta": meta.__dict__, "epoch": state.epoch,
             "history": state.history, "ensemble_pending": state.ensemble_pending,
-            "inputs": state.inputs,
+            "inputs": state.inputs, "forest_share": state.forest_share,
         }
     rundir.save_training_files(where, entries, store=store, rank=ctx.rank, is_main=ctx.is_main,
                                model_state=state.model.state_dict() if ctx.is_main else None,
@@ -563,6 +575,7 @@ def restore_state(state: TrainState, ckpt_path: Path, cfg: TrainConfig,
     state.history = list(ckpt.get("history", []))
     state.epoch = int(ckpt["epoch"])
     state.ensemble_pending = bool(ckpt.get("ensemble_pending", False))
+    state.forest_share = ckpt.get("forest_share")
 
 
 class _Interrupt:
@@ -609,6 +622,30 @@ def _not_finite(row: dict, cfg: TrainConfig, out: Path, saved_at: int | None) ->
             f"in epoch {row['epoch']} ({terms}); stopped, {kept}; lower --lr "
             "or fix the loss weights and train a new --out (--from RUN starts from a kept "
             "checkpoint)")
+
+
+def _auto_threshold(model, state: TrainState, data: TrainingData, ctx: Context,
+                    cfg: TrainConfig, console, predict: dict) -> ModelMeta:
+    """``--auto-threshold``: the model's metadata with the cut of
+    :func:`s2l_tools.training.auto_threshold.final_threshold` (the forest's share from the
+    fast start, or fitted now); says what it did. A collective: every rank calls it."""
+    from dataclasses import replace
+
+    from s2l_tools.training import auto_threshold as auto
+    from s2l_tools.training import reports
+
+    t = time.perf_counter()
+    if state.forest_share is None:  # no forest start (or --from): fit the forest now
+        state.forest_share = auto.forest_share(data, ctx, seed=cfg.seed)
+    cut, net, at_cut = auto.final_threshold(
+        model, data, ctx, share=state.forest_share, floor=cfg.mask_threshold,
+        meta=_tiling(data.in_channels, predict["tile"]), device=predict["device"],
+        amp_dtype=predict["amp_dtype"])
+    console.print(reports.auto_threshold_line(cut, floor=cfg.mask_threshold, network=net,
+                                              at_cut=at_cut, forest=state.forest_share,
+                                              seconds=time.perf_counter() - t),
+                  highlight=False, soft_wrap=True)
+    return replace(model_meta(cfg, data.in_channels), threshold=cut)
 
 
 # ------------------------------------------------------------------------------ fit
@@ -700,8 +737,9 @@ def fit(cfg: TrainConfig, *, resume: bool = False, ctx: Context | None = None,
     # --from: the store is the earlier run's, so the warm-up trains on the strokes alone
     fast = cfg.fast_start != "none" and not cfg.from_run
     if fast and ckpt_path is None:
-        seconds, note = fast_start(store, data, ctx, kind=cfg.fast_start, seed=cfg.seed,
-                                   min_agreement=cfg.grabcut_agreement)
+        seconds, note, state.forest_share = fast_start(
+            store, data, ctx, kind=cfg.fast_start, seed=cfg.seed,
+            min_agreement=cfg.grabcut_agreement)
         console.print(f"fast start: {cfg.fast_start} pseudo-labels for {len(data.images)} "
                       f"image(s) in {seconds:.1f} s{note}", highlight=False)
     train_model = ctx.wrap_model(model)
@@ -780,11 +818,16 @@ def fit(cfg: TrainConfig, *, resume: bool = False, ctx: Context | None = None,
                                    threshold=cfg.threshold, n=cfg.panel_images,
                                    epoch=epoch + 1, indices=store.owned)
 
+            # --auto-threshold: the final model's cut, before it is validated and saved
+            if cfg.auto_threshold and epoch + 1 == cfg.epochs:
+                meta = _auto_threshold(model, state, data, ctx, cfg, console, predict)
+                row["mask_threshold"] = meta.threshold
+
             # validation
             if val is not None and ctx.is_main and ((epoch + 1) % val_every == 0
                                                     or epoch + 1 == cfg.epochs):
                 row.update(validate(model, val, min_size=cfg.min_size,
-                                    threshold=cfg.mask_threshold, **predict))
+                                    threshold=meta.threshold, **predict))
 
             # record, checkpoint, report
             row["epoch_s"] = time.perf_counter() - te

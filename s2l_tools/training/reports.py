@@ -221,6 +221,25 @@ def epoch_summary(row: dict, cfg: TrainConfig) -> str:
     return " | ".join(parts)
 
 
+def auto_threshold_line(cut: float, *, floor: float, network: float, at_cut: float,
+                        forest: float, seconds: float) -> str:
+    """The line saying which mask threshold ``--auto-threshold`` saved in the model, and why.
+
+    Examples
+    --------
+    >>> auto_threshold_line(0.62, floor=0.5, network=0.054, at_cut=0.031, forest=0.031,
+    ...                     seconds=2.0)
+    'mask threshold 0.62 (--auto-threshold): at 0.5 the network calls 5.4 % of the training \
+pixels cell, the forest on the same strokes 3.1 %; at 0.62 it calls 3.1 % (2.0 s)'
+    """
+    shown = f"{cut:.4g}" if cut < 0.999 else f"{cut:.7f}"  # not a false "1"
+    where = (f"at {shown} it calls {100 * at_cut:.1f} %" if cut > floor else
+             f"no more than the forest: kept at {floor:g}")
+    return (f"mask threshold {shown} (--auto-threshold): at {floor:g} the network calls "
+            f"{100 * network:.1f} % of the training pixels cell, the forest on the same strokes "
+            f"{100 * forest:.1f} %; {where} ({seconds:.1f} s)")
+
+
 def _percent(share: float, sep: str = " ") -> str:
     """``96 %``; a share just short of 1 keeps a decimal (``99.7 %``, never a false 100 %)."""
     p = 100 * share
