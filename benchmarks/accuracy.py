@@ -296,6 +296,7 @@ def train_and_score(run: Path, data: Path, method: str, val: Path, val_stems: li
         lr=args.lr, restart_epochs=args.epochs, seed=seed, device="cpu",
         crf_weight=None if method == "full" else args.crf_weight,
         grabcut_agreement=args.grabcut_agreement,
+        auto_threshold=bool(args.auto_threshold) and method != "full",
         **{name: value for name, _, value in s2l_settings(args, method)},
         checkpoint_every=args.epochs, panel_images=0, tile=512,
         holdout_strokes=0.0,  # every stroke, as the paper and the forest baseline
@@ -521,6 +522,9 @@ def get_parser():
     p.add_argument("--pseudo-margin", type=int,
                    help="s2l-train --pseudo-margin (px beside the EMA map's boundary without "
                    "a pseudo-label) for the S2L methods; runs are named ..._pmX")
+    p.add_argument("--auto-threshold", action="store_true",
+                   help="s2l-train --auto-threshold for the networks but full (the saved "
+                   "threshold from the forest's share); runs are named ..._at")
     p.add_argument("--encoder-weights",
                    help="s2l-train --encoder-weights for the networks (e.g. self: pretrained on "
                    "the training images, cached; runs are named ..._wself)")
@@ -621,6 +625,8 @@ def main(argv=None) -> int:
                 ga_tag = f"_ga{args.grabcut_agreement:g}" if method == "s2lfg" and \
                     args.grabcut_agreement > 0 else ""
                 a_tag = "".join(f"_{tag}{value:g}" for _, tag, value in s2l_settings(args, method))
+                if args.auto_threshold and method not in ("full", "forest", "grabcut"):
+                    a_tag += "_at"
                 if args.encoder_weights and method != "forest":
                     a_tag += f"_w{Path(args.encoder_weights).stem}"
                     if args.pretrain_steps:
