@@ -58,6 +58,7 @@ __all__ = [
     "read_props",
     "meta_from_props",
     "read_meta",
+    "meta_problem",
     "load_session",
     "model_meta",
     "normalize_percentile",
@@ -277,7 +278,7 @@ def meta_from_props(props: Mapping[str, str], *, source: str = "model") -> Dict[
     if not isinstance(meta, dict) or "in_channels" not in meta:
         raise ModelLoadError(f"{source}: damaged s2l-tools metadata (s2l.meta has no "
                              f"in_channels); {_FIX}")
-    problem = _meta_problem(meta)
+    problem = meta_problem(meta)
     if problem:
         raise ModelLoadError(f"{source}: damaged s2l-tools metadata ({problem}); {_FIX}")
     for key in (INPUT_KEY, OUTPUT_KEY):
@@ -316,32 +317,46 @@ def threshold_problem(threshold) -> Optional[str]:
     return None if ok else "must be in [0, 1) (a probability; 0.5: the more likely class)"
 
 
-def _meta_problem(meta: Mapping[str, Any]) -> Optional[str]:
-    """What is wrong with the values of an exported model's metadata, or None."""
+def meta_problem(meta: Mapping[str, Any], *, python: bool = False) -> Optional[str]:
+    """What is wrong with the values of a model's metadata, or None.
+
+    The one check of both model files: an exported model's JSON metadata (values shown
+    as JSON) and, with ``python``, the metadata of an s2l-train ``model.pt`` (values
+    shown as Python writes them). A key that is missing is not checked here.
+
+    Examples
+    --------
+    >>> meta_problem({"tile": 100}), meta_problem({"tile": "512"}, python=True)
+    ('tile 100 is not a multiple of 32', "tile is '512', not a whole number >= 32")
+    """
+    show = repr if python else json.dumps
     for key, low in (("in_channels", 1), ("classes", 2), ("tile", PAD_MULTIPLE),
                      ("overlap", 0), ("min_size", 0)):
         if key in meta and not (_is_int(meta[key]) and meta[key] >= low):
-            return f"{key} is {json.dumps(meta[key])}, not a whole number >= {low}"
+            return f"{key} is {show(meta[key])}, not a whole number >= {low}"
     if "tile" in meta and meta["tile"] % PAD_MULTIPLE:
         return f"tile {meta['tile']} is not a multiple of {PAD_MULTIPLE}"
     if "tile" in meta and "overlap" in meta and meta["overlap"] >= meta["tile"]:
         return f"overlap {meta['overlap']} is not less than tile {meta['tile']}"
     if "threshold" in meta and (why := threshold_problem(meta["threshold"])):
-        return f"threshold is {json.dumps(meta['threshold'])}: {why}"
+        return f"threshold is {show(meta['threshold'])}: {why}"
     if meta.get("channel") is not None and not (_is_int(meta["channel"])
                                                 and meta["channel"] >= 0):
-        return f"channel is {json.dumps(meta['channel'])}, not a whole number >= 0"
+        return f"channel is {show(meta['channel'])}, not a whole number >= 0"
+    if "encoder" in meta and not isinstance(meta["encoder"], str):
+        return f"encoder is {show(meta['encoder'])[:40]}, not a name"
     norm = meta.get("normalization")
     if norm is not None:
         if not isinstance(norm, dict):
-            return f"normalization is {json.dumps(norm)[:40]}, not an object"
+            kind = "a mapping" if python else "an object"
+            return f"normalization is {show(norm)[:40]}, not {kind}"
         if norm.get("method", "percentile") not in ("percentile", "none"):
-            return f"normalization method {json.dumps(norm.get('method'))[:40]} is unknown"
+            return f"normalization method {show(norm.get('method'))[:40]} is unknown"
         if norm.get("method", "percentile") == "percentile":
             low, high = norm.get("low", 1.0), norm.get("high", 99.8)
             if not (_is_number(low) and _is_number(high) and 0 <= low < high <= 100):
-                return (f"normalization percentiles {json.dumps(low)[:20]}, "
-                        f"{json.dumps(high)[:20]} are not 0 <= low < high <= 100")
+                return (f"normalization percentiles {show(low)[:20]}, "
+                        f"{show(high)[:20]} are not 0 <= low < high <= 100")
     return None
 
 

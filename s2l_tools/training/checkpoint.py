@@ -25,7 +25,7 @@ from pathlib import Path
 from s2l_tools import __version__
 from s2l_tools.io.atomic import atomic_path
 from s2l_tools.errors import S2LError
-from s2l_tools.inference.onnx import threshold_problem
+from s2l_tools.inference.onnx import meta_problem
 
 CHECKPOINT_FORMAT = "s2l-tools-checkpoint"
 MODEL_FORMAT = "s2l-tools-model"
@@ -59,39 +59,9 @@ class ModelMeta:
         return cls(**known)
 
     def problem(self) -> str | None:
-        """What is wrong with these values (a damaged file's metadata), or None."""
-        def whole(v):
-            return isinstance(v, int) and not isinstance(v, bool)
-
-        for name, low in (("in_channels", 1), ("classes", 2), ("tile", 32), ("overlap", 0),
-                          ("min_size", 0)):
-            value = getattr(self, name)
-            if not (whole(value) and value >= low):
-                return f"{name} is {value!r}, not a whole number >= {low}"
-        if self.tile % 32:
-            return f"tile {self.tile} is not a multiple of 32"
-        if self.overlap >= self.tile:
-            return f"overlap {self.overlap} is not less than tile {self.tile}"
-        if self.channel is not None and not (whole(self.channel) and self.channel >= 0):
-            return f"channel is {self.channel!r}, not a whole number >= 0"
-        if (why := threshold_problem(self.threshold)):
-            return f"threshold is {self.threshold!r}: {why}"
-        if not isinstance(self.encoder, str):
-            return f"encoder is {self.encoder!r}, not a name"
-        norm = self.normalization
-        if norm is not None:
-            if not isinstance(norm, dict):
-                return f"normalization is {norm!r:.40}, not a mapping"
-            method = norm.get("method", "percentile")
-            if method not in ("percentile", "none"):
-                return f"normalization method {method!r:.40} is unknown"
-            low, high = norm.get("low", 1.0), norm.get("high", 99.8)
-            if method == "percentile" and not (
-                    all(isinstance(v, (int, float)) and not isinstance(v, bool)
-                        for v in (low, high)) and 0 <= low < high <= 100):
-                return f"normalization percentiles {low!r:.20}, {high!r:.20} are not " \
-                       "0 <= low < high <= 100"
-        return None
+        """What is wrong with these values (a damaged file's metadata), or None
+        (:func:`s2l_tools.inference.onnx.meta_problem`, the exported model's check too)."""
+        return meta_problem(asdict(self), python=True)
 
 
 def _save(obj: dict, path: str | os.PathLike) -> None:
