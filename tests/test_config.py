@@ -222,7 +222,7 @@ def test_validate_ranges(setting, value, flag, why):
 def test_one_threshold_range_for_training_and_prediction(value):
     """--mask-threshold saves the threshold that s2l-predict, the model-file check and the
     CellProfiler module use: a value one accepts, all accept (they call threshold_problem)."""
-    from s2l_tools.inference.onnx import _meta_problem, threshold_problem
+    from s2l_tools.inference.onnx import meta_problem, threshold_problem
 
     cfg = TrainConfig(data="d", out="o", mask_threshold=value)
     try:
@@ -231,7 +231,7 @@ def test_one_threshold_range_for_training_and_prediction(value):
     except S2LError:
         trains = False
     predicts = threshold_problem(value) is None
-    assert trains == predicts == (_meta_problem({"threshold": value}) is None)
+    assert trains == predicts == (meta_problem({"threshold": value}) is None)
     assert predicts == (0 <= value < 1)
 
 
