@@ -3,7 +3,7 @@
 import numpy as np
 import torch
 
-from s2l_tools.training.auto_threshold import probability_histogram, share_threshold
+from s2l_tools.training.auto_threshold import MIN_KEPT, probability_histogram, share_threshold
 from s2l_tools.training.checkpoint import load_model
 
 
@@ -37,7 +37,7 @@ def check_cut(run_dir, data_dir, *, floor=0.05, share=None, interior=True):
     probs = np.concatenate([predict_probability(model, im, meta, device="cpu", amp=amp,
                                                 batch_size=1).ravel()
                             for im in load_training_data(data_dir).images])
-    expected = share_threshold(probability_histogram(probs), share, floor)
+    expected = share_threshold(probability_histogram(probs), share, floor, min_kept=MIN_KEPT)
     if interior:  # the check is about the share, not the floor or the saturated end
         assert floor < expected < 0.999, expected
     assert abs(logit(meta.threshold) - logit(expected)) <= 0.0021, (meta.threshold, expected)

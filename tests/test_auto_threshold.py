@@ -48,6 +48,21 @@ def test_share_threshold_at_the_ends():
         share_threshold(np.zeros(BINS, np.int64), 0.5)
     with pytest.raises(ValueError, match="share"):
         share_threshold(saturated, 1.5)
+    with pytest.raises(ValueError, match="min_kept"):
+        share_threshold(saturated, 0.3, min_kept=2)
+
+
+def test_the_cut_keeps_a_part_of_the_network_foreground():
+    """A forest that found (almost) no cell does not push the cut past every pixel: the
+    share matched is at least min_kept of the network's own at the floor."""
+    p = np.random.default_rng(1).beta(0.3, 0.6, 100_000)
+    hist = probability_histogram(p)
+    at_floor = np.mean(p >= 0.5)
+    for share in (0.0, 0.001):
+        cut = share_threshold(hist, share, floor=0.5, min_kept=0.25)
+        assert np.mean(p >= cut) == pytest.approx(0.25 * at_floor, abs=1e-3)
+    # a share above the limit is matched as before
+    assert share_threshold(hist, 0.2, 0.5, min_kept=0.25) == share_threshold(hist, 0.2, 0.5)
 
 
 # --------------------------------------------------------------------- in s2l-train
@@ -169,3 +184,22 @@ def test_two_ranks_cut_where_one_process_cuts(data, tmp_path):
     assert ranks[0] == ranks[1] == want
     assert want["share"] == pytest.approx(forest_share(data / "train"), abs=1e-12)
     assert 0.05 < want["cut"][0] < 0.999  # the share's cut, not the floor or the end
+
+
+def test_a_forest_that_found_no_cell(data):
+    """final_threshold with a forest share of 0: the network keeps MIN_KEPT of what it calls
+    cell at the floor, and the run's line says why."""
+    from s2l_tools.training import auto_threshold as auto
+    from s2l_tools.training.data import load_training_data
+    from s2l_tools.training.engine import Context, _tiling
+    from s2l_tools.training.reports import auto_threshold_line
+
+    d = load_training_data(data / "train", holdout=0.1, seed=0)
+    cut, net, at_cut = auto.final_threshold(
+        _Ramp(), d, Context(), share=0.0, floor=0.05, meta=_tiling(d.in_channels, 64),
+        device="cpu", amp_dtype=None)
+    assert 0.05 < cut < 0.999 and net > 0.1
+    assert at_cut == pytest.approx(auto.MIN_KEPT * net, abs=2e-3)
+    line = auto_threshold_line(cut, floor=0.05, network=net, at_cut=at_cut, forest=0.0,
+                               seconds=1.0)
+    assert "25 % of its own" in line and "the forest found almost no cell" in line

@@ -231,10 +231,18 @@ def auto_threshold_line(cut: float, *, floor: float, network: float, at_cut: flo
     ...                     seconds=2.0)
     'mask threshold 0.62 (--auto-threshold): at 0.5 the network calls 5.4 % of the training \
 pixels cell, the forest on the same strokes 3.1 %; at 0.62 it calls 3.1 % (2.0 s)'
+
+    A forest share under :data:`~s2l_tools.training.auto_threshold.MIN_KEPT` of the
+    network's is not followed all the way, and the line says so.
     """
+    from s2l_tools.training.auto_threshold import MIN_KEPT
+
     shown = f"{cut:.4g}" if cut < 0.999 else f"{cut:.7f}"  # not a false "1"
     where = (f"at {shown} it calls {100 * at_cut:.1f} %" if cut > floor else
              f"no more than the forest: kept at {floor:g}")
+    if cut > floor and forest < MIN_KEPT * network:
+        where += (f", {100 * MIN_KEPT:.0f} % of its own, the least the threshold keeps (the forest "
+                  "found almost no cell: are there cell strokes on cells in most images?)")
     return (f"mask threshold {shown} (--auto-threshold): at {floor:g} the network calls "
             f"{100 * network:.1f} % of the training pixels cell, the forest on the same strokes "
             f"{100 * forest:.1f} %; {where} ({seconds:.1f} s)")
