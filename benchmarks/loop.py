@@ -59,6 +59,7 @@ import shutil
 import sys
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -69,12 +70,51 @@ from accuracy import DSB, link, loadavg, predict_and_score, splits, write_tiff  
 from s2l_tools import labels as L  # noqa: E402
 
 
-ARMS = ("suggest", "balanced", "random", "suggest-correct", "random-correct",
-        "overcall-correct", "interior-correct", "committee-correct", "committee-overcall",
-        "suggest-paired", "random-paired")
 #: ``interior-correct``: suggested regions with the prediction's outline band left out
 #: (:func:`s2l_tools.inference.suggest.score_map`'s ``edge_band``, pixels)
 INTERIOR_BAND = 3
+
+
+@dataclass(frozen=True)
+class Arm:
+    """Where an arm's annotator draws, and how (the arms of the module docstring)."""
+
+    #: the places: ``"suggest"`` s2l-suggest's regions, ``"committee"`` where a forest
+    #: disagrees with the network (:func:`committee_regions`), ``"random"`` random pixels only
+    places: str = "suggest"
+    #: the suggested regions' order: ``"score"``, ``"balanced"`` (cell and background regions
+    #: in turn) or ``"cell-first"``
+    order: str = "score"
+    #: the annotator corrects the last run's prediction (:func:`correcting_stroke`)
+    correct: bool = False
+    #: ... and draws background around every cell it strokes (:func:`ring_stroke`)
+    paired: bool = False
+    #: a region where the prediction has no error gets no stroke
+    errors_only: bool = False
+    #: ``committee``: only where the network's probability is the higher
+    overcall: bool = False
+    #: pixels along the prediction's outline left out of the suggestions' score
+    edge_band: int = 0
+
+    @property
+    def needs_prediction(self) -> bool:
+        return self.places != "random" or self.correct
+
+
+ARMS = {
+    "suggest": Arm(),
+    "balanced": Arm(order="balanced"),
+    "random": Arm(places="random"),
+    "suggest-correct": Arm(correct=True),
+    "random-correct": Arm(places="random", correct=True),
+    "overcall-correct": Arm(order="cell-first", correct=True, errors_only=True),
+    "interior-correct": Arm(correct=True, edge_band=INTERIOR_BAND),
+    "committee-correct": Arm(places="committee", correct=True, errors_only=True),
+    "committee-overcall": Arm(places="committee", correct=True, errors_only=True,
+                              overcall=True),
+    "suggest-paired": Arm(correct=True, paired=True),
+    "random-paired": Arm(places="random", correct=True, paired=True),
+}
 
 
 # ------------------------------------------------------------------------ strokes
@@ -211,9 +251,11 @@ def committee_regions(results, scr: dict, stems: list[str], n: int, *,
 
 def add_strokes(arm: str, data: Path, stems: list[str], truth: dict, n: int, *, run: Path,
                 rng: np.random.Generator) -> tuple[int, float]:
-    """Add ``n`` strokes to ``data/scribbles`` the ``arm``'s way; (added, seconds suggesting)."""
+    """Add ``n`` strokes to ``data/scribbles`` the way of ``ARMS[arm]``; (added, seconds
+    suggesting)."""
     import tifffile
 
+    how = ARMS[arm]
     scr = {s: tifffile.imread(data / "scribbles" / f"{s}.tif") for s in stems}
     added, t_suggest, ranked = 0, 0.0, []
 
@@ -222,7 +264,7 @@ def add_strokes(arm: str, data: Path, stems: list[str], truth: dict, n: int, *, 
         pixels, code = stroke
         scr[stem][pixels & (scr[stem] == 0)] = code
         added += 1
-        if paired and code == L.FOREGROUND:  # and the background right beside that cell
+        if how.paired and code == L.FOREGROUND:  # and the background right beside that cell
             ids, counts = np.unique(truth[stem][pixels & (truth[stem] > 0)],
                                     return_counts=True)
             if ids.size:
@@ -230,36 +272,31 @@ def add_strokes(arm: str, data: Path, stems: list[str], truth: dict, n: int, *, 
                 scr[stem][ring & (scr[stem] == 0)] = L.BACKGROUND
                 added += 1
 
-    # the annotator corrects the prediction; -paired: and draws around each cell it strokes
-    paired = arm.endswith("-paired")
-    correct = arm.endswith(("-correct", "-paired")) or arm == "committee-overcall"
-    if arm != "random":  # the suggestions, and the prediction they were made from
+    if how.needs_prediction:  # the suggestions, and the prediction they were made from
         from s2l_tools.inference.suggest import suggest
 
         t = time.perf_counter()
-        band = INTERIOR_BAND if arm == "interior-correct" else 0
-        results = suggest(run, data, top_k=n, min_area=16, edge_band=band, device="cpu")
+        results = suggest(run, data, top_k=n, min_area=16, edge_band=how.edge_band,
+                          device="cpu")
         t_suggest = time.perf_counter() - t
         prob = {item.stem: item.prob for item in results}
-    if arm in ("random-correct", "random-paired"):
+    if how.places == "random":
         t_suggest = 0.0  # it only needed the prediction
-    elif arm.startswith("committee-"):
+    elif how.places == "committee":
         t = time.perf_counter()
-        ranked = committee_regions(results, scr, stems, n,
-                                   overcall=arm == "committee-overcall")
+        ranked = committee_regions(results, scr, stems, n, overcall=how.overcall)
         t_suggest += time.perf_counter() - t
-    if (arm not in ("random", "random-correct", "random-paired")
-            and not arm.startswith("committee-")):
+    else:
         ranked = sorted(((r.score, item.stem, r) for item in results for r in item.regions),
                         key=lambda e: -e[0])
-        if arm in ("balanced", "overcall-correct"):
+        if how.order != "score":
             # the regions the network calls cell and those it calls background, each in
             # score order (a region's side: its mean probability); balanced takes them in
-            # turn, overcall-correct the cell side first (where it over-calls, if anywhere)
+            # turn, cell-first the cell side first (where it over-calls, if anywhere)
             cell, back = [], []
             for e in ranked:
                 (cell if prob[e[1]][e[2].mask].mean() >= 0.5 else back).append(e)
-            if arm == "balanced":
+            if how.order == "balanced":
                 ranked = [e for pair in zip(cell, back) for e in pair]
                 ranked += cell[len(back):] + back[len(cell):]
             else:
@@ -268,11 +305,9 @@ def add_strokes(arm: str, data: Path, stems: list[str], truth: dict, n: int, *, 
         if added >= n:
             break
         stroke = None
-        if correct:
+        if how.correct:
             stroke = correcting_stroke(truth[stem], scr[stem], prob[stem], r.mask)
-        if stroke is None and arm not in ("overcall-correct", "committee-correct",
-                                          "committee-overcall"):
-            # (those two skip what is right)
+        if stroke is None and not how.errors_only:
             stroke = stroke_at_region(truth[stem], scr[stem], r.mask, r.y, r.x)
         if stroke is not None:
             paint(stem, stroke)
@@ -283,7 +318,7 @@ def add_strokes(arm: str, data: Path, stems: list[str], truth: dict, n: int, *, 
         stem = stems[rng.choice(len(stems), p=areas / areas.sum())]
         y, x = (int(rng.integers(0, d)) for d in truth[stem].shape)
         stroke = None
-        if correct:  # the same annotator as suggest-correct, at a random 25-px disk
+        if how.correct:  # the same annotator as suggest-correct, at a random 25-px disk
             stroke = correcting_stroke(truth[stem], scr[stem], prob[stem],
                                        disk_around(truth[stem].shape, y, x))
         if stroke is None:

@@ -1,6 +1,7 @@
 """benchmarks/loop.py's simulated annotators: the strokes docs/benchmarks.md's loop rows rest on."""
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,7 @@ from s2l_tools import labels as L
 _SPEC = importlib.util.spec_from_file_location(
     "loop_bench", Path(__file__).resolve().parents[1] / "benchmarks" / "loop.py")
 loop = importlib.util.module_from_spec(_SPEC)
+sys.modules[_SPEC.name] = loop  # as an import would (its dataclass looks itself up)
 _SPEC.loader.exec_module(loop)
 
 
@@ -70,3 +72,25 @@ def test_the_paired_annotators_ring_lies_beside_its_cell_and_off_the_neighbour()
     # not drawn in the 2-px gap against cell 2: nearer to it than to cell 1's outline
     assert not ring[5:15, 15:17].any()
     assert not (ring & (ndi.distance_transform_edt(labels != 2) < 1.5)).any()
+
+
+def test_the_random_arm_adds_its_strokes_on_the_truth(tmp_path):
+    """add_strokes("random", ...): n strokes, cell strokes on cells, background strokes off
+    them, none over an existing stroke; no run needed (it asks for no prediction)."""
+    import tifffile
+
+    assert not loop.ARMS["random"].needs_prediction
+    assert all(a.needs_prediction for k, a in loop.ARMS.items() if k != "random")
+    labels = np.zeros((64, 64), np.int32)
+    labels[8:24, 8:24], labels[36:56, 30:50] = 1, 2
+    scribble = np.zeros((64, 64), np.uint8)
+    scribble[15, 10:20] = L.FOREGROUND
+    (tmp_path / "scribbles").mkdir()
+    tifffile.imwrite(tmp_path / "scribbles" / "a.tif", scribble)
+    added, seconds = loop.add_strokes("random", tmp_path, ["a"], {"a": labels}, 4,
+                                      run=tmp_path / "no-run", rng=np.random.default_rng(0))
+    new = tifffile.imread(tmp_path / "scribbles" / "a.tif")
+    assert added == 4 and seconds == 0.0
+    assert np.array_equal(new[15, 10:20], scribble[15, 10:20])
+    assert (labels[new == L.FOREGROUND] > 0).all() and (labels[new == L.BACKGROUND] == 0).all()
+    assert (new != scribble).sum() > 0
