@@ -80,7 +80,8 @@ _HELP = {
                       "--auto-threshold the lowest threshold saved",
     "auto_threshold": "after the last epoch, save the threshold at which the network calls as "
                       "many training pixels cell as a random forest fitted on the same strokes "
-                      "does (never below --mask-threshold): a network trained on strokes "
+                      "does (never below --mask-threshold, and keeping at least a quarter of "
+                      "what the network calls cell there): a network trained on strokes "
                       "learns their class shares and over-calls cells where cells are rare "
                       "(brightfield, H&E); one pass over the training images",
     "holdout_strokes": "share of strokes kept out of training to measure the model (each "
