@@ -94,6 +94,10 @@ def test_auto_threshold_saves_the_forest_share_cut(data, tmp_path, capsys):
     assert rows[-1]["mask_threshold"] and float(rows[-1]["mask_threshold"]) == \
         pytest.approx(cut, rel=1e-5)
     assert not rows[0]["mask_threshold"]  # set once, after the last epoch
+    # and why: the forest's share and the network's at the floor, as the run said
+    assert float(rows[-1]["forest_share"]) == pytest.approx(ck["forest_share"], rel=1e-5)
+    net = float(rows[-1]["network_share"])
+    assert f"the network calls {100 * net:.1f} % of the training pixels cell" in err
     # the last validation scored the saved model as s2l-predict will: at the cut
     from s2l_tools.device import inference_dtype
     from s2l_tools.training.data import load_validation

@@ -625,10 +625,11 @@ def _not_finite(row: dict, cfg: TrainConfig, out: Path, saved_at: int | None) ->
 
 
 def _auto_threshold(model, state: TrainState, data: TrainingData, ctx: Context,
-                    cfg: TrainConfig, console, predict: dict) -> ModelMeta:
+                    cfg: TrainConfig, console, predict: dict) -> tuple[ModelMeta, dict]:
     """``--auto-threshold``: the model's metadata with the cut of
     :func:`s2l_tools.training.auto_threshold.final_threshold` (the forest's share from the
-    fast start, or fitted now); says what it did. A collective: every rank calls it."""
+    fast start, or fitted now), and metrics.csv's record of it; says what it did. A
+    collective: every rank calls it."""
     from dataclasses import replace
 
     from s2l_tools.training import auto_threshold as auto
@@ -645,7 +646,8 @@ def _auto_threshold(model, state: TrainState, data: TrainingData, ctx: Context,
                                               at_cut=at_cut, forest=state.forest_share,
                                               seconds=time.perf_counter() - t),
                   highlight=False, soft_wrap=True)
-    return replace(model_meta(cfg, data.in_channels), threshold=cut)
+    record = {"mask_threshold": cut, "forest_share": state.forest_share, "network_share": net}
+    return replace(model_meta(cfg, data.in_channels), threshold=cut), record
 
 
 # ------------------------------------------------------------------------------ fit
@@ -820,8 +822,8 @@ def fit(cfg: TrainConfig, *, resume: bool = False, ctx: Context | None = None,
 
             # --auto-threshold: the final model's cut, before it is validated and saved
             if cfg.auto_threshold and epoch + 1 == cfg.epochs:
-                meta = _auto_threshold(model, state, data, ctx, cfg, console, predict)
-                row["mask_threshold"] = meta.threshold
+                meta, record = _auto_threshold(model, state, data, ctx, cfg, console, predict)
+                row.update(record)
 
             # validation
             if val is not None and ctx.is_main and ((epoch + 1) % val_every == 0
