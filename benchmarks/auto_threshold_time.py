@@ -51,10 +51,10 @@ def main(argv=None) -> int:
 
     from s2l_tools.device import inference_dtype
     from s2l_tools.training.auto_threshold import final_threshold, forest_share
-    from s2l_tools.training.checkpoint import ModelMeta, load_model
+    from s2l_tools.training.checkpoint import load_model
     from s2l_tools.training.config import PRESETS, TrainConfig
     from s2l_tools.training.data import load_training_data
-    from s2l_tools.training.engine import Context
+    from s2l_tools.training.engine import Context, _tiling
     from s2l_tools.training.model import build_model
 
     torch.set_num_threads(args.threads)
@@ -66,8 +66,7 @@ def main(argv=None) -> int:
         model = build_model(encoder=laptop["encoder"], in_channels=data.in_channels, classes=2,
                             seed=0).to(memory_format=torch.channels_last)
     model.eval()
-    tile = TrainConfig.tile
-    meta = ModelMeta(in_channels=data.in_channels, tile=tile, overlap=tile // 8)
+    meta = _tiling(data.in_channels, TrainConfig.tile)  # as s2l-train's final pass tiles
     device = torch.device("cpu")
     amp = inference_dtype(True, device)
     ctx = Context()

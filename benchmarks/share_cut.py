@@ -31,7 +31,11 @@ from declump import probabilities, score  # noqa: E402  (a sibling script, not a
 
 
 def share_cut(prob_train: np.ndarray, share: float, floor: float = 0.5) -> float:
-    """The cut at which ``share`` of ``prob_train``'s pixels are foreground, at least ``floor``."""
+    """The cut at which ``share`` of ``prob_train``'s pixels are foreground, at least ``floor``.
+
+    The exact quantile (the numbers in docs/benchmarks.md); ``s2l-train --auto-threshold``
+    takes it from a histogram (:func:`s2l_tools.training.auto_threshold.share_threshold`,
+    rounded up to the next of its bins, 0.001 of the logit)."""
     return max(floor, float(np.quantile(prob_train, 1.0 - share)))
 
 
@@ -48,10 +52,11 @@ def main(argv=None) -> int:
 
     import torch
 
-    from s2l_tools.classic.forest import ForestSettings, fit_forest, forest_probability
     from s2l_tools.inference.predict import predict_probability
+    from s2l_tools.training.auto_threshold import forest_share
     from s2l_tools.training.checkpoint import load_model
     from s2l_tools.training.data import load_training_data
+    from s2l_tools.training.engine import Context
 
     torch.set_num_threads(args.threads)
     (root,) = sorted((args.workdir / args.modality).glob("n*_v*"))[:1] or [None]
@@ -59,15 +64,11 @@ def main(argv=None) -> int:
         raise SystemExit(f"{args.workdir / args.modality}: no accuracy.py data; run it first")
     val = root / "val"
     tag = "_hand" if args.scribbles == "hand" else ""
-    settings = ForestSettings(n_jobs=args.threads)
     print("| seed | run | forest share | network share at 0.5 | cut | IoU at 0.5 | IoU at the cut "
           "| F1@0.5 at 0.5 / at the cut |\n| --- | --- | --- | --- | --- | --- | --- | --- |")
     for seed in (int(s) for s in args.seeds.split(",") if s):
         d = load_training_data(root / f"scribbles_r0.1_s{seed}{tag}")
-        forest = fit_forest(d.images, d.scribbles, settings=settings, seed=seed)
-        share = float(np.mean(np.concatenate(
-            [forest_probability(forest, im, settings=settings).ravel() >= 0.5
-             for im in d.images])))
+        share = forest_share(d, Context(), seed=seed)  # s2l-train's (n_jobs: torch's threads)
         for pattern in filter(None, args.runs.split(",")):
             name = pattern.format(s=seed)
             found = sorted(root.glob(f"*/{name}/model"))
