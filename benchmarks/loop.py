@@ -18,6 +18,9 @@ strokes, in one of these arms (``--arms``):
 - ``balanced``: the same regions, taken in turn from those the network calls
   cell and those it calls background (each side in score order), so that a
   round's strokes do not all go to one class;
+- ``suggest-spread``: the same regions, every image's best first (images in the
+  order of their best region), then every image's second best, and so on: ranked
+  over all images, a round's 40 strokes went to 4-5 images, random ones to ~20;
 - ``random``: at random pixels (images drawn by area): a cell pixel gives that
   cell's skeleton (if it has no stroke yet), a background pixel a background
   stroke within 12 px of it;
@@ -54,6 +57,7 @@ strokes are also trained from scratch with the round-0 budget, for the ratio
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import shutil
 import sys
@@ -83,7 +87,8 @@ class Arm:
     #: disagrees with the network (:func:`committee_regions`), ``"random"`` random pixels only
     places: str = "suggest"
     #: the suggested regions' order: ``"score"``, ``"balanced"`` (cell and background regions
-    #: in turn) or ``"cell-first"``
+    #: in turn), ``"cell-first"`` or ``"spread"`` (every image's best region first, then every
+    #: image's second, ...: a round's strokes go to many images, as random places do)
     order: str = "score"
     #: the annotator corrects the last run's prediction (:func:`correcting_stroke`)
     correct: bool = False
@@ -104,6 +109,7 @@ class Arm:
 ARMS = {
     "suggest": Arm(),
     "balanced": Arm(order="balanced"),
+    "suggest-spread": Arm(order="spread"),
     "random": Arm(places="random"),
     "suggest-correct": Arm(correct=True),
     "random-correct": Arm(places="random", correct=True),
@@ -249,6 +255,18 @@ def committee_regions(results, scr: dict, stems: list[str], n: int, *,
     return sorted(ranked, key=lambda e: -e[0])
 
 
+def spread(ranked: list[tuple]) -> list[tuple]:
+    """``(score, stem, region)`` best first -> every image's best, then every image's second...
+
+    Images keep the order of their best region; within a tier, so do the regions.
+    """
+    by_image: dict[str, list] = {}
+    for e in ranked:
+        by_image.setdefault(e[1], []).append(e)
+    return [e for tier in itertools.zip_longest(*by_image.values()) for e in tier
+            if e is not None]
+
+
 def add_strokes(arm: str, data: Path, stems: list[str], truth: dict, n: int, *, run: Path,
                 rng: np.random.Generator) -> tuple[int, float]:
     """Add ``n`` strokes to ``data/scribbles`` the way of ``ARMS[arm]``; (added, seconds
@@ -289,7 +307,9 @@ def add_strokes(arm: str, data: Path, stems: list[str], truth: dict, n: int, *, 
     else:
         ranked = sorted(((r.score, item.stem, r) for item in results for r in item.regions),
                         key=lambda e: -e[0])
-        if how.order != "score":
+        if how.order == "spread":
+            ranked = spread(ranked)
+        elif how.order != "score":
             # the regions the network calls cell and those it calls background, each in
             # score order (a region's side: its mean probability); balanced takes them in
             # turn, cell-first the cell side first (where it over-calls, if anywhere)
@@ -553,7 +573,8 @@ def main(argv=None) -> int:
               + [(r["strokes"], r["iou"]) for r in rows if r["arm"] == arm] for arm in arms}
     summary = {}
     added = (lambda s: None if s is None else s - rows[0]["strokes"])
-    for sug, rnd in (("suggest", "random"), ("suggest-correct", "random-correct"),
+    for sug, rnd in (("suggest", "random"), ("suggest-spread", "random"),
+                     ("suggest-correct", "random-correct"),
                      ("overcall-correct", "random-correct"),
                      ("interior-correct", "random-correct"),
                      ("committee-correct", "random-correct"),

@@ -94,3 +94,11 @@ def test_the_random_arm_adds_its_strokes_on_the_truth(tmp_path):
     assert np.array_equal(new[15, 10:20], scribble[15, 10:20])
     assert (labels[new == L.FOREGROUND] > 0).all() and (labels[new == L.BACKGROUND] == 0).all()
     assert (new != scribble).sum() > 0
+
+
+def test_the_spread_order_takes_every_images_best_region_before_any_second():
+    ranked = [(0.9, "a", 1), (0.8, "a", 2), (0.7, "b", 1), (0.6, "a", 3), (0.5, "c", 1),
+              (0.4, "b", 2)]
+    assert loop.spread(ranked) == [(0.9, "a", 1), (0.7, "b", 1), (0.5, "c", 1),
+                                   (0.8, "a", 2), (0.4, "b", 2), (0.6, "a", 3)]
+    assert loop.ARMS["suggest-spread"].order == "spread"
