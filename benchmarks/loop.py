@@ -18,9 +18,10 @@ strokes, in one of these arms (``--arms``):
 - ``balanced``: the same regions, taken in turn from those the network calls
   cell and those it calls background (each side in score order), so that a
   round's strokes do not all go to one class;
-- ``suggest-spread``: the same regions, every image's best first (images in the
-  order of their best region), then every image's second best, and so on: ranked
-  over all images, a round's 40 strokes went to 4-5 images, random ones to ~20;
+- ``suggest-spread``: the same regions in the order of ``s2l-suggest``'s CSV
+  (:func:`s2l_tools.inference.suggest.draw_order`): every image's best first, then
+  every image's second best, and so on (ranked by score alone, a round's 40 strokes
+  went to a few images, random ones to ~20);
 - ``random``: at random pixels (images drawn by area): a cell pixel gives that
   cell's skeleton (if it has no stroke yet), a background pixel a background
   stroke within 12 px of it;
@@ -57,7 +58,6 @@ strokes are also trained from scratch with the round-0 budget, for the ratio
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import shutil
 import sys
@@ -256,15 +256,13 @@ def committee_regions(results, scr: dict, stems: list[str], n: int, *,
 
 
 def spread(ranked: list[tuple]) -> list[tuple]:
-    """``(score, stem, region)`` best first -> every image's best, then every image's second...
+    """``(score, stem, region)`` best first, in ``s2l-suggest``'s CSV order
+    (:func:`s2l_tools.inference.suggest.draw_order`): every image's best, then every
+    image's second, ..."""
+    from s2l_tools.inference.suggest import draw_order
 
-    Images keep the order of their best region; within a tier, so do the regions.
-    """
-    by_image: dict[str, list] = {}
-    for e in ranked:
-        by_image.setdefault(e[1], []).append(e)
-    return [e for tier in itertools.zip_longest(*by_image.values()) for e in tier
-            if e is not None]
+    rows = draw_order([{"image": e[1], "score": e[0], "entry": e} for e in ranked])
+    return [r["entry"] for r in rows]
 
 
 def add_strokes(arm: str, data: Path, stems: list[str], truth: dict, n: int, *, run: Path,

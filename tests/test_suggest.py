@@ -82,8 +82,11 @@ def test_suggest_writes_rois_csv_and_overviews(runs, tmp_path, capsys):
     assert "suggested region(s) in 4 image(s)" in capsys.readouterr().out
     rows = list(csv.DictReader((out / "suggestions.csv").open()))
     assert rows and [int(r["rank"]) for r in rows] == list(range(1, len(rows) + 1))
-    scores = [float(r["score"]) for r in rows]
-    assert scores == sorted(scores, reverse=True)
+    # the order to draw: every image's best region, then every image's second, ...
+    tier = [int(r["region"].split("_")[1]) for r in rows]
+    assert tier == sorted(tier)
+    firsts = [float(r["score"]) for r in rows if r["region"] == "suggest_01"]
+    assert firsts == sorted(firsts, reverse=True)
     assert {r["source"] for r in rows if r["image"] == "nuclei_003"} <= {"prediction"}
     assert {r["source"] for r in rows if r["image"] != "nuclei_003"} <= {"store"}
     for stem in ("nuclei_000", "nuclei_001", "nuclei_002", "nuclei_003"):
@@ -228,3 +231,18 @@ def test_show_suggestions_roi_manager_under_xvfb(tmp_path):
         stdout, stderr = proc.communicate()
     assert SENTINEL in stdout.splitlines(), stdout + stderr
     assert json.loads(_lines(stdout)["MANAGER"]) == ["bg-keep", "suggest_01", "suggest_02"]
+
+
+def test_draw_order_spreads_the_strokes_over_the_images():
+    from s2l_tools.inference.suggest import draw_order
+
+    rows = [dict(image="a", region="suggest_01", score=9.0),
+            dict(image="a", region="suggest_02", score=8.0),
+            dict(image="b", region="suggest_01", score=7.0),
+            dict(image="a", region="suggest_03", score=6.0),
+            dict(image="c", region="suggest_01", score=5.0),
+            dict(image="b", region="suggest_02", score=4.0)]
+    got = [(r["image"], r["region"][-2:]) for r in draw_order(rows[::-1])]
+    assert got == [("a", "01"), ("b", "01"), ("c", "01"), ("a", "02"), ("b", "02"),
+                   ("a", "03")]
+    assert draw_order([]) == []

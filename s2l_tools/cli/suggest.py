@@ -25,7 +25,8 @@ def get_parser():
         "(images without scribbles). Writes OUT/<image>_suggestions.zip (Fiji ROIs in group\n"
         "3, magenta, named suggest_01...; s2l-scribbles leaves them out; Fiji: Plugins >\n"
         "Scribble2Label > Show Suggestions), OUT/<image>_suggestions.png (an overview) and\n"
-        "OUT/suggestions.csv (every region, best first). Draw strokes there, then\n"
+        "OUT/suggestions.csv (every region, in the order to draw: each image's best\n"
+        "first, then each image's second, ...). Draw strokes there, then\n"
         "s2l-train DATA --out NEW --from RUN.",
         "  s2l-suggest runs/first --out runs/first/suggestions\n"
         "  s2l-suggest runs/first my_data --out suggestions --top-k 3",
