@@ -17,12 +17,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
+import tempfile
 import time
 
 
-def _worker(rank, world, port, sizes, size, out):
+def _worker(rank, world, rendezvous, sizes, size, out):
     import torch
     import torch.distributed as dist
 
@@ -31,9 +31,10 @@ def _worker(rank, world, port, sizes, size, out):
     from s2l_tools.training.ema import EmaStore
     from s2l_tools.training.data import store_owners
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+    # a file rendezvous: no port to find (the file must not exist yet; main() names it)
+    dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank,
+                            world_size=world)
     try:
         ctx = TorchDistContext()
         for n in sizes:
@@ -74,19 +75,19 @@ def main() -> None:
     p.add_argument("--images", default="16,64,256")
     args = p.parse_args()
     sizes = [int(v) for v in args.images.split(",")]
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
-    procs = [ctx.Process(target=_worker, args=(r, args.workers, port, sizes, args.size, q))
-             for r in range(args.workers)]
-    for pr in procs:
-        pr.start()
-    for _ in sizes:
-        print(json.dumps(q.get()), flush=True)
-    for pr in procs:
-        pr.join()
+    with tempfile.TemporaryDirectory() as tmp:
+        rendezvous = os.path.join(tmp, "rendezvous")
+        procs = [ctx.Process(target=_worker,
+                             args=(r, args.workers, rendezvous, sizes, args.size, q))
+                 for r in range(args.workers)]
+        for pr in procs:
+            pr.start()
+        for _ in sizes:
+            print(json.dumps(q.get()), flush=True)
+        for pr in procs:
+            pr.join()
 
 
 if __name__ == "__main__":
