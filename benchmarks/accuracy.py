@@ -297,6 +297,7 @@ def train_and_score(run: Path, data: Path, method: str, val: Path, val_stems: li
         crf_weight=None if method == "full" else args.crf_weight,
         grabcut_agreement=args.grabcut_agreement,
         auto_threshold=bool(args.auto_threshold) and method != "full",
+        diameter=float(getattr(args, "diameter", None) or 0.0),
         **{name: value for name, _, value in s2l_settings(args, method)},
         checkpoint_every=args.epochs, panel_images=0, tile=512,
         holdout_strokes=0.0,  # every stroke, as the paper and the forest baseline
@@ -525,6 +526,9 @@ def get_parser():
     p.add_argument("--auto-threshold", action="store_true",
                    help="s2l-train --auto-threshold for the networks but full (the saved "
                    "threshold from the forest's share); runs are named ..._at")
+    p.add_argument("--diameter", type=float,
+                   help="s2l-train --diameter for the networks (every image resized so its "
+                   "median object is this many px across; runs are named ..._dX)")
     p.add_argument("--encoder-weights",
                    help="s2l-train --encoder-weights for the networks (e.g. self: pretrained on "
                    "the training images, cached; runs are named ..._wself)")
@@ -627,6 +631,8 @@ def main(argv=None) -> int:
                 a_tag = "".join(f"_{tag}{value:g}" for _, tag, value in s2l_settings(args, method))
                 if args.auto_threshold and method not in ("full", "forest", "grabcut"):
                     a_tag += "_at"
+                if getattr(args, "diameter", None) and method != "forest":
+                    a_tag += f"_d{args.diameter:g}"
                 if args.encoder_weights and method != "forest":
                     a_tag += f"_w{Path(args.encoder_weights).stem}"
                     if args.pretrain_steps:

@@ -80,6 +80,23 @@ def model_files(tmp_path_factory) -> tuple[Path, Path]:
 
 
 @pytest.fixture(scope="module")
+def scaled_model_files(model_files, tmp_path_factory) -> tuple[Path, Path]:
+    """The same network with a ``diameter`` in its metadata (``s2l-train --diameter``):
+    both paths resize each image by the scale a first pass finds (the blobs are ~10 px
+    across, so about 2x)."""
+    from dataclasses import replace
+
+    from s2l_tools.training.checkpoint import load_model
+
+    net, meta = load_model(model_files[0])
+    meta = replace(meta, diameter=20.0)
+    folder = tmp_path_factory.mktemp("scaled_model")
+    save_model(folder / "model.pt", net.state_dict(), meta)
+    export_onnx(net, meta, folder / "model.onnx", check=False)
+    return folder / "model.pt", folder / "model.onnx"
+
+
+@pytest.fixture(scope="module")
 def onnx_path(model_files) -> Path:
     return model_files[1]
 
@@ -417,9 +434,11 @@ def test_revision_1_pipelines_load_without_flips(tmp_path):
 
 @pytest.mark.cellprofiler
 @needs_cellprofiler
-def test_headless_cellprofiler_matches_s2l_predict(tmp_path, model_files):
-    """Images -> ... -> RunScribble2Label -> ExportToSpreadsheet in CellProfiler 4.2.8.1."""
-    model_pt, model_onnx = model_files
+@pytest.mark.parametrize("files", ["model_files", "scaled_model_files"])
+def test_headless_cellprofiler_matches_s2l_predict(tmp_path, files, request):
+    """Images -> ... -> RunScribble2Label -> ExportToSpreadsheet in CellProfiler 4.2.8.1
+    (a model of one object size too: the module resizes each image as s2l-predict does)."""
+    model_pt, model_onnx = request.getfixturevalue(files)
     images = _images(tmp_path / "images")
     plugins, out = tmp_path / "plugins", tmp_path / "cp_out"
     out.mkdir()

@@ -273,8 +273,15 @@ def _readme(info: RunInfo, meta: ModelMeta, formats, agreement: dict) -> str:
              f"{meta.threshold:g}, objects of at least {meta.min_size} pixels, holes filled; "
              f"tiles of {meta.tile} pixels overlapping by {meta.overlap}, each predicted "
              "as it is and flipped three ways and the four maps averaged (one pass: "
-             "`s2l-predict --no-flips`)", "",
-             "## Training data", ""]
+             "`s2l-predict --no-flips`)"]
+    if meta.diameter:
+        lines.append(f"- object size: trained with every image resized so its median object "
+                     f"is {meta.diameter:g} pixels across; s2l-predict and the CellProfiler "
+                     "module find each image's size from a first pass and resize it so "
+                     "(`s2l-train --diameter`). A tool that runs this network alone sees "
+                     f"the image at its own size: resize the image so its objects are about "
+                     f"{meta.diameter:g} pixels across first")
+    lines += ["", "## Training data", ""]
     if info.data:
         d = info.data
         lines.append(f"- {d.get('images', '?')} image(s), {d.get('scribbled_images', '?')} "

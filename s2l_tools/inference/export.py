@@ -62,7 +62,7 @@ def _flat_props(meta: ModelMeta, opset: int) -> dict[str, str]:
     d = asdict(meta)
     return {
         FORMAT_KEY: FORMAT,
-        FORMAT_VERSION_KEY: str(FORMAT_VERSION),
+        FORMAT_VERSION_KEY: str(FORMAT_VERSION if meta.diameter else 1),
         META_KEY: json.dumps(d, sort_keys=True),
         "s2l.version": str(meta.s2l_version),
         "s2l.encoder": str(meta.encoder),

@@ -76,7 +76,9 @@ INPUT_NAME, OUTPUT_NAME = "image", "probability"
 #: ``metadata_props`` keys (and values) written by ``s2l-export``: the format
 #: marker, its version, the JSON of the whole ``ModelMeta`` and the tensor names
 FORMAT_KEY, FORMAT = "s2l.format", "s2l-tools-onnx"
-FORMAT_VERSION_KEY, FORMAT_VERSION = "s2l.format_version", 1
+#: version 2: a model with a ``diameter`` (older readers would predict it at the wrong
+#: scale, so they refuse it); a model without one is still written as version 1
+FORMAT_VERSION_KEY, FORMAT_VERSION = "s2l.format_version", 2
 META_KEY = "s2l.meta"
 INPUT_KEY, OUTPUT_KEY = "s2l.input", "s2l.output"
 #: height and width given to the network are multiples of this (five poolings)
@@ -253,7 +255,7 @@ def meta_from_props(props: Mapping[str, str], *, source: str = "model") -> Dict[
     meta : dict
         The :class:`~s2l_tools.training.checkpoint.ModelMeta` fields (``encoder``,
         ``in_channels``, ``classes``, ``normalization``, ``channel``,
-        ``tile``, ``overlap``, ``threshold``, ``min_size``, ``s2l_version``);
+        ``tile``, ``overlap``, ``threshold``, ``min_size``, ``diameter``, ``s2l_version``);
         ``ModelMeta.from_dict(meta)`` rebuilds it.
 
     Raises
@@ -340,6 +342,8 @@ def meta_problem(meta: Mapping[str, Any], *, python: bool = False) -> Optional[s
         return f"overlap {meta['overlap']} is not less than tile {meta['tile']}"
     if "threshold" in meta and (why := threshold_problem(meta["threshold"])):
         return f"threshold is {show(meta['threshold'])}: {why}"
+    if "diameter" in meta and not (_is_number(meta["diameter"]) and meta["diameter"] >= 0):
+        return f"diameter is {show(meta['diameter'])}, not a number >= 0 (pixels; 0: off)"
     if meta.get("channel") is not None and not (_is_int(meta["channel"])
                                                 and meta["channel"] >= 0):
         return f"channel is {show(meta['channel'])}, not a whole number >= 0"
@@ -724,10 +728,18 @@ def segment(
         feed = {input_name: np.ascontiguousarray(batch, dtype=np.float32)}
         return session.run([output_name], feed)[0]
 
-    prob = predict_tiled(fn, x, tile=tile_size, overlap=overlap, batch_size=int(batch_size),
-                         pad_multiple=PAD_MULTIPLE, flips=bool(flips), progress=progress)
-    fg = prob[1] if prob.shape[0] == 2 else prob[1:].sum(0)
-    fg = np.ascontiguousarray(fg, dtype=np.float32)
+    def foreground(im: np.ndarray) -> np.ndarray:
+        prob = predict_tiled(fn, im, tile=tile_size, overlap=overlap,
+                             batch_size=int(batch_size), pad_multiple=PAD_MULTIPLE,
+                             flips=bool(flips), progress=progress)
+        fg = prob[1] if prob.shape[0] == 2 else prob[1:].sum(0)
+        return np.ascontiguousarray(fg, dtype=np.float32)
+
+    diameter = float(meta.get("diameter") or 0.0)
+    if diameter > 0:  # a model trained at one object size: a first pass finds the scale
+        fg = _postprocess().at_diameter(foreground, x, diameter)[0]
+    else:
+        fg = foreground(x)
     labels = _postprocess().instances_from_probability(
         fg, threshold=threshold, min_size=min_size, fill_holes=bool(fill_holes), declump=declump)
     return labels, fg

@@ -2,7 +2,10 @@
 
 threshold -> connected components -> fill holes per object -> (optional)
 distance-transform watershed to split touching cells -> remove small
-objects -> relabel 1..N.
+objects -> relabel 1..N. And the object scale of a model trained with
+``s2l-train --diameter``: the median object diameter estimated from a first
+pass, the image resized so its objects have the model's diameter
+(:func:`at_diameter`).
 
 This module is also loaded by the CellProfiler plugin inside CellProfiler
 4.2.8's own Python 3.9 (numpy 1.23, scipy 1.9, scikit-image 0.18/0.19, no
@@ -31,7 +34,15 @@ from skimage.segmentation import watershed
 
 __all__ = [
     "DEFAULT_DECLUMP",
+    "MIN_SCALE",
+    "MAX_SCALE",
+    "at_diameter",
+    "estimate_diameter",
     "instances_from_probability",
+    "median_diameter",
+    "resize_image",
+    "scale_for",
+    "scaled_shape",
     "fill_holes_per_object",
     "relabel_sequential",
     "remove_small_objects",
@@ -587,3 +598,108 @@ def instances_from_probability(
     for sl, obj, flood in parts:
         out[sl][obj] = new[flood]
     return out
+
+
+# --------------------------------------------------------------------------- object scale
+#: the scale factors a model's ``diameter`` may apply to an image (objects at most this
+#: much smaller or larger than at the image's own scale)
+MIN_SCALE, MAX_SCALE = 0.5, 3.0
+#: objects under this many pixels are left out of a diameter estimate
+ESTIMATE_MIN_SIZE = 16
+
+
+def median_diameter(labels: np.ndarray) -> float:
+    """The median equivalent diameter ``sqrt(4 area / pi)`` of the objects of ``labels``.
+
+    NaN when there is no object.
+
+    Examples
+    --------
+    >>> lab = np.zeros((40, 40), int); lab[:10, :10] = 1; lab[20:, 20:] = 2
+    >>> round(median_diameter(lab), 2)
+    16.93
+    """
+    sizes = np.bincount(np.asarray(labels).ravel())[1:]
+    sizes = sizes[sizes > 0]
+    return float(np.median(np.sqrt(4.0 * sizes / np.pi))) if sizes.size else float("nan")
+
+
+def estimate_diameter(prob: np.ndarray, threshold: float = 0.5) -> float:
+    """The median object diameter (pixels) of a foreground probability map.
+
+    The objects are those of :func:`instances_from_probability` (touching ones split
+    by the watershed), without those under :data:`ESTIMATE_MIN_SIZE` pixels. NaN when
+    there is none.
+    """
+    labels = instances_from_probability(prob, threshold=threshold,
+                                        min_size=ESTIMATE_MIN_SIZE, declump="watershed")
+    return median_diameter(labels)
+
+
+def scale_for(diameter: float, target: float) -> float:
+    """The factor that brings objects of ``diameter`` to ``target`` pixels, clipped to
+    [:data:`MIN_SCALE`, :data:`MAX_SCALE`]; 1 when either is unknown (NaN) or 0.
+
+    Examples
+    --------
+    >>> scale_for(12.0, 24.0), scale_for(100.0, 24.0), scale_for(float("nan"), 24.0)
+    (2.0, 0.5, 1.0)
+    """
+    if not (np.isfinite(diameter) and diameter > 0 and np.isfinite(target) and target > 0):
+        return 1.0
+    return float(np.clip(target / diameter, MIN_SCALE, MAX_SCALE))
+
+
+def scaled_shape(shape, scale: float) -> tuple:
+    """``(H, W)`` times ``scale``, rounded, at least 1 x 1."""
+    return tuple(max(1, int(round(n * scale))) for n in shape[-2:])
+
+
+def resize_image(image: np.ndarray, shape, *, order: int = 1) -> np.ndarray:
+    """A ``(C, H, W)`` or ``(H, W)`` array resized to ``shape`` (bilinear with ``order`` 1,
+    nearest with 0, which keeps label values), its dtype kept."""
+    from skimage.transform import resize
+
+    image = np.asarray(image)
+    shape = tuple(int(n) for n in shape)
+    if image.shape[-2:] == shape:
+        return image
+    full = image.shape[:-2] + shape
+    out = resize(image, full, order=order, mode="edge", preserve_range=True,
+                 anti_aliasing=False)
+    return out.astype(image.dtype, copy=False)
+
+
+def at_diameter(prob_fn, image: np.ndarray, target: float) -> tuple:
+    """The foreground probability of ``image`` with its objects seen at ``target`` pixels.
+
+    A first pass at the image's own scale estimates the median object diameter
+    (:func:`estimate_diameter`); the image is resized by :func:`scale_for` of it, passed
+    again, and the probability resized back (bilinear). A model trained with
+    ``s2l-train --diameter`` saw its images so (docs/benchmarks.md).
+
+    Parameters
+    ----------
+    prob_fn : callable
+        ``prob_fn(image)``: the ``(H, W)`` foreground probability of a ``(C, H, W)`` image.
+    image : (C, H, W) float ndarray
+    target : float
+        The diameter the model saw its objects at (pixels).
+
+    Returns
+    -------
+    prob : (H, W) float32 ndarray
+    scale : float
+        The factor used (1: the first pass is the answer).
+    """
+    from skimage.transform import resize
+
+    first = prob_fn(image)
+    scale = scale_for(estimate_diameter(first), target)
+    if scale == 1.0:
+        return first, scale
+    h, w = image.shape[-2:]
+    prob = prob_fn(resize_image(image, scaled_shape((h, w), scale)))
+    prob = resize(prob, (h, w), order=1, mode="edge", preserve_range=True,
+                  anti_aliasing=scale > 1)
+    return np.clip(prob, 0.0, 1.0).astype(np.float32), scale

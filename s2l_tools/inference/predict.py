@@ -89,7 +89,9 @@ def predict_probability(
         Normalised as ``meta.normalization`` says (:func:`s2l_tools.io.images.normalize`);
         any ``H``, ``W``.
     meta : ModelMeta
-        ``tile`` and ``overlap`` set the tiling; ``in_channels`` is checked.
+        ``tile`` and ``overlap`` set the tiling; ``in_channels`` is checked; a
+        ``diameter`` resizes the image so its objects have that diameter
+        (:func:`s2l_tools.inference.postprocess.at_diameter`: two passes).
     device : str or torch.device, optional
         For a model: where to run (None: where it is). Unused for a function.
     amp : optional
@@ -127,15 +129,23 @@ def predict_probability(
     else:
         was_training = model_or_fn.training  # a model in training goes back to training
         fn = torch_prob_fn(model_or_fn, device=device, amp=amp)
-    try:
-        prob = predict_tiled(fn, image.astype(np.float32, copy=False), tile=int(meta.tile),
+
+    def foreground(im: np.ndarray) -> np.ndarray:
+        prob = predict_tiled(fn, im.astype(np.float32, copy=False), tile=int(meta.tile),
                              overlap=int(meta.overlap), batch_size=batch_size,
                              pad_multiple=PAD_MULTIPLE, flips=flips, progress=progress)
+        fg = prob[1] if prob.shape[0] == 2 else prob[1:].sum(0)
+        return np.ascontiguousarray(fg, dtype=np.float32)
+
+    try:
+        if float(meta.diameter or 0) > 0:  # a first pass finds the scale, a second predicts
+            from s2l_tools.inference.postprocess import at_diameter
+
+            return at_diameter(foreground, image, float(meta.diameter))[0]
+        return foreground(image)
     finally:
         if was_training:
             model_or_fn.train()
-    fg = prob[1] if prob.shape[0] == 2 else prob[1:].sum(0)
-    return np.ascontiguousarray(fg, dtype=np.float32)
 
 
 def _is_module(obj) -> bool:

@@ -223,6 +223,7 @@ def suggest(run, data=None, *, top_k: int = 5, min_area: int = 16, edge_band: in
     """
     from s2l_tools.data.dataset import open_dataset
     from s2l_tools.device import select_device
+    from s2l_tools.inference.postprocess import resize_image
     from s2l_tools.inference.predict import predict_probability
     from s2l_tools.io.images import read_image, read_labels
     from s2l_tools.training import rundir
@@ -263,9 +264,11 @@ def suggest(run, data=None, *, top_k: int = 5, min_area: int = 16, edge_band: in
         prob = predict_probability(model, image, meta, device=dev, batch_size=1)
         ema = None
         hit = known.get(s.stem)
-        if (hit is not None and list(image.shape[1:]) == list(hit[1]["shape"])
+        if (hit is not None
+                and list(image.shape[1:]) == list(hit[1].get("source_shape", hit[1]["shape"]))
                 and hit[1]["image"] == array_digest(image) and store.initialized(hit[0])):
-            ema = store.get(hit[0])
+            # a run with --diameter kept the map at the size it trained the image at
+            ema = resize_image(store.get(hit[0]), image.shape[1:], order=1)
         score = score_map(prob, ema, scribble, threshold=tau, edge_band=edge_band)
         results.append(ImageSuggestions(s.stem, image, prob, "store" if ema is not None
                                         else "prediction",

@@ -29,7 +29,9 @@ from s2l_tools.inference.onnx import meta_problem
 
 CHECKPOINT_FORMAT = "s2l-tools-checkpoint"
 MODEL_FORMAT = "s2l-tools-model"
-FORMAT_VERSION = 1
+#: 2: a model with a ``diameter`` (ModelMeta; older versions would predict it at the wrong
+#: scale, so they refuse it); checkpoints and models without one are written as 1
+FORMAT_VERSION = 2
 #: the smallest object kept by default (pixels). DSB2018's nuclei annotations have 10-13 %
 #: of their nuclei under 64 px (the default until 2026-12-03, which deleted them) and 2-3 %
 #: under 32: on the val splits 32 gains on fluo and H&E (docs/benchmarks.md, "The smallest
@@ -51,6 +53,10 @@ class ModelMeta:
     overlap: int = 128
     threshold: float = 0.5
     min_size: int = DEFAULT_MIN_SIZE
+    #: the median object diameter (pixels) the model was trained at (s2l-train --diameter):
+    #: prediction resizes each image so (s2l_tools.inference.postprocess.at_diameter);
+    #: 0: images at their own scale
+    diameter: float = 0.0
     s2l_version: str = __version__
 
     @classmethod
@@ -104,7 +110,8 @@ def _load(path: str | os.PathLike, expected: str, what: str) -> dict:
 
 def save_checkpoint(path: str | os.PathLike, state: dict) -> None:
     """Atomically save a training checkpoint (see module docstring)."""
-    _save({"format": CHECKPOINT_FORMAT, "format_version": FORMAT_VERSION, **state}, path)
+    version = FORMAT_VERSION if (state.get("meta") or {}).get("diameter") else 1
+    _save({"format": CHECKPOINT_FORMAT, "format_version": version, **state}, path)
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict:
@@ -114,7 +121,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
 
 def save_model(path: str | os.PathLike, state_dict: dict, meta: ModelMeta) -> None:
     """Atomically save a model bundle: weights + :class:`ModelMeta`."""
-    _save({"format": MODEL_FORMAT, "format_version": FORMAT_VERSION,
+    _save({"format": MODEL_FORMAT, "format_version": FORMAT_VERSION if meta.diameter else 1,
            "state_dict": state_dict, "meta": asdict(meta)}, path)
 
 

@@ -52,7 +52,7 @@ PRESETS: dict[str, dict] = {
                    auto_threshold=True),
     "paper": dict(encoder="resnet34", crop=256, batch_size=30, samples_per_epoch=None,
                   epochs=200, warmup_epochs=100, ensemble_every=5, lr=3e-4, restart_epochs=50,
-                  fast_start="none", crf_weight=None, pseudo_margin=0),
+                  fast_start="none", crf_weight=None, pseudo_margin=0, diameter=0.0),
 }
 
 
@@ -96,6 +96,9 @@ class TrainConfig:
     threshold: float = 0.8
     pseudo_weight: float = 0.5
     pseudo_margin: int = 0
+    #: every image resized so its median object is this many pixels across, in training
+    #: and prediction (s2l_tools.training.scale; 0: images at their own size)
+    diameter: float = 0.0
     crf_weight: float | None = None
     lr: float = 3e-4
     weight_decay: float = 5e-5
@@ -179,6 +182,9 @@ class TrainConfig:
             bad("pseudo_weight", "must be 0 or more")
         if self.pseudo_margin < 0:
             bad("pseudo_margin", "must be 0 or more (pixels)")
+        if not (math.isfinite(self.diameter) and self.diameter >= 0):
+            bad("diameter", "must be 0 (images at their own size) or a median object "
+                "diameter in pixels, e.g. 24")
         if self.crf_weight is not None and not self.crf_weight >= 0:
             bad("crf_weight", "must be 0 or more")
         if self.crf_weight and self.method == "full":

@@ -45,6 +45,11 @@ class TrainingData:
     heldout: list[np.ndarray | None] = field(default_factory=list)
     #: mask code -> (strokes held out, strokes in all) over the user's scribbles; empty: off
     stroke_counts: dict[int, tuple[int, int]] = field(default_factory=dict)
+    #: per image: the factor it was resized by (``--diameter``, s2l_tools.training.scale);
+    #: empty: every image at its own size
+    scales: list[float] = field(default_factory=list)
+    #: per image with ``scales``: its (H, W) as read
+    source_shapes: list[tuple[int, int]] = field(default_factory=list)
 
     @property
     def in_channels(self) -> int:
@@ -153,11 +158,15 @@ def inputs_record(data: TrainingData) -> dict:
     record : dict
         ``{"version": 1, "images": [{"stem", "shape": [H, W], "image", "scribbles"}]}``
         in training order; ``image`` and ``scribbles``: the :func:`array_digest` of
-        the normalised image and of the scribble mask.
+        the normalised image and of the scribble mask as read; ``shape`` the size
+        trained at. With ``--diameter`` also ``scale`` and ``source_shape`` (the size
+        as read: ``shape`` is it times ``scale``).
     """
-    return {"version": 1, "images": [
-        {"stem": stem, "shape": [int(v) for v in shape], **digest}
-        for stem, shape, digest in zip(data.stems, data.shapes, data.digests)]}
+    images = [{"stem": stem, "shape": [int(v) for v in shape], **digest}
+              for stem, shape, digest in zip(data.stems, data.shapes, data.digests)]
+    for e, scale, source in zip(images, data.scales, data.source_shapes):
+        e.update(scale=scale, source_shape=[int(v) for v in source])
+    return {"version": 1, "images": images}
 
 
 def compare_inputs(record: dict, data: TrainingData) -> dict[str, list[str]]:
@@ -210,14 +219,16 @@ def load_validation(root, *, channel) -> tuple[list[str], list[np.ndarray], list
 
 def epoch_plan(cfg: TrainConfig, data: TrainingData, epoch: int,
                owners: list[int] | None = None, world_size: int = 1) -> np.ndarray:
-    """Image index of every crop of ``epoch`` (with replacement, by area).
+    """Image index of every crop of ``epoch`` (with replacement, by area as read).
 
     Rank ``r`` of ``world_size`` trains on crops ``r, r + W, ...``. With
     ``owners`` (a sharded EMA store: rank ``owners[i]`` holds image ``i``),
     those crops are drawn from rank ``r``'s images only, and the plan has
     ``ceil(samples / W) * W`` crops.
     """
-    areas = np.array([max(h * w, cfg.crop * cfg.crop) for h, w in data.shapes], float)
+    # by each image's own area: one resized by --diameter keeps its share
+    sizes = data.source_shapes or data.shapes
+    areas = np.array([max(h * w, cfg.crop * cfg.crop) for h, w in sizes], float)
     n = samples_per_epoch(cfg, data)
     if owners is None:
         rng = np.random.default_rng([cfg.seed, epoch])

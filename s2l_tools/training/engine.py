@@ -159,7 +159,8 @@ def model_meta(cfg: TrainConfig, in_channels: int) -> ModelMeta:
     """What ``model.pt`` tells prediction: the tiling and post-processing training used."""
     return ModelMeta(encoder=cfg.encoder, in_channels=in_channels, classes=2,
                      channel=cfg.channel, tile=cfg.tile, overlap=cfg.tile // 8,
-                     threshold=cfg.mask_threshold, min_size=cfg.min_size)
+                     threshold=cfg.mask_threshold, min_size=cfg.min_size,
+                     diameter=float(cfg.diameter))
 
 
 def _tiling(in_channels: int, tile: int) -> ModelMeta:
@@ -412,19 +413,24 @@ def start_from(state: TrainState, run, cfg: TrainConfig, data: TrainingData, ctx
 
 
 # ----------------------------------------------------------------------- validation
-def validate(model, val, *, device, amp_dtype, tile, min_size, threshold) -> dict:
+def validate(model, val, *, device, amp_dtype, tile, min_size, threshold,
+             diameter: float = 0.0) -> dict:
     """Mean IoU, mDice, F1@0.5 of the model on validation images.
 
     Each image is segmented by :func:`s2l_tools.inference.predict.predict_image`
     (foreground where the probability is above ``threshold``, holes filled, objects
-    below ``min_size`` removed), as ``s2l-predict`` segments it with the saved model.
+    below ``min_size`` removed; with ``diameter``, at the scale a first pass finds), as
+    ``s2l-predict`` segments it with the saved model.
     """
+    from dataclasses import replace
+
     from s2l_tools.evaluation.metrics import score_pair
     from s2l_tools.inference.predict import predict_image
 
     scores = []
     for image, truth in zip(val[1], val[2]):
-        pred, _ = predict_image(model, image, _tiling(image.shape[0], tile), device=device,
+        meta = replace(_tiling(image.shape[0], tile), diameter=float(diameter))
+        pred, _ = predict_image(model, image, meta, device=device,
                                 amp=amp_dtype, threshold=threshold, min_size=min_size,
                                 batch_size=1)
         scores.append(score_pair(pred, truth))
@@ -650,6 +656,30 @@ def _auto_threshold(model, state: TrainState, data: TrainingData, ctx: Context,
     return replace(model_meta(cfg, data.in_channels), threshold=cut), record
 
 
+def _one_object_size(cfg: TrainConfig, data: TrainingData, *, resume: bool,
+                     console) -> TrainingData:
+    """``--diameter``: ``data`` resized so each image's median object has that diameter
+    (:mod:`s2l_tools.training.scale`); the scales an earlier run recorded for the same
+    images (``--resume``, ``--from``) are kept. Says what it did."""
+    from s2l_tools.training import scale
+
+    t = time.perf_counter()
+    source = cfg.from_run or (cfg.out if resume else None)
+    record = rundir.read_inputs(source) if source else None
+    scales, found = scale.training_scales(data, cfg.diameter, record=record, seed=cfg.seed,
+                                          threads=max(1, torch.get_num_threads()))
+    data = scale.rescale(data, scales)
+    how = ("measured on the masks" if cfg.method == "full" else
+           "estimated from a random forest on the scribbles")
+    kept = len(scales) - len(found)
+    console.print(f"one object size: {len(scales)} image(s) resized so their median object is "
+                  f"{cfg.diameter:g} px across (x{min(scales):.2f} to x{max(scales):.2f}, "
+                  f"median x{float(np.median(scales)):.2f}; diameters {how}"
+                  + (f", {kept} scale(s) kept from {source}" if kept else "")
+                  + f"; {time.perf_counter() - t:.1f} s)", highlight=False, soft_wrap=True)
+    return data
+
+
 # ------------------------------------------------------------------------------ fit
 def fit(cfg: TrainConfig, *, resume: bool = False, ctx: Context | None = None,
         console=None) -> dict:
@@ -695,6 +725,8 @@ def fit(cfg: TrainConfig, *, resume: bool = False, ctx: Context | None = None,
     if data.stroke_counts:
         console.print(reports.holdout_split(data.stroke_counts), highlight=False,
                       soft_wrap=True)
+    if cfg.diameter:
+        data = _one_object_size(cfg, data, resume=resume, console=console)
     # what the run's last report (and fit's result) says of the held-out strokes
     split_info = ({"holdout_strokes_out": sum(h for h, _ in data.stroke_counts.values()),
                    "holdout_strokes_all": sum(n for _, n in data.stroke_counts.values())}
@@ -829,7 +861,8 @@ def fit(cfg: TrainConfig, *, resume: bool = False, ctx: Context | None = None,
             if val is not None and ctx.is_main and ((epoch + 1) % val_every == 0
                                                     or epoch + 1 == cfg.epochs):
                 row.update(validate(model, val, min_size=cfg.min_size,
-                                    threshold=meta.threshold, **predict))
+                                    threshold=meta.threshold, diameter=cfg.diameter,
+                                    **predict))
 
             # record, checkpoint, report
             row["epoch_s"] = time.perf_counter() - te

@@ -1,0 +1,207 @@
+"""One object size (``s2l-train --diameter``): estimate, resize, train, predict at the
+scale a first pass finds, in s2l-predict and the ONNX reader alike."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from s2l_tools.cli import train
+from s2l_tools.errors import S2LError
+from s2l_tools.inference import postprocess as pp
+from s2l_tools.training.checkpoint import ModelMeta, load_model
+from s2l_tools.training.config import PRESETS, TrainConfig
+from s2l_tools.training.data import TrainingData, epoch_plan, inputs_record
+from s2l_tools.training import scale
+
+
+def discs(radius, shape=(96, 96), n=6, seed=0):
+    """A (1, H, W) image of bright discs on noise, and their labels."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    labels = np.zeros(shape, np.int32)
+    k = 0
+    for _ in range(200):
+        cy, cx = rng.integers(radius + 1, np.array(shape) - radius - 1)
+        disc = (yy - cy) ** 2 + (xx - cx) ** 2 <= radius ** 2
+        grown = (yy - cy) ** 2 + (xx - cx) ** 2 <= (radius + 2) ** 2
+        if not (labels[grown] > 0).any():
+            k += 1
+            labels[disc] = k
+        if k == n:
+            break
+    image = (labels > 0) * 0.8 + rng.normal(0, 0.05, shape)
+    return image[None].astype(np.float32), labels
+
+
+@pytest.mark.parametrize("radius", [5, 10])
+def test_estimate_diameter_of_discs(radius):
+    _, labels = discs(radius)
+    prob = (labels > 0).astype(np.float32)
+    assert pp.estimate_diameter(prob) == pytest.approx(2 * radius, rel=0.1)
+    assert pp.median_diameter(labels) == pytest.approx(2 * radius, rel=0.1)
+    assert np.isnan(pp.estimate_diameter(np.zeros((20, 20), np.float32)))
+
+
+def test_scale_for_is_clipped():
+    assert pp.scale_for(12, 24) == 2.0
+    assert pp.scale_for(2, 24) == pp.MAX_SCALE and pp.scale_for(500, 24) == pp.MIN_SCALE
+    assert pp.scale_for(float("nan"), 24) == 1.0 and pp.scale_for(12, 0) == 1.0
+
+
+def test_at_diameter_passes_twice_at_the_found_scale():
+    image, labels = discs(5)  # diameter ~10: seen at 20 px means twice the size
+    seen = []
+
+    def prob_fn(im):
+        seen.append(im.shape)
+        # a "network" that finds the discs wherever they are: the image's own intensity
+        return np.clip(im[0], 0, 1).astype(np.float32)
+
+    prob, factor = pp.at_diameter(prob_fn, image, 20.0)
+    assert factor == pytest.approx(2.0, rel=0.1)
+    assert seen[0] == image.shape and seen[1] == (1,) + pp.scaled_shape(image.shape, factor)
+    assert prob.shape == image.shape[1:] and prob.dtype == np.float32
+    # resized there and back, the discs are where they were
+    assert np.mean((prob > 0.5) == (labels > 0)) > 0.98
+    # objects already at the target size: one pass
+    seen.clear()
+    _, factor = pp.at_diameter(prob_fn, image, 10.0)
+    assert factor == pytest.approx(1.0, abs=0.15) and len(seen) in (1, 2)
+
+
+def _data(radii=(5, 10), with_masks=False):
+    images, scribbles, masks = [], [], []
+    for i, r in enumerate(radii):
+        image, labels = discs(r, seed=i)
+        scr = np.where(labels > 0, 2, 0).astype(np.uint8)
+        scr[::7, ::7] = np.where(labels[::7, ::7] > 0, 2, 1)
+        images.append(image)
+        scribbles.append(scr)
+        masks.append(labels if with_masks else None)
+    return TrainingData(stems=[f"im{i}" for i in range(len(radii))], images=images,
+                        scribbles=scribbles, masks=masks,
+                        digests=[{"image": f"d{i}", "scribbles": f"s{i}"}
+                                 for i in range(len(radii))],
+                        heldout=[None, scribbles[1] == 1])
+
+
+def test_training_scales_and_rescale():
+    data = _data(with_masks=True)
+    scales, found = scale.training_scales(data, 20.0)
+    assert scales == pytest.approx([2.0, 1.0], rel=0.1) and set(found) == {0, 1}
+    small = scale.rescale(data, scales)
+    assert small.source_shapes == [(96, 96), (96, 96)]
+    assert small.shapes[0] == pp.scaled_shape((96, 96), scales[0])
+    # labels stay labels (nearest): the codes and the objects' count are kept
+    assert set(np.unique(small.scribbles[0])) == set(np.unique(data.scribbles[0]))
+    assert len(np.unique(small.masks[0])) == len(np.unique(data.masks[0]))
+    assert small.heldout[0] is None and small.heldout[1].shape == small.shapes[1]
+    # the record keeps each image's scale, and a later run takes it back
+    record = inputs_record(small)
+    assert [e["scale"] for e in record["images"]] == scales
+    assert record["images"][0]["source_shape"] == [96, 96]
+    assert scale.recorded_scales(record, data) == dict(enumerate(scales))
+    again, found = scale.training_scales(data, 40.0, record=record)
+    assert again == scales and found == {}
+    # another image content under the same name: estimated again
+    changed = _data(with_masks=True)
+    changed.digests[0] = {"image": "other", "scribbles": "s0"}
+    assert scale.recorded_scales(record, changed) == {1: scales[1]}
+
+
+def test_diameters_from_the_forest_without_masks():
+    data = _data()
+    found = scale.estimate_diameters(data, [0, 1], seed=0)
+    assert found[0] == pytest.approx(10, rel=0.25) and found[1] == pytest.approx(20, rel=0.25)
+
+
+def test_crops_are_drawn_by_the_area_as_read():
+    data = _data(with_masks=True)
+    cfg = TrainConfig(crop=32, samples_per_epoch=4000, seed=0)
+    big = scale.rescale(data, [3.0, 1.0])  # image 0 nine times the pixels
+    counts = np.bincount(epoch_plan(cfg, big, 0), minlength=2)
+    assert abs(counts[0] / counts.sum() - 0.5) < 0.05
+
+
+def test_config_and_meta_check_the_diameter():
+    with pytest.raises(S2LError, match="--diameter -1"):
+        TrainConfig(diameter=-1).validate()
+    assert TrainConfig().diameter == 0
+    assert "diameter" in ModelMeta(diameter=-2.0).problem()
+    assert ModelMeta(diameter=24.0).problem() is None
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """A tiny run on discs of diameter ~10 trained at 20 px."""
+    import tifffile
+
+    root = tmp_path_factory.mktemp("scale")
+    data = root / "data"
+    for sub in ("images", "scribbles"):
+        (data / sub).mkdir(parents=True)
+    for i in range(2):
+        image, labels = discs(5, seed=i)
+        tifffile.imwrite(data / "images" / f"im{i}.tif", (image[0] * 200 + 20).clip(0, 255)
+                         .astype(np.uint8))
+        scr = np.zeros(labels.shape, np.uint8)
+        scr[labels > 0] = 2
+        scr[::5, ::5][labels[::5, ::5] == 0] = 1
+        tifffile.imwrite(data / "scribbles" / f"im{i}.tif", scr)
+    out = root / "run"
+    code = train.main([str(data), "--out", str(out), "--diameter", "20", "--epochs", "1",
+                       "--fast-start", "forest", "--encoder", "resnet18", "--crop", "32",
+                       "--batch-size", "2", "--samples-per-epoch", "2", "--tile", "64",
+                       "--panel-images", "0", "--holdout-strokes", "0", "--lr", "1e-4",
+                       "--device", "cpu"])
+    assert code == 0
+    return data, out
+
+
+def test_a_run_trains_at_one_size_and_records_it(run, capsys):
+    data, out = run
+    record = json.loads((out / "inputs.json").read_text())
+    for e in record["images"]:
+        assert e["source_shape"] == [96, 96]
+        assert 1.5 < e["scale"] <= 2.5 and e["shape"] == list(pp.scaled_shape((96, 96),
+                                                                               e["scale"]))
+    model, meta = load_model(out)
+    assert meta.diameter == 20.0
+
+
+def test_predict_and_onnx_apply_the_scale_alike(run, tmp_path):
+    from s2l_tools.inference import onnx as oi
+    from s2l_tools.inference.export import export_onnx
+    from s2l_tools.inference.predict import predict_image
+    from s2l_tools.io.images import read_image
+
+    data, out = run
+    model, meta = load_model(out)
+    image = read_image(data / "images" / "im0.tif")
+    labels, prob = predict_image(model, image, meta, device="cpu")
+    assert prob.shape == image.shape[1:]
+    # without the metadata's diameter the network sees another image: the maps differ
+    from dataclasses import replace
+
+    _, native = predict_image(model, image, replace(meta, diameter=0.0), device="cpu")
+    assert not np.allclose(prob, native, atol=1e-3)
+    path = export_onnx(model, meta, tmp_path / "m.onnx")
+    assert oi.read_props(path)[oi.FORMAT_VERSION_KEY] == "2"  # older readers refuse it
+    assert oi.read_meta(path)["diameter"] == 20.0
+    onnx_labels, onnx_prob = oi.segment(oi.load_session(path), np.asarray(
+        __import__("tifffile").imread(data / "images" / "im0.tif"), np.float32))
+    np.testing.assert_allclose(onnx_prob, prob, atol=2e-3)
+
+
+def test_from_keeps_the_scales(run, tmp_path, capsys):
+    data, out = run
+    capsys.readouterr()
+    again = tmp_path / "again"
+    assert train.main([str(data), "--out", str(again), "--from", str(out), "--epochs", "1",
+                       "--device", "cpu"]) == 0
+    err = capsys.readouterr().err
+    assert "2 scale(s) kept from" in err and "EMA maps of 2 image(s) kept" in err
+    assert (json.loads((again / "inputs.json").read_text())["images"]
+            == json.loads((out / "inputs.json").read_text())["images"])
