@@ -89,7 +89,7 @@ def _data(radii=(5, 10), with_masks=False):
 
 def test_training_scales_and_rescale():
     data = _data(with_masks=True)
-    scales, found = scale.training_scales(data, 20.0)
+    scales, found = scale.training_scales(data, 20.0, from_masks=True)
     assert scales == pytest.approx([2.0, 1.0], rel=0.1) and set(found) == {0, 1}
     small = scale.rescale(data, scales)
     assert small.source_shapes == [(96, 96), (96, 96)]
@@ -111,10 +111,14 @@ def test_training_scales_and_rescale():
     assert scale.recorded_scales(record, changed) == {1: scales[1]}
 
 
-def test_diameters_from_the_forest_without_masks():
-    data = _data()
-    found = scale.estimate_diameters(data, [0, 1], seed=0)
+def test_diameters_from_the_forest_never_from_masks():
+    found = scale.estimate_diameters(_data(), [0, 1], seed=0)
     assert found[0] == pytest.approx(10, rel=0.25) and found[1] == pytest.approx(20, rel=0.25)
+    # a dataset's masks (kept for scoring) do not leak into a run on scribbles
+    with_masks = _data(with_masks=True)
+    with_masks.masks[0] = np.zeros_like(with_masks.masks[0])
+    assert scale.estimate_diameters(with_masks, [0, 1], seed=0) == found
+    assert np.isnan(scale.estimate_diameters(with_masks, [0], from_masks=True)[0])
 
 
 def test_crops_are_drawn_by_the_area_as_read():

@@ -666,7 +666,8 @@ def _one_object_size(cfg: TrainConfig, data: TrainingData, *, resume: bool,
     t = time.perf_counter()
     source = cfg.from_run or (cfg.out if resume else None)
     record = rundir.read_inputs(source) if source else None
-    scales, found = scale.training_scales(data, cfg.diameter, record=record, seed=cfg.seed,
+    scales, found = scale.training_scales(data, cfg.diameter, record=record,
+                                          from_masks=cfg.method == "full", seed=cfg.seed,
                                           threads=max(1, torch.get_num_threads()))
     data = scale.rescale(data, scales)
     how = ("measured on the masks" if cfg.method == "full" else

@@ -49,17 +49,18 @@ def recorded_scales(record: dict | None, data: TrainingData) -> dict[int, float]
     return known
 
 
-def estimate_diameters(data: TrainingData, todo, *, seed: int = 0,
+def estimate_diameters(data: TrainingData, todo, *, from_masks: bool = False, seed: int = 0,
                        threads: int = 1) -> dict[int, float]:
     """The median object diameter of images ``todo`` of ``data`` (pixels; NaN: none found).
 
-    From the full masks where ``data`` has them, else from a random forest trained on the
-    scribbles of every image (seeded: the same on every Ray worker).
+    With ``from_masks`` (``--method full``) measured on the full masks, else from a random
+    forest trained on the scribbles of every image (seeded: the same on every Ray worker).
+    A run on scribbles never looks at masks a dataset may also hold (for scoring).
     """
     todo = list(todo)
     if not todo:
         return {}
-    if data.masks and all(data.masks[i] is not None for i in todo):
+    if from_masks:
         return {i: median_diameter(data.masks[i]) for i in todo}
     from s2l_tools.classic.forest import ForestSettings, fit_forest, forest_probability
 
@@ -73,14 +74,16 @@ def estimate_diameters(data: TrainingData, todo, *, seed: int = 0,
 
 
 def training_scales(data: TrainingData, target: float, *, record: dict | None = None,
-                    seed: int = 0, threads: int = 1) -> tuple[list[float], dict[int, float]]:
-    """Each image's scale for ``--diameter target``: recorded ones kept, the others estimated.
+                    from_masks: bool = False, seed: int = 0,
+                    threads: int = 1) -> tuple[list[float], dict[int, float]]:
+    """Each image's scale for ``--diameter target``: recorded ones kept, the others estimated
+    (:func:`estimate_diameters`).
 
     Returns the scales and the diameters estimated now (by index).
     """
     known = recorded_scales(record, data)
     found = estimate_diameters(data, [i for i in range(len(data.images)) if i not in known],
-                               seed=seed, threads=threads)
+                               from_masks=from_masks, seed=seed, threads=threads)
     scales = [known[i] if i in known else scale_for(found[i], target)
               for i in range(len(data.images))]
     return scales, found
