@@ -139,7 +139,7 @@ def get_parser():
                         help="a budget chosen as a whole; flags given on the command line win. "
                         "laptop: resnet18, crop 128, batch 8, 128 crops x 12 epochs (warm-up "
                         "6), ensemble every 2, lr 1e-3, --fast-start forest+grabcut, "
-                        "--crf-weight 5, --pseudo-margin 1, --auto-threshold, --diameter 24: 5 min on 2 idle "
+                        "--crf-weight 5, --pseudo-margin 1, --auto-threshold: 5 min on 2 idle "
                         "CPU cores (no "
                         "AVX-512) for 40 small images (docs/benchmarks.md). paper: the "
                         "paper's settings (the defaults; resnet34, crop 256, batch 30, 200 "

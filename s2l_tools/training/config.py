@@ -43,14 +43,15 @@ SELF_SUPERVISED = "self"
 #: start, the CRF loss and the pseudo-label margin that won there (S2L-only extras: another
 #: --method keeps the budget alone) and the threshold from the forest's share (any method
 #: trained on strokes; over five seeds unchanged on fluorescent nuclei, +0.003 IoU on H&E,
-#: +0.053 on brightfield) and one object size (--diameter 24: +0.03 IoU on fluorescent
-#: nuclei, docs/benchmarks.md "One object size");
+#: +0.053 on brightfield) (--diameter, one object size, is
+#: not in it: +0.0095 IoU on fluorescent nuclei, not significant, -0.015 on brightfield at one
+#: seed, and prediction 2.5x slower; docs/benchmarks.md "One object size");
 #: ``paper``: the paper's settings (the defaults), for a GPU.
 PRESETS: dict[str, dict] = {
     "laptop": dict(encoder="resnet18", crop=128, batch_size=8, samples_per_epoch=128,
                    epochs=12, warmup_epochs=6, ensemble_every=2, lr=1e-3, restart_epochs=12,
                    fast_start="forest+grabcut", crf_weight=5.0, pseudo_margin=1,
-                   auto_threshold=True, diameter=24.0),
+                   auto_threshold=True),
     "paper": dict(encoder="resnet34", crop=256, batch_size=30, samples_per_epoch=None,
                   epochs=200, warmup_epochs=100, ensemble_every=5, lr=3e-4, restart_epochs=50,
                   fast_start="none", crf_weight=None, pseudo_margin=0, diameter=0.0),
