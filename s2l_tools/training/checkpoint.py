@@ -108,10 +108,16 @@ def _load(path: str | os.PathLike, expected: str, what: str) -> dict:
     return obj
 
 
+def _format_version(meta: dict) -> int:
+    """The version a file with this metadata is written as: the newest only where it
+    needs it (a ``diameter``), so that older s2l-tools still read the others."""
+    return FORMAT_VERSION if meta.get("diameter") else 1
+
+
 def save_checkpoint(path: str | os.PathLike, state: dict) -> None:
     """Atomically save a training checkpoint (see module docstring)."""
-    version = FORMAT_VERSION if (state.get("meta") or {}).get("diameter") else 1
-    _save({"format": CHECKPOINT_FORMAT, "format_version": version, **state}, path)
+    _save({"format": CHECKPOINT_FORMAT,
+           "format_version": _format_version(state.get("meta") or {}), **state}, path)
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict:
@@ -121,7 +127,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
 
 def save_model(path: str | os.PathLike, state_dict: dict, meta: ModelMeta) -> None:
     """Atomically save a model bundle: weights + :class:`ModelMeta`."""
-    _save({"format": MODEL_FORMAT, "format_version": FORMAT_VERSION if meta.diameter else 1,
+    _save({"format": MODEL_FORMAT, "format_version": _format_version(asdict(meta)),
            "state_dict": state_dict, "meta": asdict(meta)}, path)
 
 
