@@ -209,3 +209,24 @@ def test_from_keeps_the_scales(run, tmp_path, capsys):
     assert "2 scale(s) kept from" in err and "EMA maps of 2 image(s) kept" in err
     assert (json.loads((again / "inputs.json").read_text())["images"]
             == json.loads((out / "inputs.json").read_text())["images"])
+
+
+@pytest.mark.ray
+def test_ray_workers_train_at_the_run_s_scales(run, tmp_path, monkeypatch):
+    """Every worker estimates the factors itself (the same seeded forest): a 2-worker run on
+    a private local Ray records those of a one-process run, and the store's digest (checked
+    on every rank after every epoch) shows the ranks' maps, and so their sizes, agree."""
+    pytest.importorskip("ray")
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")  # no ~/.ray/auth_token from tests
+    monkeypatch.setenv("S2L_CHECK_STORE", "1")
+    data, out = run
+    ray_run = tmp_path / "ray"
+    assert train.main([str(data), "--out", str(ray_run), "--diameter", "20", "--epochs", "2",
+                       "--num-workers", "2", "--fast-start", "forest", "--encoder", "resnet18",
+                       "--crop", "32", "--batch-size", "4", "--samples-per-epoch", "4",
+                       "--ensemble-every", "1", "--warmup-epochs", "1", "--tile", "64",
+                       "--panel-images", "0", "--holdout-strokes", "0",
+                       "--device", "cpu"]) == 0
+    images = json.loads((ray_run / "inputs.json").read_text())["images"]
+    assert images == json.loads((out / "inputs.json").read_text())["images"]
+    assert load_model(ray_run)[1].diameter == 20.0

@@ -109,7 +109,7 @@ def test_methods_and_full_needs_masks(data, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("case", ["channels", "no_fg", "no_scribbles", "size", "resume_nothing",
-                                  "bad_crop"])
+                                  "bad_crop", "one_crop_step"])
 def test_bad_inputs(case, tmp_path, capsys):
     root = tmp_path / "d"
     (root / "images").mkdir(parents=True)
@@ -121,7 +121,8 @@ def test_bad_inputs(case, tmp_path, capsys):
     argv = [str(root), "--out", str(tmp_path / "run"), *TINY]
     expect = {"channels": "channel(s) but 'a' has 1", "no_fg": "no foreground scribble",
               "no_scribbles": "no scribble masks", "size": "differs from its image",
-              "resume_nothing": "nothing to resume", "bad_crop": "--crop 50"}[case]
+              "resume_nothing": "nothing to resume", "bad_crop": "--crop 50",
+              "one_crop_step": "--crop 32 with a step of 1 crop"}[case]
     if case == "channels":
         rgb = np.random.default_rng(1).integers(0, 255, (64, 64, 3), dtype=np.uint8)
         tifffile.imwrite(root / "images" / "b.tif", rgb, photometric="rgb")
@@ -136,9 +137,14 @@ def test_bad_inputs(case, tmp_path, capsys):
         argv = ["--out", str(tmp_path / "run"), "--resume"]
     elif case == "bad_crop":
         argv += ["--crop", "50"]
+    elif case == "one_crop_step":  # batches of 2, 2 and then 1: batch norm cannot train
+        argv += ["--samples-per-epoch", "5"]
     assert train.main(argv) == 1
     err = capsys.readouterr().err
+    if case == "one_crop_step":  # found once the data is loaded: its progress lines come first
+        err = err.splitlines()[-1] + "\n"
     assert expect in err and err.count("\n") == 1 and "Traceback" not in err
+    assert not (tmp_path / "run").exists()
 
 
 def test_ctrl_c_writes_checkpoint(data, tmp_path):

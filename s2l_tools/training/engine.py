@@ -681,6 +681,17 @@ def _one_object_size(cfg: TrainConfig, data: TrainingData, *, resume: bool,
     return data
 
 
+def _check_batches(cfg: TrainConfig, batch: int, last: int, world_size: int) -> None:
+    """A crop of 32 px leaves the encoder's deepest features 1 x 1: batch norm cannot train
+    on a batch of one such crop (one value per channel), so every step needs two."""
+    if cfg.crop // 32 == 1 and min(batch, last) < 2:
+        per = f" on each of {world_size} workers" if world_size > 1 else ""
+        raise S2LError(f"--crop {cfg.crop} with a step of 1 crop{per}: the network's deepest "
+                       "features are then 1 x 1 px, too few for batch norm to train on; use "
+                       "--crop 64 or more, or a --batch-size and --samples-per-epoch that give "
+                       "every step at least 2 crops" + (" per worker" if per else ""))
+
+
 # ------------------------------------------------------------------------------ fit
 def fit(cfg: TrainConfig, *, resume: bool = False, ctx: Context | None = None,
         console=None) -> dict:
@@ -736,12 +747,14 @@ def fit(cfg: TrainConfig, *, resume: bool = False, ctx: Context | None = None,
     # model, optimiser, schedule and EMA store; every rank takes the same number of
     # crops (and so of DDP steps): the last crops wrap around to the first ones, as
     # torch's DistributedSampler pads
-    model, optimizer = _build(cfg, data.in_channels, device,
-                              _encoder_weights(cfg, data, resume or ctx.initial_checkpoint(),
-                                               device, console))
     per_rank_batch = max(1, math.ceil(cfg.batch_size / ctx.world_size))
     per_rank_samples = math.ceil(samples_per_epoch(cfg, data) / ctx.world_size)
     iters = math.ceil(per_rank_samples / per_rank_batch)
+    _check_batches(cfg, per_rank_batch, per_rank_samples - (iters - 1) * per_rank_batch,
+                   ctx.world_size)
+    model, optimizer = _build(cfg, data.in_channels, device,
+                              _encoder_weights(cfg, data, resume or ctx.initial_checkpoint(),
+                                               device, console))
     scheduler = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(
         optimizer, T_0=max(1, cfg.restart_epochs * iters))
     scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
