@@ -47,6 +47,7 @@ def test_estimate_diameter_of_discs(radius):
 def test_scale_for_is_clipped():
     assert pp.scale_for(12, 24) == 2.0
     assert pp.scale_for(2, 24) == pp.MAX_SCALE and pp.scale_for(500, 24) == pp.MIN_SCALE
+    assert pp.scale_for(48, 24) == 1.0  # big objects are never shrunk (it cost IoU)
     assert pp.scale_for(float("nan"), 24) == 1.0 and pp.scale_for(12, 0) == 1.0
 
 
@@ -181,19 +182,24 @@ def test_predict_and_onnx_apply_the_scale_alike(run, tmp_path):
     from s2l_tools.inference.predict import predict_image
     from s2l_tools.io.images import read_image
 
+    from dataclasses import replace
+
     data, out = run
     model, meta = load_model(out)
     image = read_image(data / "images" / "im0.tif")
+    _, native = predict_image(model, image, replace(meta, diameter=0.0), device="cpu")
+    # this one-epoch model's first pass sees one blob ~100 px across, which the run's 20 px
+    # would leave at its size (never shrunk): a diameter above it makes the second pass
+    found = pp.estimate_diameter(native)
+    meta = replace(meta, diameter=float(np.ceil(2 * found)))
+    assert pp.scale_for(found, meta.diameter) > 1.5
     labels, prob = predict_image(model, image, meta, device="cpu")
     assert prob.shape == image.shape[1:]
     # without the metadata's diameter the network sees another image: the maps differ
-    from dataclasses import replace
-
-    _, native = predict_image(model, image, replace(meta, diameter=0.0), device="cpu")
     assert not np.allclose(prob, native, atol=1e-3)
     path = export_onnx(model, meta, tmp_path / "m.onnx")
     assert oi.read_props(path)[oi.FORMAT_VERSION_KEY] == "2"  # older readers refuse it
-    assert oi.read_meta(path)["diameter"] == 20.0
+    assert oi.read_meta(path)["diameter"] == meta.diameter
     onnx_labels, onnx_prob = oi.segment(oi.load_session(path), np.asarray(
         __import__("tifffile").imread(data / "images" / "im0.tif"), np.float32))
     np.testing.assert_allclose(onnx_prob, prob, atol=2e-3)

@@ -51,9 +51,10 @@ _HELP = {
     "pseudo_weight": "weight lambda of the pseudo-label loss",
     "pseudo_margin": "pixels beside the EMA map's cell boundary left without a pseudo-label, "
                      "so the scribbles and the CRF loss place the boundary (0: none)",
-    "diameter": "resize every image so its median object is this many pixels across, in "
-                "training and prediction (estimated per image from a random forest on the "
-                "scribbles, at prediction from a first pass; 0: images at their own size)",
+    "diameter": "enlarge every image whose median object is smaller, so that it is this "
+                "many pixels across (up to 3x; never shrunk), in training and prediction "
+                "(estimated per image from a random forest on the scribbles, at prediction "
+                "from a first pass; 0: images at their own size)",
     "crf_weight": "weight of the CRF loss (bilateral Potts, radius 5 px; any method but full; "
                   "default: 5 with --method rloss, else 0)",
     "lr": "encoder learning rate (RAdam)",

@@ -275,11 +275,12 @@ def _readme(info: RunInfo, meta: ModelMeta, formats, agreement: dict) -> str:
              "as it is and flipped three ways and the four maps averaged (one pass: "
              "`s2l-predict --no-flips`)"]
     if meta.diameter:
-        lines.append(f"- object size: trained with every image resized so its median object "
-                     f"is {meta.diameter:g} pixels across; s2l-predict and the CellProfiler "
-                     "module find each image's size from a first pass and resize it so "
-                     "(`s2l-train --diameter`). A tool that runs this network alone sees "
-                     f"the image at its own size: resize the image so its objects are about "
+        lines.append(f"- object size: trained with every image whose median object is under "
+                     f"{meta.diameter:g} pixels across enlarged so it is that size (up to 3x, "
+                     "never shrunk); s2l-predict and the CellProfiler module find each image's "
+                     "size from a first pass and enlarge it so (`s2l-train --diameter`). A "
+                     "tool that runs this network alone sees the image at its own size: "
+                     f"enlarge an image of smaller objects so they are about "
                      f"{meta.diameter:g} pixels across first")
     lines += ["", "## Training data", ""]
     if info.data:

@@ -43,9 +43,9 @@ SELF_SUPERVISED = "self"
 #: start, the CRF loss and the pseudo-label margin that won there (S2L-only extras: another
 #: --method keeps the budget alone) and the threshold from the forest's share (any method
 #: trained on strokes; over five seeds unchanged on fluorescent nuclei, +0.003 IoU on H&E,
-#: +0.053 on brightfield). Not in it: --diameter (one object size: +0.0095 IoU on
-#: fluorescent nuclei, not significant, -0.015 on brightfield at one seed, prediction 2.5x
-#: slower; docs/benchmarks.md "One object size");
+#: +0.053 on brightfield). Not in it: --diameter (small objects enlarged: +0.012 IoU on
+#: fluorescent nuclei, 5 of 5 seeds, but -0.06 on brightfield, 3 of 3, and prediction 2.2x
+#: slower; docs/benchmarks.md "Never shrunk");
 #: ``paper``: the paper's settings (the defaults), for a GPU.
 PRESETS: dict[str, dict] = {
     "laptop": dict(encoder="resnet18", crop=128, batch_size=8, samples_per_epoch=128,

@@ -1,11 +1,13 @@
-"""``s2l-train --diameter``: every training image resized so its median object has one size.
+"""``s2l-train --diameter``: every training image with small objects enlarged so its median
+object is at least a given size.
 
 DSB's fluorescent nuclei range from ~10 to ~50 px across; a network trained on all of them
 at their own scale draws a one-pixel halo around the small ones, a third of such a
 nucleus's area (docs/benchmarks.md, "One object size"). With ``--diameter D`` each
 training image is resized by ``D / d``, ``d`` its median object diameter, clipped to
 [:data:`~s2l_tools.inference.postprocess.MIN_SCALE`,
-:data:`~s2l_tools.inference.postprocess.MAX_SCALE`]:
+:data:`~s2l_tools.inference.postprocess.MAX_SCALE`] (1 to 3: images of bigger objects
+stay at their own size, shrinking them cost IoU):
 
 - ``d`` is measured on the image's full mask (``--method full``), or estimated from
   the map of a random forest trained on the scribbles (:mod:`s2l_tools.classic.forest`,
