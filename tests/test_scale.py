@@ -177,12 +177,12 @@ def test_a_run_trains_at_one_size_and_records_it(run, capsys):
 
 
 def test_predict_and_onnx_apply_the_scale_alike(run, tmp_path):
+    from dataclasses import replace
+
     from s2l_tools.inference import onnx as oi
     from s2l_tools.inference.export import export_onnx
     from s2l_tools.inference.predict import predict_image
     from s2l_tools.io.images import read_image
-
-    from dataclasses import replace
 
     data, out = run
     model, meta = load_model(out)

@@ -604,7 +604,7 @@ def instances_from_probability(
 #: the scale factors a model's ``diameter`` may apply to an image: objects are enlarged up
 #: to 3x, never shrunk. Shrinking DSB's big fluorescent nuclei to half their size lost IoU on
 #: every seed (-0.007 to -0.065 on those images); with MIN_SCALE 1 they stay at their own
-#: size and the run gained on all five seeds (docs/benchmarks.md, "One object size")
+#: size and the run gained on all five seeds (docs/benchmarks.md, "Never shrunk")
 MIN_SCALE, MAX_SCALE = 1.0, 3.0
 #: objects under this many pixels are left out of a diameter estimate
 ESTIMATE_MIN_SIZE = 16

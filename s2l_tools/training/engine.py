@@ -684,7 +684,7 @@ def _one_object_size(cfg: TrainConfig, data: TrainingData, *, resume: bool,
 def _check_batches(cfg: TrainConfig, batch: int, last: int, world_size: int) -> None:
     """A crop of 32 px leaves the encoder's deepest features 1 x 1: batch norm cannot train
     on a batch of one such crop (one value per channel), so every step needs two."""
-    if cfg.crop // 32 == 1 and min(batch, last) < 2:
+    if cfg.crop == 32 and min(batch, last) < 2:
         per = f" on each of {world_size} workers" if world_size > 1 else ""
         raise S2LError(f"--crop {cfg.crop} with a step of 1 crop{per}: the network's deepest "
                        "features are then 1 x 1 px, too few for batch norm to train on; use "
