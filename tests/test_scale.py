@@ -49,6 +49,30 @@ def test_scale_for_is_clipped():
     assert pp.scale_for(2, 24) == pp.MAX_SCALE and pp.scale_for(500, 24) == pp.MIN_SCALE
     assert pp.scale_for(48, 24) == 1.0  # big objects are never shrunk (it cost IoU)
     assert pp.scale_for(float("nan"), 24) == 1.0 and pp.scale_for(12, 0) == 1.0
+    # never past a megapixel: a 1024 x 1024 image stays, a 512 x 1024 one may reach 1.41x
+    assert pp.scale_for(8, 24, shape=(1, 1024, 1024)) == 1.0
+    assert pp.scale_for(8, 24, shape=(2048, 2048)) == 1.0  # bigger still: never shrunk
+    assert pp.scale_for(8, 24, shape=(512, 1024)) == pytest.approx(2 ** 0.5)
+    assert pp.scale_for(20, 24, shape=(512, 1024)) == pytest.approx(1.2)  # under the cap
+    h, w = pp.scaled_shape((700, 900), pp.scale_for(4, 24, shape=(700, 900)))
+    assert h * w <= pp.MAX_PIXELS * 1.01
+
+
+def test_images_past_a_megapixel_are_seen_once(monkeypatch):
+    """Prediction and training alike leave an image at its size when enlarging it would
+    pass MAX_PIXELS (here lowered to the test image's own size)."""
+    image, _ = discs(5)
+    monkeypatch.setattr(pp, "MAX_PIXELS", image.shape[1] * image.shape[2])
+    seen = []
+
+    def prob_fn(im):
+        seen.append(im.shape)
+        return np.clip(im[0], 0, 1).astype(np.float32)
+
+    _, factor = pp.at_diameter(prob_fn, image, 20.0)
+    assert factor == 1.0 and seen == [image.shape]
+    scales, found = scale.training_scales(_data(with_masks=True), 20.0, from_masks=True)
+    assert found[0] == pytest.approx(10, rel=0.2) and scales == [1.0, 1.0]
 
 
 def test_at_diameter_passes_twice_at_the_found_scale():

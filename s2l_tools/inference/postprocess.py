@@ -36,6 +36,7 @@ __all__ = [
     "DEFAULT_DECLUMP",
     "MIN_SCALE",
     "MAX_SCALE",
+    "MAX_PIXELS",
     "at_diameter",
     "estimate_diameter",
     "instances_from_probability",
@@ -606,6 +607,12 @@ def instances_from_probability(
 #: every seed (-0.007 to -0.065 on those images); with MIN_SCALE 1 they stay at their own
 #: size and the run gained on all five seeds (docs/benchmarks.md, "Never shrunk")
 MIN_SCALE, MAX_SCALE = 1.0, 3.0
+#: no image is enlarged past this many pixels (1024 x 1024); one that has them already stays
+#: at its own size. A 2048 x 2048 screen image at 3x would be 38 megapixels, 9x the time and
+#: memory of a pass; and DSB's 1024 x 1024 brightfield images lost IoU when enlarged, at the
+#: forest's size estimate (-0.062, 3 of 3 seeds) and nearer the true size (-0.061 / -0.027)
+#: (docs/benchmarks.md, "Never shrunk" and "Not past a megapixel")
+MAX_PIXELS = 1024 * 1024
 #: objects under this many pixels are left out of a diameter estimate
 ESTIMATE_MIN_SIZE = 16
 
@@ -638,18 +645,27 @@ def estimate_diameter(prob: np.ndarray, threshold: float = 0.5) -> float:
     return median_diameter(labels)
 
 
-def scale_for(diameter: float, target: float) -> float:
+def scale_for(diameter: float, target: float, shape=None) -> float:
     """The factor that brings objects of ``diameter`` to ``target`` pixels, clipped to
     [:data:`MIN_SCALE`, :data:`MAX_SCALE`]; 1 when either is unknown (NaN) or 0.
+
+    With the image's ``shape`` (``(..., H, W)``) the factor also keeps it within
+    :data:`MAX_PIXELS` (never below 1: a bigger image stays at its own size).
 
     Examples
     --------
     >>> scale_for(12.0, 24.0), scale_for(100.0, 24.0), scale_for(float("nan"), 24.0)
     (2.0, 1.0, 1.0)
+    >>> scale_for(12.0, 24.0, shape=(1024, 1024)), scale_for(12.0, 24.0, shape=(256, 1024))
+    (1.0, 2.0)
     """
     if not (np.isfinite(diameter) and diameter > 0 and np.isfinite(target) and target > 0):
         return 1.0
-    return float(np.clip(target / diameter, MIN_SCALE, MAX_SCALE))
+    top = MAX_SCALE
+    if shape is not None:
+        h, w = (int(n) for n in tuple(shape)[-2:])
+        top = min(top, max(MIN_SCALE, float(np.sqrt(MAX_PIXELS / max(h * w, 1)))))
+    return float(np.clip(target / diameter, MIN_SCALE, top))
 
 
 def scaled_shape(shape, scale: float) -> tuple:
@@ -697,7 +713,7 @@ def at_diameter(prob_fn, image: np.ndarray, target: float) -> tuple:
     from skimage.transform import resize
 
     first = prob_fn(image)
-    scale = scale_for(estimate_diameter(first), target)
+    scale = scale_for(estimate_diameter(first), target, image.shape)
     if scale == 1.0:
         return first, scale
     h, w = image.shape[-2:]

@@ -7,7 +7,8 @@ nucleus's area (docs/benchmarks.md, "One object size"). With ``--diameter D`` ea
 training image is resized by ``D / d``, ``d`` its median object diameter, clipped to
 [:data:`~s2l_tools.inference.postprocess.MIN_SCALE`,
 :data:`~s2l_tools.inference.postprocess.MAX_SCALE`] (1 to 3: images of bigger objects
-stay at their own size, shrinking them cost IoU):
+stay at their own size, shrinking them cost IoU), and never past
+:data:`~s2l_tools.inference.postprocess.MAX_PIXELS` (a megapixel):
 
 - ``d`` is measured on the image's full mask (``--method full``), or estimated from
   the map of a random forest trained on the scribbles (:mod:`s2l_tools.classic.forest`,
@@ -86,7 +87,7 @@ def training_scales(data: TrainingData, target: float, *, record: dict | None = 
     known = recorded_scales(record, data)
     found = estimate_diameters(data, [i for i in range(len(data.images)) if i not in known],
                                from_masks=from_masks, seed=seed, threads=threads)
-    scales = [known[i] if i in known else scale_for(found[i], target)
+    scales = [known[i] if i in known else scale_for(found[i], target, data.images[i].shape)
               for i in range(len(data.images))]
     return scales, found
 
