@@ -52,7 +52,8 @@ _HELP = {
     "pseudo_margin": "pixels beside the EMA map's cell boundary left without a pseudo-label, "
                      "so the scribbles and the CRF loss place the boundary (0: none)",
     "diameter": "enlarge every image whose median object is smaller, so that it is this "
-                "many pixels across (up to 3x; never shrunk), in training and prediction "
+                "many pixels across (up to 3x; never shrunk, never past a megapixel), in "
+                "training and prediction "
                 "(estimated per image from a random forest on the scribbles, at prediction "
                 "from a first pass; 0: images at their own size)",
     "crf_weight": "weight of the CRF loss (bilateral Potts, radius 5 px; any method but full; "
@@ -140,7 +141,7 @@ def get_parser():
                         help="a budget chosen as a whole; flags given on the command line win. "
                         "laptop: resnet18, crop 128, batch 8, 128 crops x 12 epochs (warm-up "
                         "6), ensemble every 2, lr 1e-3, --fast-start forest+grabcut, "
-                        "--crf-weight 5, --pseudo-margin 1, --auto-threshold: 5 min on 2 idle "
+                        "--crf-weight 5, --pseudo-margin 1, --auto-threshold, --diameter 24: 5 min on 2 idle "
                         "CPU cores (no "
                         "AVX-512) for 40 small images (docs/benchmarks.md). paper: the "
                         "paper's settings (the defaults; resnet34, crop 256, batch 30, 200 "

@@ -43,15 +43,16 @@ SELF_SUPERVISED = "self"
 #: start, the CRF loss and the pseudo-label margin that won there (S2L-only extras: another
 #: --method keeps the budget alone) and the threshold from the forest's share (any method
 #: trained on strokes; over five seeds unchanged on fluorescent nuclei, +0.003 IoU on H&E,
-#: +0.053 on brightfield). Not in it: --diameter (small objects enlarged: +0.012 IoU on
-#: fluorescent nuclei, 5 of 5 seeds, but -0.06 on brightfield, 3 of 3, and prediction 2.2x
-#: slower; docs/benchmarks.md "Never shrunk");
+#: +0.053 on brightfield), and --diameter 24 (images of small objects enlarged, never past a
+#: megapixel: fluorescent nuclei +0.011 IoU with hand-drawn strokes, 5 of 5 seeds, H&E +0.006,
+#: brightfield's 1024 x 1024 images unchanged; prediction ~2x slower on small objects;
+#: docs/benchmarks.md "Not past a megapixel");
 #: ``paper``: the paper's settings (the defaults), for a GPU.
 PRESETS: dict[str, dict] = {
     "laptop": dict(encoder="resnet18", crop=128, batch_size=8, samples_per_epoch=128,
                    epochs=12, warmup_epochs=6, ensemble_every=2, lr=1e-3, restart_epochs=12,
                    fast_start="forest+grabcut", crf_weight=5.0, pseudo_margin=1,
-                   auto_threshold=True),
+                   auto_threshold=True, diameter=24.0),
     "paper": dict(encoder="resnet34", crop=256, batch_size=30, samples_per_epoch=None,
                   epochs=200, warmup_epochs=100, ensemble_every=5, lr=3e-4, restart_epochs=50,
                   fast_start="none", crf_weight=None, pseudo_margin=0, diameter=0.0),
