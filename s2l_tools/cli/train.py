@@ -116,7 +116,7 @@ def get_parser():
         "Writes RUN/config.json, RUN/checkpoint.pt (to resume), RUN/model.pt (to predict and "
         "export), RUN/metrics.csv, RUN/curves.png and RUN/panels/*.png. Ctrl-C saves a "
         "checkpoint; --resume continues it.",
-        "  s2l-train my_data --out runs/first --preset laptop      # ~5 min on a laptop CPU\n"
+        "  s2l-train my_data --out runs/first --preset laptop      # 3-6 min on a laptop CPU\n"
         "  s2l-train my_data --out runs/first --epochs 60 --warmup-epochs 30\n"
         "  s2l-train my_data --out runs/first --resume\n"
         "  s2l-train my_data --out runs/second --from runs/first   # after new strokes\n"
@@ -141,9 +141,9 @@ def get_parser():
                         help="a budget chosen as a whole; flags given on the command line win. "
                         "laptop: resnet18, crop 128, batch 8, 128 crops x 12 epochs (warm-up "
                         "6), ensemble every 2, lr 1e-3, --fast-start forest+grabcut, "
-                        "--crf-weight 5, --pseudo-margin 1, --auto-threshold, --diameter 24: 5 min on 2 idle "
-                        "CPU cores (no "
-                        "AVX-512) for 40 small images (docs/benchmarks.md). paper: the "
+                        "--crf-weight 5, --pseudo-margin 1, --auto-threshold, --diameter 24: "
+                        "2.7 min on 2 idle CPU cores with AVX-512, ~6 min without (estimated), "
+                        "for 40 small images (docs/benchmarks.md). paper: the "
                         "paper's settings (the defaults; resnet34, crop 256, batch 30, 200 "
                         "epochs), for a GPU")
     defaults = TrainConfig()

@@ -44,7 +44,7 @@ SELF_SUPERVISED = "self"
 #: --method keeps the budget alone) and the threshold from the forest's share (any method
 #: trained on strokes; over five seeds unchanged on fluorescent nuclei, +0.003 IoU on H&E,
 #: +0.053 on brightfield), and --diameter 24 (images of small objects enlarged, never past a
-#: megapixel: fluorescent nuclei +0.011 IoU with hand-drawn strokes, 5 of 5 seeds, H&E +0.006,
+#: megapixel: fluorescent nuclei +0.011 IoU with hand-drawn strokes, 4 of 5 seeds, H&E +0.006,
 #: brightfield's 1024 x 1024 images unchanged; prediction ~2x slower on small objects;
 #: docs/benchmarks.md "Not past a megapixel");
 #: ``paper``: the paper's settings (the defaults), for a GPU.
