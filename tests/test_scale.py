@@ -218,16 +218,25 @@ def test_predict_and_onnx_apply_the_scale_alike(run, tmp_path):
     found = pp.estimate_diameter(native)
     meta = replace(meta, diameter=float(np.ceil(2 * found)))
     assert pp.scale_for(found, meta.diameter) > 1.5
-    labels, prob = predict_image(model, image, meta, device="cpu")
+    ticks = []
+    labels, prob = predict_image(model, image, meta, device="cpu",
+                                 progress=lambda d, t: ticks.append((d, t)))
     assert prob.shape == image.shape[1:]
+    # one bar over both passes: done never goes back, the total grows once, ends full
+    done = [d for d, _ in ticks]
+    assert done == sorted(done) and ticks[-1][0] == ticks[-1][1]
+    assert len({t for _, t in ticks}) == 2
     # without the metadata's diameter the network sees another image: the maps differ
     assert not np.allclose(prob, native, atol=1e-3)
     path = export_onnx(model, meta, tmp_path / "m.onnx")
     assert oi.read_props(path)[oi.FORMAT_VERSION_KEY] == "2"  # older readers refuse it
     assert oi.read_meta(path)["diameter"] == meta.diameter
+    onnx_ticks = []
     onnx_labels, onnx_prob = oi.segment(oi.load_session(path), np.asarray(
-        __import__("tifffile").imread(data / "images" / "im0.tif"), np.float32))
+        __import__("tifffile").imread(data / "images" / "im0.tif"), np.float32),
+        progress=lambda d, t: onnx_ticks.append((d, t)))
     np.testing.assert_allclose(onnx_prob, prob, atol=2e-3)
+    assert onnx_ticks[-1] == ticks[-1]  # the same tiles, counted the same way
 
 
 def test_from_keeps_the_scales(run, tmp_path, capsys):

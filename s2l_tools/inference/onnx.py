@@ -45,11 +45,11 @@ import numpy as np
 
 if __package__:  # s2l_tools.inference.onnx
     from s2l_tools.errors import S2LError
-    from s2l_tools.inference.tiling import predict_tiled
+    from s2l_tools.inference.tiling import PassProgress, predict_tiled
 
     _LOAD_ERROR_BASES: Tuple[type, ...] = (S2LError, ValueError)
 else:  # _s2l_onnx_inference.py, copied beside the CellProfiler plugin
-    from _s2l_tiling import predict_tiled  # type: ignore[no-redef]
+    from _s2l_tiling import PassProgress, predict_tiled  # type: ignore[no-redef]
 
     _LOAD_ERROR_BASES = (ValueError,)
 
@@ -686,7 +686,8 @@ def segment(
         Average over the image's four flips (test-time augmentation): four
         times the network calls for a slightly better map.
     progress : callable, optional
-        ``progress(done, total)`` in tiles.
+        ``progress(done, total)`` in tiles; with a ``diameter`` the second pass's
+        tiles count on from the first's (the total grows when it starts).
 
     Returns
     -------
@@ -728,10 +729,12 @@ def segment(
         feed = {input_name: np.ascontiguousarray(batch, dtype=np.float32)}
         return session.run([output_name], feed)[0]
 
+    passes = PassProgress(progress)  # with a diameter the second pass counts on
+
     def foreground(im: np.ndarray) -> np.ndarray:
         prob = predict_tiled(fn, im, tile=tile_size, overlap=overlap,
                              batch_size=int(batch_size), pad_multiple=PAD_MULTIPLE,
-                             flips=bool(flips), progress=progress)
+                             flips=bool(flips), progress=passes.next_pass())
         fg = prob[1] if prob.shape[0] == 2 else prob[1:].sum(0)
         return np.ascontiguousarray(fg, dtype=np.float32)
 

@@ -104,7 +104,8 @@ def predict_probability(
         times the network calls for a slightly better map. ``s2l-predict``
         and the CellProfiler module do this by default.
     progress : callable, optional
-        ``progress(done, total)`` in tiles.
+        ``progress(done, total)`` in tiles; with a ``diameter`` the second pass's
+        tiles count on from the first's (the total grows when it starts).
 
     Returns
     -------
@@ -112,7 +113,7 @@ def predict_probability(
         Probability of the foreground (the sum of classes 1..K-1; class 1
         for the usual two classes).
     """
-    from s2l_tools.inference.tiling import predict_tiled
+    from s2l_tools.inference.tiling import PassProgress, predict_tiled
 
     image = np.asarray(image)
     if image.ndim != 3:
@@ -130,10 +131,13 @@ def predict_probability(
         was_training = model_or_fn.training  # a model in training goes back to training
         fn = torch_prob_fn(model_or_fn, device=device, amp=amp)
 
+    passes = PassProgress(progress)  # with a diameter the second pass counts on
+
     def foreground(im: np.ndarray) -> np.ndarray:
         prob = predict_tiled(fn, im.astype(np.float32, copy=False), tile=int(meta.tile),
                              overlap=int(meta.overlap), batch_size=batch_size,
-                             pad_multiple=PAD_MULTIPLE, flips=flips, progress=progress)
+                             pad_multiple=PAD_MULTIPLE, flips=flips,
+                             progress=passes.next_pass())
         fg = prob[1] if prob.shape[0] == 2 else prob[1:].sum(0)
         return np.ascontiguousarray(fg, dtype=np.float32)
 

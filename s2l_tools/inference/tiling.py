@@ -17,10 +17,48 @@ from typing import Callable, List, Optional, Tuple
 
 import numpy as np
 
-__all__ = ["predict_tiled", "tile_positions", "blend_window", "flip_averaged"]
+__all__ = ["predict_tiled", "tile_positions", "blend_window", "flip_averaged", "PassProgress"]
 
 #: the flips :func:`flip_averaged` averages over: none, left-right, up-down, both
 FLIP_AXES: Tuple[Tuple[int, ...], ...] = ((), (-1,), (-2,), (-2, -1))
+
+
+class PassProgress:
+    """One ``progress(done, total)`` over several tiled passes of an image.
+
+    Each pass's callback (:meth:`next_pass`) reports its tiles after those of the passes
+    before it, so ``done`` never goes back: a model trained at one object diameter
+    predicts an image twice (its own scale, then resized), and a bar fed through this
+    grows its total when the second pass starts instead of starting again at 0.
+
+    Examples
+    --------
+    >>> seen = []
+    >>> passes = PassProgress(lambda d, t: seen.append((d, t)))
+    >>> first = passes.next_pass(); first(2, 4); first(4, 4)
+    >>> second = passes.next_pass(); second(9, 9)
+    >>> seen
+    [(2, 4), (4, 4), (13, 13)]
+    """
+
+    def __init__(self, progress: Optional[Callable[[int, int], None]]):
+        self._progress = progress
+        self._before = 0  # the tiles of the passes that have ended
+        self._current = 0  # the current pass's total
+
+    def next_pass(self) -> Optional[Callable[[int, int], None]]:
+        """The callback for the next pass (None when there is no ``progress``)."""
+        if self._progress is None:
+            return None
+        self._before += self._current
+        self._current = 0
+        before = self._before
+
+        def report(done: int, total: int) -> None:
+            self._current = int(total)
+            self._progress(before + int(done), before + int(total))
+
+        return report
 
 
 def tile_positions(length: int, tile: int, overlap: int) -> List[int]:
