@@ -94,6 +94,13 @@ def test_at_diameter_passes_twice_at_the_found_scale():
     seen.clear()
     _, factor = pp.at_diameter(prob_fn, image, 10.0)
     assert factor == pytest.approx(1.0, abs=0.15) and len(seen) in (1, 2)
+    # a known factor (a run's own image): one pass, at it
+    seen.clear()
+    known, factor = pp.at_diameter(prob_fn, image, 20.0, scale=1.5)
+    assert factor == 1.5 and seen == [(1,) + pp.scaled_shape(image.shape, 1.5)]
+    assert np.mean((known > 0.5) == (labels > 0)) > 0.98
+    with pytest.raises(ValueError, match="scale"):
+        pp.at_diameter(prob_fn, image, 20.0, scale=0.0)
 
 
 def _data(radii=(5, 10), with_masks=False):
@@ -237,6 +244,38 @@ def test_predict_and_onnx_apply_the_scale_alike(run, tmp_path):
         progress=lambda d, t: onnx_ticks.append((d, t)))
     np.testing.assert_allclose(onnx_prob, prob, atol=2e-3)
     assert onnx_ticks[-1] == ticks[-1]  # the same tiles, counted the same way
+
+
+def test_suggest_sees_a_run_s_images_at_their_trained_scale(run, monkeypatch):
+    """s2l-suggest predicts an image the run trained on at the factor inputs.json records
+    (one pass, the size its EMA map was made at); another image gets the first pass."""
+    import shutil
+
+    from s2l_tools.inference import predict, suggest
+
+    data, out = run
+    record = json.loads((out / "inputs.json").read_text())
+    seen = []
+    real = predict.predict_probability
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("scale"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(predict, "predict_probability", spy)
+    results = suggest.suggest(out, data, device="cpu")
+    assert seen == [e["scale"] for e in record["images"]]
+    assert {r.source for r in results} == {"store"}
+    other = data.parent / "other"
+    shutil.copytree(data, other)
+    import tifffile
+
+    image = tifffile.imread(other / "images" / "im0.tif")
+    tifffile.imwrite(other / "images" / "im0.tif", np.ascontiguousarray(image[:, ::-1]))
+    seen.clear()
+    results = suggest.suggest(out, other, device="cpu")
+    assert seen == [None, record["images"][1]["scale"]]
+    assert [r.source for r in results] == ["prediction", "store"]
 
 
 def test_from_keeps_the_scales(run, tmp_path, capsys):

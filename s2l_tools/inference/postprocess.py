@@ -688,13 +688,15 @@ def resize_image(image: np.ndarray, shape, *, order: int = 1) -> np.ndarray:
     return out.astype(image.dtype, copy=False)
 
 
-def at_diameter(prob_fn, image: np.ndarray, target: float) -> tuple:
+def at_diameter(prob_fn, image: np.ndarray, target: float,
+                scale: Optional[float] = None) -> tuple:
     """The foreground probability of ``image`` with its objects seen at ``target`` pixels.
 
     A first pass at the image's own scale estimates the median object diameter
     (:func:`estimate_diameter`); the image is resized by :func:`scale_for` of it, passed
     again, and the probability resized back (bilinear). A model trained with
-    ``s2l-train --diameter`` saw its images so (docs/benchmarks.md).
+    ``s2l-train --diameter`` saw its images so (docs/benchmarks.md). A known ``scale``
+    skips the first pass.
 
     Parameters
     ----------
@@ -703,6 +705,9 @@ def at_diameter(prob_fn, image: np.ndarray, target: float) -> tuple:
     image : (C, H, W) float ndarray
     target : float
         The diameter the model saw its objects at (pixels).
+    scale : float, optional
+        The factor to resize by instead of the first pass's estimate (an image a run
+        trained on: the factor it trained it at). Positive and finite.
 
     Returns
     -------
@@ -712,10 +717,16 @@ def at_diameter(prob_fn, image: np.ndarray, target: float) -> tuple:
     """
     from skimage.transform import resize
 
-    first = prob_fn(image)
-    scale = scale_for(estimate_diameter(first), target, image.shape)
+    if scale is None:
+        first = prob_fn(image)
+        scale = scale_for(estimate_diameter(first), target, image.shape)
+        if scale == 1.0:
+            return first, scale
+    elif not (np.isfinite(scale) and scale > 0):
+        raise ValueError(f"scale must be a positive number, got {scale!r}")
+    scale = float(scale)
     if scale == 1.0:
-        return first, scale
+        return np.asarray(prob_fn(image), dtype=np.float32), scale
     h, w = image.shape[-2:]
     prob = prob_fn(resize_image(image, scaled_shape((h, w), scale)))
     prob = resize(prob, (h, w), order=1, mode="edge", preserve_range=True,

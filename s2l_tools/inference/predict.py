@@ -74,7 +74,7 @@ def _check_tiling(tile: int, overlap: int) -> None:
 def predict_probability(
     model_or_fn, image: np.ndarray, meta: ModelMeta, *, device=None, amp=None,
     batch_size: int = 4, flips: bool = False,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Callable[[int, int], None] | None = None, scale: float | None = None,
 ) -> np.ndarray:
     """Foreground probability of a normalised image.
 
@@ -106,6 +106,10 @@ def predict_probability(
     progress : callable, optional
         ``progress(done, total)`` in tiles; with a ``diameter`` the second pass's
         tiles count on from the first's (the total grows when it starts).
+    scale : float, optional
+        With a ``diameter``: the factor to resize the image by, instead of a first
+        pass's estimate: one pass (for an image a run trained on, the ``scale`` its
+        ``inputs.json`` records). Ignored without a ``diameter``.
 
     Returns
     -------
@@ -145,7 +149,7 @@ def predict_probability(
         if float(meta.diameter or 0) > 0:  # a first pass finds the scale, a second predicts
             from s2l_tools.inference.postprocess import at_diameter
 
-            return at_diameter(foreground, image, float(meta.diameter))[0]
+            return at_diameter(foreground, image, float(meta.diameter), scale=scale)[0]
         return foreground(image)
     finally:
         if was_training:

@@ -261,12 +261,16 @@ def suggest(run, data=None, *, top_k: int = 5, min_area: int = 16, edge_band: in
         if scribble is not None and scribble.shape != image.shape[1:]:
             raise S2LError(f"{s.scribbles}: size differs from its image; regenerate it with "
                            "s2l-scribbles")
-        prob = predict_probability(model, image, meta, device=dev, batch_size=1)
-        ema = None
         hit = known.get(s.stem)
-        if (hit is not None
-                and list(image.shape[1:]) == list(hit[1].get("source_shape", hit[1]["shape"]))
-                and hit[1]["image"] == array_digest(image) and store.initialized(hit[0])):
+        if hit is not None and not (
+                list(image.shape[1:]) == list(hit[1].get("source_shape", hit[1]["shape"]))
+                and hit[1]["image"] == array_digest(image)):
+            hit = None  # another image under a known name: scored from the prediction
+        # an image the run trained on is predicted at the scale it trained it at (one pass)
+        prob = predict_probability(model, image, meta, device=dev, batch_size=1,
+                                   scale=hit[1].get("scale") if hit is not None else None)
+        ema = None
+        if hit is not None and store.initialized(hit[0]):
             # a run with --diameter kept the map at the size it trained the image at
             ema = resize_image(store.get(hit[0]), image.shape[1:], order=1)
         score = score_map(prob, ema, scribble, threshold=tau, edge_band=edge_band)
