@@ -14,6 +14,7 @@ from s2l_tools.training.auto_threshold import (BINS, probability_histogram, shar
                                                share_threshold)
 from s2l_tools.training.checkpoint import load_checkpoint, load_model
 from s2l_tools.training.config import TrainConfig
+from s2l_tools.training.data import load_training_data
 
 
 # ---------------------------------------------------------------------- the pure rule
@@ -79,7 +80,14 @@ SMALL = ["--encoder", "resnet18", "--crop", "64", "--batch-size", "4", "--sample
          "0.05"]
 
 
-def test_auto_threshold_saves_the_forest_share_cut(data, tmp_path, capsys):
+def test_auto_threshold_saves_the_forest_share_cut(data, tmp_path, capsys, monkeypatch):
+    from s2l_tools.training import engine
+
+    def no_pass_of_its_own(*args, **kwargs):
+        raise AssertionError("the held-out strokes got a pass of their own")
+
+    # after the last epoch the cut's pass over every image also counts the held-out strokes
+    monkeypatch.setattr(engine, "measure_holdout", no_pass_of_its_own)
     out = tmp_path / "run"
     assert train.main([str(data / "train"), "--out", str(out), "--val", str(data / "val"),
                        "--epochs", "2", "--fast-start", "forest", *SMALL]) == 0
@@ -108,6 +116,14 @@ def test_auto_threshold_saves_the_forest_share_cut(data, tmp_path, capsys):
                       amp_dtype=inference_dtype(True, torch.device("cpu")), tile=64,
                       min_size=meta.min_size, threshold=cut)
     assert float(rows[-1]["val_iou"]) == pytest.approx(scores["val_iou"], abs=1e-5)
+    # the held-out strokes' scores of that pass: the final model's, as measure_holdout counts
+    monkeypatch.undo()
+    held = engine.measure_holdout(model, load_training_data(data / "train", holdout=0.1, seed=0),
+                                  engine.Context(), device=torch.device("cpu"),
+                                  amp_dtype=inference_dtype(True, torch.device("cpu")), tile=64)
+    assert set(held) == {"holdout_fg", "holdout_bg"}
+    for key, value in held.items():
+        assert float(rows[-1][key]) == pytest.approx(value, abs=1e-6)
 
 
 def test_auto_threshold_after_a_resume_and_without_a_forest_start(data, tmp_path):

@@ -173,7 +173,7 @@ def forest_share(data, ctx, *, seed: int, counts: tuple[float, float] | None = N
 
 
 def final_threshold(model, data, ctx, *, share: float, floor: float, meta, device,
-                    amp_dtype) -> tuple[float, float, float]:
+                    amp_dtype, each=None) -> tuple[float, float, float]:
     """The cut of :func:`share_threshold` for ``model`` on ``data``'s training images.
 
     Each image is predicted whole (tiled as ``meta`` says, un-augmented, eval mode), as
@@ -181,15 +181,19 @@ def final_threshold(model, data, ctx, *, share: float, floor: float, meta, devic
     histograms are summed over the ranks. A collective: every rank calls it and gets the
     same answer. The cut keeps at least :data:`MIN_KEPT` of the network's foreground at
     ``floor``. Returns the cut and the network's foreground share at ``floor`` and at the
-    cut.
+    cut. ``each(i, prob)``, if given, is called with every map this rank makes (the
+    training loop counts the held-out strokes on the same pass).
     """
     from s2l_tools.inference.predict import predict_probability
 
     ctx.sync_buffers(model)  # every rank predicts with the same BatchNorm statistics
     hist = np.zeros(BINS, np.int64)
     for i in range(ctx.rank, len(data.images), ctx.world_size):
-        hist += probability_histogram(predict_probability(
-            model, data.images[i], meta, device=device, amp=amp_dtype, batch_size=1))
+        prob = predict_probability(model, data.images[i], meta, device=device, amp=amp_dtype,
+                                   batch_size=1)
+        hist += probability_histogram(prob)
+        if each is not None:
+            each(i, prob)
     if ctx.world_size > 1:
         hist = sum(np.frombuffer(b, np.int64) for b in ctx.all_gather_bytes(hist.tobytes()))
     cut = share_threshold(hist, share, floor, min_kept=MIN_KEPT)

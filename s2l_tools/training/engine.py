@@ -631,11 +631,14 @@ def _not_finite(row: dict, cfg: TrainConfig, out: Path, saved_at: int | None) ->
 
 
 def _auto_threshold(model, state: TrainState, data: TrainingData, ctx: Context,
-                    cfg: TrainConfig, console, predict: dict) -> tuple[ModelMeta, dict]:
+                    cfg: TrainConfig, console, predict: dict,
+                    holdout: bool = False) -> tuple[ModelMeta, dict]:
     """``--auto-threshold``: the model's metadata with the cut of
     :func:`s2l_tools.training.auto_threshold.final_threshold` (the forest's share from the
-    fast start, or fitted now), and metrics.csv's record of it; says what it did. A
-    collective: every rank calls it."""
+    fast start, or fitted now), and metrics.csv's record of it; says what it did. With
+    ``holdout`` the record starts with the held-out strokes' scores, counted on the same
+    pass (:func:`measure_holdout`'s, without a pass of its own). A collective: every rank
+    calls it."""
     from dataclasses import replace
 
     from s2l_tools.training import auto_threshold as auto
@@ -644,15 +647,24 @@ def _auto_threshold(model, state: TrainState, data: TrainingData, ctx: Context,
     t = time.perf_counter()
     if state.forest_share is None:  # no forest start (or --from): fit the forest now
         state.forest_share = auto.forest_share(data, ctx, seed=cfg.seed)
+    held = np.zeros(len(_HOLDOUT_KEYS))
+
+    def count(i: int, prob: np.ndarray) -> None:
+        if data.heldout[i] is not None:
+            held[:] += _holdout_counts(prob, data.heldout[i])
+
     cut, net, at_cut = auto.final_threshold(
         model, data, ctx, share=state.forest_share, floor=cfg.mask_threshold,
         meta=_tiling(data.in_channels, predict["tile"]), device=predict["device"],
-        amp_dtype=predict["amp_dtype"])
+        amp_dtype=predict["amp_dtype"], each=count if holdout else None)
+    scores = (_holdout_scores(dict(zip(_HOLDOUT_KEYS, held.tolist())), ctx) if holdout
+              else {})
     console.print(reports.auto_threshold_line(cut, floor=cfg.mask_threshold, network=net,
                                               at_cut=at_cut, forest=state.forest_share,
                                               seconds=time.perf_counter() - t),
                   highlight=False, soft_wrap=True)
-    record = {"mask_threshold": cut, "forest_share": state.forest_share, "network_share": net}
+    record = {**scores, "mask_threshold": cut, "forest_share": state.forest_share,
+              "network_share": net}
     return replace(model_meta(cfg, data.in_channels), threshold=cut), record
 
 
@@ -855,9 +867,12 @@ def fit(cfg: TrainConfig, *, resume: bool = False, ctx: Context | None = None,
             # of an explicit --val-every (a pass of its own) and always after the last
             # epoch (the final model)
             val_every = cfg.val_every or cfg.ensemble_every
-            if (data.heldout and "ensemble_s" not in row
-                    and (epoch + 1 == cfg.epochs
-                         or (cfg.val_every and (epoch + 1) % cfg.val_every == 0))):
+            holdout_due = bool(data.heldout and "ensemble_s" not in row
+                               and (epoch + 1 == cfg.epochs
+                                    or (cfg.val_every and (epoch + 1) % cfg.val_every == 0)))
+            # after the last epoch --auto-threshold's pass over every image counts them too
+            final_cut = cfg.auto_threshold and epoch + 1 == cfg.epochs
+            if holdout_due and not final_cut:
                 row.update(measure_holdout(model, data, ctx, **predict))
             if ctx.is_main and cfg.panel_images and ("ensemble_s" in row
                                                       or epoch + 1 == cfg.epochs):
@@ -867,8 +882,9 @@ def fit(cfg: TrainConfig, *, resume: bool = False, ctx: Context | None = None,
                                    epoch=epoch + 1, indices=store.owned)
 
             # --auto-threshold: the final model's cut, before it is validated and saved
-            if cfg.auto_threshold and epoch + 1 == cfg.epochs:
-                meta, record = _auto_threshold(model, state, data, ctx, cfg, console, predict)
+            if final_cut:
+                meta, record = _auto_threshold(model, state, data, ctx, cfg, console, predict,
+                                               holdout=holdout_due)
                 row.update(record)
 
             # validation
