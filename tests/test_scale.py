@@ -251,6 +251,8 @@ def test_suggest_sees_a_run_s_images_at_their_trained_scale(run, monkeypatch):
     (one pass, the size its EMA map was made at); another image gets the first pass."""
     import shutil
 
+    import tifffile
+
     from s2l_tools.inference import predict, suggest
 
     data, out = run
@@ -268,8 +270,6 @@ def test_suggest_sees_a_run_s_images_at_their_trained_scale(run, monkeypatch):
     assert {r.source for r in results} == {"store"}
     other = data.parent / "other"
     shutil.copytree(data, other)
-    import tifffile
-
     image = tifffile.imread(other / "images" / "im0.tif")
     tifffile.imwrite(other / "images" / "im0.tif", np.ascontiguousarray(image[:, ::-1]))
     seen.clear()
