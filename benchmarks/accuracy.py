@@ -131,14 +131,17 @@ def splits(modality: str, n_train: int, n_val: int) -> tuple[str, list[str], str
 def link(src: Path, dst: Path) -> None:
     if not dst.exists():
         dst.parent.mkdir(parents=True, exist_ok=True)
-        dst.symlink_to(src)
+        try:
+            dst.symlink_to(src)
+        except FileExistsError:  # another run of the same seed linked it first
+            pass
 
 
 def write_tiff(path: Path, array: np.ndarray) -> None:
     import tifffile
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.tif")
+    tmp = path.with_suffix(f".{os.getpid()}.tmp.tif")  # two runs of one seed may write it at once
     tifffile.imwrite(tmp, array, compression="zlib", metadata=None)
     os.replace(tmp, path)
 
