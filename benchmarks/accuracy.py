@@ -38,7 +38,10 @@ repeated, so a long table can be stopped and continued. ``--flips`` scores the
 networks as ``s2l-predict`` does by default, averaging each tile over its four
 flips (``result_flips.json``, predictions in ``pred_flips/``); a run already
 trained without it is re-scored from its saved model, not trained again. The
-tables made before it (the forest is never flipped) are without it. Output: markdown tables
+tables made before it (the forest is never flipped) are without it. ``--rest`` scores every
+run on the val images that ``--val-images`` left out instead (on DSB-fluo the 47 of 87 that no
+setting was ever chosen on; ``result_rest[_flips].json``, predictions in ``pred_rest[_flips]/``),
+from the saved models, so a gain that exists only on the choice set shows. Output: markdown tables
 (ours: mean IoU [mDice] and F1 over seeds; the paper's numbers beside them), a
 plot (``--plot``) and all numbers as JSON (``--json``).
 """
@@ -110,6 +113,18 @@ def split_files(modality: str, split: str, n: int, seed: int = 0) -> list[str]:
         pick = np.random.default_rng(seed).choice(len(stems), size=n, replace=False)
         stems = [stems[i] for i in sorted(pick)]
     return stems
+
+
+def rest_of(split_stems: list[str], chosen: list[str]) -> list[str]:
+    """The stems of a split that ``chosen`` left out, in the split's order (``--rest``).
+
+    Examples
+    --------
+    >>> rest_of(["a", "b", "c", "d"], ["b", "d"])
+    ['a', 'c']
+    """
+    taken = set(chosen)
+    return [stem for stem in split_stems if stem not in taken]
 
 
 def splits(modality: str, n_train: int, n_val: int) -> tuple[str, list[str], str, list[str]]:
@@ -220,7 +235,8 @@ def score_proposals(prop_root: Path, truth_root: Path) -> dict:
 
 
 # ------------------------------------------------------------------------- one run
-def forest_and_score(run: Path, data: Path, val: Path, val_stems: list[str], seed: int) -> dict:
+def forest_and_score(run: Path, data: Path, val: Path, val_stems: list[str], seed: int,
+                     pred_name: str = "pred") -> dict:
     """The random-forest pixel classifier (ilastik / Labkit): trained on the scribbles,
     predicts the val images with the networks' post-processing (threshold 0.5, holes
     filled, objects < 64 px removed)."""
@@ -241,7 +257,8 @@ def forest_and_score(run: Path, data: Path, val: Path, val_stems: list[str], see
         prob = forest_probability(forest, image, settings=settings)
         return instances_from_probability(prob, threshold=0.5, min_size=64, declump=DECLUMP)
 
-    return predict_and_score(run, val, val_stems, segment, train_s=train_s, load0=load0)
+    return predict_and_score(run, val, val_stems, segment, train_s=train_s, load0=load0,
+                             pred_name=pred_name)
 
 
 def predict_and_score(run: Path, val: Path, val_stems: list[str], segment, *, train_s: float,
@@ -313,9 +330,9 @@ def train_and_score(run: Path, data: Path, method: str, val: Path, val_stems: li
 
 
 def score_model(run: Path, val: Path, val_stems: list[str], *, flips: bool, train_s: float,
-                load0: list[float]) -> dict:
+                load0: list[float], pred_name: str = "pred") -> dict:
     """Score the network saved in ``run/model`` on the val images (``flips``: averaged over
-    the four flips, as s2l-predict does by default; into ``run/pred_flips``)."""
+    the four flips, as s2l-predict does by default; into ``run/<pred_name>_flips``)."""
     from s2l_tools.training.checkpoint import load_model
     from s2l_tools.inference.predict import predict_image
 
@@ -324,8 +341,27 @@ def score_model(run: Path, val: Path, val_stems: list[str], *, flips: bool, trai
         run, val, val_stems,
         lambda image: predict_image(model, image, meta, device="cpu", declump=DECLUMP,
                                     flips=flips)[0],
-        train_s=train_s, load0=load0, pred_name="pred_flips" if flips else "pred")
+        train_s=train_s, load0=load0, pred_name=pred_name + ("_flips" if flips else ""))
     return {**res, "flips": flips}
+
+
+def score_rest(run: Path, res: dict, *, data: Path, val: Path, val_stems: list[str],
+               flips: bool, seed: int) -> dict:
+    """``--rest``: the finished run ``res`` scored on the val images it was not chosen on
+    (``run/result_rest[_flips].json``, kept like ``result.json``; predictions in
+    ``run/pred_rest[_flips]``). The forest is fitted again (seeded: the same forest)."""
+    done = run / ("result_rest_flips.json" if flips else "result_rest.json")
+    if done.exists():
+        return json.loads(done.read_text())
+    if res["method"] == "forest":
+        out = forest_and_score(run, data, val, val_stems, seed, pred_name="pred_rest")
+    else:
+        out = score_model(run, val, val_stems, flips=flips, train_s=res["train_s"],
+                          load0=loadavg(), pred_name="pred_rest")
+    keep = ("modality", "method", "ratio", "seed", "budget", "n_train", "background", "scribbles")
+    out.update({k: res[k] for k in keep if k in res}, rest=True)
+    done.write_text(json.dumps(out, indent=2) + "\n")
+    return out
 
 
 # ---------------------------------------------------------------------------- report
@@ -567,6 +603,10 @@ def get_parser():
                    help="datasets, runs and per-run results (kept; finished runs are skipped)")
     p.add_argument("--cached-only", action="store_true",
                    help="train nothing: tables, plot and JSON from the finished runs in --workdir")
+    p.add_argument("--rest", action="store_true",
+                   help="score every run on the val images --val-images left out (never used "
+                        "for a choice) instead; kept as result_rest[_flips].json, the saved "
+                        "models are not trained again")
     p.add_argument("--json", type=Path, help="write all results here")
     p.add_argument("--markdown", type=Path, help="write the tables here")
     p.add_argument("--plot", type=Path, help="write the plot here (e.g. docs/benchmarks_accuracy.png)")
@@ -618,6 +658,23 @@ def main(argv=None) -> int:
         base = args.workdir / mod / f"n{len(tr_stems)}_v{len(va_stems)}"
         val = base / "val"
         make_full_set(val, mod, va_split, va_stems)
+        rest_stems = rest_of(split_files(mod, va_split, 0), va_stems) if args.rest else []
+        if args.rest:
+            if va_split == tr_split or not rest_stems:
+                raise SystemExit(f"--rest: {mod} has no val images outside the {len(va_stems)} "
+                                 "chosen (no val split, or --val-images 0); leave --rest out")
+            make_full_set(base / "val_rest", mod, va_split, rest_stems)
+
+        def rest(run, res, scr, flips, seed, mod=mod, base=base, rest_stems=rest_stems):
+            """The run's result, or with --rest its score on the val images left out."""
+            if not args.rest:
+                return res
+            out = score_rest(run, res, data=scr, val=base / "val_rest", val_stems=rest_stems,
+                             flips=flips, seed=seed)
+            print(f"  rest of val ({len(rest_stems)} images): IoU {out['iou']:.4f}",
+                  file=sys.stderr, flush=True)
+            return out
+
         for seed in seeds:
             todo = [(m, r) for r in ratios for m in methods if m != "full"]
             if "full" in methods:
@@ -652,11 +709,12 @@ def main(argv=None) -> int:
                     res.update(score_model(run, val, va_stems, flips=True,
                                            train_s=res["train_s"], load0=loadavg()))
                     done.write_text(json.dumps(res, indent=2) + "\n")
+                scr = base / f"scribbles_r{ratio}_s{seed}{bg_tag}"
                 if done.exists():
                     res = json.loads(done.read_text())
-                    results.append(res)
                     print(f"[cached] {mod} {method} ratio {ratio} seed {seed}: IoU {res['iou']:.4f}",
-                          file=sys.stderr)
+                          file=sys.stderr, flush=True)
+                    results.append(rest(run, res, scr, flips, seed))
                     continue
                 if args.cached_only:
                     print(f"[not run] {mod} {method} ratio {ratio} seed {seed}", file=sys.stderr)
@@ -667,7 +725,6 @@ def main(argv=None) -> int:
                     make_full_set(data, mod, tr_split, tr_stems)
                     fit_method = "full"
                 else:
-                    scr = base / f"scribbles_r{ratio}_s{seed}{bg_tag}"
                     make_train_set(scr, mod, tr_split, tr_stems, ratio=ratio, seed=seed,
                                    background=args.background, protocol=args.scribbles)
                     data, fit_method = scr, method
@@ -687,10 +744,10 @@ def main(argv=None) -> int:
                            background="skeleton" if method == "full" else args.background,
                            scribbles="skeleton" if method == "full" else args.scribbles)
                 done.write_text(json.dumps(res, indent=2) + "\n")
-                results.append(res)
                 print(f"  IoU {res['iou']:.4f} mDice {res['mdice']:.4f} F1 {res['f1_50']:.3f} "
                       f"(train {res['train_s']:.0f} s, predict {res['predict_s']:.0f} s, "
                       f"load {res['load_end']})", file=sys.stderr, flush=True)
+                results.append(rest(run, res, scr, flips, seed))
     agg = aggregate(results)
     pairs = paired(results, against=args.against)
     md = markdown(agg, modalities, ratios, methods) + paired_markdown(pairs, args.against)

@@ -54,3 +54,31 @@ def test_seeds_count_list_and_single_seed():
 def test_seeds_not_a_number_is_one_line_not_a_traceback():
     with pytest.raises(SystemExit, match="--seeds 3"):
         accuracy.main(["--seeds", "two", "--cached-only"])
+
+
+def _fake_dsb(root, modality, split, n):
+    folder = root / modality / split / "images"
+    folder.mkdir(parents=True)
+    for i in range(n):
+        (folder / f"img{i:02d}.png").write_bytes(b"")
+
+
+def test_rest_is_the_val_split_minus_the_chosen_images(tmp_path, monkeypatch):
+    # --rest scores on the val images --val-images left out: never one of the chosen
+    _fake_dsb(tmp_path, "fluo", "val", 12)
+    monkeypatch.setattr(accuracy, "DSB", tmp_path)
+    chosen = accuracy.split_files("fluo", "val", 5)
+    every = accuracy.split_files("fluo", "val", 0)
+    rest = accuracy.rest_of(every, chosen)
+    assert len(chosen) == 5 and len(rest) == 7
+    assert not set(rest) & set(chosen) and sorted(rest + chosen) == every
+    assert rest == sorted(rest)
+
+
+def test_rest_without_a_val_split_is_refused(tmp_path, monkeypatch):
+    # brightfield's held-out images come from its train split: nothing is left to score on
+    _fake_dsb(tmp_path / "dsb", "brightfield", "train", 6)
+    monkeypatch.setattr(accuracy, "DSB", tmp_path / "dsb")
+    with pytest.raises(SystemExit, match="--rest: brightfield has no val images"):
+        accuracy.main(["--modality", "brightfield", "--rest", "--cached-only", "--seeds", "1",
+                       "--workdir", str(tmp_path / "work")])
