@@ -200,19 +200,17 @@ def ensemble_step(model, store, data: TrainingData, ctx: Context, *, device, amp
     ctx.sync_buffers(model)  # every rank predicts with the same BatchNorm statistics
     meta = _tiling(data.in_channels, tile)
     ious = []
-    held = np.zeros(len(_HOLDOUT_KEYS))
+    tally = _HoldoutTally(data.heldout)
     for i in mine:
         prob = predict_probability(model, data.images[i], meta, device=device, amp=amp_dtype,
                                    batch_size=1)
         store.update(i, prob)
         if data.masks[i] is not None:
             ious.append(foreground_iou(prob > 0.5, data.masks[i] > 0))
-        if data.heldout and data.heldout[i] is not None:
-            held += _holdout_counts(prob, data.heldout[i])
+        tally.add(i, prob)
     if not store.is_shard:
         ctx.sync_store(store, owners)
-    scores = (_holdout_scores(dict(zip(_HOLDOUT_KEYS, held.tolist())), ctx) if data.heldout
-              else {})
+    scores = tally.scores(ctx) if data.heldout else {}
     if ctx.world_size > 1:  # ratio of the ranks' sums: the same on every rank
         s = ctx.mean({"iou_sum": float(np.sum(ious)), "iou_n": float(len(ious))})
         return ({"train_iou": s["iou_sum"] / s["iou_n"]} if s["iou_n"] > 0 else {}) | scores
@@ -231,6 +229,24 @@ def _holdout_counts(prob: np.ndarray, heldout: np.ndarray) -> np.ndarray:
     cell = prob > 0.5
     return np.array([np.count_nonzero(cell & fg), np.count_nonzero(fg),
                      np.count_nonzero(bg & ~cell), np.count_nonzero(bg)], dtype=np.float64)
+
+
+class _HoldoutTally:
+    """The held-out strokes' pixel counts (:func:`_holdout_counts`) over the images a rank
+    predicts; :meth:`scores` sums them over the ranks (a collective)."""
+
+    def __init__(self, heldout):
+        self.heldout = heldout
+        self.counts = np.zeros(len(_HOLDOUT_KEYS))
+
+    def add(self, i: int, prob: np.ndarray) -> None:
+        """Count image ``i``'s held-out pixels against its probability map (none held out:
+        nothing)."""
+        if self.heldout and self.heldout[i] is not None:
+            self.counts += _holdout_counts(prob, self.heldout[i])
+
+    def scores(self, ctx: Context) -> dict:
+        return _holdout_scores(dict(zip(_HOLDOUT_KEYS, self.counts.tolist())), ctx)
 
 
 def _holdout_scores(sums: dict, ctx: Context) -> dict:
@@ -269,12 +285,11 @@ def measure_holdout(model, data: TrainingData, ctx: Context, *, device, amp_dtyp
     todo = [i for i, h in enumerate(data.heldout) if h is not None]
     ctx.sync_buffers(model)  # every rank predicts with the same BatchNorm statistics
     meta = _tiling(data.in_channels, tile)
-    held = np.zeros(len(_HOLDOUT_KEYS))
+    tally = _HoldoutTally(data.heldout)
     for i in todo[ctx.rank::ctx.world_size]:
-        prob = predict_probability(model, data.images[i], meta, device=device, amp=amp_dtype,
-                                   batch_size=1)
-        held += _holdout_counts(prob, data.heldout[i])
-    return _holdout_scores(dict(zip(_HOLDOUT_KEYS, held.tolist())), ctx)
+        tally.add(i, predict_probability(model, data.images[i], meta, device=device,
+                                         amp=amp_dtype, batch_size=1))
+    return tally.scores(ctx)
 
 
 def fast_start(store, data: TrainingData, ctx: Context, *, kind: str, seed: int,
@@ -647,18 +662,12 @@ def _auto_threshold(model, state: TrainState, data: TrainingData, ctx: Context,
     t = time.perf_counter()
     if state.forest_share is None:  # no forest start (or --from): fit the forest now
         state.forest_share = auto.forest_share(data, ctx, seed=cfg.seed)
-    held = np.zeros(len(_HOLDOUT_KEYS))
-
-    def count(i: int, prob: np.ndarray) -> None:
-        if data.heldout[i] is not None:
-            held[:] += _holdout_counts(prob, data.heldout[i])
-
+    tally = _HoldoutTally(data.heldout)
     cut, net, at_cut = auto.final_threshold(
         model, data, ctx, share=state.forest_share, floor=cfg.mask_threshold,
         meta=_tiling(data.in_channels, predict["tile"]), device=predict["device"],
-        amp_dtype=predict["amp_dtype"], each=count if holdout else None)
-    scores = (_holdout_scores(dict(zip(_HOLDOUT_KEYS, held.tolist())), ctx) if holdout
-              else {})
+        amp_dtype=predict["amp_dtype"], each=tally.add if holdout else None)
+    scores = tally.scores(ctx) if holdout else {}
     console.print(reports.auto_threshold_line(cut, floor=cfg.mask_threshold, network=net,
                                               at_cut=at_cut, forest=state.forest_share,
                                               seconds=time.perf_counter() - t),
