@@ -665,7 +665,7 @@ def main(argv=None) -> int:
                                  "chosen (no val split, or --val-images 0); leave --rest out")
             make_full_set(base / "val_rest", mod, va_split, rest_stems)
 
-        def rest(run, res, scr, flips, seed, mod=mod, base=base, rest_stems=rest_stems):
+        def rest(run, res, scr, flips, seed, base=base, rest_stems=rest_stems):
             """The run's result, or with --rest its score on the val images left out."""
             if not args.rest:
                 return res
