@@ -658,15 +658,17 @@ def main(argv=None) -> int:
         base = args.workdir / mod / f"n{len(tr_stems)}_v{len(va_stems)}"
         val = base / "val"
         make_full_set(val, mod, va_split, va_stems)
-        rest_stems = rest_of(split_files(mod, va_split, 0), va_stems) if args.rest else []
+        rest_stems = []
         if args.rest:
+            rest_stems = rest_of(split_files(mod, va_split, 0), va_stems)
             if va_split == tr_split or not rest_stems:
                 raise SystemExit(f"--rest: {mod} has no val images outside the {len(va_stems)} "
                                  "chosen (no val split, or --val-images 0); leave --rest out")
             make_full_set(base / "val_rest", mod, va_split, rest_stems)
 
-        def rest(run, res, scr, flips, seed, base=base, rest_stems=rest_stems):
-            """The run's result, or with --rest its score on the val images left out."""
+        def rest(run, res, scr, flips, seed):
+            """The run's result, or with --rest its score on the val images left out (called
+            within this modality's loop only, so ``base`` and ``rest_stems`` are this one's)."""
             if not args.rest:
                 return res
             out = score_rest(run, res, data=scr, val=base / "val_rest", val_stems=rest_stems,
