@@ -318,6 +318,7 @@ def train_and_score(run: Path, data: Path, method: str, val: Path, val_stems: li
         grabcut_agreement=args.grabcut_agreement,
         auto_threshold=bool(args.auto_threshold) and method != "full",
         diameter=float(getattr(args, "diameter", None) or 0.0),
+        noise_aug=float(getattr(args, "noise_aug", None) or 0.0),
         **{name: value for name, _, value in s2l_settings(args, method)},
         checkpoint_every=args.epochs, panel_images=0, tile=512,
         holdout_strokes=0.0,  # every stroke, as the paper and the forest baseline
@@ -568,6 +569,10 @@ def get_parser():
     p.add_argument("--diameter", type=float,
                    help="s2l-train --diameter for the networks (every image resized so its "
                    "median object is this many px across; runs are named ..._dX)")
+    p.add_argument("--noise-aug", type=float,
+                   help="s2l-train --noise-aug for the networks (Gaussian noise of up to this "
+                   "standard deviation added to 15 %% of the training crops; runs are named "
+                   "..._naX)")
     p.add_argument("--encoder-weights",
                    help="s2l-train --encoder-weights for the networks (e.g. self: pretrained on "
                    "the training images, cached; runs are named ..._wself)")
@@ -695,6 +700,8 @@ def main(argv=None) -> int:
                     a_tag += "_at"
                 if getattr(args, "diameter", None) and method != "forest":
                     a_tag += f"_d{args.diameter:g}"
+                if getattr(args, "noise_aug", None) and method != "forest":
+                    a_tag += f"_na{args.noise_aug:g}"
                 if args.encoder_weights and method != "forest":
                     a_tag += f"_w{Path(args.encoder_weights).stem}"
                     if args.pretrain_steps:

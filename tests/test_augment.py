@@ -137,6 +137,28 @@ def test_photometric_touches_image_only():
     np.testing.assert_allclose(img, image * a + b, atol=1e-4)
 
 
+def test_noise_touches_image_only_and_leaves_the_rest_as_without_it():
+    image, scribble, ema = _coded(64, 64)
+    kw = dict(crop=64, p_ssr=0.0, flips=False, brightness=0.0, contrast=0.0)
+    # noise 0 draws nothing: a run without it is the run before the option existed
+    for seed in range(5):
+        a = augment(image, scribble, ema, rng=np.random.default_rng(seed), crop=64)
+        b = augment(image, scribble, ema, rng=np.random.default_rng(seed), crop=64, noise=0.0)
+        for x, y in zip(a, b):
+            np.testing.assert_array_equal(x, y)
+    img, scr, em = augment(image, scribble, ema, rng=np.random.default_rng(0), noise=0.3,
+                           p_noise=1.0, **kw)
+    np.testing.assert_array_equal(scr, scribble)
+    np.testing.assert_array_equal(em, ema)
+    residual = img - image
+    assert img.dtype == np.float32 and 0 < residual.std() <= 0.3
+    assert abs(float(residual.mean())) < 0.05  # zero-mean noise, no brightness shift
+    # p_noise: the share of crops that get it
+    noisy = [not np.array_equal(augment(image, scribble, ema, rng=np.random.default_rng(k),
+                                        noise=0.1, **kw)[0], image) for k in range(400)]
+    assert 0.09 < np.mean(noisy) < 0.21
+
+
 def test_shape_errors():
     image, scribble, ema = _coded(30, 30)
     rng = np.random.default_rng(0)

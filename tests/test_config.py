@@ -177,6 +177,8 @@ def test_no_dataset_given(tmp_path, capsys):
     ("threshold", 1.0, "--threshold", "[0.5, 1)"),
     ("pseudo_weight", -0.1, "--pseudo-weight", "0 or more"),
     ("pseudo_margin", -1, "--pseudo-margin", "0 or more"),
+    ("noise_aug", -0.1, "--noise-aug", "[0, 1]"),
+    ("noise_aug", 2.0, "--noise-aug", "[0, 1]"),
     ("lr", 0.0, "--lr", "positive"),
     ("crop", 100, "--crop", "multiple of 32"),
     ("crop", 0, "--crop", "multiple of 32"),

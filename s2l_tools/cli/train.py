@@ -56,6 +56,9 @@ _HELP = {
                 "training and prediction "
                 "(estimated per image from a random forest on the scribbles, at prediction "
                 "from a first pass; 0: images at their own size)",
+    "noise_aug": "add Gaussian noise to 15 %% of the training crops, of a standard deviation "
+                 "drawn up to this (normalised units; 0: none), so that grainy, dim images "
+                 "are not called cell where their background is noisy",
     "crf_weight": "weight of the CRF loss (bilateral Potts, radius 5 px; any method but full; "
                   "default: 5 with --method rloss, else 0)",
     "lr": "encoder learning rate (RAdam)",

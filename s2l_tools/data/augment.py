@@ -87,8 +87,10 @@ def augment(
     flips: bool = True,
     brightness: float = 0.2,
     contrast: float = 0.2,
+    noise: float = 0.0,
+    p_noise: float = 0.15,
 ) -> Triple:
-    """Random crop, shift-scale-rotate, flips/rot90 and brightness/contrast.
+    """Random crop, shift-scale-rotate, flips/rot90, brightness/contrast and noise.
 
     Parameters
     ----------
@@ -118,6 +120,13 @@ def augment(
         for images scaled to [0, 1] this is albumentations'
         RandomBrightnessContrast; for z-scored images ``a`` scales the contrast
         around the mean). Image only.
+    noise : float
+        With probability ``p_noise``, Gaussian noise of a standard deviation drawn from
+        ``[0, noise]`` (normalised intensity units) is added to the image, after the
+        brightness/contrast change (0: never; nothing is drawn from ``rng`` then, so the
+        other transforms are those of a call without it).
+    p_noise : float
+        Probability of the noise.
 
     Returns
     -------
@@ -161,6 +170,9 @@ def augment(
     img = np.ascontiguousarray(img, dtype=np.float32)
     if a != 1.0 or b != 0.0:
         img = (img * np.float32(a) + np.float32(b)).astype(np.float32, copy=False)
+    if noise > 0 and rng.random() < p_noise:
+        sd = rng.uniform(0.0, noise)
+        img = (img + rng.normal(0.0, sd, size=img.shape)).astype(np.float32)
     scr = np.ascontiguousarray(scr)
     em = None if em is None else np.ascontiguousarray(em)
     return img, scr, em

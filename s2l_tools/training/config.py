@@ -102,6 +102,9 @@ class TrainConfig:
     #: every image resized so its median object is this many pixels across, in training
     #: and prediction (s2l_tools.training.scale; 0: images at their own size)
     diameter: float = 0.0
+    #: the largest standard deviation of the Gaussian noise added to a training crop
+    #: (normalised units, to 15 % of the crops; s2l_tools.data.augment; 0: none)
+    noise_aug: float = 0.0
     crf_weight: float | None = None
     lr: float = 3e-4
     weight_decay: float = 5e-5
@@ -188,6 +191,9 @@ class TrainConfig:
         if not (math.isfinite(self.diameter) and self.diameter >= 0):
             bad("diameter", "must be 0 (images at their own size) or a median object "
                 "diameter in pixels, e.g. 24")
+        if not (math.isfinite(self.noise_aug) and 0 <= self.noise_aug <= 1):
+            bad("noise_aug", "must be in [0, 1] (a standard deviation in normalised intensity "
+                "units; 0: no noise, e.g. 0.1)")
         if self.crf_weight is not None and not self.crf_weight >= 0:
             bad("crf_weight", "must be 0 or more")
         if self.crf_weight and self.method == "full":
