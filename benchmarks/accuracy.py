@@ -41,7 +41,11 @@ trained without it is re-scored from its saved model, not trained again. The
 tables made before it (the forest is never flipped) are without it. ``--rest`` scores every
 run on the val images that ``--val-images`` left out instead (on DSB-fluo the 47 of 87 that no
 setting was ever chosen on; ``result_rest[_flips].json``, predictions in ``pred_rest[_flips]/``),
-from the saved models, so a gain that exists only on the choice set shows. Output: markdown tables
+from the saved models, so a gain that exists only on the choice set shows. ``--unused-train
+HxW`` scores them on the train split's images of that size that no run trained on (on
+DSB-fluo ``512x640``: the six grainy, dim images of a kind none of the 40 training images is;
+``result_unused_HxW[_flips].json``): a kind of image to choose a robustness setting on
+without touching the val split. Output: markdown tables
 (ours: mean IoU [mDice] and F1 over seeds; the paper's numbers beside them), a
 plot (``--plot``) and all numbers as JSON (``--json``).
 """
@@ -125,6 +129,17 @@ def rest_of(split_stems: list[str], chosen: list[str]) -> list[str]:
     """
     taken = set(chosen)
     return [stem for stem in split_stems if stem not in taken]
+
+
+def unused_of(modality: str, split: str, size: str, taken: set[str]) -> list[str]:
+    """The stems of ``split`` whose images are ``size`` (``'HxW'``, from DSB's manifest.csv)
+    and not in ``taken`` (the runs' training and scored images), sorted (``--unused-train``)."""
+    import csv
+
+    with open(DSB / "manifest.csv", newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r["modality"] == modality
+                and r["split"] == split and f"{r['height']}x{r['width']}" == size]
+    return sorted(r["id"] for r in rows if r["id"] not in taken)
 
 
 def splits(modality: str, n_train: int, n_val: int) -> tuple[str, list[str], str, list[str]]:
@@ -347,20 +362,21 @@ def score_model(run: Path, val: Path, val_stems: list[str], *, flips: bool, trai
 
 
 def score_rest(run: Path, res: dict, *, data: Path, val: Path, val_stems: list[str],
-               flips: bool, seed: int) -> dict:
+               flips: bool, seed: int, name: str = "rest") -> dict:
     """``--rest``: the finished run ``res`` scored on the val images it was not chosen on
     (``run/result_rest[_flips].json``, kept like ``result.json``; predictions in
-    ``run/pred_rest[_flips]``). The forest is fitted again (seeded: the same forest)."""
-    done = run / ("result_rest_flips.json" if flips else "result_rest.json")
+    ``run/pred_rest[_flips]``); ``--unused-train HxW``: on unused train images, ``name``
+    ``unused_HxW``. The forest is fitted again (seeded: the same forest)."""
+    done = run / (f"result_{name}_flips.json" if flips else f"result_{name}.json")
     if done.exists():
         return json.loads(done.read_text())
     if res["method"] == "forest":
-        out = forest_and_score(run, data, val, val_stems, seed, pred_name="pred_rest")
+        out = forest_and_score(run, data, val, val_stems, seed, pred_name=f"pred_{name}")
     else:
         out = score_model(run, val, val_stems, flips=flips, train_s=res["train_s"],
-                          load0=loadavg(), pred_name="pred_rest")
+                          load0=loadavg(), pred_name=f"pred_{name}")
     keep = ("modality", "method", "ratio", "seed", "budget", "n_train", "background", "scribbles")
-    out.update({k: res[k] for k in keep if k in res}, rest=True)
+    out.update({k: res[k] for k in keep if k in res}, rest=name)
     done.write_text(json.dumps(out, indent=2) + "\n")
     return out
 
@@ -449,11 +465,12 @@ def _cell(a: dict | None, n_seeds: bool) -> str:
     return s
 
 
-def markdown(agg: dict, modalities: list[str], ratios: list[float], methods: list[str]) -> str:
+def markdown(agg: dict, modalities: list[str], ratios: list[float], methods: list[str],
+             scored_on: str = "the val images") -> str:
     lines = []
     methods = [m for m in ORDER if m in methods]
     for mod in modalities:
-        lines.append(f"\n**DSB-{mod}** (ours: IoU [mDice] F1@0.5 on the val images; "
+        lines.append(f"\n**DSB-{mod}** (ours: IoU [mDice] F1@0.5 on {scored_on}; "
                      "paper: Table 1 IoU [mDice], Table 2 IoU for fluo)\n")
         head = ["method"] + [f"ours {int(r * 100)} %" for r in ratios] + ["paper Table 1"]
         if mod == "fluo":
@@ -612,6 +629,11 @@ def get_parser():
                    help="score every run on the val images --val-images left out (never used "
                         "for a choice) instead; kept as result_rest[_flips].json, the saved "
                         "models are not trained again")
+    p.add_argument("--unused-train", metavar="HxW",
+                   help="score every run instead on the train split's images of this size "
+                        "(e.g. 512x640) that no run trained on or was scored on: a kind of "
+                        "image to choose a robustness setting on; kept as "
+                        "result_unused_HxW[_flips].json, the saved models are not trained again")
     p.add_argument("--json", type=Path, help="write all results here")
     p.add_argument("--markdown", type=Path, help="write the tables here")
     p.add_argument("--plot", type=Path, help="write the plot here (e.g. docs/benchmarks_accuracy.png)")
@@ -663,22 +685,33 @@ def main(argv=None) -> int:
         base = args.workdir / mod / f"n{len(tr_stems)}_v{len(va_stems)}"
         val = base / "val"
         make_full_set(val, mod, va_split, va_stems)
-        rest_stems = []
-        if args.rest:
+        rest_stems, rest_name, rest_dir = [], "rest", base / "val_rest"
+        if args.rest and args.unused_train:
+            raise SystemExit("--rest and --unused-train: give one of them")
+        if args.unused_train:
+            rest_name = f"unused_{args.unused_train}"
+            rest_stems = unused_of(mod, tr_split, args.unused_train, set(tr_stems) | set(va_stems))
+            if not rest_stems:
+                raise SystemExit(f"--unused-train {args.unused_train}: {mod}'s {tr_split} split "
+                                 "has no unused image of that size (HxW, e.g. 512x640; see "
+                                 f"{DSB / 'manifest.csv'})")
+            rest_dir = base / rest_name
+            make_full_set(rest_dir, mod, tr_split, rest_stems)
+        elif args.rest:
             rest_stems = rest_of(split_files(mod, va_split, 0), va_stems)
             if va_split == tr_split or not rest_stems:
                 raise SystemExit(f"--rest: {mod} has no val images outside the {len(va_stems)} "
                                  "chosen (no val split, or --val-images 0); leave --rest out")
-            make_full_set(base / "val_rest", mod, va_split, rest_stems)
+            make_full_set(rest_dir, mod, va_split, rest_stems)
 
         def rest(run, res, scr, flips, seed):
-            """The run's result, or with --rest its score on the val images left out (called
-            within this modality's loop only, so ``base`` and ``rest_stems`` are this one's)."""
-            if not args.rest:
+            """The run's result, or with --rest / --unused-train its score on those images
+            (called within this modality's loop only, so ``rest_*`` are this one's)."""
+            if not rest_stems:
                 return res
-            out = score_rest(run, res, data=scr, val=base / "val_rest", val_stems=rest_stems,
-                             flips=flips, seed=seed)
-            print(f"  rest of val ({len(rest_stems)} images): IoU {out['iou']:.4f}",
+            out = score_rest(run, res, data=scr, val=rest_dir, val_stems=rest_stems,
+                             flips=flips, seed=seed, name=rest_name)
+            print(f"  {rest_name} ({len(rest_stems)} images): IoU {out['iou']:.4f}",
                   file=sys.stderr, flush=True)
             return out
 
@@ -759,7 +792,10 @@ def main(argv=None) -> int:
                 results.append(rest(run, res, scr, flips, seed))
     agg = aggregate(results)
     pairs = paired(results, against=args.against)
-    md = markdown(agg, modalities, ratios, methods) + paired_markdown(pairs, args.against)
+    scored_on = ("the val images --val-images left out" if args.rest else
+                 f"the unused {args.unused_train} train images" if args.unused_train else
+                 "the val images")
+    md = markdown(agg, modalities, ratios, methods, scored_on) + paired_markdown(pairs, args.against)
     n_tr = {r["modality"]: r["n_train"] for r in results}
     n_va = {r["modality"]: r["n_val"] for r in results}
     header = (f"budget: {budget}; train images {n_tr}, val images {n_va}; "

@@ -82,3 +82,30 @@ def test_rest_without_a_val_split_is_refused(tmp_path, monkeypatch):
     with pytest.raises(SystemExit, match="--rest: brightfield has no val images"):
         accuracy.main(["--modality", "brightfield", "--rest", "--cached-only", "--seeds", "1",
                        "--workdir", str(tmp_path / "work")])
+
+
+def test_unused_train_is_that_size_and_never_a_training_or_scored_image(tmp_path, monkeypatch):
+    # --unused-train HxW: the train split's images of that size no run trained on (nor, where
+    # the held-out images come from the train split, was scored on)
+    (tmp_path / "manifest.csv").write_text(
+        "id,modality,split,height,width,channels,nuclei,overlap_px\n"
+        "a,fluo,train,512,640,1,9,0\nb,fluo,train,256,256,1,9,0\nc,fluo,train,512,640,1,9,0\n"
+        "d,fluo,val,512,640,1,9,0\ne,histo,train,512,640,3,9,0\nf,fluo,train,512,640,1,9,0\n")
+    monkeypatch.setattr(accuracy, "DSB", tmp_path)
+    assert accuracy.unused_of("fluo", "train", "512x640", {"c"}) == ["a", "f"]
+    assert accuracy.unused_of("fluo", "train", "640x512", set()) == []
+
+
+def test_unused_train_of_no_image_is_refused(tmp_path, monkeypatch):
+    _fake_dsb(tmp_path / "dsb", "fluo", "train", 4)
+    _fake_dsb(tmp_path / "dsb", "fluo", "val", 2)
+    (tmp_path / "dsb" / "manifest.csv").write_text(
+        "id,modality,split,height,width,channels,nuclei,overlap_px\n"
+        "img00,fluo,train,512,640,1,9,0\n")
+    monkeypatch.setattr(accuracy, "DSB", tmp_path / "dsb")
+    work = ["--cached-only", "--seeds", "1", "--workdir", str(tmp_path / "work")]
+    # its one 512 x 640 image is a training image
+    with pytest.raises(SystemExit, match="--unused-train 512x640: fluo's train split has no"):
+        accuracy.main(["--unused-train", "512x640"] + work)
+    with pytest.raises(SystemExit, match="give one of them"):
+        accuracy.main(["--unused-train", "512x640", "--rest"] + work)
