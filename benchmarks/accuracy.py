@@ -136,7 +136,11 @@ def unused_of(modality: str, split: str, size: str, taken: set[str]) -> list[str
     and not in ``taken`` (the runs' training and scored images), sorted (``--unused-train``)."""
     import csv
 
-    with open(DSB / "manifest.csv", newline="") as f:
+    manifest = DSB / "manifest.csv"
+    if not manifest.is_file():
+        raise SystemExit(f"--unused-train: {manifest} is missing; it lists each image's size "
+                         "(the DSB2018 folder of ../shared/data ships it)")
+    with open(manifest, newline="") as f:
         rows = [r for r in csv.DictReader(f) if r["modality"] == modality
                 and r["split"] == split and f"{r['height']}x{r['width']}" == size]
     return sorted(r["id"] for r in rows if r["id"] not in taken)

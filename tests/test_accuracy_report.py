@@ -94,6 +94,9 @@ def test_unused_train_is_that_size_and_never_a_training_or_scored_image(tmp_path
     monkeypatch.setattr(accuracy, "DSB", tmp_path)
     assert accuracy.unused_of("fluo", "train", "512x640", {"c"}) == ["a", "f"]
     assert accuracy.unused_of("fluo", "train", "640x512", set()) == []
+    (tmp_path / "manifest.csv").unlink()
+    with pytest.raises(SystemExit, match="manifest.csv is missing"):
+        accuracy.unused_of("fluo", "train", "512x640", set())
 
 
 def test_unused_train_of_no_image_is_refused(tmp_path, monkeypatch):
