@@ -140,12 +140,15 @@ def test_photometric_touches_image_only():
 def test_noise_touches_image_only_and_leaves_the_rest_as_without_it():
     image, scribble, ema = _coded(64, 64)
     kw = dict(crop=64, p_ssr=0.0, flips=False, brightness=0.0, contrast=0.0)
-    # noise 0 draws nothing: a run without it is the run before the option existed
+    # the noise is drawn after every other transform: with it, each crop is the crop
+    # without it (same window, turn, flips, brightness) plus zero-mean noise
     for seed in range(5):
         a = augment(image, scribble, ema, rng=np.random.default_rng(seed), crop=64)
-        b = augment(image, scribble, ema, rng=np.random.default_rng(seed), crop=64, noise=0.0)
-        for x, y in zip(a, b):
-            np.testing.assert_array_equal(x, y)
+        b = augment(image, scribble, ema, rng=np.random.default_rng(seed), crop=64,
+                    noise=0.1, p_noise=1.0)
+        np.testing.assert_array_equal(a[1], b[1])
+        np.testing.assert_array_equal(a[2], b[2])
+        assert 0 < float(np.abs(b[0] - a[0]).max()) and float((b[0] - a[0]).std()) <= 0.1
     img, scr, em = augment(image, scribble, ema, rng=np.random.default_rng(0), noise=0.3,
                            p_noise=1.0, **kw)
     np.testing.assert_array_equal(scr, scribble)

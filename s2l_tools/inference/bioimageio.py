@@ -297,8 +297,8 @@ def _readme(info: RunInfo, meta: ModelMeta, formats, agreement: dict) -> str:
     if s:
         keys = ("method", "fast_start", "encoder", "encoder_weights", "channel", "epochs",
                 "warmup_epochs", "ensemble_every", "ema_alpha", "threshold", "pseudo_weight",
-                "pseudo_margin", "noise_aug", "crf_weight", "lr", "crop", "batch_size", "samples_per_epoch",
-                "seed")
+                "pseudo_margin", "noise_aug", "crf_weight", "lr", "crop", "batch_size",
+                "samples_per_epoch", "seed")
         lines += [f"- {k}: {s[k]}" for k in keys if k in s]
     else:
         lines.append("- not available (exported from a model file without its run folder)")
