@@ -6,9 +6,11 @@
 
 Round 0: synthetic scribbles on ``--ratio`` of the cells of the train images
 (:func:`s2l_tools.data.synth.synthesize_scribbles`, as benchmarks/accuracy.py
-draws them) and one training from scratch (``--epochs``). Then ``--rounds``
-rounds in which an "annotator" who knows the full masks adds ``--strokes``
-strokes, in one of these arms (``--arms``):
+draws them; with ``--scribbled-images K`` on K of them only, the way a person
+scribbles a handful of images: the others have no scribble file, so they stay out
+of the training until a round adds strokes to them) and one training from scratch
+(``--epochs``). Then ``--rounds`` rounds in which an "annotator" who knows the full
+masks adds ``--strokes`` strokes, in one of these arms (``--arms``):
 
 - ``suggest``: at the best regions of ``s2l-suggest``
   (:func:`s2l_tools.inference.suggest.suggest` on the arm's last run, ranked
@@ -272,7 +274,9 @@ def add_strokes(arm: str, data: Path, stems: list[str], truth: dict, n: int, *, 
     import tifffile
 
     how = ARMS[arm]
-    scr = {s: tifffile.imread(data / "scribbles" / f"{s}.tif") for s in stems}
+    # an image without strokes yet (--scribbled-images) has no scribble file
+    scr = {s: (tifffile.imread(f) if (f := data / "scribbles" / f"{s}.tif").is_file()
+               else np.zeros(truth[s].shape, np.uint8)) for s in stems}
     added, t_suggest, ranked = 0, 0.0, []
 
     def paint(stem, stroke):
@@ -344,7 +348,8 @@ def add_strokes(arm: str, data: Path, stems: list[str], truth: dict, n: int, *, 
         if stroke is not None:
             paint(stem, stroke)
     for s in stems:
-        write_tiff(data / "scribbles" / f"{s}.tif", scr[s])
+        if scr[s].any():  # an image still without strokes stays out of the training
+            write_tiff(data / "scribbles" / f"{s}.tif", scr[s])
     return added, t_suggest
 
 
@@ -419,7 +424,9 @@ def count_strokes(data: Path, stems: list[str]) -> int:
 
     n = 0
     for s in stems:
-        m = tifffile.imread(data / "scribbles" / f"{s}.tif")
+        if not (f := data / "scribbles" / f"{s}.tif").is_file():
+            continue  # not scribbled yet (--scribbled-images)
+        m = tifffile.imread(f)
         for code in (L.BACKGROUND, L.FOREGROUND):
             n += ndi.label(m == code, structure=np.ones((3, 3)))[1]
     return n
@@ -456,6 +463,10 @@ def get_parser():
     p.add_argument("--train-images", type=int, default=8)
     p.add_argument("--val-images", type=int, default=8)
     p.add_argument("--ratio", type=float, default=0.1, help="share of cells scribbled at start")
+    p.add_argument("--scribbled-images", type=int, default=0, metavar="K",
+                   help="round 0 scribbles only K of the train images (a seeded choice; "
+                        "0, the default: all); the others join the training when a round "
+                        "adds strokes to them")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--strokes", type=int, default=16, help="strokes added per round")
     p.add_argument("--arms", default="suggest,random")
@@ -510,6 +521,12 @@ def main(argv=None) -> int:
         link(src / val_split / "labels" / f"{s}.tif", val / "masks" / f"{s}.tif")
     truth = {s: read_labels(src / train_split / "labels" / f"{s}.tif") for s in stems}
 
+    # round 0's scribbled images: all, or a seeded choice of --scribbled-images of them
+    first = stems
+    if 0 < args.scribbled_images < len(stems):
+        pick = np.random.default_rng([args.seed, 11]).permutation(len(stems))
+        first = [stems[i] for i in sorted(pick[:args.scribbled_images])]
+
     def dataset(folder: Path, scribbles_from: Path | None):
         for s in stems:
             link(src / train_split / "images" / f"{s}.png", folder / "images" / f"{s}.png")
@@ -517,7 +534,7 @@ def main(argv=None) -> int:
             if scribbles_from is not None:
                 shutil.copytree(scribbles_from / "scribbles", folder / "scribbles")
             else:
-                for s in stems:
+                for s in first:
                     write_tiff(folder / "scribbles" / f"{s}.tif",
                                synthesize_scribbles(truth[s], ratio=args.ratio,
                                                     seed=image_seed(args.seed, s)))

@@ -96,6 +96,28 @@ def test_the_random_arm_adds_its_strokes_on_the_truth(tmp_path):
     assert (new != scribble).sum() > 0
 
 
+def test_an_image_without_strokes_gets_a_scribble_file_only_once_it_has_one(tmp_path):
+    """--scribbled-images: an image with no scribble file is read as unscribbled; the
+    strokes a round adds to it write its file, and an image still without any stays out
+    (no empty file, which would put it in the training); the start's count skips it."""
+    import tifffile
+
+    labels = np.zeros((64, 64), np.int32)
+    labels[8:56, 8:56] = 1  # most pixels are cell: random strokes land there
+    scribble = np.zeros((64, 64), np.uint8)
+    scribble[30, 20:40] = L.FOREGROUND
+    (tmp_path / "scribbles").mkdir()
+    tifffile.imwrite(tmp_path / "scribbles" / "a.tif", scribble)
+    truth = {"a": labels, "b": labels.copy(), "c": np.zeros((1, 1), np.int32)}
+    assert loop.count_strokes(tmp_path, ["a", "b", "c"]) == 1
+    added, _ = loop.add_strokes("random", tmp_path, ["a", "b", "c"], truth, 3,
+                                run=tmp_path / "no-run", rng=np.random.default_rng(1))
+    assert added == 3
+    assert (tmp_path / "scribbles" / "b.tif").is_file()  # the cell's stroke in "b"
+    assert (tifffile.imread(tmp_path / "scribbles" / "b.tif") == L.FOREGROUND).any()
+    assert not (tmp_path / "scribbles" / "c.tif").exists()  # 1 px: never drawn, no file
+
+
 def test_the_spread_order_takes_every_images_best_region_before_any_second():
     ranked = [(0.9, "a", 1), (0.8, "a", 2), (0.7, "b", 1), (0.6, "a", 3), (0.5, "c", 1),
               (0.4, "b", 2)]
