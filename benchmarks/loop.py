@@ -503,6 +503,8 @@ def main(argv=None) -> int:
     from s2l_tools.io.images import read_labels
 
     args = get_parser().parse_args(argv)
+    if args.scribbled_images < 0:
+        raise SystemExit("loop.py: --scribbled-images takes 0 (all) or a number of images")
     unknown = sorted({a for a in args.arms.split(",") if a} - set(ARMS))
     if unknown:
         raise SystemExit(f"loop.py: unknown --arms {','.join(unknown)}; choose from "
