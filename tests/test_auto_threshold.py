@@ -112,6 +112,16 @@ def test_auto_threshold_saves_the_forest_share_cut(data, tmp_path, capsys, monke
     from s2l_tools.training.engine import validate
 
     model, meta = load_model(out / "model.pt")
+    # the same pass measured the most of one training image the network calls cell at the
+    # floor, which s2l-predict compares each image's mask with
+    from s2l_tools.inference.predict import predict_probability
+
+    amp = inference_dtype(True, torch.device("cpu"))
+    shares = [float(np.mean(predict_probability(model, im, meta, device="cpu", amp=amp,
+                                                batch_size=1) >= 0.05))
+              for im in load_training_data(data / "train").images]
+    assert meta.train_share_max == pytest.approx(max(shares), abs=5e-3)
+    assert float(rows[-1]["train_share_max"]) == pytest.approx(meta.train_share_max, abs=1e-4)
     scores = validate(model, load_validation(data / "val", channel=None), device=torch.device("cpu"),
                       amp_dtype=inference_dtype(True, torch.device("cpu")), tile=64,
                       min_size=meta.min_size, threshold=cut)
@@ -217,10 +227,14 @@ def test_a_forest_that_found_no_cell(data):
     from s2l_tools.training.reports import auto_threshold_line
 
     d = load_training_data(data / "train", holdout=0.1, seed=0)
-    cut, net, at_cut = auto.final_threshold(
+    cut, net, at_cut, image_max = auto.final_threshold(
         _Ramp(), d, Context(), share=0.0, floor=0.05, meta=_tiling(d.in_channels, 64),
         device="cpu", amp_dtype=None)
     assert 0.05 < cut < 0.999 and net > 0.1
+    # the most of one image at the floor: the ramp's p = sigmoid(8 (x - 0.5)) >= 0.05
+    by_image = [float(np.mean(1 / (1 + np.exp(-8 * (im[0] - 0.5))) >= 0.05)) for im in d.images]
+    assert max(by_image) - min(by_image) > 0.01  # the images differ, so the max is tested
+    assert image_max == pytest.approx(max(by_image), abs=2e-3)
     assert at_cut == pytest.approx(auto.MIN_KEPT * net, abs=2e-3)
     line = auto_threshold_line(cut, floor=0.05, network=net, at_cut=at_cut, forest=0.0,
                                seconds=1.0)

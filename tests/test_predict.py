@@ -232,6 +232,46 @@ def test_cli_single_file_and_options(run_dir, images, tmp_path, capsys):
     assert tifffile.imread(out / "b.tif").shape == (130, 64)
 
 
+def test_cli_names_images_called_far_more_cell_than_the_training_images(
+        run_dir, model, images, tmp_path, capsys):
+    """An image whose mask covers more of it than unusual_share allows (1.5x the most a
+    training image had, and over 40 %) is named in one warning line, and the run still
+    succeeds; a model that did not measure its training images (no --auto-threshold, older
+    runs) never warns."""
+    from s2l_tools.inference.onnx import meta_problem
+    from s2l_tools.training.checkpoint import load_model
+
+    measured = tmp_path / "measured"
+    measured.mkdir()
+    save_model(measured / "model.pt", model.state_dict(),
+               ModelMeta(encoder="resnet18", in_channels=1, tile=64, overlap=16, min_size=4,
+                         train_share_max=0.3))
+    assert load_model(measured / "model.pt")[1].train_share_max == 0.3
+    for run, threshold in ((measured, "0"), (measured, "0.999999"), (run_dir, "0")):
+        out = tmp_path / f"pred_{run.name}_{threshold}"
+        rc = main([str(run), str(images), "--out", str(out), "--device", "cpu", "--no-flips",
+                   "--threshold", threshold, "--min-size", "0"])
+        err = capsys.readouterr().err
+        assert rc == 0, err
+        shares = {}
+        for name in ("a.tif", "b.tif"):
+            labels = tifffile.imread(out / name)
+            shares[name] = np.count_nonzero(labels) / labels.size
+        named = [n for n, share in shares.items() if run == measured and share > 0.45]
+        if threshold == "0":  # every pixel called cell
+            assert min(shares.values()) == 1.0
+        lines = [line for line in err.splitlines() if "warning" in line]
+        if named:
+            assert len(lines) == 1, err
+            assert f"{len(named)} image" in lines[0] and "the most on a training image 30 %" in lines[0]
+            assert all(f"{n} {100 * shares[n]:.0f} %" in lines[0] for n in named)
+            assert "--from RUN" in lines[0]
+        else:
+            assert not lines, err
+    assert meta_problem({"train_share_max": 1.5}) == "train_share_max is 1.5, not a share in [0, 1]"
+    assert meta_problem({"train_share_max": None}) is None
+
+
 def test_cli_refuses_to_overwrite_inputs(run_dir, images, capsys):
     before = (images / "a.tif").read_bytes()
     rc = main([str(run_dir), str(images), "--out", str(images), "--device", "cpu"])

@@ -153,6 +153,8 @@ def _main(args) -> int:
               f"{'s' if n_objects != 1 else ''} -> {out} (threshold {threshold:g}, "
               f"{device.type}{', 4 flips averaged' if args.flips else ''}, "
               f"{time.perf_counter() - start:.1f} s)")
+    if result.unusual:
+        print(_unusual_line(result.unusual, meta.train_share_max), file=sys.stderr)
     if k == 1:
         raise S2LError(result.failed[0][1] + ("" if not n else f" (skipped; the other {n} "
                                               "image(s) are segmented)"))
@@ -164,6 +166,20 @@ def _main(args) -> int:
         raise S2LError(f"{k} of {len(files)} images skipped ({names}; reasons above); fix or "
                        "remove them and run again (the results of the others are written)")
     return 0
+
+
+def _unusual_line(unusual, train_max: float) -> str:
+    """The warning about images whose masks cover far more of them than the model's
+    training images' did (:func:`s2l_tools.inference.predict.unusual_share`)."""
+    n = len(unusual)
+    names = ", ".join(f"{p.name} {share * 100:.0f} %" for p, share in unusual[:5])
+    names += " ..." if n > 5 else ""
+    return (f"s2l-predict: warning: {n} image{'s' if n != 1 else ''} called far more cell "
+            f"than any training image ({names}; the most on a training image "
+            f"{train_max * 100:.0f} %): {'they' if n != 1 else 'it'} may be unlike the images you "
+            "scribbled (grainy, dim, another stain); look at the masks, and if they are "
+            "wrong, scribble such an image and retrain (s2l-train DATA --out RUN2 --from RUN; "
+            "grainy images: --noise-aug 0.05)")
 
 
 def main(argv=None) -> int:

@@ -344,6 +344,9 @@ def meta_problem(meta: Mapping[str, Any], *, python: bool = False) -> Optional[s
         return f"threshold is {show(meta['threshold'])}: {why}"
     if "diameter" in meta and not (_is_number(meta["diameter"]) and meta["diameter"] >= 0):
         return f"diameter is {show(meta['diameter'])}, not a number >= 0 (pixels; 0: off)"
+    share = meta.get("train_share_max")
+    if share is not None and not (_is_number(share) and 0 <= share <= 1):
+        return f"train_share_max is {show(share)[:40]}, not a share in [0, 1]"
     if meta.get("channel") is not None and not (_is_int(meta["channel"])
                                                 and meta["channel"] >= 0):
         return f"channel is {show(meta['channel'])}, not a whole number >= 0"

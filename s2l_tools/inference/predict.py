@@ -57,6 +57,7 @@ __all__ = [
     "label_dtype",
     "predict_files",
     "FilesResult",
+    "unusual_share",
 ]
 
 #: suffixes of the files written per image
@@ -349,12 +350,44 @@ def label_dtype(labels: np.ndarray) -> np.ndarray:
     return labels.astype(np.int32)
 
 
+#: :func:`unusual_share`: an image is named when its mask covers more than this many
+#: times the largest share of any training image's pixels the network called cell, and
+#: more than :data:`UNUSUAL_FLOOR` of the image. On DSB-fluo (docs/benchmarks.md, "Images
+#: called far more cell than any training image") the laptop preset's training images had
+#: at most 31-32 % called cell, 435 usual val images' masks cover at most 32 %, and the
+#: masks of the grainy images it fails on 44-92 % (5 of those 6 named, no usual image).
+UNUSUAL_FACTOR = 1.5
+UNUSUAL_FLOOR = 0.4
+
+
+def unusual_share(meta: ModelMeta) -> float | None:
+    """The share of an image's pixels in its mask above which :func:`predict_files` names
+    the image as unlike the model's training images, or None (not measured in training).
+
+    A network trained on strokes that meets a kind of image its strokes did not cover
+    (grainy, dim, another stain) tends to call much of its background cell; the mask then
+    covers far more of the image than it did of any training image.
+
+    Examples
+    --------
+    >>> unusual_share(ModelMeta(train_share_max=0.3)), unusual_share(ModelMeta())
+    (0.45, None)
+    >>> unusual_share(ModelMeta(train_share_max=0.1))  # never below UNUSUAL_FLOOR
+    0.4
+    """
+    if meta.train_share_max is None:
+        return None
+    return round(max(UNUSUAL_FLOOR, UNUSUAL_FACTOR * float(meta.train_share_max)), 6)
+
+
 class FilesResult(NamedTuple):
     """What :func:`predict_files` did."""
 
     done: list[Path]
     failed: list[tuple[Path, str]]
     n_objects: int
+    #: (path, share of its pixels in the mask) of the images over :func:`unusual_share`
+    unusual: tuple = ()
 
 
 def predict_files(
@@ -385,8 +418,9 @@ def predict_files(
     Returns
     -------
     FilesResult
-        ``done`` and ``failed`` (path, one-line reason) inputs and the
-        number of objects found.
+        ``done`` and ``failed`` (path, one-line reason) inputs, the number of
+        objects found, and the images whose masks cover more than
+        :func:`unusual_share` of them (path, share).
     """
     from s2l_tools.io.images import normalize, read_raw, write_tiff
 
@@ -399,7 +433,8 @@ def predict_files(
     roi_module = None
     if any("rois" in plan for plan in plans):
         from s2l_tools.io import roi as roi_module
-    done, failed, n_objects = [], [], 0
+    done, failed, n_objects, unusual = [], [], 0, []
+    limit = unusual_share(meta)
     for path, plan in zip(files, plans):
         try:
             raw = read_raw(path, channel=channel)
@@ -426,10 +461,13 @@ def predict_files(
         if "rois" in plan:
             roi_module.labels_to_roiset(labels, plan["rois"], name_prefix="cell")
         n_objects += int(labels.max()) if labels.size else 0
+        share = float(np.count_nonzero(labels)) / max(1, labels.size)
+        if limit is not None and share > limit:
+            unusual.append((path, share))
         done.append(path)
         if on_image is not None:
             on_image(path)
-    return FilesResult(done, failed, n_objects)
+    return FilesResult(done, failed, n_objects, tuple(unusual))
 
 
 # names of before the public ones (kept for code that imported them)

@@ -23,10 +23,12 @@ on every rank).
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 __all__ = ["BINS", "LOGIT_RANGE", "MIN_KEPT", "probability_histogram", "share_threshold",
-           "share_above", "forest_share", "final_threshold"]
+           "share_above", "forest_share", "final_threshold", "FinalCut"]
 
 #: The histogram's bins are equal steps of the logit ``log(p / (1 - p))`` over
 #: ``[-LOGIT_RANGE, LOGIT_RANGE]`` (steps of 0.001): a network sure of most pixels puts them
@@ -172,29 +174,48 @@ def forest_share(data, ctx, *, seed: int, counts: tuple[float, float] | None = N
     return s["fg"] / s["px"] if s["px"] > 0 else 0.0
 
 
+class FinalCut(NamedTuple):
+    """What :func:`final_threshold` measured on a run's training images."""
+
+    #: the mask threshold to save in the model
+    cut: float
+    #: the network's foreground share at the floor and at the cut (all training pixels)
+    network: float
+    at_cut: float
+    #: the largest share of one training image's pixels at the floor (``s2l-predict``
+    #: names images far above it: :func:`s2l_tools.inference.predict.unusual_share`)
+    image_max: float
+
+
 def final_threshold(model, data, ctx, *, share: float, floor: float, meta, device,
-                    amp_dtype, each=None) -> tuple[float, float, float]:
+                    amp_dtype, each=None) -> FinalCut:
     """The cut of :func:`share_threshold` for ``model`` on ``data``'s training images.
 
     Each image is predicted whole (tiled as ``meta`` says, un-augmented, eval mode), as
     the ensemble pass predicts; rank ``r`` of ``W`` predicts every ``W``-th image and the
     histograms are summed over the ranks. A collective: every rank calls it and gets the
     same answer. The cut keeps at least :data:`MIN_KEPT` of the network's foreground at
-    ``floor``. Returns the cut and the network's foreground share at ``floor`` and at the
-    cut. ``each(i, prob)``, if given, is called with every map this rank makes (the
+    ``floor``. Returns the cut, the network's foreground share at ``floor`` and at the
+    cut, and the largest share of one image's pixels at ``floor`` (a :class:`FinalCut`).
+    ``each(i, prob)``, if given, is called with every map this rank makes (the
     training loop counts the held-out strokes on the same pass).
     """
     from s2l_tools.inference.predict import predict_probability
 
     ctx.sync_buffers(model)  # every rank predicts with the same BatchNorm statistics
     hist = np.zeros(BINS, np.int64)
+    image_max = 0.0
     for i in range(ctx.rank, len(data.images), ctx.world_size):
         prob = predict_probability(model, data.images[i], meta, device=device, amp=amp_dtype,
                                    batch_size=1)
-        hist += probability_histogram(prob)
+        one = probability_histogram(prob)
+        hist += one
+        image_max = max(image_max, share_above(one, floor))
         if each is not None:
             each(i, prob)
     if ctx.world_size > 1:
         hist = sum(np.frombuffer(b, np.int64) for b in ctx.all_gather_bytes(hist.tobytes()))
+        image_max = max(float(np.frombuffer(b, np.float64)[0])
+                        for b in ctx.all_gather_bytes(np.float64(image_max).tobytes()))
     cut = share_threshold(hist, share, floor, min_kept=MIN_KEPT)
-    return cut, share_above(hist, floor), share_above(hist, cut)
+    return FinalCut(cut, share_above(hist, floor), share_above(hist, cut), image_max)

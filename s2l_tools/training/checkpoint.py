@@ -57,6 +57,11 @@ class ModelMeta:
     #: prediction resizes each image so (s2l_tools.inference.postprocess.at_diameter);
     #: 0: images at their own scale
     diameter: float = 0.0
+    #: the largest share of one training image's pixels the network gave a foreground
+    #: probability of --mask-threshold (0.5) or more, measured by ``s2l-train
+    #: --auto-threshold`` (None: not measured): s2l-predict names the images whose masks
+    #: cover far more (s2l_tools.inference.predict.unusual_share)
+    train_share_max: float | None = None
     s2l_version: str = __version__
 
     @classmethod

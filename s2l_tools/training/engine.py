@@ -663,7 +663,7 @@ def _auto_threshold(model, state: TrainState, data: TrainingData, ctx: Context,
     if state.forest_share is None:  # no forest start (or --from): fit the forest now
         state.forest_share = auto.forest_share(data, ctx, seed=cfg.seed)
     tally = _HoldoutTally(data.heldout)
-    cut, net, at_cut = auto.final_threshold(
+    cut, net, at_cut, image_max = auto.final_threshold(
         model, data, ctx, share=state.forest_share, floor=cfg.mask_threshold,
         meta=_tiling(data.in_channels, predict["tile"]), device=predict["device"],
         amp_dtype=predict["amp_dtype"], each=tally.add if holdout else None)
@@ -673,8 +673,9 @@ def _auto_threshold(model, state: TrainState, data: TrainingData, ctx: Context,
                                               seconds=time.perf_counter() - t),
                   highlight=False, soft_wrap=True)
     record = {**scores, "mask_threshold": cut, "forest_share": state.forest_share,
-              "network_share": net}
-    return replace(model_meta(cfg, data.in_channels), threshold=cut), record
+              "network_share": net, "train_share_max": image_max}
+    return (replace(model_meta(cfg, data.in_channels), threshold=cut,
+                    train_share_max=round(image_max, 4)), record)
 
 
 def _one_object_size(cfg: TrainConfig, data: TrainingData, *, resume: bool,
