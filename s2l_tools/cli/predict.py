@@ -38,7 +38,10 @@ def get_parser():
         "Files in OUT that s2l-predict did not write are never replaced without --overwrite. "
         "Options, inputs and outputs are checked before anything is written; an image that "
         "then cannot be read or does not fit the model is skipped, the others are segmented, "
-        "and the run ends with the list of skipped images and exit status 1.",
+        "and the run ends with the list of skipped images and exit status 1. Images whose "
+        "masks cover far more of them than the network called cell on any training image "
+        "(models trained with --auto-threshold record it) are named in a warning: they may be "
+        "unlike the images you scribbled.",
         "  s2l-predict runs/exp1 data/new_images --out predictions --rois\n"
         "  s2l-predict runs/exp1/model.pt cell.tif --out pred --threshold 0.6 --declump none",
     )
