@@ -354,7 +354,7 @@ def label_dtype(labels: np.ndarray) -> np.ndarray:
 #: times the largest share of any training image's pixels the network called cell, and
 #: more than :data:`UNUSUAL_FLOOR` of the image. On DSB-fluo (docs/benchmarks.md, "Images
 #: called far more cell than any training image") the laptop preset's training images had
-#: at most 31-32 % called cell, 435 usual val images' masks cover at most 32 %, and the
+#: at most 31-33 % called cell, 435 usual val images' masks cover at most 32 %, and the
 #: masks of the grainy images it fails on 44-92 % (5 of those 6 named, no usual image).
 UNUSUAL_FACTOR = 1.5
 UNUSUAL_FLOOR = 0.4
