@@ -41,6 +41,18 @@ Measurements made by this module
 **Image measurements:**
 
 -  *Count:* the number of objects found.
+-  *Scribble2Label\\_ForegroundShare:* the share of the image's pixels
+   inside the objects (0 to 1).
+-  *Scribble2Label\\_Unusual:* 1 when the objects cover far more of the
+   image than the network called cell on any of its training images (more
+   than 1.5 times the largest share it had there, and more than 40 % of the
+   image), else 0; empty (NaN) for a model trained without
+   ``--auto-threshold`` (the laptop preset records the share). A network
+   trained on scribbles tends to call much of the background cell on a kind
+   of image its scribbles did not cover (grainy, dim, another stain): filter
+   or flag such images (e.g. with **FlagImage**), look at them, and if the
+   objects are wrong, scribble one such image and retrain. ``s2l-predict``
+   warns about the same images.
 
 **Object measurements:**
 
@@ -81,6 +93,9 @@ from cellprofiler_core.setting.text import Float, ImageName, Integer, Pathname
 DECLUMP_NONE = "None"
 DECLUMP_SHAPE = "Shape (watershed)"
 _DECLUMP = {DECLUMP_NONE: "none", DECLUMP_SHAPE: "watershed"}
+
+C_S2L = "Scribble2Label"
+FTR_SHARE, FTR_UNUSUAL = "ForegroundShare", "Unusual"
 
 _INSTALL = "reinstall the plugin with: s2l-cellprofiler install --plugins-dir DIR"
 
@@ -361,6 +376,11 @@ The name of the foreground probability image.""",
         objects.parent_image = x
         workspace.object_set.add_objects(objects, self.y_name.value)
         self.add_measurements(workspace, labels=labels)
+        share = inference.mask_share(labels)
+        limit = inference.unusual_limit(meta.get("train_share_max"))
+        unusual = numpy.nan if limit is None else float(share > limit)
+        self.add_image_measurement(workspace, FTR_SHARE, share)
+        self.add_image_measurement(workspace, FTR_UNUSUAL, unusual)
 
         if self.save_probability.value:
             workspace.image_set.add(
@@ -372,6 +392,47 @@ The name of the foreground probability image.""",
             workspace.display_data.y_data = labels
             workspace.display_data.probability = probability
             workspace.display_data.dimensions = x.dimensions
+            workspace.display_data.share = share
+            workspace.display_data.unusual = unusual
+
+    def add_image_measurement(self, workspace, feature, value):
+        """Record ``Scribble2Label_<feature>_<objects name>`` for this image."""
+        from cellprofiler_core.constants.measurement import IMAGE
+
+        name = "_".join((C_S2L, feature, self.y_name.value))
+        workspace.measurements.add_measurement(IMAGE, name, value)
+
+    def get_measurement_columns(self, pipeline, object_name=None):
+        from cellprofiler_core.constants.measurement import COLTYPE_FLOAT, IMAGE
+
+        columns = super(RunScribble2Label, self).get_measurement_columns(pipeline, object_name)
+        for feature in (FTR_SHARE, FTR_UNUSUAL):
+            name = "_".join((C_S2L, feature, self.y_name.value))
+            columns.append((IMAGE, name, COLTYPE_FLOAT))
+        return columns
+
+    def get_categories(self, pipeline, object_name):
+        from cellprofiler_core.constants.measurement import IMAGE
+
+        categories = super(RunScribble2Label, self).get_categories(pipeline, object_name)
+        if object_name == IMAGE:
+            categories = categories + [C_S2L]
+        return categories
+
+    def get_measurements(self, pipeline, object_name, category):
+        from cellprofiler_core.constants.measurement import IMAGE
+
+        if object_name == IMAGE and category == C_S2L:
+            return [FTR_SHARE, FTR_UNUSUAL]
+        return super(RunScribble2Label, self).get_measurements(pipeline, object_name, category)
+
+    def get_measurement_objects(self, pipeline, object_name, category, measurement):
+        from cellprofiler_core.constants.measurement import IMAGE
+
+        if object_name == IMAGE and category == C_S2L and measurement in (FTR_SHARE,
+                                                                           FTR_UNUSUAL):
+            return [self.y_name.value]
+        return []
 
     def add_measurements(self, workspace, object_name=None, labels=None):
         """ImageSegmentation's measurements (Location_Center_X/Y/Z, Number_Object_Number,
@@ -410,11 +471,17 @@ The name of the foreground probability image.""",
             figure.subplot_imshow_color(0, 0, d.x_data, title=self.x_name.value, normalize=True)
         else:
             figure.subplot_imshow_grayscale(0, 0, d.x_data, title=self.x_name.value)
+        title = "{} ({} objects, {:.0f} % of the image{})".format(
+            self.y_name.value,
+            int(d.y_data.max()),
+            100 * d.share,
+            "; unusual: far more than in training" if d.unusual == 1 else "",
+        )
         figure.subplot_imshow_labels(
             1,
             0,
             d.y_data,
-            title="{} ({} objects)".format(self.y_name.value, int(d.y_data.max())),
+            title=title,
             sharexy=figure.subplot(0, 0),
         )
         figure.subplot_imshow(

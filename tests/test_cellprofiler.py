@@ -42,12 +42,17 @@ needs_cellprofiler = pytest.mark.skipif(
 )
 CP_TIMEOUT = 300  # seconds for one CellProfiler run (about 6 s here)
 THRESHOLD, MIN_SIZE = 0.5, 8
+#: the largest share of a training image the test model "called cell" (as s2l-train
+#: --auto-threshold records it): images whose masks cover over 40 % are unusual
+TRAIN_SHARE_MAX = 0.2
 
 
-def _blobs(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
-    """Smooth bright blobs (h, w) float32 on a noisy background, and their mask."""
+def _blobs(rng: np.random.Generator, h: int, w: int,
+           level: float = 0.8) -> tuple[np.ndarray, np.ndarray]:
+    """Smooth bright blobs (h, w) float32 on a noisy background, and their mask (~20 % of
+    the pixels at the default ``level``; ~70 % at -0.3)."""
     field = ndi.gaussian_filter(rng.standard_normal((h, w)), 4)
-    fg = field > 0.8 * field.std()
+    fg = field > level * field.std()
     return (fg + 0.1 * rng.standard_normal((h, w))).astype(np.float32), fg
 
 
@@ -72,7 +77,7 @@ def model_files(tmp_path_factory) -> tuple[Path, Path]:
         opt.step()
     net.eval()
     meta = ModelMeta(encoder="resnet18", in_channels=1, tile=64, overlap=16,
-                     threshold=THRESHOLD, min_size=MIN_SIZE)
+                     threshold=THRESHOLD, min_size=MIN_SIZE, train_share_max=TRAIN_SHARE_MAX)
     folder = tmp_path_factory.mktemp("model")
     save_model(folder / "model.pt", net.state_dict(), meta)
     export_onnx(net, meta, folder / "model.onnx", check=False)
@@ -83,13 +88,13 @@ def model_files(tmp_path_factory) -> tuple[Path, Path]:
 def scaled_model_files(model_files, tmp_path_factory) -> tuple[Path, Path]:
     """The same network with a ``diameter`` in its metadata (``s2l-train --diameter``):
     both paths resize each image by the scale a first pass finds (the blobs are ~10 px
-    across, so about 2x)."""
+    across, so about 2x). Trained without ``--auto-threshold``: no ``train_share_max``."""
     from dataclasses import replace
 
     from s2l_tools.training.checkpoint import load_model
 
     net, meta = load_model(model_files[0])
-    meta = replace(meta, diameter=20.0)
+    meta = replace(meta, diameter=20.0, train_share_max=None)
     folder = tmp_path_factory.mktemp("scaled_model")
     save_model(folder / "model.pt", net.state_dict(), meta)
     export_onnx(net, meta, folder / "model.onnx", check=False)
@@ -120,13 +125,13 @@ def foreign_onnx(tmp_path) -> Path:
     return path
 
 
-def _images(folder: Path, n: int = 3) -> list[Path]:
-    """``n`` 96x128 uint16 TIFFs of blobs."""
+def _images(folder: Path, n: int = 3, crowded: int = 0) -> list[Path]:
+    """``n`` 96x128 uint16 TIFFs of blobs, then ``crowded`` ones of blobs covering ~70 %."""
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(7)
     paths = []
-    for i in range(n):
-        img, _ = _blobs(rng, 96, 128)
+    for i in range(n + crowded):
+        img, _ = _blobs(rng, 96, 128, 0.8 if i < n else -0.3)
         path = folder / f"img{i}.tif"
         tifffile.imwrite(path, (1000 + 2000 * img).clip(0, 65535).astype(np.uint16))
         paths.append(path)
@@ -384,6 +389,12 @@ def test_plugin_validation_in_cellprofiler(tmp_path, onnx_path, foreign_onnx):
             m.validate_module(None)
         except ValidationError as exc:
             print("rejected:", exc.message)
+        m.y_name.value = "Nuclei"
+        print("columns:", sorted(c[1] for c in m.get_measurement_columns(None)
+                                 if c[0] == "Image"))
+        cats = m.get_categories(None, "Image")
+        print("features:", cats, m.get_measurements(None, "Image", "Scribble2Label"),
+              m.get_measurement_objects(None, "Image", "Scribble2Label", "Unusual"))
         m.model_path.value = {str(onnx_path)!r}
         m.tile_size.value = 48
         try:
@@ -398,6 +409,11 @@ def test_plugin_validation_in_cellprofiler(tmp_path, onnx_path, foreign_onnx):
     assert len(rejected) == 2, proc.stdout + proc.stderr[-2000:]
     assert "without s2l-tools metadata" in rejected[0] and "s2l-export" in rejected[0]
     assert "multiple of 32" in rejected[1]
+    # the image measurements CellProfiler's measurement pickers offer
+    assert ("columns: ['Count_Nuclei', 'Scribble2Label_ForegroundShare_Nuclei', "
+            "'Scribble2Label_Unusual_Nuclei']") in proc.stdout, proc.stdout
+    assert ("features: ['Count', 'Scribble2Label'] ['ForegroundShare', 'Unusual'] "
+            "['Nuclei']") in proc.stdout, proc.stdout
 
 
 @pytest.mark.cellprofiler
@@ -437,9 +453,11 @@ def test_revision_1_pipelines_load_without_flips(tmp_path):
 @pytest.mark.parametrize("files", ["model_files", "scaled_model_files"])
 def test_headless_cellprofiler_matches_s2l_predict(tmp_path, files, request):
     """Images -> ... -> RunScribble2Label -> ExportToSpreadsheet in CellProfiler 4.2.8.1
-    (a model of one object size too: the module resizes each image as s2l-predict does)."""
+    (a model of one object size too: the module resizes each image as s2l-predict does).
+    The image measurements: the share of the image in objects, and the unusual flag
+    where the model records its training images' largest share (NaN where not)."""
     model_pt, model_onnx = request.getfixturevalue(files)
-    images = _images(tmp_path / "images")
+    images = _images(tmp_path / "images", crowded=1)
     plugins, out = tmp_path / "plugins", tmp_path / "cp_out"
     out.mkdir()
     assert cp_main(["install", "--plugins-dir", str(plugins)]) == 0
@@ -500,6 +518,22 @@ def test_headless_cellprofiler_matches_s2l_predict(tmp_path, files, request):
         xy = np.array([[float(c["Location_Center_Y"]), float(c["Location_Center_X"])]
                        for c in mine])
         assert np.allclose(xy, np.array(want), atol=1e-6), path.name
+    # Scribble2Label_ForegroundShare / _Unusual: the mask's share, over the model's limit
+    limit = oi.unusual_limit(oi.read_meta(model_onnx).get("train_share_max"))
+    assert (limit is None) == (files == "scaled_model_files")
+    flags = {}
+    for r in rows:
+        labels = tifffile.imread(out / f"{Path(r['FileName_DNA']).stem}_labels.tiff")
+        share = float(r["Scribble2Label_ForegroundShare_Cells"])
+        assert share == pytest.approx(oi.mask_share(labels), abs=1e-9), r["FileName_DNA"]
+        flag = r["Scribble2Label_Unusual_Cells"]
+        if limit is None:
+            assert flag.lower() in ("", "nan"), r["FileName_DNA"]
+        else:
+            flags[Path(r["FileName_DNA"]).stem] = float(flag)
+            assert float(flag) == float(share > limit), (r["FileName_DNA"], share, limit)
+    if limit is not None:  # the crowded image, and only it
+        assert flags == {p.stem: float(p == images[-1]) for p in images}, flags
     _check_opens_in_imagej(tmp_path, sorted(out.glob("*_labels.tiff")))
 
 

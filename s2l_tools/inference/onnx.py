@@ -65,6 +65,8 @@ __all__ = [
     "segment",
     "threshold_problem",
     "tiling_problem",
+    "unusual_limit",
+    "mask_share",
     "clear_cache",
     "INPUT_NAME",
     "OUTPUT_NAME",
@@ -365,6 +367,48 @@ def meta_problem(meta: Mapping[str, Any], *, python: bool = False) -> Optional[s
                 return (f"normalization percentiles {show(low)[:20]}, "
                         f"{show(high)[:20]} are not 0 <= low < high <= 100")
     return None
+
+
+#: :func:`unusual_limit`: an image is unlike the model's training images when its mask
+#: covers more than this many times the largest share of any training image's pixels the
+#: network called cell (``train_share_max``, recorded by ``s2l-train --auto-threshold``),
+#: and more than :data:`UNUSUAL_FLOOR` of the image. On DSB-fluo (docs/benchmarks.md,
+#: "Images called far more cell than any training image") the laptop preset's training
+#: images had at most 31-33 % called cell, 435 usual val images' masks cover at most 32 %,
+#: and the masks of the grainy images it fails on 44-92 % (5 of those 6 named, no usual one).
+UNUSUAL_FACTOR = 1.5
+UNUSUAL_FLOOR = 0.4
+
+
+def unusual_limit(train_share_max) -> Optional[float]:
+    """The share of an image's pixels in its mask above which the image is unlike the
+    model's training images, or None (``train_share_max`` not recorded).
+
+    A network trained on strokes that meets a kind of image its strokes did not cover
+    (grainy, dim, another stain) tends to call much of its background cell; the mask then
+    covers far more of the image than it did of any training image. ``s2l-predict`` names
+    such images in a warning, the CellProfiler module flags them (``Scribble2Label_Unusual``).
+
+    Examples
+    --------
+    >>> unusual_limit(0.3), unusual_limit(None)
+    (0.45, None)
+    >>> unusual_limit(0.1)  # never below UNUSUAL_FLOOR
+    0.4
+    """
+    if train_share_max is None:
+        return None
+    return round(max(UNUSUAL_FLOOR, UNUSUAL_FACTOR * float(train_share_max)), 6)
+
+
+def mask_share(labels: np.ndarray) -> float:
+    """The share of an image's pixels inside its objects (labels > 0), 0 for no pixels.
+
+    >>> mask_share(np.array([[0, 1], [2, 0]]))
+    0.5
+    """
+    labels = np.asarray(labels)
+    return float(np.count_nonzero(labels)) / max(1, labels.size)
 
 
 def _graph_problem(session, meta: Mapping[str, Any]) -> Optional[str]:

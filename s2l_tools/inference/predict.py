@@ -43,7 +43,7 @@ import numpy as np
 from s2l_tools.training.checkpoint import ModelMeta
 from s2l_tools.device import select_device, torch_prob_fn
 from s2l_tools.errors import S2LError
-from s2l_tools.inference.onnx import PAD_MULTIPLE, tiling_problem
+from s2l_tools.inference.onnx import PAD_MULTIPLE, mask_share, tiling_problem, unusual_limit
 from s2l_tools.inference.postprocess import DEFAULT_DECLUMP
 
 __all__ = [
@@ -350,34 +350,17 @@ def label_dtype(labels: np.ndarray) -> np.ndarray:
     return labels.astype(np.int32)
 
 
-#: :func:`unusual_share`: an image is named when its mask covers more than this many
-#: times the largest share of any training image's pixels the network called cell, and
-#: more than :data:`UNUSUAL_FLOOR` of the image. On DSB-fluo (docs/benchmarks.md, "Images
-#: called far more cell than any training image") the laptop preset's training images had
-#: at most 31-33 % called cell, 435 usual val images' masks cover at most 32 %, and the
-#: masks of the grainy images it fails on 44-92 % (5 of those 6 named, no usual image).
-UNUSUAL_FACTOR = 1.5
-UNUSUAL_FLOOR = 0.4
-
-
 def unusual_share(meta: ModelMeta) -> float | None:
     """The share of an image's pixels in its mask above which :func:`predict_files` names
-    the image as unlike the model's training images, or None (not measured in training).
-
-    A network trained on strokes that meets a kind of image its strokes did not cover
-    (grainy, dim, another stain) tends to call much of its background cell; the mask then
-    covers far more of the image than it did of any training image.
+    the image as unlike the model's training images, or None (not measured in training):
+    :func:`s2l_tools.inference.onnx.unusual_limit` of ``meta.train_share_max``.
 
     Examples
     --------
     >>> unusual_share(ModelMeta(train_share_max=0.3)), unusual_share(ModelMeta())
     (0.45, None)
-    >>> unusual_share(ModelMeta(train_share_max=0.1))  # never below UNUSUAL_FLOOR
-    0.4
     """
-    if meta.train_share_max is None:
-        return None
-    return round(max(UNUSUAL_FLOOR, UNUSUAL_FACTOR * float(meta.train_share_max)), 6)
+    return unusual_limit(meta.train_share_max)
 
 
 class FilesResult(NamedTuple):
@@ -461,7 +444,7 @@ def predict_files(
         if "rois" in plan:
             roi_module.labels_to_roiset(labels, plan["rois"], name_prefix="cell")
         n_objects += int(labels.max()) if labels.size else 0
-        share = float(np.count_nonzero(labels)) / max(1, labels.size)
+        share = mask_share(labels)
         if limit is not None and share > limit:
             unusual.append((path, share))
         done.append(path)
