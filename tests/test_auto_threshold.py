@@ -113,14 +113,14 @@ def test_auto_threshold_saves_the_forest_share_cut(data, tmp_path, capsys, monke
 
     model, meta = load_model(out / "model.pt")
     # the same pass measured the most of one training image the network calls cell at the
-    # floor, which s2l-predict compares each image's mask with
+    # cut (the saved threshold), which s2l-predict compares each image's mask with
     from s2l_tools.inference.predict import predict_probability
 
     amp = inference_dtype(True, torch.device("cpu"))
-    shares = [float(np.mean(predict_probability(model, im, meta, device="cpu", amp=amp,
-                                                batch_size=1) >= 0.05))
-              for im in load_training_data(data / "train").images]
-    assert meta.train_share_max == pytest.approx(max(shares), abs=5e-3)
+    maps = [predict_probability(model, im, meta, device="cpu", amp=amp, batch_size=1)
+            for im in load_training_data(data / "train").images]
+    assert meta.train_share_max == pytest.approx(max(np.mean(p >= cut) for p in maps), abs=5e-3)
+    assert max(np.mean(p >= 0.05) for p in maps) > meta.train_share_max + 0.02  # not the floor's
     assert float(rows[-1]["train_share_max"]) == pytest.approx(meta.train_share_max, abs=1e-4)
     scores = validate(model, load_validation(data / "val", channel=None), device=torch.device("cpu"),
                       amp_dtype=inference_dtype(True, torch.device("cpu")), tile=64,
@@ -231,8 +231,11 @@ def test_a_forest_that_found_no_cell(data):
         _Ramp(), d, Context(), share=0.0, floor=0.05, meta=_tiling(d.in_channels, 64),
         device="cpu", amp_dtype=None)
     assert 0.05 < cut < 0.999 and net > 0.1
-    # the most of one image at the floor: the ramp's p = sigmoid(8 (x - 0.5)) >= 0.05
-    by_image = [float(np.mean(1 / (1 + np.exp(-8 * (im[0] - 0.5))) >= 0.05)) for im in d.images]
+    # the most of one image at the cut: the ramp's p = sigmoid(8 (x - 0.5)) >= cut (at the
+    # floor, 0.05, the most is larger)
+    ramp = [1 / (1 + np.exp(-8 * (im[0] - 0.5))) for im in d.images]
+    by_image = [float(np.mean(p >= cut)) for p in ramp]
+    assert image_max < max(float(np.mean(p >= 0.05)) for p in ramp) - 0.05
     assert max(by_image) - min(by_image) > 0.01  # the images differ, so the max is tested
     assert image_max == pytest.approx(max(by_image), abs=2e-3)
     assert at_cut == pytest.approx(auto.MIN_KEPT * net, abs=2e-3)

@@ -182,9 +182,15 @@ class FinalCut(NamedTuple):
     #: the network's foreground share at the floor and at the cut (all training pixels)
     network: float
     at_cut: float
-    #: the largest share of one training image's pixels at the floor (``s2l-predict``
-    #: names images far above it: :func:`s2l_tools.inference.predict.unusual_share`)
+    #: the largest share of one training image's pixels at the cut (``s2l-predict`` names
+    #: images far above it: :func:`s2l_tools.inference.onnx.unusual_limit`)
     image_max: float
+
+
+def _tail_shares(hist: np.ndarray) -> np.ndarray:
+    """Element ``k``: the share of the histogram's pixels in bin ``k`` or above."""
+    hist = np.asarray(hist, np.int64)
+    return np.cumsum(hist[::-1])[::-1] / max(1, int(hist.sum()))
 
 
 def final_threshold(model, data, ctx, *, share: float, floor: float, meta, device,
@@ -196,26 +202,29 @@ def final_threshold(model, data, ctx, *, share: float, floor: float, meta, devic
     histograms are summed over the ranks. A collective: every rank calls it and gets the
     same answer. The cut keeps at least :data:`MIN_KEPT` of the network's foreground at
     ``floor``. Returns the cut, the network's foreground share at ``floor`` and at the
-    cut, and the largest share of one image's pixels at ``floor`` (a :class:`FinalCut`).
-    ``each(i, prob)``, if given, is called with every map this rank makes (the
-    training loop counts the held-out strokes on the same pass).
+    cut, and the largest share of one image's pixels at the cut (a :class:`FinalCut`;
+    each image's shares at every bin are kept as one running maximum, so the cut, known
+    only after the pass, needs no second one). ``each(i, prob)``, if given, is called
+    with every map this rank makes (the training loop counts the held-out strokes on the
+    same pass).
     """
     from s2l_tools.inference.predict import predict_probability
 
     ctx.sync_buffers(model)  # every rank predicts with the same BatchNorm statistics
     hist = np.zeros(BINS, np.int64)
-    image_max = 0.0
+    image_tails = np.zeros(BINS, np.float64)  # per bin, the most of one image at or above
     for i in range(ctx.rank, len(data.images), ctx.world_size):
         prob = predict_probability(model, data.images[i], meta, device=device, amp=amp_dtype,
                                    batch_size=1)
         one = probability_histogram(prob)
         hist += one
-        image_max = max(image_max, share_above(one, floor))
+        np.maximum(image_tails, _tail_shares(one), out=image_tails)
         if each is not None:
             each(i, prob)
     if ctx.world_size > 1:
         hist = sum(np.frombuffer(b, np.int64) for b in ctx.all_gather_bytes(hist.tobytes()))
-        image_max = max(float(np.frombuffer(b, np.float64)[0])
-                        for b in ctx.all_gather_bytes(np.float64(image_max).tobytes()))
+        image_tails = np.maximum.reduce([np.frombuffer(b, np.float64) for b in
+                                         ctx.all_gather_bytes(image_tails.tobytes())])
     cut = share_threshold(hist, share, floor, min_kept=MIN_KEPT)
-    return FinalCut(cut, share_above(hist, floor), share_above(hist, cut), image_max)
+    return FinalCut(cut, share_above(hist, floor), share_above(hist, cut),
+                    float(image_tails[_bin(cut)]))

@@ -58,9 +58,9 @@ class ModelMeta:
     #: 0: images at their own scale
     diameter: float = 0.0
     #: the largest share of one training image's pixels the network gave a foreground
-    #: probability of --mask-threshold (0.5) or more, measured by ``s2l-train
-    #: --auto-threshold`` (None: not measured): s2l-predict names the images whose masks
-    #: cover far more (s2l_tools.inference.predict.unusual_share)
+    #: probability of the saved threshold or more, measured by ``s2l-train
+    #: --auto-threshold`` (None: not measured): s2l-predict and the CellProfiler module
+    #: name the images whose masks cover far more (s2l_tools.inference.onnx.unusual_limit)
     train_share_max: float | None = None
     s2l_version: str = __version__
 
