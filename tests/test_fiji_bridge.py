@@ -354,7 +354,7 @@ from java.io import File
 from ij import IJ
 sys.path.insert(0, sys.argv[1])
 import s2l_fiji
-menu, env, data, other = sys.argv[2:6]
+menu, env, data, other, unusual = sys.argv[2:7]
 try:
     s2l_fiji.environment(ask=False)
 except s2l_fiji.S2LFijiError as e:
@@ -371,6 +371,11 @@ execfile(os.path.join(menu, "Predict.py"),
 ov = imp.getOverlay()
 names = [r.getName() for r in ov.toArray()] if ov is not None else []
 print("CELLS %d" % len([n for n in names if n.startswith("cell-")]))
+# a model that saw at most 1 % of a training image called cell, at a threshold that calls
+# most of this image cell: s2l-predict's warning reaches the message, not only the Log
+execfile(os.path.join(menu, "Predict.py"),
+         {"imp": imp, "run": File(unusual), "target": "Overlay",
+          "options": "--device cpu --threshold 0.001 --min-size 0", "again": False})
 # an image outside a dataset: Train says what to do, nothing runs
 execfile(os.path.join(menu, "Train.py"),
          {"imp": IJ.openImage(other), "run_name": "x", "options": "", "again": False})
@@ -385,6 +390,8 @@ def test_train_and_predict_menu_commands_run_our_tools(tmp_path):
     import sys
 
     from s2l_tools.data.demo_data import make_demo_dataset
+    from s2l_tools.training.checkpoint import ModelMeta, save_model
+    from s2l_tools.training.model import build_model
 
     make_demo_dataset(tmp_path / "d", n_train=2, n_val=0, shape=(64, 64), seed=3)
     data = tmp_path / "d" / "train"
@@ -393,7 +400,12 @@ def test_train_and_predict_menu_commands_run_our_tools(tmp_path):
     script = tmp_path / "driver.py"
     script.write_text(TRAIN_PREDICT_DRIVER)
     env = Path(sys.executable).parent  # this venv's bin/, where s2l-train is
-    proc = run_jython(script, LIB, MENU, env, data, other, timeout=600)
+    unusual = tmp_path / "unusual_run"
+    save_model(unusual / "model.pt", build_model(encoder="resnet18", in_channels=1,
+                                                 seed=0).state_dict(),
+               ModelMeta(encoder="resnet18", in_channels=1, tile=64, overlap=16,
+                         train_share_max=0.01))
+    proc = run_jython(script, LIB, MENU, env, data, other, unusual, timeout=600)
     out = proc.stdout
     assert "NOENV the s2l-tools environment is not set" in out
     assert "$ s2l-scribbles" in out and "$ s2l-train" in out and "$ s2l-predict" in out
@@ -405,4 +417,10 @@ def test_train_and_predict_menu_commands_run_our_tools(tmp_path):
     cells = int(_parse(out)["CELLS"][0])
     assert cells == len(np.unique(labels[labels > 0])) >= 1, out  # a low threshold: some
     assert f"Predict: {cells} cells found in nuclei_000.tif" in out
+    # the unusual image: the message says so, wrapped, after the count
+    found = out.split("Predict: ")[2]
+    assert "cells found in nuclei_000.tif\n\nWarning: 1 image called far more cell" in found, out
+    said = found.split("Warning: ", 1)[1].split("\nTrain: ")[0]
+    assert "scribble such an image and retrain" in said.replace("\n", " "), out
+    assert max(len(line) for line in said.splitlines()) <= 90, said  # wrapped for the box
     assert "loose.tif is not in a dataset's images/ folder" in out

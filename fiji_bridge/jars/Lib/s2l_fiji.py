@@ -805,12 +805,14 @@ def train(imp, run_name="run1", options="--preset laptop", env=None, log=None):
     return run
 
 
-def predict(imp, run, target="manager", options="", env=None, log=None):
+def predict(imp, run, target="manager", options="", env=None, log=None, warnings=None):
     """Segment the current image with a trained run; the cells become ROIs.
 
     Runs ``s2l-predict RUN <image> --out RUN/predictions`` and imports
     ``RUN/predictions/<stem>.tif`` into the ROI Manager or ``imp``'s overlay
-    (``target``), replacing earlier ``cell-*`` ROIs. Returns the ROIs.
+    (``target``), replacing earlier ``cell-*`` ROIs. Returns the ROIs. Its
+    warnings (e.g. an image called far more cell than any training image) are
+    appended to the list ``warnings`` when one is given (they are in the Log too).
     """
     env = env or environment()
     run = run.getPath() if hasattr(run, "getPath") else str(run)
@@ -820,7 +822,10 @@ def predict(imp, run, target="manager", options="", env=None, log=None):
     path = image_file(imp)
     folder = run if os.path.isdir(run) else os.path.dirname(run)
     out = os.path.join(folder, "predictions")
-    run_tool(env, "s2l-predict", [run, path, "--out", out] + (options or "").split(), log=log)
+    lines = run_tool(env, "s2l-predict", [run, path, "--out", out] + (options or "").split(),
+                     log=log)
+    if warnings is not None:
+        warnings.extend(ln.split(": warning: ", 1)[1] for ln in lines if ": warning: " in ln)
     labels = os.path.join(out, image_stem(os.path.basename(path)) + ".tif")
     return import_segmentation(labels, target=target, imp=imp, replace=True)
 

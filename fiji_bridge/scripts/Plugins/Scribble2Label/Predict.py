@@ -7,13 +7,20 @@
 # run: s2l-predict RUN <image> --out RUN/predictions <options>, output in the Log;
 # the cells are added as ROIs (cell-0001 ...; earlier cell ROIs replaced).
 # All the work is in Fiji.app/jars/Lib/s2l_fiji.py.
+import textwrap
+
 import s2l_fiji
 
 TITLE = "Predict"
 try:
     env = s2l_fiji.environment(again=again)
     where = "manager" if target == "ROI Manager" else "overlay"
-    rois = s2l_fiji.predict(imp, run, target=where, options=options, env=env)
-    s2l_fiji.message(TITLE, "%d cells found in %s" % (len(rois), imp.getTitle()))
+    warnings = []
+    rois = s2l_fiji.predict(imp, run, target=where, options=options, env=env,
+                            warnings=warnings)
+    text = "%d cells found in %s" % (len(rois), imp.getTitle())
+    for warning in warnings:  # e.g. far more cell than on any training image: look at it
+        text += "\n\nWarning: " + textwrap.fill(warning, 90)
+    s2l_fiji.message(TITLE, text)
 except s2l_fiji.S2LFijiError as e:
     s2l_fiji.message(TITLE, str(e))
