@@ -57,6 +57,27 @@ def test_score_map_and_regions():
     assert find_regions(np.zeros((8, 8), np.float32)) == []
 
 
+def test_called_map_points_at_what_an_unusual_image_calls_cell():
+    """On an image called cell far more than any training image, the regions lie in what
+    the network calls cell (confidently), not where it is unsure."""
+    from s2l_tools.inference.suggest import called_map, unusual_image
+
+    p = np.full((64, 64), 0.02, np.float32)
+    p[:, :44] = 0.97          # 69 % of it called cell, confidently
+    p[50:58, 50:58] = 0.5     # a small patch it is unsure of
+    assert unusual_image(p, 0.5, 0.2) and not unusual_image(p, 0.5, 0.5)
+    unsure = find_regions(score_map(p), top_k=1, min_area=4)
+    assert unsure[0].mask[54, 54]  # the uncertainty points at the patch
+    scr = np.zeros_like(p, np.uint8)
+    scr[30, 5:40] = L.BACKGROUND
+    s = called_map(p, scr, threshold=0.5)
+    assert s[10, 10] == 1 and s[54, 54] == 0 and s[30, 20] == 0 and s[10, 60] == 0
+    regions = find_regions(s, top_k=3, min_area=4)
+    assert len(regions) == 3
+    for r in regions:
+        assert (p[r.mask] > 0.5).mean() > 0.95 and not r.mask[54, 54], r.name
+
+
 def test_score_map_edge_band_leaves_out_the_outline():
     # a predicted cell whose outline the store doubts, and a whole object it doubts
     p = np.zeros((48, 48), np.float32)
@@ -246,3 +267,45 @@ def test_draw_order_spreads_the_strokes_over_the_images():
     assert got == [("a", "01"), ("b", "01"), ("c", "01"), ("a", "02"), ("b", "02"),
                    ("a", "03")]
     assert draw_order([]) == []
+    # the regions of unusual images (masks far over the training images') come first
+    for row in rows:
+        row["source"] = "unusual" if row["image"] == "b" else "prediction"
+    got = [(r["image"], r["region"][-2:]) for r in draw_order(rows[::-1])]
+    assert got == [("b", "01"), ("b", "02"), ("a", "01"), ("c", "01"), ("a", "02"),
+                   ("a", "03")]
+
+
+def test_unusual_image_gets_regions_where_it_is_called_cell(runs, tmp_path, capsys):
+    """An image without scribbles whose prediction calls far more of it cell than the model
+    did on any training image: its regions lie in what the network calls cell (not where it
+    is unsure), come first, and the command says so."""
+    from dataclasses import replace
+
+    from s2l_tools.inference.predict import predict_probability
+    from s2l_tools.io.images import read_image
+    from s2l_tools.training.checkpoint import load_model, save_model
+
+    data, run, _ = runs
+    odd = tmp_path / "run"
+    shutil.copytree(run, odd)
+    model, meta = load_model(odd / "model.pt")
+    prob = predict_probability(model, read_image(data / "images" / "nuclei_003.tif"), meta,
+                               device="cpu", batch_size=1)
+    cut = float(np.quantile(prob, 0.3))  # at this threshold 70 % of it is called cell
+    save_model(odd / "model.pt", model.state_dict(),
+               replace(meta, threshold=cut, train_share_max=0.1))  # limit: 40 %
+    out = tmp_path / "sugg"
+    assert suggest_cli.main([str(odd), str(data), "--out", str(out), "--top-k", "3",
+                             "--min-area", "4", "--device", "cpu"]) == 0
+    err = capsys.readouterr().err
+    assert "1 image(s) called far more cell than any training image (nuclei_003)" in err
+    rows = list(csv.DictReader((out / "suggestions.csv").open()))
+    assert rows[0]["image"] == "nuclei_003" and rows[0]["source"] == "unusual"
+    assert {r["source"] for r in rows if r["image"] != "nuclei_003"} <= {"store"}
+    assert read_rois(out / "nuclei_003_suggestions.zip")  # regions of it, as Fiji ROIs
+    # the same model without the record: no such image
+    save_model(odd / "model.pt", model.state_dict(), replace(meta, threshold=cut))
+    assert suggest_cli.main([str(odd), str(data), "--out", str(out), "--device", "cpu"]) == 0
+    assert "called far more cell" not in capsys.readouterr().err
+    rows = list(csv.DictReader((out / "suggestions.csv").open()))
+    assert {r["source"] for r in rows if r["image"] == "nuclei_003"} <= {"prediction"}

@@ -7,6 +7,7 @@ folders, and says what was written.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from s2l_tools.cli import _common as _cli
@@ -63,6 +64,13 @@ def _main(args) -> int:
     n = sum(len(r.regions) for r in results)
     print(f"done: {n} suggested region(s) in {len(results)} image(s); ranked in {table}; "
           f"ROIs and overviews in {args.out}")
+    unusual = [r.stem for r in results if r.source == "unusual"]
+    if unusual:
+        names = ", ".join(unusual[:5]) + (" ..." if len(unusual) > 5 else "")
+        print(f"s2l-suggest: {len(unusual)} image(s) called far more cell than any training "
+              f"image ({names}): they may be unlike the images you scribbled; their regions "
+              "(what the network calls cell there) come first: look at them and scribble "
+              "what they really are", file=sys.stderr)
     return 0
 
 

@@ -5,9 +5,13 @@ image the run trained on, a pixel deserves a stroke where the store's
 foreground probability ``y`` is below the consistency threshold tau (no
 pseudo-label there, :func:`score_map`) or where the current prediction ``p``
 disagrees with the store; for an image without scribbles (not in the store),
-where the prediction is uncertain (``p`` near 0.5). :func:`suggest` turns the
-score map into connected regions, ranked by their summed score, and
-:func:`write_suggestions` writes what a person looks at:
+where the prediction is uncertain (``p`` near 0.5), unless its mask covers far more
+of it than the network called cell on any training image (:func:`unusual_image`: a
+kind of image the strokes did not cover, where the network tends to be confidently
+wrong, so it is not uncertain there): then the pixels it calls cell
+(:func:`called_map`), and its regions come first in the order to draw.
+:func:`suggest` turns the score map into connected regions, ranked by their summed
+score, and :func:`write_suggestions` writes what a person looks at:
 
     OUT/<stem>_suggestions.zip   the top regions as Fiji ROIs: group
                                  GROUP_SUGGESTION (3), magenta, names suggest_01...
@@ -16,7 +20,7 @@ score map into connected regions, ranked by their summed score, and
     OUT/suggestions.csv          every region, in the order to draw (:func:`draw_order`:
                                  every image's best region, then every image's second,
                                  ...): rank, image, region, area, score, y, x
-                                 (centroid), source (store / prediction)
+                                 (centroid), source (store / prediction / unusual)
 
 Prediction goes through :func:`s2l_tools.inference.predict.predict_probability`,
 as ``s2l-predict``'s does.
@@ -35,8 +39,9 @@ import numpy as np
 from s2l_tools import labels as L
 from s2l_tools.errors import S2LError
 
-__all__ = ["Region", "ImageSuggestions", "SUGGESTION_COLOR", "score_map", "find_regions",
-           "suggest", "draw_order", "write_suggestions", "suggestion_files"]
+__all__ = ["Region", "ImageSuggestions", "SUGGESTION_COLOR", "score_map", "called_map",
+           "unusual_image", "find_regions", "suggest", "draw_order", "write_suggestions",
+           "suggestion_files"]
 
 #: Stroke colour of the suggestion ROIs (magenta: neither scribble colour, yellow/cyan).
 SUGGESTION_COLOR = "#ff00ff"
@@ -63,7 +68,8 @@ class ImageSuggestions:
     stem: str
     image: np.ndarray            # (C, H, W) float32, normalised
     prob: np.ndarray             # (H, W) float32, current prediction
-    source: str                  # 'store' (EMA store and prediction) or 'prediction'
+    source: str                  # 'store' (EMA store and prediction), 'prediction' or
+                                 # 'unusual' (the pixels called cell: unusual_image)
     regions: list[Region] = field(default_factory=list)
 
 
@@ -109,6 +115,37 @@ def score_map(prob: np.ndarray, ema: np.ndarray | None = None,
         band = (ndi.binary_dilation(called, iterations=edge_band)
                 & ndi.binary_dilation(~called, iterations=edge_band))
         s = np.where(band, 0.0, s)
+    if scribble is not None and (scribble > 0).any():
+        s = np.where(ndi.binary_dilation(scribble > 0, iterations=2), 0.0, s)
+    return s.astype(np.float32)
+
+
+def unusual_image(prob: np.ndarray, threshold: float, train_share_max) -> bool:
+    """Whether the share of ``prob``'s pixels above ``threshold`` is over the model's
+    :func:`s2l_tools.inference.onnx.unusual_limit` (the image ``s2l-predict`` warns about).
+
+    >>> p = np.zeros((10, 10)); p[:6] = 0.9  # 60 % called cell
+    >>> unusual_image(p, 0.5, 0.3), unusual_image(p, 0.5, 0.5), unusual_image(p, 0.5, None)
+    (True, False, False)
+    """
+    from s2l_tools.inference.onnx import unusual_limit
+
+    limit = unusual_limit(train_share_max)
+    return limit is not None and float(np.mean(np.asarray(prob) > threshold)) > limit
+
+
+def called_map(prob: np.ndarray, scribble: np.ndarray | None = None, *,
+               threshold: float = 0.5) -> np.ndarray:
+    """Per-pixel need for a stroke on an :func:`unusual_image`: 1 where the network calls
+    cell (``prob > threshold``), else 0; scribbled pixels (and 2 px around) score 0.
+
+    A network that calls much of an image cell, far more than on any of its training
+    images, is most often calling a background it never saw cell; a person should look at
+    what it calls cell there and draw strokes of what it really is.
+    """
+    from scipy import ndimage as ndi
+
+    s = (np.asarray(prob) > threshold).astype(np.float32)
     if scribble is not None and (scribble > 0).any():
         s = np.where(ndi.binary_dilation(scribble > 0, iterations=2), 0.0, s)
     return s.astype(np.float32)
@@ -273,9 +310,12 @@ def suggest(run, data=None, *, top_k: int = 5, min_area: int = 16, edge_band: in
         if hit is not None and store.initialized(hit[0]):
             # a run with --diameter kept the map at the size it trained the image at
             ema = resize_image(store.get(hit[0]), image.shape[1:], order=1)
-        score = score_map(prob, ema, scribble, threshold=tau, edge_band=edge_band)
-        results.append(ImageSuggestions(s.stem, image, prob, "store" if ema is not None
-                                        else "prediction",
+        if ema is None and unusual_image(prob, meta.threshold, meta.train_share_max):
+            source, score = "unusual", called_map(prob, scribble, threshold=meta.threshold)
+        else:
+            source = "store" if ema is not None else "prediction"
+            score = score_map(prob, ema, scribble, threshold=tau, edge_band=edge_band)
+        results.append(ImageSuggestions(s.stem, image, prob, source,
                                         find_regions(score, top_k=top_k, min_area=min_area)))
         if progress:
             progress(s.stem)
@@ -340,7 +380,9 @@ def draw_order(rows: list[dict]) -> list[dict]:
 
     Every image's best region first, then every image's second best, and so on;
     within each of these rounds the images go in the order of their best region's
-    score. Ranked by score alone, the best regions gather in a few images: in the
+    score. The regions of images of ``source`` 'unusual' (:func:`unusual_image`: a kind
+    of image the strokes have not covered, which needs several strokes) come before all
+    the others, in the same order among themselves. Ranked by score alone, the best regions gather in a few images: in the
     simulated loop (benchmarks/loop.py, DSB-fluo, four seeds of three rounds) the 40
     strokes of a round drawn at the top of that ranking went to 4-7 images in 11
     rounds of 12 (random places: 16-24), and after three rounds scored 0.009 IoU
@@ -349,13 +391,19 @@ def draw_order(rows: list[dict]) -> list[dict]:
     Parameters
     ----------
     rows : list of dict
-        One per region, each with ``'image'`` and ``'score'``.
+        One per region, each with ``'image'`` and ``'score'`` (and ``'source'``).
 
     Returns
     -------
     rows : list of dict
         The same dicts, reordered.
     """
+    unusual = [r for r in rows if r.get("source") == "unusual"]
+    return _tiers(unusual) + _tiers([r for r in rows if r.get("source") != "unusual"])
+
+
+def _tiers(rows: list[dict]) -> list[dict]:
+    """Every image's best region, then every image's second best, ... (:func:`draw_order`)."""
     by_image: dict[str, list[dict]] = {}
     for row in sorted(rows, key=lambda r: -r["score"]):
         by_image.setdefault(row["image"], []).append(row)
