@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import csv
+
 import numpy as np
 import pytest
 import tifffile
@@ -200,6 +202,12 @@ def test_cli_folder(run_dir, images, tmp_path, capsys, model, meta):
         rois = roifile.roiread(out / f"{stem}_rois.zip")
         rois = rois if isinstance(rois, list) else [rois]
         assert len(rois) == labels.max()
+        # the table's row of this image: its labels' count and share; no record: no flag
+        row = next(r for r in csv.DictReader((out / "predictions.csv").open())
+                   if r["image"] == f"{stem}.tif")
+        assert row["labels"] == f"{stem}.tif" and int(row["objects"]) == labels.max()
+        assert float(row["foreground_share"]) == pytest.approx(np.mean(labels > 0), abs=1e-6)
+        assert row["unusual"] == "" and row["error"] == ""
     assert sorted(p.name for p in images.iterdir()) == ["a.tif", "b.tif"]
 
 
@@ -228,7 +236,7 @@ def test_cli_single_file_and_options(run_dir, images, tmp_path, capsys):
                "--device", "cpu", "--threshold", "0.7", "--min-size", "0", "--no-fill-holes",
                "--watershed", "--tile", "32", "--overlap", "8", "--channel", "0"])
     assert rc == 0, capsys.readouterr().err
-    assert sorted(p.name for p in out.iterdir()) == ["b.tif"]
+    assert sorted(p.name for p in out.iterdir()) == ["b.tif", "predictions.csv"]
     assert tifffile.imread(out / "b.tif").shape == (130, 64)
 
 
@@ -260,6 +268,9 @@ def test_cli_names_images_called_far_more_cell_than_the_training_images(
         named = [n for n, share in shares.items() if run == measured and share > 0.45]
         if threshold == "0":  # every pixel called cell
             assert min(shares.values()) == 1.0
+        table = {r["image"]: r for r in csv.DictReader((out / "predictions.csv").open())}
+        assert {n: table[n]["unusual"] for n in shares} == {
+            n: ("" if run != measured else str(int(n in named))) for n in shares}
         lines = [line for line in err.splitlines() if "warning" in line]
         if named:
             assert len(lines) == 1, err
@@ -382,7 +393,7 @@ def test_cli_refuses_to_replace_foreign_files(run_dir, images, tmp_path, capsys)
     err = _one_line_error(capsys)
     assert str(out / "a.tif") in err and "not written by s2l-predict" in err
     assert "--overwrite" in err
-    assert sorted(p.name for p in out.iterdir()) == ["a.tif"]
+    assert sorted(p.name for p in out.iterdir()) == ["a.tif"]  # nothing written
     np.testing.assert_array_equal(tifffile.imread(out / "a.tif"), truth)
     # a foreign ROI set is refused too
     (out / "a.tif").unlink()
@@ -397,7 +408,26 @@ def test_cli_refuses_to_replace_foreign_files(run_dir, images, tmp_path, capsys)
                "--overwrite"])
     assert rc == 0, capsys.readouterr().err
     assert sorted(p.name for p in out.iterdir()) == ["a.tif", "a_rois.zip", "b.tif",
-                                                     "b_rois.zip"]
+                                                     "b_rois.zip", "predictions.csv"]
+
+
+def test_cli_table_is_never_someone_elses(run_dir, images, tmp_path, capsys):
+    """OUT/predictions.csv of the user's own (not our header) is refused, nothing written;
+    --overwrite replaces it; our own table is replaced by the next run's."""
+    out = tmp_path / "pred"
+    out.mkdir()
+    (out / "predictions.csv").write_text("my,own\n1,2\n")
+    rc = main([str(run_dir), str(images), "--out", str(out), "--device", "cpu"])
+    assert rc == 1
+    err = _one_line_error(capsys)
+    assert "predictions.csv: exists and was not written by s2l-predict" in err
+    assert sorted(p.name for p in out.iterdir()) == ["predictions.csv"]
+    assert (out / "predictions.csv").read_text() == "my,own\n1,2\n"
+    for extra in (["--overwrite"], []):
+        rc = main([str(run_dir), str(images), "--out", str(out), "--device", "cpu", *extra])
+        assert rc == 0, capsys.readouterr().err
+        rows = list(csv.DictReader((out / "predictions.csv").open()))
+        assert [r["image"] for r in rows] == ["a.tif", "b.tif"]
 
 
 def test_cli_replaces_its_own_results(run_dir, images, tmp_path, capsys):
@@ -406,7 +436,7 @@ def test_cli_replaces_its_own_results(run_dir, images, tmp_path, capsys):
         rc = main([str(run_dir), str(images), "--out", str(out), "--device", "cpu", "--prob",
                    "--rois"])
         assert rc == 0, capsys.readouterr().err
-    assert len(list(out.iterdir())) == 6
+    assert len(list(out.iterdir())) == 7  # 3 per image and the table
 
 
 def test_cli_goes_on_past_bad_images_and_lists_them(run_dir, images, tmp_path, capsys):
@@ -422,7 +452,12 @@ def test_cli_goes_on_past_bad_images_and_lists_them(run_dir, images, tmp_path, c
     assert [ln.split(":")[0] for ln in lines[:-1]] == ["skipped", "skipped"]
     assert "0_empty.tif: the file is empty" in captured.err
     assert "2 images" in captured.out
-    assert sorted(p.name for p in out.iterdir()) == ["a.tif", "b.tif"]
+    assert sorted(p.name for p in out.iterdir()) == ["a.tif", "b.tif", "predictions.csv"]
+    # the table: a row per image, the skipped ones with their reason
+    rows = list(csv.DictReader((out / "predictions.csv").open()))
+    assert [r["image"] for r in rows] == ["0_empty.tif", "a.tif", "b.tif", "c_broken.tif"]
+    assert "the file is empty" in rows[0]["error"] and rows[0]["objects"] == ""
+    assert rows[3]["error"] and not rows[1]["error"] and rows[1]["labels"] == "a.tif"
 
 
 def test_cli_one_bad_image_of_several_is_one_line(run_dir, images, tmp_path, capsys):
@@ -432,7 +467,7 @@ def test_cli_one_bad_image_of_several_is_one_line(run_dir, images, tmp_path, cap
     assert rc == 1
     err = _one_line_error(capsys)
     assert "z.tif: the file is empty" in err and "the other 2 image(s) are segmented" in err
-    assert sorted(p.name for p in out.iterdir()) == ["a.tif", "b.tif"]
+    assert sorted(p.name for p in out.iterdir()) == ["a.tif", "b.tif", "predictions.csv"]
 
 
 def test_cli_help_says_what_happens_to_bad_images(capsys):

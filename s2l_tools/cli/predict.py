@@ -23,6 +23,7 @@ from s2l_tools.inference.predict import (
     onnx_prob_fn,
     plan_outputs,
     predict_files,
+    table_path,
 )
 
 __all__ = ["get_parser", "main"]
@@ -34,7 +35,9 @@ def get_parser():
         "s2l-predict",
         "Segment images with a model trained by s2l-train: writes OUT/<stem>.tif "
         "(instance labels, 0 = background), optionally <stem>_prob.tif (foreground "
-        "probability) and <stem>_rois.zip (ImageJ ROIs, one per cell).\n\n"
+        "probability) and <stem>_rois.zip (ImageJ ROIs, one per cell), and "
+        "OUT/predictions.csv: per image, the number of objects, the share of the image inside "
+        "them, the unusual flag below, or why it was skipped.\n\n"
         "Files in OUT that s2l-predict did not write are never replaced without --overwrite. "
         "Options, inputs and outputs are checked before anything is written; an image that "
         "then cannot be read or does not fit the model is skipped, the others are segmented, "
@@ -148,6 +151,7 @@ def _main(args) -> int:
             min_size=args.min_size, fill_holes=args.fill_holes,
             declump=args.declump, batch_size=args.batch_size, flips=args.flips,
             on_image=lambda path: progress.update(task, advance=1, description=path.name),
+            table=table_path(out),
         )
 
     n, k, n_objects = len(result.done), len(result.failed), result.n_objects

@@ -9,7 +9,8 @@ into instance labels (:func:`s2l_tools.inference.postprocess.instances_from_prob
 For every input ``<stem>.<ext>`` the tool writes ``OUT/<stem>.tif``
 (instance labels: 0 background, 1..N cells; uint16, or int32 beyond 65535
 objects) and, on request, ``OUT/<stem>_prob.tif`` (float32 foreground
-probability) and ``OUT/<stem>_rois.zip`` (one ImageJ ROI per cell). Inputs are
+probability) and ``OUT/<stem>_rois.zip`` (one ImageJ ROI per cell), and after the
+last image ``OUT/predictions.csv``, a row per image (:func:`write_table`). Inputs are
 never overwritten, and neither are files in ``OUT`` that ``s2l-predict`` did
 not write (unless ``overwrite``); outputs are written atomically. Options,
 inputs, outputs and the model are checked before anything is written; an image
@@ -58,12 +59,17 @@ __all__ = [
     "predict_files",
     "FilesResult",
     "unusual_share",
+    "table_path",
+    "write_table",
 ]
 
 #: suffixes of the files written per image
 LABELS_SUFFIX, PROB_SUFFIX, ROIS_SUFFIX = ".tif", "_prob.tif", "_rois.zip"
 DESCRIPTION = "s2l-predict instance labels: 0 background, 1..N cells"
 PROB_DESCRIPTION = "s2l-predict foreground probability"
+#: the per-image table written beside the labels (:func:`write_table`), and its columns
+TABLE_NAME = "predictions.csv"
+TABLE_COLUMNS = ("image", "labels", "objects", "foreground_share", "unusual", "error")
 
 
 # --------------------------------------------------------------------------- prediction
@@ -231,10 +237,43 @@ def input_files(images: str | os.PathLike) -> list[Path]:
     raise S2LError(f"{images}: no such image file or folder; check the IMAGES path")
 
 
+def table_path(out: str | os.PathLike) -> Path:
+    """The per-image table of an output folder: ``OUT/predictions.csv``."""
+    return Path(out) / TABLE_NAME
+
+
+def write_table(path: str | os.PathLike, rows: list[dict]) -> None:
+    """Write the per-image table atomically: one row per image, in input order.
+
+    Columns (:data:`TABLE_COLUMNS`): the input's file name, the labels file written, the
+    number of objects, the share of the image inside them, ``unusual`` (1 over
+    :func:`unusual_share`, 0 under it, empty for a model without the record) and, for an
+    image that was skipped, the reason (the other columns empty).
+    """
+    import csv
+    import io
+
+    from s2l_tools.io.atomic import write_bytes_atomic
+
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=TABLE_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: row.get(k, "") for k in TABLE_COLUMNS})
+    write_bytes_atomic(path, buf.getvalue().encode())
+
+
 def _ours(path: Path) -> bool:
     """Whether an existing output was written by ``s2l-predict`` (ours to replace)."""
     import re
     import zipfile
+
+    if path.name == TABLE_NAME:  # the table: its header line is ours
+        try:
+            with open(path, encoding="utf-8") as f:
+                return f.readline().rstrip("\r\n") == ",".join(TABLE_COLUMNS)
+        except (OSError, UnicodeDecodeError):
+            return False
 
     if path.suffix.lower() == ".zip":  # ROI sets: only members named cell-<n>[-<k>].roi
         try:
@@ -311,6 +350,12 @@ def plan_outputs(files: list[Path], out: str | os.PathLike, *, prob: bool = Fals
             if target.exists() and not overwrite and not _ours(target):
                 foreign.append(target)
         plans.append(plan)
+    table = table_path(out)
+    if table.is_dir():
+        raise S2LError(f"{table}: a folder is in the way of the per-image table; move it away "
+                       "or choose another --out folder")
+    if table.exists() and not overwrite and not _ours(table):
+        foreign.append(table)
     if foreign:
         more = f" (and {len(foreign) - 1} more)" if len(foreign) > 1 else ""
         raise S2LError(f"{foreign[0]}: exists and was not written by s2l-predict{more}; pass "
@@ -378,6 +423,7 @@ def predict_files(
     channel: int | None = None, threshold: float | None = None, min_size: int | None = None,
     fill_holes: bool = True, declump: str = DEFAULT_DECLUMP, batch_size: int = 4, device=None,
     amp=None, flips: bool = False, on_image: Callable[[Path], None] | None = None,
+    table: str | os.PathLike | None = None,
 ) -> FilesResult:
     """Segment image files and write the planned outputs, going on past bad images.
 
@@ -397,6 +443,10 @@ def predict_files(
         Channel to segment (None: ``meta.channel``).
     on_image : callable, optional
         Called with each input path when it is done (or failed).
+    table : path-like, optional
+        Where to write the per-image table (:func:`write_table`; ``s2l-predict``:
+        :func:`table_path` of its output folder), after the last image, unless no image
+        was segmented.
 
     Returns
     -------
@@ -416,7 +466,7 @@ def predict_files(
     roi_module = None
     if any("rois" in plan for plan in plans):
         from s2l_tools.io import roi as roi_module
-    done, failed, n_objects, unusual = [], [], 0, []
+    done, failed, n_objects, unusual, rows = [], [], 0, [], []
     limit = unusual_share(meta)
     for path, plan in zip(files, plans):
         try:
@@ -430,6 +480,7 @@ def predict_files(
             image = normalize(raw, **norm_kw, source=str(path))
         except S2LError as exc:
             failed.append((path, str(exc)))
+            rows.append({"image": path.name, "error": str(exc)})
             if on_image is not None:
                 on_image(path)
             continue
@@ -447,9 +498,15 @@ def predict_files(
         share = mask_share(labels)
         if limit is not None and share > limit:
             unusual.append((path, share))
+        rows.append({"image": path.name, "labels": plan["labels"].name,
+                     "objects": int(labels.max()) if labels.size else 0,
+                     "foreground_share": f"{share:.6f}",
+                     "unusual": "" if limit is None else int(share > limit)})
         done.append(path)
         if on_image is not None:
             on_image(path)
+    if table is not None and done:  # when every image failed, nothing is written
+        write_table(table, rows)
     return FilesResult(done, failed, n_objects, tuple(unusual))
 
 
