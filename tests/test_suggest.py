@@ -177,7 +177,7 @@ def test_suggest_refusals_write_nothing(runs, tmp_path, capsys, case):
 
 # ----------------------------------------------------------------------------- Fiji
 
-def _fiji_suggestions(tmp_path):
+def _fiji_suggestions(tmp_path, source="store"):
     """An image and its suggestions, as s2l-suggest writes them (no training needed)."""
     from s2l_tools.inference.suggest import ImageSuggestions, write_suggestions
 
@@ -187,7 +187,7 @@ def _fiji_suggestions(tmp_path):
     score[25:35, 30:45] = 0.8
     regions = find_regions(score, top_k=5, min_area=4, sigma=0)
     write_suggestions([ImageSuggestions("cells", image, np.zeros((40, 50), np.float32),
-                                        "store", regions)], tmp_path / "sugg")
+                                        source, regions)], tmp_path / "sugg")
     tifffile.imwrite(tmp_path / "cells.tif", (image[0] * 255).astype(np.uint8), imagej=True)
     (tmp_path / "empty").mkdir()
     return regions
@@ -218,7 +218,7 @@ def test_show_suggestions_in_imagej(tmp_path):
 
     if not IMAGEJ_AVAILABLE:
         pytest.skip("needs /usr/share/java/ij.jar, jython.jar and java")
-    regions = _fiji_suggestions(tmp_path)
+    regions = _fiji_suggestions(tmp_path, source="unusual")
     proc = run_jython(*_spec(tmp_path, "headless"), timeout=180)
     out = _lines(proc.stdout)
     loaded = json.loads(out["LOADED"])
@@ -227,6 +227,8 @@ def test_show_suggestions_in_imagej(tmp_path):
     assert json.loads(out["OVERLAY"]) == ["fg-keep", "suggest_01", "suggest_02"]
     assert "no suggestions for cells.tif" in out["MISSING"]
     assert "Show Suggestions: 2 suggested region(s) for cells.tif" in proc.stdout
+    # an image s2l-suggest found unlike the training images: the message says so
+    assert "far more of this image cell than of any training image" in proc.stdout
 
 
 @pytest.mark.imagej

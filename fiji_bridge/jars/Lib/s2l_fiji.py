@@ -879,6 +879,26 @@ def suggestions_file(imp, folder):
     return os.path.join(folder, image_stem(imp.getTitle()) + "_suggestions.zip")
 
 
+def suggestion_source(imp, folder):
+    """What s2l-suggest scored ``imp``'s regions from (its ``suggestions.csv``): 'store',
+    'prediction' or 'unusual' (an image called far more cell than any training image:
+    its regions are what the network calls cell there), or None (no row for it)."""
+    import csv
+    folder = folder.getPath() if hasattr(folder, "getPath") else str(folder)
+    path = os.path.join(folder, "suggestions.csv")
+    if not os.path.isfile(path):
+        return None
+    stem = image_stem(imp.getTitle())
+    f = open(path, "rb")
+    try:
+        for row in csv.DictReader(f):
+            if row.get("image") == stem:
+                return row.get("source")
+    finally:
+        f.close()
+    return None
+
+
 def load_suggestions(imp, folder, target="manager"):
     """Show s2l-suggest's regions for ``imp`` in the ROI Manager or its overlay.
 

@@ -11,7 +11,11 @@ import s2l_fiji
 try:
     rois = s2l_fiji.load_suggestions(imp, folder,
                                      target="overlay" if target == "Overlay" else "manager")
-    s2l_fiji.message("Show Suggestions", "%d suggested region(s) for %s"
-                     % (len(rois), imp.getTitle()))
+    text = "%d suggested region(s) for %s" % (len(rois), imp.getTitle())
+    if s2l_fiji.suggestion_source(imp, folder) == "unusual":
+        text += ("\n\nThe network calls far more of this image cell than of any training image:"
+                 "\nit may be unlike the images you scribbled. The regions are what it calls"
+                 "\ncell here: look at them and scribble what they really are.")
+    s2l_fiji.message("Show Suggestions", text)
 except s2l_fiji.S2LFijiError as e:
     s2l_fiji.message("Show Suggestions", str(e))
