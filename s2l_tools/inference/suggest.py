@@ -382,11 +382,12 @@ def draw_order(rows: list[dict]) -> list[dict]:
     within each of these rounds the images go in the order of their best region's
     score. The regions of images of ``source`` 'unusual' (:func:`unusual_image`: a kind
     of image the strokes have not covered, which needs several strokes) come before all
-    the others, in the same order among themselves. Ranked by score alone, the best regions gather in a few images: in the
-    simulated loop (benchmarks/loop.py, DSB-fluo, four seeds of three rounds) the 40
-    strokes of a round drawn at the top of that ranking went to 4-7 images in 11
-    rounds of 12 (random places: 16-24), and after three rounds scored 0.009 IoU
-    below strokes drawn in this order (six seeds, 4 ahead; docs/benchmarks.md).
+    the others, in the same order among themselves. Ranked by score alone, the best
+    regions gather in a few images: in the simulated loop (benchmarks/loop.py, DSB-fluo,
+    four seeds of three rounds) the 40 strokes of a round drawn at the top of that
+    ranking went to 4-7 images in 11 rounds of 12 (random places: 16-24), and after
+    three rounds scored 0.009 IoU below strokes drawn in this order (six seeds, 4 ahead;
+    docs/benchmarks.md).
 
     Parameters
     ----------
