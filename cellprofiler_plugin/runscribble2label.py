@@ -50,7 +50,8 @@ Measurements made by this module
    ``--auto-threshold`` (the laptop preset records the share). A network
    trained on scribbles tends to call much of the background cell on a kind
    of image its scribbles did not cover (grainy, dim, another stain): filter
-   or flag such images (e.g. with **FlagImage**), look at them, and if the
+   or flag such images (e.g. with **FlagImage**, as the example pipeline of
+   ``s2l-cellprofiler pipeline`` does), look at them, and if the
    objects are wrong, scribble one such image and retrain. ``s2l-predict``
    warns about the same images.
 

@@ -527,6 +527,9 @@ def test_headless_cellprofiler_matches_s2l_predict(tmp_path, files, request):
         share = float(r["Scribble2Label_ForegroundShare_Cells"])
         assert share == pytest.approx(oi.mask_share(labels), abs=1e-9), r["FileName_DNA"]
         flag = r["Scribble2Label_Unusual_Cells"]
+        # the pipeline's FlagImage: Metadata_Scribble2LabelUnusual, 1 where the module said so
+        assert int(float(r["Metadata_Scribble2LabelUnusual"])) == (
+            0 if limit is None else int(share > limit)), r["FileName_DNA"]
         if limit is None:
             assert flag.lower() in ("", "nan"), r["FileName_DNA"]
         else:

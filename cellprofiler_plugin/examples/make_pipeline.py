@@ -8,8 +8,10 @@ Run it with CellProfiler's own Python (it needs ``cellprofiler_core`` and
 
 (``s2l-cellprofiler pipeline`` runs this script for you.) The pipeline is
 Images -> Metadata -> NamesAndTypes (every image is ``DNA``, grayscale) ->
-Groups -> RunScribble2Label (objects ``Cells``) -> ExportToSpreadsheet (CSV
-files in the Default Output Folder, ``MyExpt_Image.csv`` has ``Count_Cells``).
+Groups -> RunScribble2Label (objects ``Cells``) -> FlagImage
+(``Metadata_Scribble2LabelUnusual``: 1 on images the module measured as unlike the
+model's training images) -> ExportToSpreadsheet (CSV files in the Default Output
+Folder, ``MyExpt_Image.csv`` has ``Count_Cells``).
 ``--save-labels`` and ``--save-probability`` add SaveImages modules that save
 each image's label matrix / probability as TIFFs Fiji opens,
 ``<image>_labels.tiff`` (32-bit integer labels, 0 = background) and
@@ -135,6 +137,18 @@ def build_pipeline(args):
     if args.save_probability:
         s2l.save_probability.value = True
     modules.append(s2l)
+
+    from cellprofiler.modules.flagimage import S_IMAGE, FlagImage
+
+    flag = FlagImage()  # Metadata_Scribble2LabelUnusual: 1 on images unlike the training ones
+    flag.flags[0].feature_name.value = "Scribble2LabelUnusual"
+    rule = flag.flags[0].measurement_settings[0]
+    rule.source_choice.value = S_IMAGE
+    rule.measurement.value = "Scribble2Label_Unusual_" + args.objects
+    rule.wants_minimum.value = False
+    rule.wants_maximum.value = True
+    rule.maximum_value.value = 0.5
+    modules.append(flag)
 
     if args.save_labels:
         from cellprofiler.modules.convertobjectstoimage import ConvertObjectsToImage

@@ -35,6 +35,8 @@ __all__ = ["PLUGIN_FILE", "HELPERS", "plugin_source_dir", "install_plugin", "pip
            "write_pipeline"]
 
 PLUGIN_FILE = "runscribble2label.py"
+#: the example pipeline's FlagImage flag: ``Metadata_Scribble2LabelUnusual``
+FLAG_NAME = "Scribble2LabelUnusual"
 #: package module -> name of the copy beside the plugin
 HELPERS = {
     "inference/onnx.py": "_s2l_onnx_inference.py",
@@ -246,7 +248,9 @@ def pipeline_text(
     """The example pipeline as CellProfiler 4.2 saves it, made without CellProfiler.
 
     Images -> Metadata -> NamesAndTypes (every image is ``image_name``,
-    grayscale) -> Groups -> RunScribble2Label (objects ``objects``) ->
+    grayscale) -> Groups -> RunScribble2Label (objects ``objects``) -> FlagImage
+    (``Metadata_Scribble2LabelUnusual``: 1 where ``Scribble2Label_Unusual_<objects>`` is,
+    an image unlike the training images; nothing is skipped) ->
     [ConvertObjectsToImage + SaveImages ``<image>_labels.tiff``] ->
     [SaveImages ``<image>_probability.tiff``] -> ExportToSpreadsheet
     (``MyExpt_Image.csv`` with ``Count_<objects>``, in the Default Output Folder).
@@ -297,11 +301,22 @@ def pipeline_text(
         f"Save the probability image?:{_yes(save_probability)}",
         "Name the probability image:Scribble2LabelProbability",
     ]
+    flag = [  # FlagImage (revision 5): Metadata_Scribble2LabelUnusual = 1 on unusual images
+        "Hidden:1", "Hidden:1", "Name the flag's category:Metadata",
+        f"Name the flag:{FLAG_NAME}", "How should measurements be linked?:Flag if any fail",
+        "Skip image set if flagged?:No", "Flag is based on:Whole-image measurement",
+        "Select the object to be used for flagging:None",
+        f"Which measurement?:Scribble2Label_Unusual_{objects}",
+        "Flag images based on low values?:No", "Minimum value:0.0",
+        "Flag images based on high values?:Yes", "Maximum value:0.5",
+        "Rules file location:Elsewhere...|", "Rules file name:rules.txt", "Class number:",
+        "Allow fuzzy feature matching?:No", "Ignore flag skips on last cycle?:No",
+    ]
     fixed = {k: (rev, notes, [line.replace("{image}", image_name) for line in lines])
              for k, (rev, notes, lines) in _FIXED_MODULES.items()}
     modules = [("Images", *fixed["Images"]), ("Metadata", *fixed["Metadata"]),
                ("NamesAndTypes", *fixed["NamesAndTypes"]), ("Groups", *fixed["Groups"]),
-               ("RunScribble2Label", PLUGIN_REVISION, "[]", s2l)]
+               ("RunScribble2Label", PLUGIN_REVISION, "[]", s2l), ("FlagImage", 5, "[]", flag)]
     if save_labels:
         modules.append(("ConvertObjectsToImage", 1, "[]", [
             f"Select the input objects:{objects}", f"Name the output image:{objects}Labels",
