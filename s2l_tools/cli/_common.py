@@ -33,6 +33,15 @@ class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaults
         return super()._get_help_string(action)
 
 
+def first_names(names: Sequence[str], limit: int) -> str:
+    """The first ``limit`` of ``names``, comma-separated, with `` ...`` when there are more.
+
+    >>> first_names(["a", "b", "c"], 2), first_names(["a"], 2)
+    ('a, b ...', 'a')
+    """
+    return ", ".join(names[:limit]) + (" ..." if len(names) > limit else "")
+
+
 def make_parser(prog: str, description: str, example: str) -> argparse.ArgumentParser:
     """A parser with the tool's description, an example epilog and ``--debug``."""
     parser = argparse.ArgumentParser(

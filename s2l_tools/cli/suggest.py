@@ -66,9 +66,8 @@ def _main(args) -> int:
           f"ROIs and overviews in {args.out}")
     unusual = [r.stem for r in results if r.source == "unusual"]
     if unusual:
-        names = ", ".join(unusual[:5]) + (" ..." if len(unusual) > 5 else "")
         print(f"s2l-suggest: {len(unusual)} image(s) called far more cell than any training "
-              f"image ({names}): they may be unlike the images you scribbled; their regions "
+              f"image ({_cli.first_names(unusual, 5)}): they may be unlike the images you scribbled; their regions "
               "(what the network calls cell there) come first: look at them and scribble "
               "what they really are", file=sys.stderr)
     return 0
