@@ -79,6 +79,11 @@ def probability_histogram(prob: np.ndarray) -> np.ndarray:
     return np.bincount(k, minlength=BINS).astype(np.int64)
 
 
+def _tail_counts(hist: np.ndarray) -> np.ndarray:
+    """Element ``k``: the histogram's pixels in bin ``k`` or above."""
+    return np.cumsum(np.asarray(hist, np.int64)[::-1])[::-1]
+
+
 def share_above(hist: np.ndarray, t: float) -> float:
     """The share of the histogram's pixels at probability ``t`` or more (to a bin).
 
@@ -135,7 +140,7 @@ def share_threshold(hist: np.ndarray, share: float, floor: float = 0.5,
     if not 0.0 <= min_kept <= 1.0:
         raise ValueError(f"min_kept must be in [0, 1], got {min_kept}")
     share = max(share, min_kept * share_above(hist, floor))
-    tail = np.cumsum(hist[::-1])[::-1]  # tail[k]: pixels in bin k or above
+    tail = _tail_counts(hist)
     few = np.flatnonzero(tail <= share * n)
     k = int(few[0]) if few.size else BINS - 1
     return max(float(floor), _edge(k))
@@ -189,8 +194,8 @@ class FinalCut(NamedTuple):
 
 def _tail_shares(hist: np.ndarray) -> np.ndarray:
     """Element ``k``: the share of the histogram's pixels in bin ``k`` or above."""
-    hist = np.asarray(hist, np.int64)
-    return np.cumsum(hist[::-1])[::-1] / max(1, int(hist.sum()))
+    tail = _tail_counts(hist)
+    return tail / max(1, int(tail[0]))
 
 
 def final_threshold(model, data, ctx, *, share: float, floor: float, meta, device,
