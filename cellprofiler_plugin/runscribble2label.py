@@ -396,20 +396,22 @@ The name of the foreground probability image.""",
             workspace.display_data.share = share
             workspace.display_data.unusual = unusual
 
+    def image_feature(self, feature):
+        """The image measurement ``Scribble2Label_<feature>_<objects name>``."""
+        return "_".join((C_S2L, feature, self.y_name.value))
+
     def add_image_measurement(self, workspace, feature, value):
-        """Record ``Scribble2Label_<feature>_<objects name>`` for this image."""
+        """Record :meth:`image_feature` ``feature`` for this image."""
         from cellprofiler_core.constants.measurement import IMAGE
 
-        name = "_".join((C_S2L, feature, self.y_name.value))
-        workspace.measurements.add_measurement(IMAGE, name, value)
+        workspace.measurements.add_measurement(IMAGE, self.image_feature(feature), value)
 
     def get_measurement_columns(self, pipeline, object_name=None):
         from cellprofiler_core.constants.measurement import COLTYPE_FLOAT, IMAGE
 
         columns = super(RunScribble2Label, self).get_measurement_columns(pipeline, object_name)
         for feature in (FTR_SHARE, FTR_UNUSUAL):
-            name = "_".join((C_S2L, feature, self.y_name.value))
-            columns.append((IMAGE, name, COLTYPE_FLOAT))
+            columns.append((IMAGE, self.image_feature(feature), COLTYPE_FLOAT))
         return columns
 
     def get_categories(self, pipeline, object_name):
