@@ -494,14 +494,16 @@ def predict_files(
             write_tiff(plan["prob"], prob.astype(np.float32), description=PROB_DESCRIPTION)
         if "rois" in plan:
             roi_module.labels_to_roiset(labels, plan["rois"], name_prefix="cell")
-        n_objects += int(labels.max()) if labels.size else 0
+        objects = int(labels.max()) if labels.size else 0
+        n_objects += objects
         share = mask_share(labels)
-        if limit is not None and share > limit:
+        over = limit is not None and share > limit
+        if over:
             unusual.append((path, share))
         rows.append({"image": path.name, "labels": plan["labels"].name,
-                     "objects": int(labels.max()) if labels.size else 0,
+                     "objects": objects,
                      "foreground_share": f"{share:.6f}",
-                     "unusual": "" if limit is None else int(share > limit)})
+                     "unusual": "" if limit is None else int(over)})
         done.append(path)
         if on_image is not None:
             on_image(path)
