@@ -428,6 +428,14 @@ def test_cli_table_is_never_someone_elses(run_dir, images, tmp_path, capsys):
         assert rc == 0, capsys.readouterr().err
         rows = list(csv.DictReader((out / "predictions.csv").open()))
         assert [r["image"] for r in rows] == ["a.tif", "b.tif"]
+    # a folder in the table's way: one line naming it, nothing written
+    other = tmp_path / "other"
+    (other / "predictions.csv").mkdir(parents=True)
+    rc = main([str(run_dir), str(images), "--out", str(other), "--device", "cpu"])
+    assert rc == 1
+    err = _one_line_error(capsys)
+    assert str(other / "predictions.csv") in err and "a folder is in the way" in err
+    assert sorted(p.name for p in other.iterdir()) == ["predictions.csv"]
 
 
 def test_cli_replaces_its_own_results(run_dir, images, tmp_path, capsys):
