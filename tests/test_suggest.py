@@ -293,7 +293,9 @@ def test_unusual_image_gets_regions_where_it_is_called_cell(runs, tmp_path, caps
     model, meta = load_model(odd / "model.pt")
     prob = predict_probability(model, read_image(data / "images" / "nuclei_003.tif"), meta,
                                device="cpu", batch_size=1)
-    cut = float(np.quantile(prob, 0.3))  # at this threshold 70 % of it is called cell
+    # at this threshold 70 % of it is called cell (under 1: a tiny model trained on a loaded
+    # machine, with fewer threads, may call most of it cell at probability 1.0)
+    cut = min(float(np.quantile(prob, 0.3)), 0.99)
     save_model(odd / "model.pt", model.state_dict(),
                replace(meta, threshold=cut, train_share_max=0.1))  # limit: 40 %
     out = tmp_path / "sugg"
