@@ -171,3 +171,24 @@ def test_damaged_roiset_and_huge_roi_end_as_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "a.zip: member 'fg-huge.roi': unreadable" in err
     assert (tmp_path / "scribbles" / "a.tif").read_bytes() == before
+
+
+def test_long_lists_of_files_are_cut_to_five(data, tmp_path, capsys):
+    rois = tmp_path / "rois"
+    rois.mkdir()
+    roiset = (data / "rois" / "nuclei_001.zip").read_bytes()
+    for i in range(7):  # seven RoiSets named like no image: the first five, then " ..."
+        (rois / f"other_{i}.zip").write_bytes(roiset)
+    out = tmp_path / "masks"
+    assert scribbles.main(["--images", str(data / "images"), "--rois", str(rois),
+                           "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and not out.exists()
+    assert "other_0, other_1, other_2, other_3, other_4 ... match no image" in err
+    # an image without ROIs is skipped with a note naming it
+    for i in range(7):
+        (rois / f"other_{i}.zip").unlink()
+    (rois / "nuclei_001.zip").write_bytes(roiset)
+    assert scribbles.main(["--images", str(data / "images"), "--rois", str(rois),
+                           "--out", str(out)]) == 0
+    assert "1 image(s) without ROIs or overlay skipped: nuclei_000\n" in capsys.readouterr().out

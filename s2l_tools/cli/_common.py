@@ -11,7 +11,7 @@ import sys
 import warnings
 from collections.abc import Callable, Sequence
 
-from s2l_tools.errors import S2LError, S2LWarning
+from s2l_tools.errors import S2LError, S2LWarning, first_names  # noqa: F401  (the tools call _cli.first_names)
 
 
 class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
@@ -31,15 +31,6 @@ class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaults
                 or "default" in text.lower()):
             return text
         return super()._get_help_string(action)
-
-
-def first_names(names: Sequence[str], limit: int) -> str:
-    """The first ``limit`` of ``names``, comma-separated, with `` ...`` when there are more.
-
-    >>> first_names(["a", "b", "c"], 2), first_names(["a"], 2)
-    ('a, b ...', 'a')
-    """
-    return ", ".join(names[:limit]) + (" ..." if len(names) > limit else "")
 
 
 def make_parser(prog: str, description: str, example: str) -> argparse.ArgumentParser:

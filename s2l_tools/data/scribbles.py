@@ -24,7 +24,7 @@ import numpy as np
 
 from s2l_tools import labels as L
 from s2l_tools.data.dataset import ROI_SUFFIXES, open_dataset
-from s2l_tools.errors import S2LError
+from s2l_tools.errors import S2LError, first_names
 from s2l_tools.io.images import IMAGE_SUFFIXES, image_stem, list_images, read_raw, write_tiff
 
 __all__ = ["DESCRIPTION", "Job", "class_maps", "convert", "find_jobs", "write_mask"]
@@ -199,7 +199,7 @@ def find_jobs(
         stems = {image_stem(p) for p in image_files}
         orphans = sorted(set(rois_by_stem) - stems)
         if orphans:
-            raise S2LError(f"{rois}: ROI file(s) {', '.join(orphans[:5])} match no image in "
+            raise S2LError(f"{rois}: ROI file(s) {first_names(orphans, 5)} match no image in "
                            f"{images}; name each RoiSet like its image")
     single_file = len(image_files) == 1 and out.suffix.lower() in (".tif", ".tiff")
     jobs = []
@@ -275,8 +275,8 @@ def convert(
                            "to replace it (or move it away)")
         results.append((out, mask))
     if skipped:
-        shown = ", ".join(skipped[:5]) + (" ..." if len(skipped) > 5 else "")
-        print(f"note: {len(skipped)} image(s) without ROIs or overlay skipped: {shown}")
+        print(f"note: {len(skipped)} image(s) without ROIs or overlay skipped: "
+              f"{first_names(skipped, 5)}")
     if not results:
         raise S2LError("no ROIs found for any image; export them from Fiji's ROI Manager as "
                        "DATA/rois/<image name>.zip")
