@@ -13,7 +13,6 @@ as given (post-processing happens in ``s2l-predict``). The command line is
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import os
@@ -22,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from s2l_tools.io.atomic import atomic_path
+from s2l_tools.io.atomic import atomic_path, write_csv_atomic
 from s2l_tools.errors import S2LError, S2LWarning
 from s2l_tools.io.images import LABEL_SUFFIXES, read_labels
 from s2l_tools.evaluation.metrics import score_pair
@@ -234,13 +233,8 @@ def write_scores(rows: list[dict], summary: dict, *, json_path: str | os.PathLik
         One row per image with the columns :data:`COLUMNS` (metrics with 6
         decimals).
     """
-    with atomic_path(csv_path) as tmp:
-        with open(tmp, "w", newline="", encoding="utf-8") as fh:
-            writer = csv.DictWriter(fh, fieldnames=list(COLUMNS))
-            writer.writeheader()
-            for row in rows:
-                writer.writerow(
-                    {k: (f"{row[k]:.6f}" if k in METRICS else row[k]) for k in COLUMNS}
-                )
+    write_csv_atomic(csv_path, COLUMNS,
+                     ({k: (f"{row[k]:.6f}" if k in METRICS else row[k]) for k in COLUMNS}
+                      for row in rows))
     with atomic_path(json_path) as tmp:
         Path(tmp).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")

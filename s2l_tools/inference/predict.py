@@ -250,17 +250,10 @@ def write_table(path: str | os.PathLike, rows: list[dict]) -> None:
     :func:`unusual_share`, 0 under it, empty for a model without the record) and, for an
     image that was skipped, the reason (the other columns empty).
     """
-    import csv
-    import io
+    from s2l_tools.io.atomic import write_csv_atomic
 
-    from s2l_tools.io.atomic import write_bytes_atomic
-
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=TABLE_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: row.get(k, "") for k in TABLE_COLUMNS})
-    write_bytes_atomic(path, buf.getvalue().encode())
+    write_csv_atomic(path, TABLE_COLUMNS, ({k: row.get(k, "") for k in TABLE_COLUMNS}
+                                           for row in rows), lineterminator="\n")
 
 
 def _ours(path: Path) -> bool:

@@ -28,7 +28,6 @@ as ``s2l-predict``'s does.
 
 from __future__ import annotations
 
-import csv
 import io
 import os
 from dataclasses import dataclass, field
@@ -427,7 +426,7 @@ def write_suggestions(results: list[ImageSuggestions], out: str | os.PathLike) -
     table : Path
         ``OUT/suggestions.csv``.
     """
-    from s2l_tools.io.atomic import write_bytes_atomic
+    from s2l_tools.io.atomic import write_bytes_atomic, write_csv_atomic
     from s2l_tools.io.roi import write_roiset
 
     out = Path(out)
@@ -444,12 +443,8 @@ def write_suggestions(results: list[ImageSuggestions], out: str | os.PathLike) -
                       y=round(r.y, 1), x=round(r.x, 1), source=item.source)
                  for r in item.regions]
     rows = draw_order(rows)
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=["rank", "image", "region", "area", "score", "y",
-                                             "x", "source"], lineterminator="\n")
-    writer.writeheader()
-    for rank, row in enumerate(rows, 1):
-        writer.writerow({"rank": rank, **row})
     table = out / CSV_NAME
-    write_bytes_atomic(table, buf.getvalue().encode())
+    write_csv_atomic(table, ["rank", "image", "region", "area", "score", "y", "x", "source"],
+                     ({"rank": rank, **row} for rank, row in enumerate(rows, 1)),
+                     lineterminator="\n")
     return table

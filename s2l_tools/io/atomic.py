@@ -192,3 +192,17 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically."""
     with atomic_path(path) as tmp:
         Path(tmp).write_bytes(data)
+
+
+def write_csv_atomic(path: str | os.PathLike, fieldnames, rows, *,
+                     lineterminator: str = "\r\n") -> None:
+    """Write a CSV table atomically: a header of ``fieldnames``, then one dict per row
+    (UTF-8; ``lineterminator`` as :class:`csv.DictWriter`'s)."""
+    import csv
+    import io
+
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(fieldnames), lineterminator=lineterminator)
+    writer.writeheader()
+    writer.writerows(rows)
+    write_bytes_atomic(path, buf.getvalue().encode())

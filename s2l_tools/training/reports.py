@@ -7,7 +7,6 @@ and writes one file atomically; file names are :mod:`s2l_tools.training.rundir`'
 
 from __future__ import annotations
 
-import csv
 import io
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -15,7 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from s2l_tools import labels as L
-from s2l_tools.io.atomic import write_bytes_atomic
+from s2l_tools.io.atomic import write_bytes_atomic, write_csv_atomic
 from s2l_tools.training.config import TrainConfig
 
 if TYPE_CHECKING:
@@ -30,12 +29,8 @@ def write_metrics_csv(path: Path, history: list[dict]) -> None:
     keys: list[str] = []
     for row in history:
         keys += [k for k in row if k not in keys]
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=keys)
-    writer.writeheader()
-    for row in history:
-        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
-    write_bytes_atomic(path, buf.getvalue().encode())
+    write_csv_atomic(path, keys, ({k: (f"{v:.6g}" if isinstance(v, float) else v)
+                                   for k, v in row.items()} for row in history))
 
 
 #: Class colours of the panels, as in the Fiji docs' colour map (``#ffff00=fg #00ffff=bg``).
