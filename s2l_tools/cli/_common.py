@@ -11,7 +11,7 @@ import sys
 import warnings
 from collections.abc import Callable, Sequence
 
-from s2l_tools.errors import S2LError, S2LWarning, first_names  # noqa: F401  (the tools call _cli.first_names)
+from s2l_tools.errors import S2LError, S2LWarning
 
 
 class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):

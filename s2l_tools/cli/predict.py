@@ -15,7 +15,7 @@ from pathlib import Path
 
 from s2l_tools.cli import _common as _cli
 from s2l_tools.device import select_device, torch_prob_fn
-from s2l_tools.errors import S2LError
+from s2l_tools.errors import S2LError, first_names
 from s2l_tools.inference.onnx import PAD_MULTIPLE, threshold_problem
 from s2l_tools.inference.predict import (
     _check_tiling,
@@ -168,7 +168,7 @@ def _main(args) -> int:
     if k:
         for _path, reason in result.failed:
             print(f"skipped: {reason}", file=sys.stderr)
-        names = _cli.first_names([p.name for p, _ in result.failed], 10)
+        names = first_names([p.name for p, _ in result.failed], 10)
         raise S2LError(f"{k} of {len(files)} images skipped ({names}; reasons above); fix or "
                        "remove them and run again (the results of the others are written)")
     return 0
@@ -178,7 +178,7 @@ def _unusual_line(unusual, train_max: float) -> str:
     """The warning about images whose masks cover far more of them than the model's
     training images' did (:func:`s2l_tools.inference.predict.unusual_share`)."""
     n = len(unusual)
-    names = _cli.first_names([f"{p.name} {share * 100:.0f} %" for p, share in unusual], 5)
+    names = first_names([f"{p.name} {share * 100:.0f} %" for p, share in unusual], 5)
     return (f"s2l-predict: warning: {n} image{'s' if n != 1 else ''} called far more cell "
             f"than any training image ({names}; the most on a training image "
             f"{train_max * 100:.0f} %): {'they' if n != 1 else 'it'} may be unlike the images you "

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from s2l_tools.cli import _common as _cli
-from s2l_tools.errors import S2LError
+from s2l_tools.errors import S2LError, first_names
 
 __all__ = ["get_parser", "main"]
 
@@ -67,9 +67,9 @@ def _main(args) -> int:
     unusual = [r.stem for r in results if r.source == "unusual"]
     if unusual:
         print(f"s2l-suggest: {len(unusual)} image(s) called far more cell than any training "
-              f"image ({_cli.first_names(unusual, 5)}): they may be unlike the images you scribbled; their regions "
-              "(what the network calls cell there) come first: look at them and scribble "
-              "what they really are", file=sys.stderr)
+              f"image ({first_names(unusual, 5)}): they may be unlike the images you "
+              "scribbled; their regions (what the network calls cell there) come first: look "
+              "at them and scribble what they really are", file=sys.stderr)
     return 0
 
 
