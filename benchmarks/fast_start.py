@@ -1,11 +1,12 @@
 """The fast start's pieces: their time, and how the forest and GrabCut agree (not a test).
 
     .venv/bin/python benchmarks/fast_start.py /tmp/acc/fluo/n40_v40/scribbles_r0.1_s0 [MORE ...]
-        [--time] [--threads 2]
+        [--time] [--threads 2] [--seed 0] [--diameter 24 --margin 1]
 
 For each training folder written by ``accuracy.py`` (``images/``, ``scribbles/``,
-``masks/``), with the forest fitted on all its scribbles (seed 0) and GrabCut
-seeded 0:
+``masks/``), with the forest fitted on all its scribbles and GrabCut both seeded
+``--seed`` (``s2l-train`` seeds them with its ``--seed``), the images first resized
+as ``s2l-train --diameter`` resizes them when that is given:
 
 - the agreement of every image's forest foreground (probability > 0.5) and GrabCut
   proposal (foreground IoU), their mean and lowest, the median over the sample
@@ -16,6 +17,10 @@ seeded 0:
   or the forest's alone where GrabCut is left out): its confident foreground (above
   ``--tau``, s2l-train's consistency threshold: pseudo-labelled from the first step)
   as a multiple of the true foreground area, and the share of it outside the cells;
+- the pseudo-labels each start would give (``benchmarks/pseudo_labels.py``'s counts, with
+  ``--tau`` and ``--margin``: s2l-train's ``--pseudo-margin``), for the forest alone,
+  GrabCut alone and their mean: the share of the cells' unscribbled pixels pseudo-labelled
+  cell, and the share of the cell and of the background pseudo-labels that is right;
 - with ``--time``: seconds of fitting the forest, the features alone, the forest's
   probability of every image, GrabCut one image after another, and GrabCut and the
   features on ``--threads`` threads (the load average is printed beside them).
@@ -27,8 +32,12 @@ import argparse
 import os
 import sys
 import time
+from pathlib import Path
 
 from s2l_tools.training.config import TrainConfig
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from pseudo_labels import label_counts  # noqa: E402  (a sibling script, not a package)
 
 
 def main(argv=None) -> int:
@@ -39,6 +48,11 @@ def main(argv=None) -> int:
     p.add_argument("--tau", type=float, default=TrainConfig.threshold,
                    help="the consistency threshold (default: s2l-train "
                         "--consistency-threshold's, %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="the forest's and GrabCut's seed")
+    p.add_argument("--diameter", type=float, default=0.0,
+                   help="resize the images as s2l-train --diameter does (0: their own size)")
+    p.add_argument("--margin", type=int, default=TrainConfig.pseudo_margin,
+                   help="s2l-train --pseudo-margin for the pseudo-label counts (%(default)s)")
     args = p.parse_args(argv)
 
     from concurrent.futures import ThreadPoolExecutor
@@ -49,19 +63,25 @@ def main(argv=None) -> int:
     from s2l_tools.classic.forest import ForestSettings, fit_forest, forest_probability, pixel_features
     from s2l_tools.classic.grabcut import grabcut_proposal, to_bgr8
     from s2l_tools.evaluation.metrics import foreground_iou
+    from s2l_tools.training import scale
     from s2l_tools.training.data import load_training_data
 
     for folder in args.folders:
         d = load_training_data(folder, need_masks=True)
+        if args.diameter:
+            scales, _ = scale.training_scales(d, args.diameter, seed=args.seed,
+                                              threads=args.threads)
+            d = scale.rescale(d, scales)
         n = len(d.images)
         settings = ForestSettings(n_jobs=args.threads)
         t = time.perf_counter()
-        forest = fit_forest(d.images, d.scribbles, settings=settings, seed=0)
+        forest = fit_forest(d.images, d.scribbles, settings=settings, seed=args.seed)
         fit_s = time.perf_counter() - t
         forest.set_params(n_jobs=1)
         with ThreadPoolExecutor(args.threads) as pool:
             maps = list(pool.map(lambda i: start.classic_maps(
-                d.images[i], d.scribbles[i], forest=forest, grabcut=True), range(n)))
+                d.images[i], d.scribbles[i], forest=forest, grabcut=True, seed=args.seed),
+                range(n)))
         agree = np.array([foreground_iou(p > 0.5, g) for p, g in maps])
         truth = [np.asarray(m) > 0 for m in d.masks]
         forest_gt = np.array([foreground_iou(p > 0.5, t) for (p, _), t in zip(maps, truth)])
@@ -79,6 +99,15 @@ def main(argv=None) -> int:
         print(f"  the start's confident foreground (> {args.tau}): "
               f"{sure_px / max(1, sum(int(t.sum()) for t in truth)):.2f}x the true foreground "
               f"area, {wrong_px / max(1, sure_px):.1%} of it outside the cells")
+        starts = {"forest": [start.combine(p, None) for p, _ in maps],
+                  "GrabCut": [start.combine(None, g) for _, g in maps],
+                  "forest+GrabCut": [start.combine(p, g) for p, g in maps]}
+        for name, ms in starts.items():
+            r = label_counts(ms, d.scribbles, truth, args.tau, args.margin)
+            print(f"  pseudo-labels of {name} (tau {args.tau:g}, margin {args.margin}): "
+                  f"{r['fg_covered']:.2f} of the cells' unscribbled pixels taught cell, "
+                  f"{r['fg_precision']:.3f} of the cell and {r['bg_precision']:.3f} of the "
+                  "background labels right")
         low = np.argsort(agree)[:8]
         print("  lowest agreement / forest / GrabCut vs the truth: " + " ".join(
             f"{agree[i]:.2f}/{forest_gt[i]:.2f}/{grab_gt[i]:.2f}" for i in low))

@@ -4,7 +4,10 @@ Reads the EMA store from the ``checkpoint.pt`` of finished
 ``benchmarks/accuracy.py`` runs (``s2l`` runs; the store is what the last
 ensemble pass left) and compares the pseudo-labels it gives on the
 **training** images' unscribbled pixels (EMA > tau: foreground, EMA < 1 - tau:
-background; the run's own tau) with those images' full masks:
+background, none within ``--pseudo-margin`` of the map's outline: the run's own
+tau and margin, through ``s2l_tools.training.step.pseudo_labels``) with those
+images' full masks (``benchmarks/fast_start.py`` does the same for the store's
+first map):
 
 - pseudo-foreground precision: the share of pseudo-foreground pixels that are
   cells in the truth (the rest is halo or debris the network teaches itself);
@@ -28,6 +31,37 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from threshold_sweep import add_run_arguments, find_run  # noqa: E402  (a sibling script, not a package)
 
 
+def label_counts(maps, scribbles, masks, tau: float, margin: int = 0) -> dict:
+    """The pseudo-labels EMA maps give on the unscribbled pixels, against the masks, as ratios.
+
+    ``maps``, ``scribbles``, ``masks``: per image, (H, W) foreground probability, scribble
+    codes and labels (> 0: cell); ``tau``, ``margin``: s2l-train's ``--consistency-threshold``
+    and ``--pseudo-margin``.
+    """
+    import torch
+
+    from s2l_tools.training.step import pseudo_labels
+
+    n = dict.fromkeys(("pfg", "pfg_ok", "pbg", "pbg_ok", "fg", "bg"), 0)
+    for ema, scribble, mask in zip(maps, scribbles, masks):
+        label = pseudo_labels(torch.from_numpy(np.asarray(ema, np.float32))[None],
+                              torch.from_numpy(np.asarray(scribble))[None],
+                              threshold=tau, margin=margin)[0].numpy()
+        truth, unlabeled = np.asarray(mask) > 0, np.asarray(scribble) == 0
+        pfg, pbg = label == 1, label == 0
+        n["pfg"] += int(pfg.sum())
+        n["pfg_ok"] += int((pfg & truth).sum())
+        n["pbg"] += int(pbg.sum())
+        n["pbg_ok"] += int((pbg & ~truth).sum())
+        n["fg"] += int((unlabeled & truth).sum())
+        n["bg"] += int((unlabeled & ~truth).sum())
+    return {"tau": tau, "margin": margin, "fg_precision": n["pfg_ok"] / max(n["pfg"], 1),
+            "fg_area": n["pfg"] / max(n["fg"], 1),
+            "bg_precision": n["pbg_ok"] / max(n["pbg"], 1),
+            "fg_covered": n["pfg_ok"] / max(n["fg"], 1),
+            "bg_covered": n["pbg_ok"] / max(n["bg"], 1)}
+
+
 def check(run: Path) -> dict:
     """Pixel counts of the run's pseudo-labels against the truth, as ratios."""
     import torch
@@ -37,7 +71,6 @@ def check(run: Path) -> dict:
 
     model = run / "model"
     config = json.loads((model / "config.json").read_text())
-    tau = float(config["threshold"])
     state = torch.load(model / "checkpoint.pt", map_location="cpu", weights_only=False)["ema"]
     if state is None or int(state["n_updates"].max()) == 0:
         raise SystemExit(f"{model}: no EMA store was filled in this run (method "
@@ -50,21 +83,8 @@ def check(run: Path) -> dict:
         raise SystemExit(f"{config['data']}: {len(data.shapes)} scribbled images (with masks "
                          f"needed) for {len(shapes)} in the store; re-run the run's accuracy.py "
                          "command")
-    n = dict.fromkeys(("pfg", "pfg_ok", "pbg", "pbg_ok", "fg", "bg"), 0)
-    for i, (scribbles, mask) in enumerate(zip(data.scribbles, data.masks)):
-        ema, truth, unlabeled = store.get(i), mask > 0, scribbles == 0
-        pfg, pbg = unlabeled & (ema > tau), unlabeled & (ema < 1 - tau)
-        n["pfg"] += int(pfg.sum())
-        n["pfg_ok"] += int((pfg & truth).sum())
-        n["pbg"] += int(pbg.sum())
-        n["pbg_ok"] += int((pbg & ~truth).sum())
-        n["fg"] += int((unlabeled & truth).sum())
-        n["bg"] += int((unlabeled & ~truth).sum())
-    return {"tau": tau, "fg_precision": n["pfg_ok"] / max(n["pfg"], 1),
-            "fg_area": n["pfg"] / max(n["fg"], 1),
-            "bg_precision": n["pbg_ok"] / max(n["pbg"], 1),
-            "fg_covered": n["pfg_ok"] / max(n["fg"], 1),
-            "bg_covered": n["pbg_ok"] / max(n["bg"], 1)}
+    return label_counts([store.get(i) for i in range(len(shapes))], data.scribbles, data.masks,
+                        float(config["threshold"]), int(config.get("pseudo_margin", 0)))
 
 
 def markdown(results: dict[str, dict]) -> str:

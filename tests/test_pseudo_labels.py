@@ -53,3 +53,15 @@ def test_a_run_without_ensemble_passes_is_refused(tmp_path):
     run = _run(tmp_path, None, n_updates=0)
     with pytest.raises(SystemExit, match="no EMA store was filled"):
         pl.check(run)
+
+
+def test_the_margin_leaves_out_the_pixels_beside_the_maps_outline():
+    # one row, nothing scribbled: cells at 2-4 in the map and in the truth
+    ema = [[0.0, 0.0, 0.9, 0.9, 0.9, 0.0, 0.0, 0.0]]
+    args = ([np.array(ema, np.float32)], [np.zeros((1, 8), np.uint8)],
+            [np.array([[0, 0, 1, 1, 1, 0, 0, 0]])], 0.8)
+    plain, margin = pl.label_counts(*args), pl.label_counts(*args, margin=1)
+    assert plain["fg_covered"] == 1.0 and plain["bg_covered"] == 1.0
+    # margin 1: pixels 1-5 each see both values in their 3-wide window; 3 alone stays cell
+    assert margin["fg_covered"] == pytest.approx(1 / 3)
+    assert margin["bg_covered"] == pytest.approx(3 / 5) and margin["fg_precision"] == 1.0
