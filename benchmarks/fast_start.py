@@ -93,15 +93,15 @@ def main(argv=None) -> int:
               f"median of the sample ({len(sample)}) {median:.3f}: GrabCut "
               f"{'kept' if kept else 'left out'}; vs the truth: "
               f"forest {forest_gt.mean():.3f}, GrabCut {grab_gt.mean():.3f}")
-        sure = [start.combine(p, g if kept else None) > args.tau for p, g in maps]
+        starts = {"forest": [start.combine(p, None) for p, _ in maps],
+                  "GrabCut": [start.combine(None, g) for _, g in maps],
+                  "forest+GrabCut": [start.combine(p, g) for p, g in maps]}
+        sure = [m > args.tau for m in starts["forest+GrabCut" if kept else "forest"]]
         sure_px = sum(int(s.sum()) for s in sure)
         wrong_px = sum(int((s & ~t).sum()) for s, t in zip(sure, truth))
         print(f"  the start's confident foreground (> {args.tau}): "
               f"{sure_px / max(1, sum(int(t.sum()) for t in truth)):.2f}x the true foreground "
               f"area, {wrong_px / max(1, sure_px):.1%} of it outside the cells")
-        starts = {"forest": [start.combine(p, None) for p, _ in maps],
-                  "GrabCut": [start.combine(None, g) for _, g in maps],
-                  "forest+GrabCut": [start.combine(p, g) for p, g in maps]}
         for name, ms in starts.items():
             r = label_counts(ms, d.scribbles, truth, args.tau, args.margin)
             print(f"  pseudo-labels of {name} (tau {args.tau:g}, margin {args.margin}): "
