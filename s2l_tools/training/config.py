@@ -105,6 +105,9 @@ class TrainConfig:
     #: the largest standard deviation of the Gaussian noise added to a training crop
     #: (normalised units, to 15 % of the crops; s2l_tools.data.augment; 0: none)
     noise_aug: float = 0.0
+    #: foreground scribble pixels whose colour is the background's left out of training
+    #: (s2l_tools.data.clean: slips of the pen past a cell's edge)
+    clean_strokes: bool = False
     crf_weight: float | None = None
     lr: float = 3e-4
     weight_decay: float = 5e-5

@@ -678,6 +678,22 @@ def _auto_threshold(model, state: TrainState, data: TrainingData, ctx: Context,
                     train_share_max=round(image_max, 4)), record)
 
 
+def _drop_stray_foreground(data: TrainingData, console) -> TrainingData:
+    """``--clean-strokes``: foreground scribble pixels coloured like the background left
+    out (:mod:`s2l_tools.data.clean`). Says how many."""
+    from dataclasses import replace
+
+    from s2l_tools.data.clean import drop_stray_foreground
+
+    t = time.perf_counter()
+    scribbles, dropped, total = drop_stray_foreground(data.images, data.scribbles)
+    console.print(f"clean strokes: {dropped} of {total} foreground scribble pixels "
+                  f"({100 * dropped / max(total, 1):.1f} %) are coloured like the background "
+                  f"and left out ({time.perf_counter() - t:.1f} s)", highlight=False,
+                  soft_wrap=True)
+    return replace(data, scribbles=scribbles)
+
+
 def _one_object_size(cfg: TrainConfig, data: TrainingData, *, resume: bool,
                      console) -> TrainingData:
     """``--diameter``: ``data`` resized so each image's median object has that diameter
@@ -759,6 +775,8 @@ def fit(cfg: TrainConfig, *, resume: bool = False, ctx: Context | None = None,
     if data.stroke_counts:
         console.print(reports.holdout_split(data.stroke_counts), highlight=False,
                       soft_wrap=True)
+    if cfg.clean_strokes and not full:
+        data = _drop_stray_foreground(data, console)
     if cfg.diameter:
         data = _one_object_size(cfg, data, resume=resume, console=console)
     # what the run's last report (and fit's result) says of the held-out strokes

@@ -1,0 +1,120 @@
+"""``s2l-train --clean-strokes``: foreground strokes past a cell's edge left out (issue 14)."""
+
+import numpy as np
+import pytest
+
+from _demo import scribbled_demo
+from s2l_tools import labels as L
+from s2l_tools.cli import train
+from s2l_tools.data.clean import MIN_PIXELS, drop_stray_foreground, stray_foreground
+from s2l_tools.io.images import read_labels, write_tiff
+from s2l_tools.training.data import load_training_data
+
+
+def _cell_image(bright=1.0, dark=0.1):
+    """A (1, 40, 40) image: a bright 16 x 16 cell on a dark background, with noise."""
+    rng = np.random.default_rng(0)
+    image = np.full((1, 40, 40), dark, np.float32)
+    image[0, 12:28, 12:28] = bright
+    return image + rng.normal(0, 0.02, image.shape).astype(np.float32)
+
+
+def test_the_stroke_past_the_edge_is_found_and_the_rest_kept():
+    image = _cell_image()
+    scribble = np.zeros((40, 40), np.uint8)
+    scribble[19:21, 8:32] = L.FOREGROUND     # through the cell, 4 px past each edge
+    scribble[2:4, :] = L.BACKGROUND
+    stray = stray_foreground(image, scribble, sigma=0)
+    inside = np.zeros((40, 40), bool)
+    inside[12:28, 12:28] = True
+    fg = scribble == L.FOREGROUND
+    assert np.array_equal(stray, fg & ~inside)  # exactly the pixels on the background
+    # smoothed by 1 px, the pixel just past the edge is a blend: the far ones still go
+    smoothed = stray_foreground(image, scribble)
+    assert smoothed[19, 8:11].all() and smoothed[19, 29:32].all()
+    assert not smoothed[19, 13:27].any()
+    # background strokes are never touched, even where they lie on the cell
+    scribble[12:14, 14:26] = L.BACKGROUND
+    assert not stray_foreground(image, scribble)[scribble == L.BACKGROUND].any()
+
+
+def test_too_few_pixels_of_a_class_and_the_medians_of_other_images():
+    image = _cell_image()
+    scribble = np.zeros((40, 40), np.uint8)
+    scribble[2:4, :] = L.BACKGROUND
+    scribble[30:32, :] = L.FOREGROUND        # a "cell" stroke wholly on the background
+    assert stray_foreground(image, scribble).mean() <= 0.5 * (scribble == L.FOREGROUND).mean()
+    # too few pixels of a class and no medians given: nothing
+    few = np.zeros((40, 40), np.uint8)
+    few[19, 8:32] = L.FOREGROUND
+    few[2, :MIN_PIXELS - 1] = L.BACKGROUND
+    assert not stray_foreground(image, few, sigma=0).any()
+    # with the medians of other images, the same pixels as with enough of its own
+    found = stray_foreground(image, few, sigma=0, medians=(np.array([0.1]), np.array([1.0])))
+    assert found[19, 8:12].all() and found[19, 28:32].all() and not found[19, 12:28].any()
+
+
+def test_drop_stray_foreground_pools_the_medians_and_copies():
+    images = [_cell_image(), _cell_image()]
+    a = np.zeros((40, 40), np.uint8)
+    a[19:21, 8:32] = L.FOREGROUND
+    a[2:4, :] = L.BACKGROUND
+    b = np.zeros((40, 40), np.uint8)
+    b[19, 6:34] = L.FOREGROUND               # no background stroke in this image
+    before = [a.copy(), b.copy()]
+    out, dropped, total = drop_stray_foreground(images, [a, b])
+    assert np.array_equal(a, before[0]) and np.array_equal(b, before[1])  # inputs untouched
+    assert total == int((a == L.FOREGROUND).sum() + (b == L.FOREGROUND).sum())
+    assert dropped == int(sum((s == L.FOREGROUND).sum() - (o == L.FOREGROUND).sum()
+                              for s, o in zip(before, out)))
+    # image b, without background strokes of its own, is cleaned with a's background
+    assert (out[1][19, 6:10] == L.UNLABELED).all() and (out[1][19, 14:26] == L.FOREGROUND).all()
+    assert (out[0] == L.BACKGROUND).sum() == (a == L.BACKGROUND).sum()
+
+
+@pytest.fixture(scope="module")
+def sloppy(tmp_path_factory):
+    """The demo's training images with every foreground stroke carried 3 px past a cell."""
+    root = scribbled_demo(tmp_path_factory)
+    from scipy import ndimage as ndi
+
+    for f in sorted((root / "train" / "scribbles").glob("*.tif")):
+        s = read_labels(f)
+        grown = ndi.binary_dilation(s == L.FOREGROUND, iterations=3) & (s == L.UNLABELED)
+        s[grown] = L.FOREGROUND
+        write_tiff(f, s)
+    return root
+
+
+def test_train_leaves_the_stray_pixels_out(sloppy, tmp_path, capsys, monkeypatch):
+    from s2l_tools.training import engine
+
+    seen = {}
+    real = engine.fast_start
+
+    def spy(store, data, *args, **kwargs):
+        seen["scribbles"] = [s.copy() for s in data.scribbles]
+        return real(store, data, *args, **kwargs)
+
+    monkeypatch.setattr(engine, "fast_start", spy)
+    out = tmp_path / "run"
+    assert train.main([str(sloppy / "train"), "--out", str(out), "--clean-strokes",
+                       "--fast-start", "forest", "--encoder", "resnet18", "--crop", "64",
+                       "--batch-size", "4", "--samples-per-epoch", "8", "--epochs", "1",
+                       "--warmup-epochs", "1", "--holdout-strokes", "0", "--tile", "64",
+                       "--panel-images", "0", "--device", "cpu"]) == 0
+    err = capsys.readouterr().err
+    data = load_training_data(sloppy / "train")
+    expected, dropped, total = drop_stray_foreground(data.images, data.scribbles)
+    assert 0 < dropped < total
+    assert f"clean strokes: {dropped} of {total} foreground scribble pixels" in err
+    # what the training saw is the cleaned strokes (the fast start, then every epoch)
+    assert all(np.array_equal(s, e) for s, e in zip(seen["scribbles"], expected))
+    # the run records the user's own scribbles, so --resume on the same files is allowed
+    import json
+
+    record = json.loads((out / "inputs.json").read_text())
+    from s2l_tools.training.data import array_digest
+
+    assert [e["scribbles"] for e in record["images"]] == \
+        [array_digest(s) for s in data.scribbles]
