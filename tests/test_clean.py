@@ -38,6 +38,24 @@ def test_the_stroke_past_the_edge_is_found_and_the_rest_kept():
     assert not stray_foreground(image, scribble)[scribble == L.BACKGROUND].any()
 
 
+def test_a_stroke_on_a_dim_cell_is_kept_whole_in_an_image_of_bright_ones():
+    image = _cell_image()
+    image[0, 32:38, 4:36] = 0.35             # a dim cell below the bright one
+    scribble = np.zeros((40, 40), np.uint8)
+    scribble[16:24, 14:26] = L.FOREGROUND    # many pixels on the bright cell
+    scribble[34:36, 6:34] = L.FOREGROUND     # a stroke inside the dim cell
+    scribble[2:4, :] = L.BACKGROUND
+    stray = stray_foreground(image, scribble)
+    assert not stray.any()
+    # one median for all the image's strokes would have taken the dim one for background
+    dim = image[0, 34:36, 6:34]
+    assert (np.abs(dim - 0.1) < np.abs(dim - 1.0)).all()
+    # past the dim cell's edge the stroke's own colour tells again
+    scribble[34:36, 36:40] = L.FOREGROUND
+    scribble[34:36, 34:36] = L.FOREGROUND    # joined to it: one stroke
+    assert stray_foreground(image, scribble, sigma=0)[34:36, 37:40].all()
+
+
 def test_too_few_pixels_of_a_class_and_the_medians_of_other_images():
     image = _cell_image()
     scribble = np.zeros((40, 40), np.uint8)

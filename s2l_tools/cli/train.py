@@ -60,8 +60,8 @@ _HELP = {
                  "drawn up to this (normalised units; 0: none), so that grainy, dim images "
                  "are not called cell where their background is noisy",
     "clean_strokes": "leave out the foreground scribble pixels whose colour (the image smoothed "
-                     "by 1 px) is nearer the background strokes' median than the foreground "
-                     "strokes' (per image): strokes drawn past a cell's edge",
+                     "by 1 px) is nearer the median of the image's background strokes than "
+                     "that of their own stroke: strokes drawn past a cell's edge",
     "crf_weight": "weight of the CRF loss (bilateral Potts, radius 5 px; any method but full; "
                   "default: 5 with --method rloss, else 0)",
     "lr": "encoder learning rate (RAdam)",
