@@ -4,9 +4,11 @@ A line drawn through a nucleus in Fiji often runs a few pixels past its edge.
 Every method fitted to the strokes takes those pixels for cell: the random
 forest of the fast start, GrabCut's seeds and the network's scribble loss. With
 such slips on half the stroke ends of the hand-drawn protocol (12-13 % of the
-foreground pixels on the background) the laptop preset lost 0.02-0.10 IoU on
-DSB fluorescent nuclei, the forest alone 0.21 (docs/benchmarks.md, "Careless
-strokes").
+foreground pixels on the background) the laptop preset lost 0.08 IoU on DSB
+fluorescent nuclei (0.02-0.14 by seed), the forest alone 0.21; with this module
+(``s2l-train --clean-strokes``) the preset lost nothing (docs/benchmarks.md,
+"Careless strokes"). Where strokes stay inside the cells it cost 0.004 IoU on
+the mean of five seeds, so it is a flag, not part of the laptop preset.
 
 :func:`stray_foreground` finds them from the strokes' own colours: on the image
 smoothed by a Gaussian of ``sigma`` px, the image's background scribbles give
@@ -14,8 +16,8 @@ a median colour (every channel), and so does each foreground stroke (a
 connected piece of foreground scribble); a pixel of a stroke nearer the
 background's median than its own stroke's is taken for a slip. Each stroke is
 its own reference, so a stroke on a dim nucleus is kept whole in an image of
-bright ones (one median for all the image's strokes took such strokes away,
-and cost the preset 0.009 IoU on exact strokes). Background scribbles are left
+bright ones (one median for all the image's strokes took such strokes away:
+-0.012 IoU on exact strokes against this rule's -0.004). Background scribbles are left
 as drawn (on brightfield images a rule for them also took the bright halo
 beside the cells, a part of the background the strokes must teach).
 :func:`drop_stray_foreground` applies it to a training set: the pixels become
