@@ -90,36 +90,45 @@ def stray_foreground(image: np.ndarray, scribble: np.ndarray, *, sigma: float = 
     >>> np.flatnonzero(stray[10]).tolist(), bool(stray[17].any())
     ([3, 4, 15, 16], False)
     """
+    scribble = np.asarray(scribble)
+    out = np.zeros(scribble.shape, bool)
+    fg = scribble == L.FOREGROUND
+    if fg.any():
+        values = _smoothed(image, sigma)
+        out[fg] = _stray(values[scribble == L.BACKGROUND], values[fg], _stroke_ids(fg),
+                         medians)
+    return out
+
+
+def _stroke_ids(fg: np.ndarray) -> np.ndarray:
+    """The stroke (8-connected piece) of each foreground pixel, in ``fg[fg]``'s order."""
     from scipy import ndimage as ndi
 
-    scribble = np.asarray(scribble)
-    fg, bg = scribble == L.FOREGROUND, scribble == L.BACKGROUND
-    out = np.zeros(scribble.shape, bool)
-    if not fg.any():
-        return out
-    values = _smoothed(image, sigma)
-    if bg.sum() >= MIN_PIXELS:
-        m_bg = np.median(values[bg], axis=0)
+    return ndi.label(fg, structure=np.ones((3, 3), bool))[0][fg]
+
+
+def _stray(v_bg: np.ndarray, v_fg: np.ndarray, ids: np.ndarray,
+           medians: tuple[np.ndarray, np.ndarray] | None) -> np.ndarray:
+    """:func:`stray_foreground` on one image's smoothed colours: (N, C) of its background
+    and foreground scribble pixels and the stroke of each foreground one; bool (N_fg,)."""
+    stray = np.zeros(len(v_fg), bool)
+    if len(v_bg) >= MIN_PIXELS:
+        m_bg = np.median(v_bg, axis=0)
     elif medians is not None:
         m_bg = np.asarray(medians[0], np.float32)
     else:
-        return out
-    if fg.sum() >= MIN_PIXELS:
-        m_fg = np.median(values[fg], axis=0)
+        return stray
+    if len(v_fg) >= MIN_PIXELS:
+        m_fg = np.median(v_fg, axis=0)
     else:
         m_fg = None if medians is None else np.asarray(medians[1], np.float32)
-    strokes, _ = ndi.label(fg, structure=np.ones((3, 3), bool))
-    for k, box in enumerate(ndi.find_objects(strokes), start=1):
-        if box is None:
-            continue
-        here = strokes[box] == k
-        v = values[box][here]
+    for k in np.unique(ids):
+        here = ids == k
+        v = v_fg[here]
         own = np.median(v, axis=0) if len(v) >= MIN_STROKE_PIXELS else m_fg
-        if own is None:
-            continue
-        stray = np.linalg.norm(v - m_bg, axis=-1) < np.linalg.norm(v - own, axis=-1)
-        out[box][here] = stray
-    return out
+        if own is not None:
+            stray[here] = np.linalg.norm(v - m_bg, axis=-1) < np.linalg.norm(v - own, axis=-1)
+    return stray
 
 
 def drop_stray_foreground(images: Sequence[np.ndarray], scribbles: Sequence[np.ndarray], *,
@@ -142,24 +151,28 @@ def drop_stray_foreground(images: Sequence[np.ndarray], scribbles: Sequence[np.n
     dropped, total : int
         Foreground scribble pixels left out, and in all.
     """
-    pooled: list[list[np.ndarray]] = [[], []]
+    # each image smoothed once: only its scribbled pixels' colours are kept
+    pixels = []
     for image, scribble in zip(images, scribbles):
         scribble = np.asarray(scribble)
-        if (scribble == L.BACKGROUND).any() or (scribble == L.FOREGROUND).any():
-            values = _smoothed(image, sigma)
-            for k, code in enumerate((L.BACKGROUND, L.FOREGROUND)):
-                pooled[k].append(values[scribble == code])
+        fg, bg = scribble == L.FOREGROUND, scribble == L.BACKGROUND
+        values = _smoothed(image, sigma) if (fg.any() or bg.any()) else None
+        pixels.append(None if values is None else (values[bg], values[fg], _stroke_ids(fg)))
+    kept = [p for p in pixels if p is not None]
     medians = None
-    if all(any(len(p) for p in parts) for parts in pooled):
-        medians = tuple(np.median(np.concatenate(parts), axis=0) for parts in pooled)
+    if any(len(p[0]) for p in kept) and any(len(p[1]) for p in kept):
+        medians = tuple(np.median(np.concatenate([p[k] for p in kept]), axis=0) for k in (0, 1))
     out, dropped, total = [], 0, 0
-    for image, scribble in zip(images, scribbles):
+    for scribble, found in zip(scribbles, pixels):
         scribble = np.asarray(scribble)
-        stray = stray_foreground(image, scribble, sigma=sigma, medians=medians)
-        total += int((scribble == L.FOREGROUND).sum())
-        if stray.any():
+        fg = scribble == L.FOREGROUND
+        total += int(fg.sum())
+        stray = _stray(*found, medians) if found is not None and fg.any() else None
+        if stray is not None and stray.any():
             dropped += int(stray.sum())
+            left_out = np.zeros(fg.shape, bool)
+            left_out[fg] = stray
             scribble = scribble.copy()
-            scribble[stray] = L.UNLABELED
+            scribble[left_out] = L.UNLABELED
         out.append(scribble)
     return out, dropped, total
