@@ -34,6 +34,7 @@ import argparse
 import json
 import math
 import os
+import shutil
 import sys
 import warnings
 from pathlib import Path
@@ -120,9 +121,7 @@ def sloppy_rois(rois, labels: np.ndarray, rng: np.random.Generator, *, overshoot
 
 
 def main(argv=None) -> int:
-    from s2l_tools.errors import S2LWarning
-    from s2l_tools.io.images import read_labels, write_tiff
-    from s2l_tools.io.roi import read_rois, rois_to_scribbles, write_roiset
+    from s2l_tools.errors import S2LError
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("src", type=Path, help="a folder made by s2l-synth --protocol hand")
@@ -143,10 +142,29 @@ def main(argv=None) -> int:
         raise SystemExit(f"{args.src}/rois: no RoiSet.zip; make it with s2l-synth --protocol hand")
     for sub in ("images", "masks", "rois", "scribbles"):
         (args.dst / sub).mkdir(parents=True)
+    try:
+        totals = copy_sloppy(args, stems)
+    except (S2LError, OSError) as err:
+        shutil.rmtree(args.dst)  # made above, so no one else's files: nothing half-written
+        print(f"sloppy_strokes: {err}", file=sys.stderr)
+        return 1
+    print(json.dumps({"images": len(stems), **totals}, indent=1))
+    return 0
+
+
+def copy_sloppy(args, stems: list[str]) -> dict:
+    """Write ``args.dst``'s images, masks, RoiSet.zip files and scribbles; the counts."""
+    from s2l_tools.errors import S2LError, S2LWarning
+    from s2l_tools.io.images import read_labels, write_tiff
+    from s2l_tools.io.roi import read_rois, rois_to_scribbles, write_roiset
+
     totals = {"ends": 0, "near_moved": 0, "fg_px": 0, "fg_wrong": 0, "bg_px": 0, "bg_wrong": 0}
     before = {"fg_wrong": 0, "bg_wrong": 0}
     for i, stem in enumerate(stems):
-        image = next((args.src / "images").glob(stem + ".*"))
+        image = next((args.src / "images").glob(stem + ".*"), None)
+        if image is None:
+            raise S2LError(f"{args.src / 'images'}: no image for {stem}.zip; give the folder "
+                           "s2l-synth --protocol hand wrote")
         mask = args.src / "masks" / f"{stem}.tif"
         os.symlink(image.resolve(), args.dst / "images" / image.name)
         os.symlink(mask.resolve(), args.dst / "masks" / mask.name)
@@ -173,8 +191,7 @@ def main(argv=None) -> int:
     totals["fg_wrong_share"] = totals["fg_wrong"] / max(totals["fg_px"], 1)
     totals["bg_wrong_share"] = totals["bg_wrong"] / max(totals["bg_px"], 1)
     totals["wrong_before"] = before
-    print(json.dumps({"images": len(stems), **totals}, indent=1))
-    return 0
+    return totals
 
 
 if __name__ == "__main__":
