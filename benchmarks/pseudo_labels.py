@@ -79,6 +79,15 @@ def check(run: Path) -> dict:
     store = EmaStore(shapes, dtype=state["dtype"])
     store.load_state_dict(state)
     data = load_training_data(config["data"], channel=config.get("channel"))  # the trainer's order
+    if config.get("diameter"):  # --diameter: the store holds the images as the run resized them
+        from s2l_tools.training import rundir, scale
+
+        known = scale.recorded_scales(rundir.read_inputs(model), data)
+        if len(known) != len(data.images):
+            raise SystemExit(f"{model}: trained with --diameter {config['diameter']:g}, but its "
+                             "inputs.json lacks the scales of these images; re-run the run's "
+                             "accuracy.py command")
+        data = scale.rescale(data, [known[i] for i in range(len(data.images))])
     if data.shapes != shapes or any(m is None for m in data.masks):
         raise SystemExit(f"{config['data']}: {len(data.shapes)} scribbled images (with masks "
                          f"needed) for {len(shapes)} in the store; re-run the run's accuracy.py "
