@@ -148,8 +148,8 @@ def get_parser():
                         "laptop: resnet18, crop 128, batch 8, 128 crops x 12 epochs (warm-up "
                         "6), ensemble every 2, lr 1e-3, --fast-start forest+grabcut, "
                         "--crf-weight 5, --pseudo-margin 1, --auto-threshold, --diameter 24: "
-                        "2.7 min on 2 idle CPU cores with AVX-512, ~6 min without (estimated), "
-                        "for 40 small images (docs/benchmarks.md). paper: the "
+                        "2.1-2.6 min on 2 idle CPU cores with AVX-512, ~6 min without "
+                        "(estimated), for 40 small images (docs/benchmarks.md). paper: the "
                         "paper's settings (the defaults; resnet34, crop 256, batch 30, 200 "
                         "epochs), for a GPU")
     defaults = TrainConfig()
