@@ -255,7 +255,7 @@ def test_resume_refuses_other_settings_and_changed_scribbles(data, tmp_path, cap
     capsys.readouterr()
     assert train.main([str(other / "train"), "--out", str(out), "--resume", "--epochs",
                        "2"]) == 1
-    assert "image changed" in capsys.readouterr().err
+    assert "images changed: nuclei_000, nuclei_001, nuclei_002" in capsys.readouterr().err
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
     # the strokes put back (saved again, so the file differs): the resume goes on
     tifffile.imwrite(root / "scribbles" / "nuclei_001.tif",

@@ -546,13 +546,14 @@ def _changed_settings(saved: dict, cfg: TrainConfig) -> list[str]:
 
 def _inputs_differ(diff: dict[str, list[str]]) -> str:
     """``diff`` (:func:`~s2l_tools.training.data.compare_inputs`) in words."""
-    words = {"scribbles": "scribbles changed", "images": "image changed",
-             "added": "new image", "removed": "image gone"}
+    words = {"scribbles": ("scribbles changed", "scribbles changed"),
+             "images": ("image changed", "images changed"),
+             "added": ("new image", "new images"), "removed": ("image gone", "images gone")}
     parts = []
     for kind, stems in diff.items():
         if stems:
-            more = f" +{len(stems) - 3}" if len(stems) > 3 else ""
-            parts.append(f"{words[kind]}: {', '.join(stems[:3])}{more}")
+            more = f" and {len(stems) - 3} more" if len(stems) > 3 else ""
+            parts.append(f"{words[kind][len(stems) > 1]}: {', '.join(stems[:3])}{more}")
     return "; ".join(parts)
 
 
