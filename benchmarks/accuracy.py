@@ -338,7 +338,8 @@ def train_and_score(run: Path, data: Path, method: str, val: Path, val_stems: li
         auto_threshold=bool(args.auto_threshold) and method != "full",
         diameter=float(getattr(args, "diameter", None) or 0.0),
         noise_aug=float(getattr(args, "noise_aug", None) or 0.0),
-        clean_strokes=bool(getattr(args, "clean_strokes", False)) and method != "full",
+        clean_strokes=(getattr(args, "clean_strokes", None) or "off") if method != "full"
+        else "off",
         **{name: value for name, _, value in s2l_settings(args, method)},
         checkpoint_every=args.epochs, panel_images=0, tile=512,
         holdout_strokes=0.0,  # every stroke, as the paper and the forest baseline
@@ -595,10 +596,11 @@ def get_parser():
                    help="s2l-train --noise-aug for the networks (Gaussian noise of up to this "
                    "standard deviation added to 15 %% of the training crops; runs are named "
                    "..._naX)")
-    p.add_argument("--clean-strokes", action="store_true",
-                   help="s2l-train --clean-strokes for the networks but full (foreground "
-                   "scribble pixels coloured like the background left out; runs are named "
-                   "..._cs)")
+    p.add_argument("--clean-strokes", nargs="?", const="on", choices=("on", "auto"),
+                   metavar="WHEN",
+                   help="s2l-train --clean-strokes WHEN for the networks but full (foreground "
+                   "scribble pixels coloured like the background left out; on, the flag "
+                   "alone: runs are named ..._cs; auto: ..._csa)")
     p.add_argument("--encoder-weights",
                    help="s2l-train --encoder-weights for the networks (e.g. self: pretrained on "
                    "the training images, cached; runs are named ..._wself)")
@@ -744,8 +746,8 @@ def main(argv=None) -> int:
                     a_tag += f"_d{args.diameter:g}"
                 if getattr(args, "noise_aug", None) and method != "forest":
                     a_tag += f"_na{args.noise_aug:g}"
-                if getattr(args, "clean_strokes", False) and method not in ("forest", "full"):
-                    a_tag += "_cs"
+                if getattr(args, "clean_strokes", None) and method not in ("forest", "full"):
+                    a_tag += "_cs" if args.clean_strokes == "on" else "_csa"
                 if args.encoder_weights and method != "forest":
                     a_tag += f"_w{Path(args.encoder_weights).stem}"
                     if args.pretrain_steps:

@@ -11,7 +11,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from s2l_tools.cli._common import make_parser, run
-from s2l_tools.training.config import (ENCODERS, FAST_STARTS, METHODS, PRESETS,
+from s2l_tools.training.config import (CLEAN_STROKES, ENCODERS, FAST_STARTS, METHODS, PRESETS,
                                        RETRAIN_LR_SCALE, RETRAIN_SCHEDULE, STORES,
                                        TrainConfig, retrain_settings, setting_type)
 from s2l_tools.errors import S2LError
@@ -61,7 +61,9 @@ _HELP = {
                  "are not called cell where their background is noisy",
     "clean_strokes": "leave out the foreground scribble pixels whose colour (the image smoothed "
                      "by 1 px) is nearer the median of the image's background strokes than "
-                     "that of their own stroke: strokes drawn past a cell's edge",
+                     "that of their own stroke: strokes drawn past a cell's edge. on (the "
+                     "flag alone): always; auto: only when more than 5 %% of them are (laptop "
+                     "preset); off",
     "crf_weight": "weight of the CRF loss (bilateral Potts, radius 5 px; any method but full; "
                   "default: 5 with --method rloss, else 0)",
     "lr": "encoder learning rate (RAdam)",
@@ -147,7 +149,8 @@ def get_parser():
                         help="a budget chosen as a whole; flags given on the command line win. "
                         "laptop: resnet18, crop 128, batch 8, 128 crops x 12 epochs (warm-up "
                         "6), ensemble every 2, lr 1e-3, --fast-start forest+grabcut, "
-                        "--crf-weight 5, --pseudo-margin 1, --auto-threshold, --diameter 24: "
+                        "--crf-weight 5, --pseudo-margin 1, --auto-threshold, --diameter 24, "
+                        "--clean-strokes auto: "
                         "2.1-2.6 min on 2 idle CPU cores with AVX-512, ~6 min without "
                         "(estimated), for 40 small images (docs/benchmarks.md). paper: the "
                         "paper's settings (the defaults; resnet34, crop 256, batch 30, 200 "
@@ -159,6 +162,12 @@ def get_parser():
         flag = "--" + f.name.replace("_", "-")
         default = getattr(defaults, f.name)
         help_text = _HELP.get(f.name, f.name) + ("" if default is None else f" (default: {default})")
+        if f.name == "clean_strokes":
+            parser.add_argument(flag, dest=f.name, nargs="?", const="on", default=None,
+                                choices=CLEAN_STROKES, metavar="WHEN", help=help_text)
+            parser.add_argument("--no-clean-strokes", dest=f.name, action="store_const",
+                                const="off", help="turn off --clean-strokes (--clean-strokes off)")
+            continue
         if isinstance(default, bool):
             parser.add_argument(flag, default=None, action="store_true", help=help_text)
             parser.add_argument("--no-" + f.name.replace("_", "-"), dest=f.name,
@@ -231,6 +240,8 @@ def config_from_args(args) -> TrainConfig:
             cfg.crf_weight = None  # the method's own (rloss: its default; others: none)
         if cfg.method == "full" and args.auto_threshold is None:
             cfg.auto_threshold = False  # full masks: no strokes to fit the forest on
+        if cfg.method == "full" and args.clean_strokes is None:
+            cfg.clean_strokes = "off"  # full masks: no strokes to clean
     if not cfg.data:
         raise S2LError("no dataset given: s2l-train DATA --out RUN")
     if not cfg.out:

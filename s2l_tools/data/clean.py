@@ -7,8 +7,12 @@ such slips on half the stroke ends of the hand-drawn protocol (12-13 % of the
 foreground pixels on the background) the laptop preset lost 0.08 IoU on DSB
 fluorescent nuclei (0.02-0.14 by seed), the forest alone 0.21; with this module
 (``s2l-train --clean-strokes``) the preset lost nothing (docs/benchmarks.md,
-"Careless strokes"). Where strokes stay inside the cells it cost 0.004 IoU on
-the mean of five seeds, so it is a flag, not part of the laptop preset.
+"Careless strokes"). Where strokes stay inside the cells it cost 0.0016 IoU on
+the mean of ten seeds, on brightfield 0.011 (five seeds). So the laptop preset
+cleans only strokes that look careless (``--clean-strokes auto``): when more than
+:data:`AUTO_SHARE` of the foreground pixels would be left out (careless strokes:
+12.5-13.3 %; careful hand-drawn, skeleton, H&E and brightfield strokes: 0.2-2.8 %;
+docs/benchmarks.md, "--clean-strokes and five more hand-drawn stroke seeds").
 
 :func:`stray_foreground` finds them from the strokes' own colours: on the image
 smoothed by a Gaussian of ``sigma`` px, the image's background scribbles give
@@ -32,7 +36,7 @@ import numpy as np
 
 from s2l_tools import labels as L
 
-__all__ = ["SIGMA", "MIN_PIXELS", "MIN_STROKE_PIXELS", "stray_foreground",
+__all__ = ["SIGMA", "MIN_PIXELS", "MIN_STROKE_PIXELS", "AUTO_SHARE", "stray_foreground",
            "drop_stray_foreground"]
 
 #: the Gaussian (px) the image is smoothed with before the colours are compared
@@ -41,6 +45,9 @@ SIGMA = 1.0
 MIN_PIXELS = 20
 #: a stroke of fewer pixels is compared with the median of all the image's foreground strokes
 MIN_STROKE_PIXELS = 5
+#: ``--clean-strokes auto`` cleans a training set's strokes when more than this share of
+#: its foreground scribble pixels would be left out
+AUTO_SHARE = 0.05
 
 
 def _smoothed(image: np.ndarray, sigma: float) -> np.ndarray:

@@ -37,6 +37,9 @@ FAST_STARTS = ("none", "forest", "grabcut", "forest+grabcut")
 SELF_SUPERVISED = "self"
 
 
+#: ``--clean-strokes WHEN``
+CLEAN_STROKES = ("off", "on", "auto")
+
 #: ``s2l-train --preset NAME``: budgets chosen together (flags given on the command line win).
 #: ``laptop``: a CPU budget measured with benchmarks/accuracy.py (docs/benchmarks.md: 12
 #: epochs were level with 30 on DSB-fluo over five seeds, in 2.5x less time) with the fast
@@ -46,13 +49,16 @@ SELF_SUPERVISED = "self"
 #: +0.053 on brightfield), and --diameter 24 (images of small objects enlarged, never past a
 #: megapixel: fluorescent nuclei +0.011 IoU with hand-drawn strokes, 4 of 5 seeds, H&E +0.006,
 #: brightfield's 1024 x 1024 images unchanged; prediction ~2x slower on small objects;
-#: docs/benchmarks.md "Not past a megapixel");
+#: docs/benchmarks.md "Not past a megapixel"), and --clean-strokes auto (strokes past the
+#: cells' edges left out only where they are many: +0.093 IoU on careless strokes, every
+#: careful stroke set measured left as drawn; docs/benchmarks.md "--clean-strokes and five
+#: more hand-drawn stroke seeds");
 #: ``paper``: the paper's settings (the defaults), for a GPU.
 PRESETS: dict[str, dict] = {
     "laptop": dict(encoder="resnet18", crop=128, batch_size=8, samples_per_epoch=128,
                    epochs=12, warmup_epochs=6, ensemble_every=2, lr=1e-3, restart_epochs=12,
                    fast_start="forest+grabcut", crf_weight=5.0, pseudo_margin=1,
-                   auto_threshold=True, diameter=24.0),
+                   auto_threshold=True, diameter=24.0, clean_strokes="auto"),
     "paper": dict(encoder="resnet34", crop=256, batch_size=30, samples_per_epoch=None,
                   epochs=200, warmup_epochs=100, ensemble_every=5, lr=3e-4, restart_epochs=50,
                   fast_start="none", crf_weight=None, pseudo_margin=0, diameter=0.0),
@@ -106,8 +112,9 @@ class TrainConfig:
     #: (normalised units, to 15 % of the crops; s2l_tools.data.augment; 0: none)
     noise_aug: float = 0.0
     #: foreground scribble pixels whose colour is the background's left out of training
-    #: (s2l_tools.data.clean: slips of the pen past a cell's edge)
-    clean_strokes: bool = False
+    #: (s2l_tools.data.clean: slips of the pen past a cell's edge): "off", "on", or "auto"
+    #: (only when more than clean.AUTO_SHARE of them would be)
+    clean_strokes: str = "off"
     crf_weight: float | None = None
     lr: float = 3e-4
     weight_decay: float = 5e-5
@@ -162,6 +169,8 @@ class TrainConfig:
                 "has none: drop --fast-start or use --method s2l")
         if self.store not in STORES:
             bad("store", f"unknown EMA store layout; choose one of {', '.join(STORES)}")
+        if self.clean_strokes not in CLEAN_STROKES:
+            bad("clean_strokes", f"choose one of {', '.join(CLEAN_STROKES)}")
         if self.encoder not in ENCODERS:
             bad("encoder", f"unknown encoder; choose one of {', '.join(ENCODERS)}")
         for name in ("epochs", "ensemble_every", "batch_size", "checkpoint_every",
@@ -273,6 +282,7 @@ class TrainConfig:
         if unknown:
             raise S2LError(f"{source}: unknown setting(s) {', '.join(unknown)}; "
                            "see s2l-train --help")
+        d = upgrade_settings(d)
         defaults = cls()
         for name, value in d.items():
             _check_type(name, value, getattr(defaults, name), source)
@@ -295,6 +305,14 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def upgrade_settings(d: dict) -> dict:
+    """A saved config's settings in today's form (a run's config.json of an earlier
+    version): ``clean_strokes`` true/false -> "on"/"off"."""
+    if isinstance(d.get("clean_strokes"), bool):
+        d = {**d, "clean_strokes": "on" if d["clean_strokes"] else "off"}
+    return d
 
 
 #: settings whose default is None but which hold numbers when set

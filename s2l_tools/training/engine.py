@@ -39,7 +39,7 @@ from s2l_tools.device import (CpuThreads, autocast_dtype, inference_dtype, selec
 from s2l_tools.errors import S2LError
 from s2l_tools.training import rundir
 from s2l_tools.training.checkpoint import ModelMeta, load_checkpoint
-from s2l_tools.training.config import SELF_SUPERVISED, TrainConfig
+from s2l_tools.training.config import SELF_SUPERVISED, TrainConfig, upgrade_settings
 from s2l_tools.training.data import (
     CropDataset,
     TrainingData,
@@ -539,7 +539,7 @@ def save_state(state: TrainState, *, cfg: TrainConfig, meta: ModelMeta, ctx: Con
 
 def _changed_settings(saved: dict, cfg: TrainConfig) -> list[str]:
     """``--name old -> new`` for each setting outside :data:`RESUME_FREE` that differs."""
-    now = cfg.to_dict()
+    now, saved = cfg.to_dict(), upgrade_settings(saved)
     return [f"--{k.replace('_', '-')} {saved.get(k, '(unset)')} -> {now[k]}"
             for k in now if k not in RESUME_FREE and k in saved and saved[k] != now[k]]
 
@@ -679,20 +679,24 @@ def _auto_threshold(model, state: TrainState, data: TrainingData, ctx: Context,
                     train_share_max=round(image_max, 4)), record)
 
 
-def _drop_stray_foreground(data: TrainingData, console) -> TrainingData:
-    """``--clean-strokes``: foreground scribble pixels coloured like the background left
-    out (:mod:`s2l_tools.data.clean`). Says how many."""
+def _drop_stray_foreground(data: TrainingData, when: str, console) -> TrainingData:
+    """``--clean-strokes on|auto``: foreground scribble pixels coloured like the background
+    left out (:mod:`s2l_tools.data.clean`; ``auto``: only when more than
+    :data:`~s2l_tools.data.clean.AUTO_SHARE` of them are). Says how many."""
     from dataclasses import replace
 
-    from s2l_tools.data.clean import drop_stray_foreground
+    from s2l_tools.data.clean import AUTO_SHARE, drop_stray_foreground
 
     t = time.perf_counter()
     scribbles, dropped, total = drop_stray_foreground(data.images, data.scribbles)
-    console.print(f"clean strokes: {dropped} of {total} foreground scribble pixels "
-                  f"({100 * dropped / max(total, 1):.1f} %) are coloured like the background "
-                  f"and left out ({time.perf_counter() - t:.1f} s)", highlight=False,
-                  soft_wrap=True)
-    return replace(data, scribbles=scribbles)
+    share = dropped / max(total, 1)
+    keep = when == "auto" and share <= AUTO_SHARE
+    console.print(f"clean strokes{' (auto)' if when == 'auto' else ''}: {dropped} of {total} "
+                  f"foreground scribble pixels ({100 * share:.1f} %) are coloured like the "
+                  "background: " + (f"{100 * AUTO_SHARE:g} % or less, so the strokes are kept "
+                                    "as drawn" if keep else "left out")
+                  + f" ({time.perf_counter() - t:.1f} s)", highlight=False, soft_wrap=True)
+    return data if keep else replace(data, scribbles=scribbles)
 
 
 def _one_object_size(cfg: TrainConfig, data: TrainingData, *, resume: bool,
@@ -776,8 +780,8 @@ def fit(cfg: TrainConfig, *, resume: bool = False, ctx: Context | None = None,
     if data.stroke_counts:
         console.print(reports.holdout_split(data.stroke_counts), highlight=False,
                       soft_wrap=True)
-    if cfg.clean_strokes and not full:
-        data = _drop_stray_foreground(data, console)
+    if cfg.clean_strokes != "off" and not full:
+        data = _drop_stray_foreground(data, cfg.clean_strokes, console)
     if cfg.diameter:
         data = _one_object_size(cfg, data, resume=resume, console=console)
     # what the run's last report (and fit's result) says of the held-out strokes

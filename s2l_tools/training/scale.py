@@ -29,8 +29,6 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
-import numpy as np
-
 from s2l_tools.inference.postprocess import (estimate_diameter, median_diameter,
                                              resize_image, scale_for, scaled_shape)
 from s2l_tools.training.data import TrainingData
