@@ -90,18 +90,23 @@ def test_drop_stray_foreground_pools_the_medians_and_copies():
     assert (out[0] == L.BACKGROUND).sum() == (a == L.BACKGROUND).sum()
 
 
-@pytest.fixture(scope="module")
-def sloppy(tmp_path_factory):
-    """The demo's training images with every foreground stroke carried 3 px past a cell."""
-    root = scribbled_demo(tmp_path_factory)
+def _grown(root, px):
+    """ROOT's training strokes, every foreground stroke grown by ``px`` (past the smaller
+    cells' edges)."""
     from scipy import ndimage as ndi
 
     for f in sorted((root / "train" / "scribbles").glob("*.tif")):
         s = read_labels(f)
-        grown = ndi.binary_dilation(s == L.FOREGROUND, iterations=3) & (s == L.UNLABELED)
+        grown = ndi.binary_dilation(s == L.FOREGROUND, iterations=px) & (s == L.UNLABELED)
         s[grown] = L.FOREGROUND
         write_tiff(f, s)
     return root
+
+
+@pytest.fixture(scope="module")
+def sloppy(tmp_path_factory):
+    """The demo's training images with every foreground stroke grown by 3 px."""
+    return _grown(scribbled_demo(tmp_path_factory), 3)
 
 
 def test_train_leaves_the_stray_pixels_out(sloppy, tmp_path, capsys, monkeypatch):
@@ -136,3 +141,62 @@ def test_train_leaves_the_stray_pixels_out(sloppy, tmp_path, capsys, monkeypatch
 
     assert [e["scribbles"] for e in record["images"]] == \
         [array_digest(s) for s in data.scribbles]
+
+
+def test_auto_cleans_only_where_many_pixels_stray(tmp_path_factory):
+    """``--clean-strokes auto`` (the laptop preset): strokes grown well past the cells (11 %
+    of their pixels on the background, as careless ones) are cleaned as with ``on``; the
+    demo's own strokes, few of whose pixels stray, are kept."""
+    import io
+
+    from rich.console import Console
+
+    from s2l_tools.data.clean import AUTO_SHARE
+    from s2l_tools.training.engine import _drop_stray_foreground
+
+    def run(data, when):
+        out = io.StringIO()
+        return _drop_stray_foreground(data, when, Console(file=out, width=200)), out.getvalue()
+
+    careless = load_training_data(_grown(scribbled_demo(tmp_path_factory), 6) / "train")
+    cleaned, said = run(careless, "auto")
+    expected, dropped, total = drop_stray_foreground(careless.images, careless.scribbles)
+    assert dropped > AUTO_SHARE * total and "left out" in said and "(auto)" in said
+    assert all(np.array_equal(c, e) for c, e in zip(cleaned.scribbles, expected))
+    assert all(np.array_equal(c, e) for c, e in zip(run(careless, "on")[0].scribbles, expected))
+
+    careful = load_training_data(scribbled_demo(tmp_path_factory) / "train")
+    _, dropped, total = drop_stray_foreground(careful.images, careful.scribbles)
+    assert dropped <= AUTO_SHARE * total
+    kept, said = run(careful, "auto")
+    assert kept is careful and "kept as drawn" in said
+    if dropped:  # on: cleaned whatever the share
+        assert not all(np.array_equal(a, b) for a, b in
+                       zip(run(careful, "on")[0].scribbles, careful.scribbles))
+
+
+def test_the_laptop_preset_cleans_careless_strokes_only(tmp_path):
+    """``--preset laptop`` means ``--clean-strokes auto``; flags win; full masks have no
+    strokes; a run's config.json of before (true/false) reads as on/off."""
+    from s2l_tools.errors import S2LError
+    from s2l_tools.training.config import TrainConfig
+
+    parse = train.get_parser().parse_args
+    base = ["data", "--out", str(tmp_path / "x")]
+    assert train.config_from_args(parse(base)).clean_strokes == "off"  # s2l-train's default
+    assert train.config_from_args(parse([*base, "--clean-strokes"])).clean_strokes == "on"
+    laptop = [*base, "--preset", "laptop"]
+    assert train.config_from_args(parse(laptop)).clean_strokes == "auto"
+    assert train.config_from_args(parse([*laptop, "--method", "pce"])).clean_strokes == "auto"
+    assert train.config_from_args(parse([*laptop, "--no-clean-strokes"])).clean_strokes == "off"
+    assert train.config_from_args(parse([*laptop, "--clean-strokes"])).clean_strokes == "on"
+    assert train.config_from_args(parse([*laptop, "--method", "full"])).clean_strokes == "off"
+    assert TrainConfig.from_dict({"clean_strokes": True}).clean_strokes == "on"
+    assert TrainConfig.from_dict({"clean_strokes": False}).clean_strokes == "off"
+    from s2l_tools.training.engine import _changed_settings  # --resume of such a run
+
+    assert _changed_settings({"clean_strokes": False}, TrainConfig()) == []
+    assert _changed_settings({"clean_strokes": False}, TrainConfig(clean_strokes="auto")) == \
+        ["--clean-strokes off -> auto"]
+    with pytest.raises(S2LError, match="--clean-strokes maybe: choose one of off, on, auto"):
+        TrainConfig(clean_strokes="maybe").validate()

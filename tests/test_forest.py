@@ -156,6 +156,7 @@ def test_preset_sets_budget_and_flags_win(data, tmp_path):
     assert cfg["crf_weight"] == laptop["crf_weight"] > 0
     assert cfg["pseudo_margin"] == laptop["pseudo_margin"] == 1
     assert cfg["diameter"] == laptop["diameter"] > 0
+    assert cfg["clean_strokes"] == laptop["clean_strokes"] == "auto"
     assert cfg["lr"] == laptop["lr"] and cfg["ensemble_every"] == laptop["ensemble_every"]
     assert cfg["epochs"] == 1 and cfg["crop"] == 32  # flags given win
     # another method keeps the preset's budget without its (S2L-only) fast start
