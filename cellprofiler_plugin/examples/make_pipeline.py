@@ -100,7 +100,8 @@ def build_pipeline(args):
     from cellprofiler_core.pipeline import Pipeline
 
     sys.path.insert(0, os.path.abspath(args.plugins_dir))
-    from runscribble2label import DECLUMP_NONE, DECLUMP_SHAPE, RunScribble2Label
+    from runscribble2label import (C_S2L, DECLUMP_NONE, DECLUMP_SHAPE, FTR_UNUSUAL,
+                                   RunScribble2Label)
 
     modules = []
 
@@ -144,7 +145,7 @@ def build_pipeline(args):
     flag.flags[0].feature_name.value = "Scribble2LabelUnusual"
     rule = flag.flags[0].measurement_settings[0]
     rule.source_choice.value = S_IMAGE
-    rule.measurement.value = "Scribble2Label_Unusual_" + args.objects
+    rule.measurement.value = "_".join((C_S2L, FTR_UNUSUAL, args.objects))  # the module's
     rule.wants_minimum.value = False
     rule.wants_maximum.value = True
     rule.maximum_value.value = 0.5
