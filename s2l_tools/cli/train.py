@@ -11,6 +11,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from s2l_tools.cli._common import make_parser, run
+from s2l_tools.data.clean import AUTO_SHARE
 from s2l_tools.training.config import (CLEAN_STROKES, ENCODERS, FAST_STARTS, METHODS, PRESETS,
                                        RETRAIN_LR_SCALE, RETRAIN_SCHEDULE, STORES,
                                        TrainConfig, retrain_settings, setting_type)
@@ -62,8 +63,8 @@ _HELP = {
     "clean_strokes": "leave out the foreground scribble pixels whose colour (the image smoothed "
                      "by 1 px) is nearer the median of the image's background strokes than "
                      "that of their own stroke: strokes drawn past a cell's edge. on (the "
-                     "flag alone): always; auto: only when more than 5 %% of them are (laptop "
-                     "preset); off",
+                     f"flag alone): always; auto: only when more than {100 * AUTO_SHARE:g} %% "
+                     "of them are (laptop preset); off",
     "crf_weight": "weight of the CRF loss (bilateral Potts, radius 5 px; any method but full; "
                   "default: 5 with --method rloss, else 0)",
     "lr": "encoder learning rate (RAdam)",
