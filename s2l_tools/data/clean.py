@@ -13,7 +13,7 @@ cleans only strokes that look careless (``--clean-strokes auto``): when more tha
 :data:`AUTO_SHARE` of the foreground pixels would be left out (careless strokes:
 12.5-13.3 %; slips at a tenth of the stroke ends: 3.9-5.3 %, where cleaning gained
 0.015 IoU over ten seeds; careful hand-drawn, skeleton, H&E and brightfield strokes:
-0.2-2.8 %; docs/benchmarks.md, "--clean-strokes and five more hand-drawn stroke
+0.2-3.2 %; docs/benchmarks.md, "--clean-strokes and five more hand-drawn stroke
 seeds").
 
 :func:`stray_foreground` finds them from the strokes' own colours: on the image
