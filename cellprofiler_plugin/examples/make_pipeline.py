@@ -145,7 +145,7 @@ def build_pipeline(args):
     flag.flags[0].feature_name.value = "Scribble2LabelUnusual"
     rule = flag.flags[0].measurement_settings[0]
     rule.source_choice.value = S_IMAGE
-    rule.measurement.value = "_".join((C_S2L, FTR_UNUSUAL, args.objects))  # the module's
+    rule.measurement.value = "_".join((C_S2L, FTR_UNUSUAL, args.objects))  # as the module names it
     rule.wants_minimum.value = False
     rule.wants_maximum.value = True
     rule.maximum_value.value = 0.5
