@@ -333,6 +333,7 @@ def train_and_score(run: Path, data: Path, method: str, val: Path, val_stems: li
         epochs=args.epochs, warmup_epochs=args.warmup_epochs, ensemble_every=args.ensemble_every,
         crop=args.crop, batch_size=args.batch_size, samples_per_epoch=args.samples_per_epoch,
         lr=args.lr, restart_epochs=args.epochs, seed=seed, device="cpu",
+        **({"decoder_lr_mult": args.decoder_lr_mult} if args.decoder_lr_mult else {}),
         crf_weight=None if method == "full" else args.crf_weight,
         grabcut_agreement=args.grabcut_agreement,
         auto_threshold=bool(args.auto_threshold) and method != "full",
@@ -618,6 +619,9 @@ def get_parser():
     p.add_argument("--warmup-epochs", type=int, help="default: half the epochs")
     p.add_argument("--ensemble-every", type=int)
     p.add_argument("--lr", type=float)
+    p.add_argument("--decoder-lr-mult", type=float,
+                   help="the decoder's rate as a multiple of --lr (s2l-train's default 10); "
+                   "another value gets its own budget folder")
     from s2l_tools.data.synth import BACKGROUND_STYLES
 
     p.add_argument("--background", choices=BACKGROUND_STYLES, default="skeleton",
@@ -686,6 +690,10 @@ def main(argv=None) -> int:
     tag = "quick" if args.quick else "e{epochs}_{encoder}_c{crop}_b{batch_size}_s{samples_per_epoch}".format(**budget)
     if budget["lr"] != preset["lr"]:  # another rate must not reuse the cached runs of 1e-3
         tag += f"_lr{budget['lr']:g}"
+    from s2l_tools.training.config import TrainConfig
+
+    if args.decoder_lr_mult and args.decoder_lr_mult != TrainConfig.decoder_lr_mult:
+        tag += f"_dm{args.decoder_lr_mult:g}"  # nor another decoder rate
     print(f"budget ({tag}): {budget}; train/val images {args.train_images or 'all'}/"
           f"{args.val_images or 'all'}; ratios {ratios}; methods {methods}; seeds {seeds}",
           file=sys.stderr, flush=True)
