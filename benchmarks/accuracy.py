@@ -619,10 +619,12 @@ def get_parser():
     p.add_argument("--warmup-epochs", type=int, help="default: half the epochs")
     p.add_argument("--ensemble-every", type=int)
     p.add_argument("--lr", type=float)
-    p.add_argument("--decoder-lr-mult", type=float,
-                   help="the decoder's rate as a multiple of --lr (s2l-train's default 10); "
-                   "another value gets its own budget folder")
     from s2l_tools.data.synth import BACKGROUND_STYLES
+    from s2l_tools.training.config import TrainConfig
+
+    p.add_argument("--decoder-lr-mult", type=float,
+                   help="the decoder's rate as a multiple of --lr (s2l-train's default "
+                   f"{TrainConfig.decoder_lr_mult:g}); another value gets its own budget folder")
 
     p.add_argument("--background", choices=BACKGROUND_STYLES, default="skeleton",
                    help="synthetic background scribbles on the background's skeleton (the "
