@@ -427,3 +427,63 @@ def test_fill_holes_says_when_objects_touch_after_filling():
     lab[5:35, 5:35] = 0  # nothing to fill: the input itself comes back
     out, touching = _fill_holes(lab, lambda: ndi.find_objects(lab))
     assert out is lab and not touching
+
+
+def _cells(missed: int, found: int, *, shape=(128, 128), radius=8):
+    """A probability map of cells on a grid: ``found`` called (0.9 inside, a 0.3 halo ramping
+    to 0.15 outside, as a network's edge), then ``missed`` only outlined (a faint 0.2 ring,
+    0.02 inside), as a network that sees a cell it does not call."""
+    prob = np.full(shape, 0.01, np.float32)
+    centres = [(16 + 32 * (i // 4), 16 + 32 * (i % 4)) for i in range(missed + found)]
+    for k, c in enumerate(centres):
+        outer = _disc(shape, c, radius + 2)
+        if k < found:
+            prob[outer] = 0.15
+            prob[_disc(shape, c, radius + 1)] = 0.3
+            prob[_disc(shape, c, radius)] = 0.9
+        else:
+            prob[outer] = 0.2
+            prob[_disc(shape, c, radius - 1)] = 0.02
+    return prob
+
+
+def test_under_called_names_cells_outlined_not_called():
+    """Where the network outlines cells faintly and calls few of them, the image is named;
+    where it calls every cell it sees (a halo at its edges), or sees nothing, it is not."""
+    from s2l_tools.inference.postprocess import under_called, under_called_share
+
+    missed = _cells(missed=10, found=2)
+    of_seen, of_image = under_called_share(missed)
+    assert of_seen > 0.6 and of_image > 0.1 and under_called(missed)
+    found = _cells(missed=0, found=12)
+    assert under_called_share(found) == (0.0, 0.0) and not under_called(found)
+    # one outlined cell among eleven called: a small share of what was seen
+    assert not under_called(_cells(missed=1, found=11))
+    assert under_called_share(np.zeros((32, 32))) == (0.0, 0.0)
+    # the mask's threshold decides what is called: at 0.15 the outlines are cells
+    assert not under_called(missed, threshold=0.15)
+
+
+def test_under_called_ignores_specks_and_haze():
+    """A sparse image: one called cell, a faint haze under 0.1 over the background, and
+    faint specks under 30 px each: nothing seen and not called that counts."""
+    from s2l_tools.inference.postprocess import UNDER_MIN_PART, under_called, under_called_share
+
+    prob = np.full((200, 200), 0.08, np.float32)  # haze below UNDER_LOW
+    prob[_disc(prob.shape, (100, 100), 8)] = 0.9
+    for y in range(10, 200, 20):  # 5 x 5 specks at 0.3, apart, away from the cell
+        for x in range(10, 200, 20):
+            if abs(y - 100) > 20 or abs(x - 100) > 20:
+                prob[y - 2:y + 3, x - 2:x + 3] = 0.3
+    assert 25 < UNDER_MIN_PART
+    assert under_called_share(prob) == (0.0, 0.0) and not under_called(prob)
+    # a faint part as big as a cell far from any called one is counted
+    prob[_disc(prob.shape, (30, 30), 12)] = 0.2
+    assert under_called_share(prob)[0] > 0.5
+
+
+def test_under_called_bad_shape():
+    from s2l_tools.inference.postprocess import under_called_share
+
+    with pytest.raises(ValueError, match="must be"):
+        under_called_share(np.zeros((2, 8, 8)))
