@@ -54,6 +54,12 @@ Measurements made by this module
    ``s2l-cellprofiler pipeline`` does), look at them, and if the
    objects are wrong, scribble one such image and retrain. ``s2l-predict``
    warns about the same images.
+-  *Scribble2Label\_UnderCalled:* 1 when the network outlined far more
+   cells in the image than it called (faint parts of the probability map,
+   over 0.1 but with under 30 % of them above the threshold, make at least
+   30 % of all it saw and 1 % of the image), else 0. A network that meets a
+   kind of cell its scribbles barely showed often misses them this way: the
+   objects then miss cells. ``s2l-predict`` warns about the same images.
 
 **Object measurements:**
 
@@ -96,7 +102,7 @@ DECLUMP_SHAPE = "Shape (watershed)"
 _DECLUMP = {DECLUMP_NONE: "none", DECLUMP_SHAPE: "watershed"}
 
 C_S2L = "Scribble2Label"
-FTR_SHARE, FTR_UNUSUAL = "ForegroundShare", "Unusual"
+FTR_SHARE, FTR_UNUSUAL, FTR_UNDER = "ForegroundShare", "Unusual", "UnderCalled"
 
 _INSTALL = "reinstall the plugin with: s2l-cellprofiler install --plugins-dir DIR"
 
@@ -380,8 +386,11 @@ The name of the foreground probability image.""",
         share = inference.mask_share(labels)
         limit = inference.unusual_limit(meta.get("train_share_max"))
         unusual = numpy.nan if limit is None else float(share > limit)
+        cut = meta.get("threshold", 0.5) if self.use_model_threshold.value else self.threshold.value
+        under = float(inference.under_called(probability, cut))
         self.add_image_measurement(workspace, FTR_SHARE, share)
         self.add_image_measurement(workspace, FTR_UNUSUAL, unusual)
+        self.add_image_measurement(workspace, FTR_UNDER, under)
 
         if self.save_probability.value:
             workspace.image_set.add(
@@ -395,6 +404,7 @@ The name of the foreground probability image.""",
             workspace.display_data.dimensions = x.dimensions
             workspace.display_data.share = share
             workspace.display_data.unusual = unusual
+            workspace.display_data.under = under
 
     def image_feature(self, feature):
         """The image measurement ``Scribble2Label_<feature>_<objects name>``."""
@@ -410,7 +420,7 @@ The name of the foreground probability image.""",
         from cellprofiler_core.constants.measurement import COLTYPE_FLOAT, IMAGE
 
         columns = super(RunScribble2Label, self).get_measurement_columns(pipeline, object_name)
-        for feature in (FTR_SHARE, FTR_UNUSUAL):
+        for feature in (FTR_SHARE, FTR_UNUSUAL, FTR_UNDER):
             columns.append((IMAGE, self.image_feature(feature), COLTYPE_FLOAT))
         return columns
 
@@ -426,14 +436,14 @@ The name of the foreground probability image.""",
         from cellprofiler_core.constants.measurement import IMAGE
 
         if object_name == IMAGE and category == C_S2L:
-            return [FTR_SHARE, FTR_UNUSUAL]
+            return [FTR_SHARE, FTR_UNUSUAL, FTR_UNDER]
         return super(RunScribble2Label, self).get_measurements(pipeline, object_name, category)
 
     def get_measurement_objects(self, pipeline, object_name, category, measurement):
         from cellprofiler_core.constants.measurement import IMAGE
 
-        if object_name == IMAGE and category == C_S2L and measurement in (FTR_SHARE,
-                                                                           FTR_UNUSUAL):
+        if object_name == IMAGE and category == C_S2L and measurement in (
+                FTR_SHARE, FTR_UNUSUAL, FTR_UNDER):
             return [self.y_name.value]
         return []
 
@@ -474,11 +484,12 @@ The name of the foreground probability image.""",
             figure.subplot_imshow_color(0, 0, d.x_data, title=self.x_name.value, normalize=True)
         else:
             figure.subplot_imshow_grayscale(0, 0, d.x_data, title=self.x_name.value)
-        title = "{} ({} objects, {:.0f} % of the image{})".format(
+        title = "{} ({} objects, {:.0f} % of the image{}{})".format(
             self.y_name.value,
             int(d.y_data.max()),
             100 * d.share,
             "; unusual: far more than in training" if d.unusual == 1 else "",
+            "; cells outlined, not called" if d.under == 1 else "",
         )
         figure.subplot_imshow_labels(
             1,

@@ -411,9 +411,10 @@ def test_plugin_validation_in_cellprofiler(tmp_path, onnx_path, foreign_onnx):
     assert "multiple of 32" in rejected[1]
     # the image measurements CellProfiler's measurement pickers offer
     assert ("columns: ['Count_Nuclei', 'Scribble2Label_ForegroundShare_Nuclei', "
-            "'Scribble2Label_Unusual_Nuclei']") in proc.stdout, proc.stdout
-    assert ("features: ['Count', 'Scribble2Label'] ['ForegroundShare', 'Unusual'] "
-            "['Nuclei']") in proc.stdout, proc.stdout
+            "'Scribble2Label_UnderCalled_Nuclei', 'Scribble2Label_Unusual_Nuclei']"
+            ) in proc.stdout, proc.stdout
+    assert ("features: ['Count', 'Scribble2Label'] ['ForegroundShare', 'Unusual', "
+            "'UnderCalled'] ['Nuclei']") in proc.stdout, proc.stdout
 
 
 @pytest.mark.cellprofiler
@@ -454,8 +455,9 @@ def test_revision_1_pipelines_load_without_flips(tmp_path):
 def test_headless_cellprofiler_matches_s2l_predict(tmp_path, files, request):
     """Images -> ... -> RunScribble2Label -> ExportToSpreadsheet in CellProfiler 4.2.8.1
     (a model of one object size too: the module resizes each image as s2l-predict does).
-    The image measurements: the share of the image in objects, and the unusual flag
-    where the model records its training images' largest share (NaN where not)."""
+    The image measurements: the share of the image in objects, the unusual flag
+    where the model records its training images' largest share (NaN where not), and the
+    under-called flag as s2l-predict's table has it."""
     model_pt, model_onnx = request.getfixturevalue(files)
     images = _images(tmp_path / "images", crowded=1)
     plugins, out = tmp_path / "plugins", tmp_path / "cp_out"
@@ -537,6 +539,16 @@ def test_headless_cellprofiler_matches_s2l_predict(tmp_path, files, request):
             assert float(flag) == float(share > limit), (r["FileName_DNA"], share, limit)
     if limit is not None:  # the crowded image, and only it
         assert flags == {p.stem: float(p == images[-1]) for p in images}, flags
+    # Scribble2Label_UnderCalled: the network's outlines not called, on CellProfiler's own
+    # probability map at the pipeline's threshold, and what s2l-predict's table says
+    with open(pred / "predictions.csv", newline="") as f:
+        table = {Path(r["image"]).stem: r["under_called"] for r in csv.DictReader(f)}
+    for r in rows:
+        stem = Path(r["FileName_DNA"]).stem
+        prob = tifffile.imread(out / f"{stem}_probability.tiff")
+        want = oi.under_called(prob, THRESHOLD)
+        assert float(r["Scribble2Label_UnderCalled_Cells"]) == float(want), stem
+        assert table[stem] == str(int(want)), stem
     _check_opens_in_imagej(tmp_path, sorted(out.glob("*_labels.tiff")))
 
 

@@ -271,7 +271,7 @@ def test_cli_names_images_called_far_more_cell_than_the_training_images(
         table = {r["image"]: r for r in csv.DictReader((out / "predictions.csv").open())}
         assert {n: table[n]["unusual"] for n in shares} == {
             n: ("" if run != measured else str(int(n in named))) for n in shares}
-        lines = [line for line in err.splitlines() if "warning" in line]
+        lines = [line for line in err.splitlines() if "far more cell than" in line]
         if named:
             assert len(lines) == 1, err
             assert f"{len(named)} image" in lines[0] and "the most on a training image 30 %" in lines[0]
@@ -281,6 +281,39 @@ def test_cli_names_images_called_far_more_cell_than_the_training_images(
             assert not lines, err
     assert meta_problem({"train_share_max": 1.5}) == "train_share_max is 1.5, not a share in [0, 1]"
     assert meta_problem({"train_share_max": None}) is None
+
+
+def test_cli_names_images_where_the_network_outlined_more_cells_than_it_called(
+        run_dir, images, meta, tmp_path, capsys):
+    """An image where the network sees cells (p over 0.1) it does not call (under the
+    threshold) is named in one warning line and flagged in predictions.csv; the run still
+    succeeds. Above every probability nothing is called, so the blobs the network sees are
+    named; at 0 everything is called, so nothing is."""
+    from s2l_tools.inference.postprocess import under_called
+
+    for threshold in ("0.999999", "0", None):
+        out = tmp_path / f"pred_{threshold}"
+        rc = main([str(run_dir), str(images), "--out", str(out), "--device", "cpu", "--prob",
+                   *(["--threshold", threshold] if threshold else [])])
+        err = capsys.readouterr().err
+        assert rc == 0, err
+        cut = float(threshold) if threshold else meta.threshold
+        named = [n for n in ("a.tif", "b.tif")
+                 if under_called(tifffile.imread(out / n.replace(".tif", "_prob.tif")), cut)]
+        if threshold == "0.999999":
+            assert named == ["a.tif", "b.tif"]
+        elif threshold == "0":
+            assert named == []
+        table = {r["image"]: r for r in csv.DictReader((out / "predictions.csv").open())}
+        assert {n: table[n]["under_called"] for n in table} == {
+            n: str(int(n in named)) for n in ("a.tif", "b.tif")}
+        lines = [line for line in err.splitlines() if "outlined far more cells" in line]
+        if named:
+            assert len(lines) == 1, err
+            assert lines[0].startswith(f"s2l-predict: warning: {len(named)} image")
+            assert all(n in lines[0] for n in named) and "--from RUN" in lines[0]
+        else:
+            assert not lines, err
 
 
 def test_cli_refuses_to_overwrite_inputs(run_dir, images, capsys):

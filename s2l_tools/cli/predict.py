@@ -37,14 +37,15 @@ def get_parser():
         "(instance labels, 0 = background), optionally <stem>_prob.tif (foreground "
         "probability) and <stem>_rois.zip (ImageJ ROIs, one per cell), and "
         "OUT/predictions.csv: per image, the number of objects, the share of the image inside "
-        "them, the unusual flag below, or why it was skipped.\n\n"
+        "them, the two flags below, or why it was skipped.\n\n"
         "Files in OUT that s2l-predict did not write are never replaced without --overwrite. "
         "Options, inputs and outputs are checked before anything is written; an image that "
         "then cannot be read or does not fit the model is skipped, the others are segmented, "
         "and the run ends with the list of skipped images and exit status 1. Images whose "
         "masks cover far more of them than the network called cell on any training image "
         "(models trained with --auto-threshold record it) are named in a warning: they may be "
-        "unlike the images you scribbled.",
+        "unlike the images you scribbled. Images where the network outlined far more cells "
+        "than it called are named in another: their masks may miss cells.",
         "  s2l-predict runs/exp1 data/new_images --out predictions --rois\n"
         "  s2l-predict runs/exp1/model.pt cell.tif --out pred --threshold 0.6 --declump none",
     )
@@ -162,6 +163,8 @@ def _main(args) -> int:
               f"{time.perf_counter() - start:.1f} s)")
     if result.unusual:
         print(_unusual_line(result.unusual, meta.train_share_max), file=sys.stderr)
+    if result.under:
+        print(_under_line(result.under), file=sys.stderr)
     if k == 1:
         raise S2LError(result.failed[0][1] + ("" if not n else f" (skipped; the other {n} "
                                               "image(s) are segmented)"))
@@ -185,6 +188,17 @@ def _unusual_line(unusual, train_max: float) -> str:
             "scribbled (grainy, dim, another stain); look at the masks, and if they are "
             "wrong, scribble such an image and retrain (s2l-train DATA --out RUN2 --from RUN; "
             "grainy images: --noise-aug 0.05)")
+
+
+def _under_line(under) -> str:
+    """The warning about images where the network outlined far more cells than it called
+    (:func:`s2l_tools.inference.postprocess.under_called`)."""
+    n = len(under)
+    return (f"s2l-predict: warning: {n} image{'s' if n != 1 else ''} where the network "
+            f"outlined far more cells than it called ({first_names([p.name for p in under], 5)})"
+            f": {'their masks' if n != 1 else 'its mask'} may miss cells; look at "
+            f"{'them' if n != 1 else 'it'} (--prob shows the faint outlines), and if cells are "
+            "missing, scribble such an image and retrain (s2l-train DATA --out RUN2 --from RUN)")
 
 
 def main(argv=None) -> int:

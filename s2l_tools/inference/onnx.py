@@ -67,6 +67,7 @@ __all__ = [
     "tiling_problem",
     "unusual_limit",
     "mask_share",
+    "under_called",
     "clear_cache",
     "INPUT_NAME",
     "OUTPUT_NAME",
@@ -409,6 +410,13 @@ def mask_share(labels: np.ndarray) -> float:
     """
     labels = np.asarray(labels)
     return float(np.count_nonzero(labels)) / max(1, labels.size)
+
+
+def under_called(prob: np.ndarray, threshold: float) -> bool:
+    """Whether the network outlined far more cells in an image than it called at
+    ``threshold``: :func:`s2l_tools.inference.postprocess.under_called`, for the front ends
+    that use this module (``s2l-predict`` warns, the CellProfiler module flags it)."""
+    return bool(_postprocess().under_called(prob, float(threshold)))
 
 
 def _graph_problem(session, meta: Mapping[str, Any]) -> Optional[str]:

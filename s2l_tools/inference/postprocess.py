@@ -47,6 +47,7 @@ __all__ = [
     "fill_holes_per_object",
     "relabel_sequential",
     "remove_small_objects",
+    "seen_not_called",
     "under_called",
     "under_called_share",
 ]
@@ -649,22 +650,38 @@ def under_called_share(prob: np.ndarray, threshold: float = 0.5) -> tuple[float,
     >>> [round(v, 3) for v in under_called_share(prob)]
     [0.612, 0.074]
     """
+    parts, area, missed, in_mask, _ = _seen_parts(prob, threshold)
+    uncalled = float((area - in_mask)[missed].sum())
+    total = float(area[area >= UNDER_MIN_PART].sum())
+    return (uncalled / total if total else 0.0), uncalled / max(1, parts.size)
+
+
+def seen_not_called(prob: np.ndarray, threshold: float = 0.5) -> np.ndarray:
+    """The pixels the network saw as cells and did not call: the uncalled pixels of the
+    *seen, not called* parts of :func:`under_called_share` (where strokes would help).
+
+    >>> prob = np.zeros((40, 40), np.float32); prob[5:15, 5:15] = 0.2; prob[25:35, 25:35] = 0.9
+    >>> int(seen_not_called(prob).sum())
+    100
+    """
+    parts, _, missed, _, called = _seen_parts(prob, threshold)
+    return np.concatenate(([False], missed))[parts] & ~called
+
+
+def _seen_parts(prob, threshold):
+    """(parts label image, each part's pixels, which parts are seen-not-called, each part's
+    called pixels, the filled mask) of :func:`under_called_share`."""
     prob = np.asarray(prob, dtype=np.float32)
     if prob.ndim != 2:
         raise ValueError(f"prob must be (H, W), got shape {prob.shape}")
     called = ndi.binary_fill_holes(prob > threshold)
     seen = ndi.binary_fill_holes((prob > UNDER_LOW) | called)
     parts, n = ndi.label(seen)
-    if n == 0:
-        return 0.0, 0.0
-    index = np.arange(1, n + 1)
     area = np.bincount(parts.ravel(), minlength=n + 1)[1:].astype(np.float64)
-    in_mask = np.asarray(ndi.sum(called, parts, index=index), dtype=np.float64)
-    big = area >= UNDER_MIN_PART
-    missed = big & (in_mask < UNDER_CALLED * area)
-    uncalled = float((area - in_mask)[missed].sum())
-    total = float(area[big].sum())
-    return (uncalled / total if total else 0.0), uncalled / prob.size
+    in_mask = np.bincount(parts.ravel(), weights=called.ravel(),
+                          minlength=n + 1)[1:].astype(np.float64)
+    missed = (area >= UNDER_MIN_PART) & (in_mask < UNDER_CALLED * area)
+    return parts, area, missed, in_mask, called
 
 
 def under_called(prob: np.ndarray, threshold: float = 0.5) -> bool:

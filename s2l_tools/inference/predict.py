@@ -45,7 +45,7 @@ from s2l_tools.training.checkpoint import ModelMeta
 from s2l_tools.device import select_device, torch_prob_fn
 from s2l_tools.errors import S2LError
 from s2l_tools.inference.onnx import PAD_MULTIPLE, mask_share, tiling_problem, unusual_limit
-from s2l_tools.inference.postprocess import DEFAULT_DECLUMP
+from s2l_tools.inference.postprocess import DEFAULT_DECLUMP, under_called
 
 __all__ = [
     "select_device",
@@ -69,7 +69,10 @@ DESCRIPTION = "s2l-predict instance labels: 0 background, 1..N cells"
 PROB_DESCRIPTION = "s2l-predict foreground probability"
 #: the per-image table written beside the labels (:func:`write_table`), and its columns
 TABLE_NAME = "predictions.csv"
-TABLE_COLUMNS = ("image", "labels", "objects", "foreground_share", "unusual", "error")
+TABLE_COLUMNS = ("image", "labels", "objects", "foreground_share", "unusual", "under_called",
+                 "error")
+#: the table's header before ``under_called`` (an older s2l-predict's, still ours to replace)
+_OLD_COLUMNS = ("image", "labels", "objects", "foreground_share", "unusual", "error")
 
 
 # --------------------------------------------------------------------------- prediction
@@ -247,8 +250,10 @@ def write_table(path: str | os.PathLike, rows: list[dict]) -> None:
 
     Columns (:data:`TABLE_COLUMNS`): the input's file name, the labels file written, the
     number of objects, the share of the image inside them, ``unusual`` (1 over
-    :func:`unusual_share`, 0 under it, empty for a model without the record) and, for an
-    image that was skipped, the reason (the other columns empty).
+    :func:`unusual_share`, 0 under it, empty for a model without the record),
+    ``under_called`` (1 where :func:`s2l_tools.inference.postprocess.under_called` names
+    the image: the network outlined far more cells than it called) and, for an image that
+    was skipped, the reason (the other columns empty).
     """
     from s2l_tools.io.atomic import write_csv_atomic
 
@@ -264,7 +269,8 @@ def _ours(path: Path) -> bool:
     if path.name == TABLE_NAME:  # the table: its header line is ours
         try:
             with open(path, encoding="utf-8") as f:
-                return f.readline().rstrip("\r\n") == ",".join(TABLE_COLUMNS)
+                return f.readline().rstrip("\r\n") in (",".join(TABLE_COLUMNS),
+                                                        ",".join(_OLD_COLUMNS))
         except (OSError, UnicodeDecodeError):
             return False
 
@@ -409,6 +415,9 @@ class FilesResult(NamedTuple):
     n_objects: int
     #: (path, share of its pixels in the mask) of the images over :func:`unusual_share`
     unusual: tuple = ()
+    #: the images :func:`s2l_tools.inference.postprocess.under_called` names (the network
+    #: outlined far more cells than it called)
+    under: tuple = ()
 
 
 def predict_files(
@@ -459,7 +468,7 @@ def predict_files(
     roi_module = None
     if any("rois" in plan for plan in plans):
         from s2l_tools.io import roi as roi_module
-    done, failed, n_objects, unusual, rows = [], [], 0, [], []
+    done, failed, n_objects, unusual, under, rows = [], [], 0, [], [], []
     limit = unusual_share(meta)
     for path, plan in zip(files, plans):
         try:
@@ -493,16 +502,20 @@ def predict_files(
         over = limit is not None and share > limit
         if over:
             unusual.append((path, share))
+        missed = under_called(prob, float(meta.threshold if threshold is None else threshold))
+        if missed:
+            under.append(path)
         rows.append({"image": path.name, "labels": plan["labels"].name,
                      "objects": objects,
                      "foreground_share": f"{share:.6f}",
-                     "unusual": "" if limit is None else int(over)})
+                     "unusual": "" if limit is None else int(over),
+                     "under_called": int(missed)})
         done.append(path)
         if on_image is not None:
             on_image(path)
     if table is not None and done:  # when every image failed, nothing is written
         write_table(table, rows)
-    return FilesResult(done, failed, n_objects, tuple(unusual))
+    return FilesResult(done, failed, n_objects, tuple(unusual), tuple(under))
 
 
 # names of before the public ones (kept for code that imported them)
