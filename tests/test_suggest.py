@@ -211,14 +211,15 @@ def _lines(stdout):
 
 
 @pytest.mark.imagej
-def test_show_suggestions_in_imagej(tmp_path):
+@pytest.mark.parametrize("source", ["unusual", "undercalled"])
+def test_show_suggestions_in_imagej(tmp_path, source):
     import json
 
     from _imagej import IMAGEJ_AVAILABLE, run_jython
 
     if not IMAGEJ_AVAILABLE:
         pytest.skip("needs /usr/share/java/ij.jar, jython.jar and java")
-    regions = _fiji_suggestions(tmp_path, source="unusual")
+    regions = _fiji_suggestions(tmp_path, source=source)
     proc = run_jython(*_spec(tmp_path, "headless"), timeout=180)
     out = _lines(proc.stdout)
     loaded = json.loads(out["LOADED"])
@@ -227,8 +228,11 @@ def test_show_suggestions_in_imagej(tmp_path):
     assert json.loads(out["OVERLAY"]) == ["fg-keep", "suggest_01", "suggest_02"]
     assert "no suggestions for cells.tif" in out["MISSING"]
     assert "Show Suggestions: 2 suggested region(s) for cells.tif" in proc.stdout
-    # an image s2l-suggest found unlike the training images: the message says so
-    assert "far more of this image cell than of any training image" in proc.stdout
+    # an image s2l-suggest found unlike the training images, or with cells outlined and
+    # not called: the message says which
+    said = {"unusual": "far more of this image cell than of any training image",
+            "undercalled": "outlined far more cells in this image than it called"}
+    assert all((text in proc.stdout) == (key == source) for key, text in said.items())
 
 
 @pytest.mark.imagej
@@ -275,6 +279,35 @@ def test_draw_order_spreads_the_strokes_over_the_images():
     got = [(r["image"], r["region"][-2:]) for r in draw_order(rows[::-1])]
     assert got == [("b", "01"), ("b", "02"), ("a", "01"), ("c", "01"), ("a", "02"),
                    ("a", "03")]
+    # so do those of images where the network outlined far more cells than it called
+    for row in rows:
+        row["source"] = {"b": "unusual", "c": "undercalled"}.get(row["image"], "prediction")
+    got = [(r["image"], r["region"][-2:]) for r in draw_order(rows[::-1])]
+    assert got == [("b", "01"), ("c", "01"), ("b", "02"), ("a", "01"), ("a", "02"),
+                   ("a", "03")]
+
+
+def test_missed_map_points_at_cells_outlined_not_called():
+    """On an image where the network outlines cells it does not call, the regions lie on
+    those cells, not on the cell it called, nor where strokes are."""
+    from s2l_tools.inference.postprocess import under_called
+    from s2l_tools.inference.suggest import missed_map
+
+    yy, xx = np.mgrid[:96, :96]
+    p = np.full((96, 96), 0.01, np.float32)
+    for cy, cx in ((20, 20), (20, 70), (70, 20)):  # outlined: a faint ring
+        r2 = (yy - cy) ** 2 + (xx - cx) ** 2
+        p[(r2 >= 49) & (r2 < 100)] = 0.2
+    p[(yy - 70) ** 2 + (xx - 70) ** 2 < 100] = 0.95  # called
+    assert under_called(p, 0.5)
+    scr = np.zeros_like(p, np.uint8)
+    scr[70, 14:27] = L.FOREGROUND  # a stroke through one outlined cell
+    s = missed_map(p, scr, threshold=0.5)
+    assert s[20, 20] == 1 and s[20, 70] == 1 and s[70, 70] == 0 and s[5, 50] == 0
+    assert s[70, 20] == 0  # by the stroke
+    regions = find_regions(s, top_k=5, min_area=4)
+    assert {(round(r.y / 10), round(r.x / 10)) for r in regions} >= {(2, 2), (2, 7)}
+    assert all(not r.mask[60:81, 60:81].any() for r in regions)
 
 
 def test_unusual_image_gets_regions_where_it_is_called_cell(runs, tmp_path, capsys):
@@ -313,3 +346,39 @@ def test_unusual_image_gets_regions_where_it_is_called_cell(runs, tmp_path, caps
     assert "called far more cell" not in capsys.readouterr().err
     rows = list(csv.DictReader((out / "suggestions.csv").open()))
     assert {r["source"] for r in rows if r["image"] == "nuclei_003"} <= {"prediction"}
+
+
+def test_image_outlined_not_called_gets_regions_on_those_cells(runs, tmp_path, capsys):
+    """An image without scribbles where the network outlines far more cells than it calls
+    (here: a threshold over all it predicts there, so nothing is called): its regions lie
+    on what it saw (p over 0.1), come first, and the command says so."""
+    from dataclasses import replace
+
+    from s2l_tools.inference.predict import predict_probability
+    from s2l_tools.io.images import read_image
+    from s2l_tools.training.checkpoint import load_model, save_model
+
+    data, run, _ = runs
+    odd = tmp_path / "run"
+    shutil.copytree(run, odd)
+    model, meta = load_model(odd / "model.pt")
+    prob = predict_probability(model, read_image(data / "images" / "nuclei_003.tif"), meta,
+                               device="cpu", batch_size=1)
+    assert (prob > 0.1).mean() > 0.02  # the tiny model sees its nuclei
+    cut = min(0.999999, float(prob.max()) + 1e-6)
+    save_model(odd / "model.pt", model.state_dict(), replace(meta, threshold=cut))
+    out = tmp_path / "sugg"
+    assert suggest_cli.main([str(odd), str(data), "--out", str(out), "--top-k", "3",
+                             "--min-area", "4", "--device", "cpu"]) == 0
+    err = capsys.readouterr().err
+    assert ("1 image(s) where the network outlined far more cells than it called "
+            "(nuclei_003)") in err
+    rows = list(csv.DictReader((out / "suggestions.csv").open()))
+    assert rows[0]["image"] == "nuclei_003" and rows[0]["source"] == "undercalled"
+    assert {r["source"] for r in rows if r["image"] != "nuclei_003"} <= {"store"}
+    seen = prob > 0.1
+    for r in rows:
+        if r["image"] == "nuclei_003":  # each region's centre near what the network saw
+            y, x = round(float(r["y"])), round(float(r["x"]))
+            assert seen[max(0, y - 4):y + 5, max(0, x - 4):x + 5].any(), r
+    assert read_rois(out / "nuclei_003_suggestions.zip")

@@ -70,6 +70,12 @@ def _main(args) -> int:
               f"image ({first_names(unusual, 5)}): they may be unlike the images you "
               "scribbled; their regions (what the network calls cell there) come first: look "
               "at them and scribble what they really are", file=sys.stderr)
+    under = [r.stem for r in results if r.source == "undercalled"]
+    if under:
+        print(f"s2l-suggest: {len(under)} image(s) where the network outlined far more cells "
+              f"than it called ({first_names(under, 5)}): its masks may miss cells there; "
+              "their regions (cells it outlined, not called) come first: scribble the cells "
+              "there", file=sys.stderr)
     return 0
 
 

@@ -9,7 +9,11 @@ where the prediction is uncertain (``p`` near 0.5), unless its mask covers far m
 of it than the network called cell on any training image (:func:`unusual_image`: a
 kind of image the strokes did not cover, where the network tends to be confidently
 wrong, so it is not uncertain there): then the pixels it calls cell
-(:func:`called_map`), and its regions come first in the order to draw.
+(:func:`called_map`), and its regions come first in the order to draw; likewise where
+the network outlined far more cells than it called
+(:func:`s2l_tools.inference.postprocess.under_called`, the images ``s2l-predict`` warns
+its masks may miss cells): then the cells it outlined and did not call
+(:func:`missed_map`).
 :func:`suggest` turns the score map into connected regions, ranked by their summed
 score, and :func:`write_suggestions` writes what a person looks at:
 
@@ -20,7 +24,8 @@ score, and :func:`write_suggestions` writes what a person looks at:
     OUT/suggestions.csv          every region, in the order to draw (:func:`draw_order`:
                                  every image's best region, then every image's second,
                                  ...): rank, image, region, area, score, y, x
-                                 (centroid), source (store / prediction / unusual)
+                                 (centroid), source (store / prediction / unusual /
+                                 undercalled)
 
 Prediction goes through :func:`s2l_tools.inference.predict.predict_probability`,
 as ``s2l-predict``'s does.
@@ -39,13 +44,15 @@ from s2l_tools import labels as L
 from s2l_tools.errors import S2LError
 
 __all__ = ["Region", "ImageSuggestions", "SUGGESTION_COLOR", "score_map", "called_map",
-           "unusual_image", "find_regions", "suggest", "draw_order", "write_suggestions",
-           "suggestion_files"]
+           "missed_map", "unusual_image", "find_regions", "suggest", "draw_order",
+           "write_suggestions", "suggestion_files"]
 
 #: Stroke colour of the suggestion ROIs (magenta: neither scribble colour, yellow/cyan).
 SUGGESTION_COLOR = "#ff00ff"
 #: Name of the ranked table in OUT.
 CSV_NAME = "suggestions.csv"
+#: The sources whose regions come first in :func:`draw_order`.
+_FIRST = ("unusual", "undercalled")
 
 
 @dataclass
@@ -67,8 +74,9 @@ class ImageSuggestions:
     stem: str
     image: np.ndarray            # (C, H, W) float32, normalised
     prob: np.ndarray             # (H, W) float32, current prediction
-    source: str                  # 'store' (EMA store and prediction), 'prediction' or
-                                 # 'unusual' (the pixels called cell: unusual_image)
+    source: str                  # 'store' (EMA store and prediction), 'prediction',
+                                 # 'unusual' (the pixels called cell: unusual_image) or
+                                 # 'undercalled' (cells outlined, not called: missed_map)
     regions: list[Region] = field(default_factory=list)
 
 
@@ -142,9 +150,27 @@ def called_map(prob: np.ndarray, scribble: np.ndarray | None = None, *,
     images, is most often calling a background it never saw cell; a person should look at
     what it calls cell there and draw strokes of what it really is.
     """
+    return _off_strokes(np.asarray(prob) > threshold, scribble)
+
+
+def missed_map(prob: np.ndarray, scribble: np.ndarray | None = None, *,
+               threshold: float = 0.5) -> np.ndarray:
+    """Per-pixel need for a stroke on an image where the network outlined far more cells
+    than it called (:func:`s2l_tools.inference.postprocess.under_called`): 1 on the cells
+    it outlined and did not call (:func:`~s2l_tools.inference.postprocess.seen_not_called`),
+    else 0; scribbled pixels (and 2 px around) score 0. Strokes through those cells teach
+    the network the cells it misses.
+    """
+    from s2l_tools.inference.postprocess import seen_not_called
+
+    return _off_strokes(seen_not_called(prob, threshold), scribble)
+
+
+def _off_strokes(mask: np.ndarray, scribble: np.ndarray | None) -> np.ndarray:
+    """``mask`` as 1/0 floats, 0 on scribbled pixels and 2 px around them."""
     from scipy import ndimage as ndi
 
-    s = (np.asarray(prob) > threshold).astype(np.float32)
+    s = np.asarray(mask, dtype=np.float32)
     if scribble is not None and (scribble > 0).any():
         s = np.where(ndi.binary_dilation(scribble > 0, iterations=2), 0.0, s)
     return s.astype(np.float32)
@@ -259,7 +285,7 @@ def suggest(run, data=None, *, top_k: int = 5, min_area: int = 16, edge_band: in
     """
     from s2l_tools.data.dataset import open_dataset
     from s2l_tools.device import select_device
-    from s2l_tools.inference.postprocess import resize_image
+    from s2l_tools.inference.postprocess import resize_image, under_called
     from s2l_tools.inference.predict import predict_probability
     from s2l_tools.io.images import read_image, read_labels
     from s2l_tools.training import rundir
@@ -311,6 +337,8 @@ def suggest(run, data=None, *, top_k: int = 5, min_area: int = 16, edge_band: in
             ema = resize_image(store.get(hit[0]), image.shape[1:], order=1)
         if ema is None and unusual_image(prob, meta.threshold, meta.train_share_max):
             source, score = "unusual", called_map(prob, scribble, threshold=meta.threshold)
+        elif ema is None and under_called(prob, meta.threshold):
+            source, score = "undercalled", missed_map(prob, scribble, threshold=meta.threshold)
         else:
             source = "store" if ema is not None else "prediction"
             score = score_map(prob, ema, scribble, threshold=tau, edge_band=edge_band)
@@ -380,8 +408,9 @@ def draw_order(rows: list[dict]) -> list[dict]:
     Every image's best region first, then every image's second best, and so on;
     within each of these rounds the images go in the order of their best region's
     score. The regions of images of ``source`` 'unusual' (:func:`unusual_image`: a kind
-    of image the strokes have not covered, which needs several strokes) come before all
-    the others, in the same order among themselves. Ranked by score alone, the best
+    of image the strokes have not covered, which needs several strokes) or 'undercalled'
+    (cells outlined, not called: :func:`missed_map`) come before all the others, in the
+    same order among themselves. Ranked by score alone, the best
     regions gather in a few images: in the simulated loop (benchmarks/loop.py, DSB-fluo,
     four seeds of three rounds) the 40 strokes of a round drawn at the top of that
     ranking went to 4-7 images in 11 rounds of 12 (random places: 16-24), and after
@@ -398,8 +427,8 @@ def draw_order(rows: list[dict]) -> list[dict]:
     rows : list of dict
         The same dicts, reordered.
     """
-    unusual = [r for r in rows if r.get("source") == "unusual"]
-    return _tiers(unusual) + _tiers([r for r in rows if r.get("source") != "unusual"])
+    first = [r for r in rows if r.get("source") in _FIRST]
+    return _tiers(first) + _tiers([r for r in rows if r.get("source") not in _FIRST])
 
 
 def _tiers(rows: list[dict]) -> list[dict]:

@@ -881,8 +881,10 @@ def suggestions_file(imp, folder):
 
 def suggestion_source(imp, folder):
     """What s2l-suggest scored ``imp``'s regions from (its ``suggestions.csv``): 'store',
-    'prediction' or 'unusual' (an image called far more cell than any training image:
-    its regions are what the network calls cell there), or None (no row for it)."""
+    'prediction', 'unusual' (an image called far more cell than any training image:
+    its regions are what the network calls cell there) or 'undercalled' (the network
+    outlined far more cells than it called: its regions are those cells), or None (no row
+    for it)."""
     import csv
     folder = folder.getPath() if hasattr(folder, "getPath") else str(folder)
     path = os.path.join(folder, "suggestions.csv")
