@@ -59,7 +59,8 @@ Measurements made by this module
    over 0.1 but with under 30 % of them above the threshold, make at least
    30 % of all it saw and 1 % of the image), else 0. A network that meets a
    kind of cell its scribbles barely showed often misses them this way: the
-   objects then miss cells. ``s2l-predict`` warns about the same images.
+   objects then miss cells. The example pipeline flags such images with
+   **FlagImage** too. ``s2l-predict`` warns about the same images.
 
 **Object measurements:**
 

@@ -548,6 +548,8 @@ def test_headless_cellprofiler_matches_s2l_predict(tmp_path, files, request):
         prob = tifffile.imread(out / f"{stem}_probability.tiff")
         want = oi.under_called(prob, THRESHOLD)
         assert float(r["Scribble2Label_UnderCalled_Cells"]) == float(want), stem
+        # the pipeline's FlagImage: Metadata_Scribble2LabelUnderCalled, 1 where the module said so
+        assert int(float(r["Metadata_Scribble2LabelUnderCalled"])) == int(want), stem
         assert table[stem] == str(int(want)), stem
     _check_opens_in_imagej(tmp_path, sorted(out.glob("*_labels.tiff")))
 

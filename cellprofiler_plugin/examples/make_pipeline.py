@@ -10,7 +10,8 @@ Run it with CellProfiler's own Python (it needs ``cellprofiler_core`` and
 Images -> Metadata -> NamesAndTypes (every image is ``DNA``, grayscale) ->
 Groups -> RunScribble2Label (objects ``Cells``) -> FlagImage
 (``Metadata_Scribble2LabelUnusual``: 1 on images the module measured as unlike the
-model's training images) -> ExportToSpreadsheet (CSV files in the Default Output
+model's training images; ``Metadata_Scribble2LabelUnderCalled``: 1 where it found cells
+the network outlined and did not call) -> ExportToSpreadsheet (CSV files in the Default Output
 Folder, ``MyExpt_Image.csv`` has ``Count_Cells``).
 ``--save-labels`` and ``--save-probability`` add SaveImages modules that save
 each image's label matrix / probability as TIFFs Fiji opens,
@@ -100,7 +101,7 @@ def build_pipeline(args):
     from cellprofiler_core.pipeline import Pipeline
 
     sys.path.insert(0, os.path.abspath(args.plugins_dir))
-    from runscribble2label import (C_S2L, DECLUMP_NONE, DECLUMP_SHAPE, FTR_UNUSUAL,
+    from runscribble2label import (C_S2L, DECLUMP_NONE, DECLUMP_SHAPE, FTR_UNDER, FTR_UNUSUAL,
                                    RunScribble2Label)
 
     modules = []
@@ -141,14 +142,19 @@ def build_pipeline(args):
 
     from cellprofiler.modules.flagimage import S_IMAGE, FlagImage
 
-    flag = FlagImage()  # Metadata_Scribble2LabelUnusual: 1 on images unlike the training ones
-    flag.flags[0].feature_name.value = "Scribble2LabelUnusual"
-    rule = flag.flags[0].measurement_settings[0]
-    rule.source_choice.value = S_IMAGE
-    rule.measurement.value = "_".join((C_S2L, FTR_UNUSUAL, args.objects))  # as the module names it
-    rule.wants_minimum.value = False
-    rule.wants_maximum.value = True
-    rule.maximum_value.value = 0.5
+    # Metadata_Scribble2LabelUnusual: 1 on images unlike the training ones;
+    # Metadata_Scribble2LabelUnderCalled: 1 where the network outlined cells it did not call
+    flag = FlagImage()
+    flag.add_flag()
+    for group, (name, feature) in zip(flag.flags, (("Scribble2LabelUnusual", FTR_UNUSUAL),
+                                                   ("Scribble2LabelUnderCalled", FTR_UNDER))):
+        group.feature_name.value = name
+        rule = group.measurement_settings[0]
+        rule.source_choice.value = S_IMAGE
+        rule.measurement.value = "_".join((C_S2L, feature, args.objects))  # as the module does
+        rule.wants_minimum.value = False
+        rule.wants_maximum.value = True
+        rule.maximum_value.value = 0.5
     modules.append(flag)
 
     if args.save_labels:

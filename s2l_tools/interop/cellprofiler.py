@@ -35,8 +35,9 @@ __all__ = ["PLUGIN_FILE", "HELPERS", "plugin_source_dir", "install_plugin", "pip
            "write_pipeline"]
 
 PLUGIN_FILE = "runscribble2label.py"
-#: the example pipeline's FlagImage flag: ``Metadata_Scribble2LabelUnusual``
-FLAG_NAME = "Scribble2LabelUnusual"
+#: the example pipeline's FlagImage flags, ``Metadata_<name>``, and the module's image
+#: measurement each is 1 on (``Scribble2Label_<feature>_<objects>``)
+FLAGS = (("Scribble2LabelUnusual", "Unusual"), ("Scribble2LabelUnderCalled", "UnderCalled"))
 #: package module -> name of the copy beside the plugin
 HELPERS = {
     "inference/onnx.py": "_s2l_onnx_inference.py",
@@ -250,7 +251,9 @@ def pipeline_text(
     Images -> Metadata -> NamesAndTypes (every image is ``image_name``,
     grayscale) -> Groups -> RunScribble2Label (objects ``objects``) -> FlagImage
     (``Metadata_Scribble2LabelUnusual``: 1 where ``Scribble2Label_Unusual_<objects>`` is,
-    an image unlike the training images; nothing is skipped) ->
+    an image unlike the training images; ``Metadata_Scribble2LabelUnderCalled``: 1 where
+    ``Scribble2Label_UnderCalled_<objects>`` is, cells outlined and not called; nothing is
+    skipped) ->
     [ConvertObjectsToImage + SaveImages ``<image>_labels.tiff``] ->
     [SaveImages ``<image>_probability.tiff``] -> ExportToSpreadsheet
     (``MyExpt_Image.csv`` with ``Count_<objects>``, in the Default Output Folder).
@@ -301,17 +304,20 @@ def pipeline_text(
         f"Save the probability image?:{_yes(save_probability)}",
         "Name the probability image:Scribble2LabelProbability",
     ]
-    flag = [  # FlagImage (revision 5): Metadata_Scribble2LabelUnusual = 1 on unusual images
-        "Hidden:1", "Hidden:1", "Name the flag's category:Metadata",
-        f"Name the flag:{FLAG_NAME}", "How should measurements be linked?:Flag if any fail",
-        "Skip image set if flagged?:No", "Flag is based on:Whole-image measurement",
-        "Select the object to be used for flagging:None",
-        f"Which measurement?:Scribble2Label_Unusual_{objects}",
-        "Flag images based on low values?:No", "Minimum value:0.0",
-        "Flag images based on high values?:Yes", "Maximum value:0.5",
-        "Rules file location:Elsewhere...|", "Rules file name:rules.txt", "Class number:",
-        "Allow fuzzy feature matching?:No", "Ignore flag skips on last cycle?:No",
-    ]
+    flag = [f"Hidden:{len(FLAGS)}"]  # FlagImage (revision 5): Metadata_<name> = 1 where
+    for name, feature in FLAGS:       # Scribble2Label_<feature>_<objects> is 1
+        flag += [
+            "Hidden:1", "Name the flag's category:Metadata",
+            f"Name the flag:{name}", "How should measurements be linked?:Flag if any fail",
+            "Skip image set if flagged?:No", "Flag is based on:Whole-image measurement",
+            "Select the object to be used for flagging:None",
+            f"Which measurement?:Scribble2Label_{feature}_{objects}",
+            "Flag images based on low values?:No", "Minimum value:0.0",
+            "Flag images based on high values?:Yes", "Maximum value:0.5",
+            "Rules file location:Elsewhere...|", "Rules file name:rules.txt", "Class number:",
+            "Allow fuzzy feature matching?:No",
+        ]
+    flag.append("Ignore flag skips on last cycle?:No")
     fixed = {k: (rev, notes, [line.replace("{image}", image_name) for line in lines])
              for k, (rev, notes, lines) in _FIXED_MODULES.items()}
     modules = [("Images", *fixed["Images"]), ("Metadata", *fixed["Metadata"]),
