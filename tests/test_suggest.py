@@ -310,15 +310,12 @@ def test_missed_map_points_at_cells_outlined_not_called():
     assert all(not r.mask[60:81, 60:81].any() for r in regions)
 
 
-def test_unusual_image_gets_regions_where_it_is_called_cell(runs, tmp_path, capsys):
-    """An image without scribbles whose prediction calls far more of it cell than the model
-    did on any training image: its regions lie in what the network calls cell (not where it
-    is unsure), come first, and the command says so."""
-    from dataclasses import replace
-
+def _copied_run(runs, tmp_path):
+    """(data, a copy of the s2l run, its model, its metadata, its probability on the image
+    without scribbles, nuclei_003), for a test that changes the copy's metadata."""
     from s2l_tools.inference.predict import predict_probability
     from s2l_tools.io.images import read_image
-    from s2l_tools.training.checkpoint import load_model, save_model
+    from s2l_tools.training.checkpoint import load_model
 
     data, run, _ = runs
     odd = tmp_path / "run"
@@ -326,6 +323,18 @@ def test_unusual_image_gets_regions_where_it_is_called_cell(runs, tmp_path, caps
     model, meta = load_model(odd / "model.pt")
     prob = predict_probability(model, read_image(data / "images" / "nuclei_003.tif"), meta,
                                device="cpu", batch_size=1)
+    return data, odd, model, meta, prob
+
+
+def test_unusual_image_gets_regions_where_it_is_called_cell(runs, tmp_path, capsys):
+    """An image without scribbles whose prediction calls far more of it cell than the model
+    did on any training image: its regions lie in what the network calls cell (not where it
+    is unsure), come first, and the command says so."""
+    from dataclasses import replace
+
+    from s2l_tools.training.checkpoint import save_model
+
+    data, odd, model, meta, prob = _copied_run(runs, tmp_path)
     # at this threshold 70 % of it is called cell (under 1: a tiny model trained on a loaded
     # machine, with fewer threads, may call most of it cell at probability 1.0)
     cut = min(float(np.quantile(prob, 0.3)), 0.99)
@@ -354,16 +363,9 @@ def test_image_outlined_not_called_gets_regions_on_those_cells(runs, tmp_path, c
     on what it saw (p over 0.1), come first, and the command says so."""
     from dataclasses import replace
 
-    from s2l_tools.inference.predict import predict_probability
-    from s2l_tools.io.images import read_image
-    from s2l_tools.training.checkpoint import load_model, save_model
+    from s2l_tools.training.checkpoint import save_model
 
-    data, run, _ = runs
-    odd = tmp_path / "run"
-    shutil.copytree(run, odd)
-    model, meta = load_model(odd / "model.pt")
-    prob = predict_probability(model, read_image(data / "images" / "nuclei_003.tif"), meta,
-                               device="cpu", batch_size=1)
+    data, odd, model, meta, prob = _copied_run(runs, tmp_path)
     assert (prob > 0.1).mean() > 0.02  # the tiny model sees its nuclei
     cut = min(0.999999, float(prob.max()) + 1e-6)
     save_model(odd / "model.pt", model.state_dict(), replace(meta, threshold=cut))
