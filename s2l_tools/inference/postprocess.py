@@ -610,7 +610,7 @@ def instances_from_probability(
 #: joined to the called part. Parts of the filled ``p > UNDER_LOW`` of at least
 #: UNDER_MIN_PART pixels whose called share is under UNDER_CALLED are "seen, not called"; an
 #: image is named (:func:`under_called`) when they hold at least UNDER_LIMIT of all parts'
-#: pixels and UNDER_FLOOR of the image. Set on 20 preset models' val masks, checked on 47
+#: pixels and UNDER_FLOOR of the image. Set on 21 preset models' val masks, checked on 47
 #: other fluo val images (docs/benchmarks.md, "Images called far less cell than they show")
 UNDER_LOW, UNDER_CALLED, UNDER_MIN_PART = 0.1, 0.3, 30
 UNDER_LIMIT, UNDER_FLOOR = 0.3, 0.01
