@@ -162,41 +162,6 @@ def test_noise_touches_image_only_and_leaves_the_rest_as_without_it():
     assert 0.09 < np.mean(noisy) < 0.21
 
 
-def test_colour_changes_each_channel_on_its_own_and_nothing_else():
-    image, scribble, ema = _coded(64, 64)  # two channels
-    kw = dict(crop=64, p_ssr=0.0, flips=False, brightness=0.0, contrast=0.0)
-    img, scr, em = augment(image, scribble, ema, rng=np.random.default_rng(3), colour=0.2, **kw)
-    np.testing.assert_array_equal(scr, scribble)
-    np.testing.assert_array_equal(em, ema)
-    # each channel is a line of the input's own channel, with its own gain and offset
-    gains = []
-    for c in range(2):
-        gain, offset = np.polyfit(image[c].ravel(), img[c].ravel(), 1)
-        np.testing.assert_allclose(img[c], image[c] * gain + offset, atol=1e-3)
-        assert abs(gain - 1) <= 0.2 + 1e-6 and abs(offset) <= 0.2 + 1e-4
-        gains.append(gain)
-    assert gains[0] != pytest.approx(gains[1])
-    # drawn after every geometric transform: the same crop, turn and flips as without it
-    for seed in range(5):
-        a = augment(image, scribble, ema, rng=np.random.default_rng(seed), crop=64)
-        b = augment(image, scribble, ema, rng=np.random.default_rng(seed), crop=64,
-                    colour=0.1)
-        np.testing.assert_array_equal(a[1], b[1])
-        np.testing.assert_array_equal(a[2], b[2])
-        assert not np.array_equal(a[0], b[0])
-
-
-def test_colour_leaves_a_one_channel_image_and_its_draws_alone():
-    image, scribble, ema = _coded(64, 64)
-    grey = image[:1]
-    for seed in range(5):
-        a = augment(grey, scribble, ema, rng=np.random.default_rng(seed), crop=48, noise=0.1)
-        b = augment(grey, scribble, ema, rng=np.random.default_rng(seed), crop=48, noise=0.1,
-                    colour=0.3)
-        for x, y in zip(a, b):
-            np.testing.assert_array_equal(x, y)
-
-
 def test_shape_errors():
     image, scribble, ema = _coded(30, 30)
     rng = np.random.default_rng(0)

@@ -60,10 +60,6 @@ _HELP = {
     "noise_aug": "add Gaussian noise to 15 %% of the training crops, of a standard deviation "
                  "drawn up to this (normalised units; 0: none), so that grainy, dim images "
                  "are not called cell where their background is noisy",
-    "colour_aug": "on images of two or more channels (H&E), change each channel of a "
-                  "training crop by its own gain and offset, drawn up to this (normalised "
-                  "units; 0: none), so that a slide stained a little differently is not a "
-                  "new kind of image; one-channel images are untouched",
     "clean_strokes": "leave out the foreground scribble pixels whose colour (the image smoothed "
                      "by 1 px) is nearer the median of the image's background strokes than "
                      "that of their own stroke: strokes drawn past a cell's edge. on (the "

@@ -89,9 +89,8 @@ def augment(
     contrast: float = 0.2,
     noise: float = 0.0,
     p_noise: float = 0.15,
-    colour: float = 0.0,
 ) -> Triple:
-    """Random crop, shift-scale-rotate, flips/rot90, brightness/contrast, colour and noise.
+    """Random crop, shift-scale-rotate, flips/rot90, brightness/contrast and noise.
 
     Parameters
     ----------
@@ -128,13 +127,6 @@ def augment(
         other transforms are those of a call without it).
     p_noise : float
         Probability of the noise.
-    colour : float
-        On images of two or more channels, each channel ``c`` is then changed again
-        by its own ``image[c] * a_c + b_c``, ``a_c`` from ``[1 - colour, 1 + colour]``
-        and ``b_c`` from ``[-colour, colour]``: a shift of the balance between the
-        channels, as between stainings of H&E slides, before the noise. 0, or an image of one
-        channel: nothing is drawn from ``rng``, so the other transforms are those of
-        a call without it.
 
     Returns
     -------
@@ -178,11 +170,6 @@ def augment(
     img = np.ascontiguousarray(img, dtype=np.float32)
     if a != 1.0 or b != 0.0:
         img = (img * np.float32(a) + np.float32(b)).astype(np.float32, copy=False)
-    if colour > 0 and img.shape[0] > 1:
-        n = img.shape[0]
-        gain = 1.0 + rng.uniform(-colour, colour, size=n)
-        offset = rng.uniform(-colour, colour, size=n)
-        img = (img * gain[:, None, None] + offset[:, None, None]).astype(np.float32)
     if noise > 0 and rng.random() < p_noise:
         sd = rng.uniform(0.0, noise)
         img = (img + rng.normal(0.0, sd, size=img.shape)).astype(np.float32)
