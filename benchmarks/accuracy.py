@@ -339,7 +339,6 @@ def train_and_score(run: Path, data: Path, method: str, val: Path, val_stems: li
         auto_threshold=bool(args.auto_threshold) and method != "full",
         diameter=float(getattr(args, "diameter", None) or 0.0),
         noise_aug=float(getattr(args, "noise_aug", None) or 0.0),
-        zoom_aug=float(getattr(args, "zoom_aug", None) or 1.0),
         clean_strokes=(getattr(args, "clean_strokes", None) or "off") if method != "full"
         else "off",
         **{name: value for name, _, value in s2l_settings(args, method)},
@@ -598,9 +597,6 @@ def get_parser():
                    help="s2l-train --noise-aug for the networks (Gaussian noise of up to this "
                    "standard deviation added to 15 %% of the training crops; runs are named "
                    "..._naX)")
-    p.add_argument("--zoom-aug", type=float,
-                   help="s2l-train --zoom-aug for the networks (30 %% of the shift-scale-rotated "
-                   "crops enlarged up to this; runs are named ..._zaX)")
     p.add_argument("--clean-strokes", nargs="?", const="on", choices=("on", "auto"),
                    metavar="WHEN",
                    help="s2l-train --clean-strokes WHEN for the networks but full (foreground "
@@ -760,8 +756,6 @@ def main(argv=None) -> int:
                     a_tag += f"_d{args.diameter:g}"
                 if getattr(args, "noise_aug", None) and method != "forest":
                     a_tag += f"_na{args.noise_aug:g}"
-                if getattr(args, "zoom_aug", None) and args.zoom_aug != 1 and method != "forest":
-                    a_tag += f"_za{args.zoom_aug:g}"
                 if getattr(args, "clean_strokes", None) and method not in ("forest", "full"):
                     a_tag += "_cs" if args.clean_strokes == "on" else "_csa"
                 if args.encoder_weights and method != "forest":

@@ -60,9 +60,6 @@ _HELP = {
     "noise_aug": "add Gaussian noise to 15 %% of the training crops, of a standard deviation "
                  "drawn up to this (normalised units; 0: none), so that grainy, dim images "
                  "are not called cell where their background is noisy",
-    "zoom_aug": "enlarge 30 %% of the shift-scale-rotated training crops by a factor drawn up "
-                "to this (1: none), so that the network also sees cells bigger than the "
-                "training images show",
     "clean_strokes": "leave out the foreground scribble pixels whose colour (the image smoothed "
                      "by 1 px) is nearer the median of the image's background strokes than "
                      "that of their own stroke: strokes drawn past a cell's edge. on (the "

@@ -89,8 +89,6 @@ def augment(
     contrast: float = 0.2,
     noise: float = 0.0,
     p_noise: float = 0.15,
-    zoom: float = 1.0,
-    p_zoom: float = 0.3,
 ) -> Triple:
     """Random crop, shift-scale-rotate, flips/rot90, brightness/contrast and noise.
 
@@ -129,14 +127,6 @@ def augment(
         other transforms are those of a call without it).
     p_noise : float
         Probability of the noise.
-    zoom : float
-        With probability ``p_zoom`` (when the shift-scale-rotate is applied), the zoom
-        factor is drawn from ``[1, zoom]`` instead: objects up to ``zoom`` times their
-        size, e.g. nuclei bigger than any the training images show. 1 (the default):
-        never; nothing more is drawn from ``rng`` then, so the other transforms are those
-        of a call without it.
-    p_zoom : float
-        Probability of the larger zoom.
 
     Returns
     -------
@@ -150,11 +140,9 @@ def augment(
     y0, x0 = _offset(h, crop, rng), _offset(w, crop, rng)
     if p_ssr > 0 and rng.random() < p_ssr:
         angle = math.radians(rng.uniform(-rotate, rotate))
-        zoom_ = rng.uniform(1.0 - scale, 1.0 + scale)
-        if zoom > 1 and rng.random() < p_zoom:
-            zoom_ = rng.uniform(1.0, zoom)
+        zoom = rng.uniform(1.0 - scale, 1.0 + scale)
         ty, tx = rng.uniform(-shift, shift, size=2) * crop
-        cos, sin = math.cos(angle) / zoom_, math.sin(angle) / zoom_
+        cos, sin = math.cos(angle) / zoom, math.sin(angle) / zoom
         matrix = np.array([[cos, -sin], [sin, cos]])
         centre = (crop - 1) / 2.0
         src_centre = np.array([y0 + centre + ty, x0 + centre + tx])

@@ -111,9 +111,6 @@ class TrainConfig:
     #: the largest standard deviation of the Gaussian noise added to a training crop
     #: (normalised units, to 15 % of the crops; s2l_tools.data.augment; 0: none)
     noise_aug: float = 0.0
-    #: the largest enlargement of a training crop (to 30 % of the shift-scale-rotated
-    #: crops; s2l_tools.data.augment's ``zoom``; 1: none, only the usual +-10 %)
-    zoom_aug: float = 1.0
     #: foreground scribble pixels whose colour is the background's left out of training
     #: (s2l_tools.data.clean: slips of the pen past a cell's edge): "off", "on", or "auto"
     #: (only when more than clean.AUTO_SHARE of them would be)
@@ -209,9 +206,6 @@ class TrainConfig:
         if not (math.isfinite(self.noise_aug) and 0 <= self.noise_aug <= 1):
             bad("noise_aug", "must be in [0, 1] (a standard deviation in normalised intensity "
                 "units; 0: no noise, e.g. 0.1)")
-        if not (math.isfinite(self.zoom_aug) and 1 <= self.zoom_aug <= 4):
-            bad("zoom_aug", "must be in [1, 4] (the largest enlargement of a training crop; "
-                "1: none, e.g. 2)")
         if self.crf_weight is not None and not self.crf_weight >= 0:
             bad("crf_weight", "must be 0 or more")
         if self.crf_weight and self.method == "full":
