@@ -206,10 +206,6 @@ def test_a_run_trains_at_one_size_and_records_it(run, capsys):
                                                                                e["scale"]))
     model, meta = load_model(out)
     assert meta.diameter == 20.0
-    # the biggest objects it trained on: each image's estimate times its scale
-    assert all(e["diameter"] > 0 for e in record["images"])
-    assert meta.diameter_seen == round(max(e["diameter"] * e["scale"]
-                                           for e in record["images"]), 1)
 
 
 def test_predict_and_onnx_apply_the_scale_alike(run, tmp_path):
@@ -227,7 +223,7 @@ def test_predict_and_onnx_apply_the_scale_alike(run, tmp_path):
     # this one-epoch model's first pass sees one blob ~100 px across, which the run's 20 px
     # would leave at its size (never shrunk): a diameter above it makes the second pass
     found = pp.estimate_diameter(native)
-    meta = replace(meta, diameter=float(np.ceil(2 * found)), diameter_seen=None)  # no probe
+    meta = replace(meta, diameter=float(np.ceil(2 * found)))
     assert pp.scale_for(found, meta.diameter) > 1.5
     ticks = []
     labels, prob = predict_image(model, image, meta, device="cpu",
@@ -248,43 +244,6 @@ def test_predict_and_onnx_apply_the_scale_alike(run, tmp_path):
         progress=lambda d, t: onnx_ticks.append((d, t)))
     np.testing.assert_allclose(onnx_prob, prob, atol=2e-3)
     assert onnx_ticks[-1] == ticks[-1]  # the same tiles, counted the same way
-
-
-def test_objects_bigger_than_any_trained_on_are_shrunk_alike(run, tmp_path):
-    """With ``diameter_seen`` a probe pass at half size measures the objects; bigger than
-    any the run trained on, the image is shrunk so they are ``diameter`` px: the same in
-    s2l-predict and the ONNX reader, one progress bar over the three passes."""
-    from dataclasses import replace
-
-    import tifffile
-
-    from s2l_tools.inference import onnx as oi
-    from s2l_tools.inference.export import export_onnx
-    from s2l_tools.inference.predict import predict_image, predict_probability
-    from s2l_tools.io.images import read_image
-
-    data, out = run
-    model, meta = load_model(out)
-    image = read_image(data / "images" / "im0.tif")
-    fn = lambda im: predict_probability(model, im, replace(meta, diameter=0.0), device="cpu")
-    big = pp.probe_diameter(fn, image)
-    assert np.isfinite(big)
-    meta = replace(meta, diameter=big / 3, diameter_seen=big / 1.5)
-    ticks = []
-    _, prob = predict_image(model, image, meta, device="cpu",
-                            progress=lambda d, t: ticks.append((d, t)))
-    assert len({t for _, t in ticks}) == 3 and ticks[-1][0] == ticks[-1][1]
-    expect, scale_used = pp.at_diameter(fn, image, meta.diameter, seen=meta.diameter_seen)
-    assert scale_used == pytest.approx(1 / 1.5)  # to the biggest objects trained on
-    np.testing.assert_allclose(prob, expect, atol=1e-5)
-    # a model that saw objects this big keeps the image at its size (the first pass)
-    _, kept = pp.at_diameter(fn, image, meta.diameter, seen=big * 1.5)
-    assert kept == 1.0
-    path = export_onnx(model, meta, tmp_path / "m.onnx")
-    assert oi.read_meta(path)["diameter_seen"] == pytest.approx(meta.diameter_seen)
-    _, onnx_prob = oi.segment(oi.load_session(path), np.asarray(
-        tifffile.imread(data / "images" / "im0.tif"), np.float32))
-    np.testing.assert_allclose(onnx_prob, prob, atol=2e-3)
 
 
 def test_suggest_sees_a_run_s_images_at_their_trained_scale(run, monkeypatch):
@@ -350,29 +309,3 @@ def test_ray_workers_train_at_the_run_s_scales(run, tmp_path, monkeypatch):
     images = json.loads((ray_run / "inputs.json").read_text())["images"]
     assert images == json.loads((out / "inputs.json").read_text())["images"]
     assert load_model(ray_run)[1].diameter == 20.0
-
-
-def test_probe_shrinks_only_objects_bigger_than_seen():
-    image, _ = discs(20, shape=(200, 200), n=5)  # objects ~41 px across
-    calls = []
-
-    def fn(im):
-        calls.append(im.shape[-2:])
-        return np.clip(im[0], 0, 1)
-
-    assert pp.probe_diameter(fn, image) == pytest.approx(41, abs=3)
-    assert calls == [(100, 100)]
-    # never shrunk without a record, nor when the network saw objects this big
-    assert pp.at_diameter(fn, image, 24.0)[1] == 1.0
-    assert pp.at_diameter(fn, image, 24.0, seen=50.0)[1] == 1.0
-    # bigger than any it saw: brought to the biggest size it saw
-    calls.clear()
-    prob, used = pp.at_diameter(fn, image, 24.0, seen=30.0)
-    assert used == pytest.approx(30.0 / pp.probe_diameter(fn, image), rel=1e-6)
-    assert calls[:2] == [(200, 200), (100, 100)] and calls[2] == pp.scaled_shape((200, 200), used)
-    assert prob.shape == (200, 200)
-    # objects in the probe bigger than any it saw are cells merged at half size: left alone
-    assert pp.at_diameter(fn, image, 12.0, seen=15.0)[1] == 1.0
-    # small objects are left to the first pass (enlarged), whatever the probe says
-    small, _ = discs(4, shape=(200, 200), n=20)
-    assert pp.at_diameter(fn, small, 24.0, seen=30.0)[1] > 1

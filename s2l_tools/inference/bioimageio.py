@@ -278,11 +278,7 @@ def _readme(info: RunInfo, meta: ModelMeta, formats, agreement: dict) -> str:
         lines.append(f"- object size: trained with every image whose median object is under "
                      f"{meta.diameter:g} pixels across enlarged so it is that size (up to 3x, "
                      "never shrunk); s2l-predict and the CellProfiler module find each image's "
-                     "size from a first pass and enlarge it so (`s2l-train --diameter`)"
-                     + (f", and shrink an image whose objects are bigger than the "
-                        f"{meta.diameter_seen:g} pixels of the biggest it trained on, found by "
-                        "a pass at half size" if meta.diameter_seen else "")
-                     + ". A "
+                     "size from a first pass and enlarge it so (`s2l-train --diameter`). A "
                      "tool that runs this network alone sees the image at its own size: "
                      f"enlarge an image of smaller objects so they are about "
                      f"{meta.diameter:g} pixels across first")

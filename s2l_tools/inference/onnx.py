@@ -347,9 +347,6 @@ def meta_problem(meta: Mapping[str, Any], *, python: bool = False) -> Optional[s
         return f"threshold is {show(meta['threshold'])}: {why}"
     if "diameter" in meta and not (_is_number(meta["diameter"]) and meta["diameter"] >= 0):
         return f"diameter is {show(meta['diameter'])}, not a number >= 0 (pixels; 0: off)"
-    seen = meta.get("diameter_seen")
-    if seen is not None and not (_is_number(seen) and seen > 0):
-        return f"diameter_seen is {show(seen)[:40]}, not a number > 0 (pixels)"
     share = meta.get("train_share_max")
     if share is not None and not (_is_number(share) and 0 <= share <= 1):
         return f"train_share_max is {show(share)[:40]}, not a share in [0, 1]"
@@ -798,8 +795,7 @@ def segment(
 
     diameter = float(meta.get("diameter") or 0.0)
     if diameter > 0:  # a model trained at one object size: a first pass finds the scale
-        fg = _postprocess().at_diameter(foreground, x, diameter,
-                                        seen=meta.get("diameter_seen"))[0]
+        fg = _postprocess().at_diameter(foreground, x, diameter)[0]
     else:
         fg = foreground(x)
     labels = _postprocess().instances_from_probability(

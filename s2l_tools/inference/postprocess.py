@@ -36,10 +36,8 @@ __all__ = [
     "DEFAULT_DECLUMP",
     "MIN_SCALE",
     "MAX_SCALE",
-    "PROBE_SCALE",
     "MAX_PIXELS",
     "at_diameter",
-    "probe_diameter",
     "estimate_diameter",
     "instances_from_probability",
     "median_diameter",
@@ -712,13 +710,6 @@ MIN_SCALE, MAX_SCALE = 1.0, 3.0
 MAX_PIXELS = 1024 * 1024
 #: objects under this many pixels are left out of a diameter estimate
 ESTIMATE_MIN_SIZE = 16
-#: the size of the probe pass of a model that records the biggest objects it was trained on
-#: (``diameter_seen``): an image seen at half its size, where nuclei too big for the network at
-#: their own size are of a size it knows. A network that has never seen nuclei that big misses
-#: them, and its first pass then finds fragments that look like small nuclei, so the first
-#: pass alone enlarges the image and misses more (docs/benchmarks.md, "Cells bigger than any
-#: the network saw")
-PROBE_SCALE = 0.5
 
 
 def median_diameter(labels: np.ndarray) -> float:
@@ -792,24 +783,8 @@ def resize_image(image: np.ndarray, shape, *, order: int = 1) -> np.ndarray:
     return out.astype(image.dtype, copy=False)
 
 
-def probe_diameter(prob_fn, image: np.ndarray) -> float:
-    """The median object diameter of ``image`` (pixels, at its own size) as the network finds
-    it with the image at :data:`PROBE_SCALE` of its size; NaN when it finds none.
-
-    Parameters
-    ----------
-    prob_fn : callable
-        ``prob_fn(image)``: the ``(H, W)`` foreground probability of a ``(C, H, W)`` image.
-    image : (C, H, W) float ndarray
-    """
-    h, w = image.shape[-2:]
-    shape = scaled_shape((h, w), PROBE_SCALE)
-    factor = shape[0] / h  # the probe's real scale after rounding
-    return estimate_diameter(prob_fn(resize_image(image, shape))) / factor
-
-
 def at_diameter(prob_fn, image: np.ndarray, target: float,
-                scale: Optional[float] = None, seen: Optional[float] = None) -> tuple:
+                scale: Optional[float] = None) -> tuple:
     """The foreground probability of ``image`` with its objects seen at ``target`` pixels.
 
     A first pass at the image's own scale estimates the median object diameter
@@ -817,13 +792,6 @@ def at_diameter(prob_fn, image: np.ndarray, target: float,
     again, and the probability resized back (bilinear). A model trained with
     ``s2l-train --diameter`` saw its images so (docs/benchmarks.md). A known ``scale``
     skips the first pass.
-
-    With ``seen`` (the biggest median object diameter of the model's training images, as
-    it was trained on them), a probe pass at :data:`PROBE_SCALE` also estimates the
-    diameter (:func:`probe_diameter`). When that is bigger than ``seen``, and the objects
-    the probe found are no bigger than ``seen`` (bigger ones are touching cells merged at
-    half size), the image is shrunk so its objects are ``seen`` pixels: objects bigger than
-    any the network saw are brought to the biggest size it knows.
 
     Parameters
     ----------
@@ -835,9 +803,6 @@ def at_diameter(prob_fn, image: np.ndarray, target: float,
     scale : float, optional
         The factor to resize by instead of the first pass's estimate (an image a run
         trained on: the factor it trained it at). Positive and finite.
-    seen : float, optional
-        The biggest object diameter the model was trained at (pixels; the model's
-        ``diameter_seen``). None: no probe (a model trained before it was recorded).
 
     Returns
     -------
@@ -850,12 +815,6 @@ def at_diameter(prob_fn, image: np.ndarray, target: float,
     if scale is None:
         first = prob_fn(image)
         scale = scale_for(estimate_diameter(first), target, image.shape)
-        if seen is not None and seen > 0:
-            big = probe_diameter(prob_fn, image)
-            # objects bigger than any the network saw, that it finds at a size it knows in
-            # the probe (bigger ones there are touching cells it merged at half size)
-            if seen < big <= seen / PROBE_SCALE:
-                scale = seen / big
         if scale == 1.0:
             return first, scale
     elif not (np.isfinite(scale) and scale > 0):

@@ -101,8 +101,7 @@ def predict_probability(
     meta : ModelMeta
         ``tile`` and ``overlap`` set the tiling; ``in_channels`` is checked; a
         ``diameter`` resizes the image so its objects have that diameter
-        (:func:`s2l_tools.inference.postprocess.at_diameter`: two passes, and a probe
-        at half size when ``diameter_seen`` is recorded).
+        (:func:`s2l_tools.inference.postprocess.at_diameter`: two passes).
     device : str or torch.device, optional
         For a model: where to run (None: where it is). Unused for a function.
     amp : optional
@@ -160,8 +159,7 @@ def predict_probability(
         if float(meta.diameter or 0) > 0:  # a first pass finds the scale, a second predicts
             from s2l_tools.inference.postprocess import at_diameter
 
-            return at_diameter(foreground, image, float(meta.diameter), scale=scale,
-                               seen=meta.diameter_seen)[0]
+            return at_diameter(foreground, image, float(meta.diameter), scale=scale)[0]
         return foreground(image)
     finally:
         if was_training:

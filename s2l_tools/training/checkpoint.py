@@ -57,10 +57,6 @@ class ModelMeta:
     #: prediction resizes each image so (s2l_tools.inference.postprocess.at_diameter);
     #: 0: images at their own scale
     diameter: float = 0.0
-    #: with ``diameter``: the biggest median object diameter of a training image as the
-    #: network was trained on it (pixels, after resizing; None: not recorded): prediction
-    #: shrinks an image whose objects are bigger (s2l_tools.inference.postprocess.at_diameter)
-    diameter_seen: float | None = None
     #: the largest share of one training image's pixels the network gave a foreground
     #: probability of the saved threshold or more, measured by ``s2l-train
     #: --auto-threshold`` (None: not measured): s2l-predict and the CellProfiler module

@@ -50,9 +50,6 @@ class TrainingData:
     scales: list[float] = field(default_factory=list)
     #: per image with ``scales``: its (H, W) as read
     source_shapes: list[tuple[int, int]] = field(default_factory=list)
-    #: per image with ``scales``: its median object diameter as read (pixels, the estimate
-    #: its scale came from; NaN: not known)
-    diameters: list[float] = field(default_factory=list)
 
     @property
     def in_channels(self) -> int:
@@ -162,17 +159,13 @@ def inputs_record(data: TrainingData) -> dict:
         ``{"version": 1, "images": [{"stem", "shape": [H, W], "image", "scribbles"}]}``
         in training order; ``image`` and ``scribbles``: the :func:`array_digest` of
         the normalised image and of the scribble mask as read; ``shape`` the size
-        trained at. With ``--diameter`` also ``scale``, ``source_shape`` (the size
-        as read: ``shape`` is it times ``scale``) and, where known, ``diameter`` (the
-        median object diameter as read, that the scale came from).
+        trained at. With ``--diameter`` also ``scale`` and ``source_shape`` (the size
+        as read: ``shape`` is it times ``scale``).
     """
     images = [{"stem": stem, "shape": [int(v) for v in shape], **digest}
               for stem, shape, digest in zip(data.stems, data.shapes, data.digests)]
     for e, scale, source in zip(images, data.scales, data.source_shapes):
         e.update(scale=scale, source_shape=[int(v) for v in source])
-    for e, d in zip(images, data.diameters):
-        if math.isfinite(d):
-            e["diameter"] = round(float(d), 3)
     return {"version": 1, "images": images}
 
 

@@ -155,16 +155,12 @@ def _encoder_weights(cfg: TrainConfig, data: TrainingData, restored, device, con
     return path
 
 
-def model_meta(cfg: TrainConfig, data: TrainingData) -> ModelMeta:
-    """What ``model.pt`` tells prediction: the tiling and post-processing training used, and
-    with ``--diameter`` the biggest objects trained on."""
-    from s2l_tools.training.scale import seen_diameter
-
-    return ModelMeta(encoder=cfg.encoder, in_channels=data.in_channels, classes=2,
+def model_meta(cfg: TrainConfig, in_channels: int) -> ModelMeta:
+    """What ``model.pt`` tells prediction: the tiling and post-processing training used."""
+    return ModelMeta(encoder=cfg.encoder, in_channels=in_channels, classes=2,
                      channel=cfg.channel, tile=cfg.tile, overlap=cfg.tile // 8,
                      threshold=cfg.mask_threshold, min_size=cfg.min_size,
-                     diameter=float(cfg.diameter),
-                     diameter_seen=seen_diameter(data) if cfg.diameter else None)
+                     diameter=float(cfg.diameter))
 
 
 def _tiling(in_channels: int, tile: int) -> ModelMeta:
@@ -679,7 +675,7 @@ def _auto_threshold(model, state: TrainState, data: TrainingData, ctx: Context,
                   highlight=False, soft_wrap=True)
     record = {**scores, "mask_threshold": cut, "forest_share": state.forest_share,
               "network_share": net, "train_share_max": image_max}
-    return (replace(model_meta(cfg, data), threshold=cut,
+    return (replace(model_meta(cfg, data.in_channels), threshold=cut,
                     train_share_max=round(image_max, 4)), record)
 
 
@@ -716,9 +712,7 @@ def _one_object_size(cfg: TrainConfig, data: TrainingData, *, resume: bool,
     scales, found = scale.training_scales(data, cfg.diameter, record=record,
                                           from_masks=cfg.method == "full", seed=cfg.seed,
                                           threads=max(1, torch.get_num_threads()))
-    diameters = {**scale.recorded_scales(record, data, key="diameter"), **found}
-    data = scale.rescale(data, scales, [diameters.get(i, float("nan"))
-                                        for i in range(len(scales))])
+    data = scale.rescale(data, scales)
     how = ("measured on the masks" if cfg.method == "full" else
            "estimated from a random forest on the scribbles")
     kept = len(scales) - len(found)
@@ -845,7 +839,7 @@ def fit(cfg: TrainConfig, *, resume: bool = False, ctx: Context | None = None,
     # --method full: the masks were loaded as "scribbles" on every pixel, so the
     # scribble loss is the full cross entropy
     step_method = "pce" if cfg.method == "full" else cfg.method
-    meta = model_meta(cfg, data)
+    meta = model_meta(cfg, data.in_channels)
     predict = dict(device=device, amp_dtype=infer_dtype, tile=cfg.tile)
 
     last: dict = {}

@@ -33,23 +33,20 @@ from s2l_tools.inference.postprocess import (estimate_diameter, median_diameter,
                                              resize_image, scale_for, scaled_shape)
 from s2l_tools.training.data import TrainingData
 
-__all__ = ["recorded_scales", "estimate_diameters", "training_scales", "rescale",
-           "seen_diameter"]
+__all__ = ["recorded_scales", "estimate_diameters", "training_scales", "rescale"]
 
 
-def recorded_scales(record: dict | None, data: TrainingData,
-                    key: str = "scale") -> dict[int, float]:
+def recorded_scales(record: dict | None, data: TrainingData) -> dict[int, float]:
     """Scales a run's input record (:func:`s2l_tools.training.data.inputs_record`) gave
-    images of ``data``: by index, for the same stem and image content (``key``
-    ``"diameter"``: the diameters it recorded for them)."""
+    images of ``data``: by index, for the same stem and image content."""
     if not record:
         return {}
-    old = {e["stem"]: e for e in record.get("images", []) if key in e}
+    old = {e["stem"]: e for e in record.get("images", []) if "scale" in e}
     known = {}
     for i, (stem, digest) in enumerate(zip(data.stems, data.digests)):
         e = old.get(stem)
         if e is not None and e.get("image") == digest.get("image"):
-            known[i] = float(e[key])
+            known[i] = float(e["scale"])
     return known
 
 
@@ -93,17 +90,12 @@ def training_scales(data: TrainingData, target: float, *, record: dict | None = 
     return scales, found
 
 
-def rescale(data: TrainingData, scales, diameters=None) -> TrainingData:
+def rescale(data: TrainingData, scales) -> TrainingData:
     """``data`` with each image (and its scribbles, held-out strokes and mask) resized by
-    its scale; ``scales`` (and each image's ``diameters`` as read, NaN where not known)
-    recorded in it. The digests stay those of the images as read."""
+    its scale; ``scales`` recorded in it. The digests stay those of the images as read."""
     scales = [float(s) for s in scales]
     if len(scales) != len(data.images):
         raise ValueError(f"{len(scales)} scales for {len(data.images)} images")
-    diameters = ([float("nan")] * len(scales) if diameters is None
-                 else [float(d) for d in diameters])
-    if len(diameters) != len(scales):
-        raise ValueError(f"{len(diameters)} diameters for {len(scales)} images")
     shapes = [scaled_shape(im.shape, s) for im, s in zip(data.images, scales)]
 
     def labels(arrays):
@@ -118,24 +110,4 @@ def rescale(data: TrainingData, scales, diameters=None) -> TrainingData:
         heldout=labels(data.heldout),
         scales=scales,
         source_shapes=[tuple(int(n) for n in im.shape[1:]) for im in data.images],
-        diameters=diameters,
     )
-
-
-def seen_diameter(data: TrainingData) -> float | None:
-    """The biggest median object diameter of ``data``'s images as resized (pixels, one
-    decimal): what a model trained on them records as ``diameter_seen``; None when no
-    image's diameter is known.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from s2l_tools.training.data import TrainingData
-    >>> seen_diameter(TrainingData(stems=["a", "b"], images=[], scribbles=[],
-    ...                            scales=[2.0, 1.0], diameters=[12.0, 37.44]))
-    37.4
-    """
-    import math
-
-    sizes = [d * s for d, s in zip(data.diameters, data.scales) if math.isfinite(d) and d > 0]
-    return round(max(sizes), 1) if sizes else None
