@@ -339,6 +339,7 @@ def train_and_score(run: Path, data: Path, method: str, val: Path, val_stems: li
         auto_threshold=bool(args.auto_threshold) and method != "full",
         diameter=float(getattr(args, "diameter", None) or 0.0),
         noise_aug=float(getattr(args, "noise_aug", None) or 0.0),
+        gain_aug=float(getattr(args, "gain_aug", None) or 1.0),
         clean_strokes=(getattr(args, "clean_strokes", None) or "off") if method != "full"
         else "off",
         **{name: value for name, _, value in s2l_settings(args, method)},
@@ -597,6 +598,9 @@ def get_parser():
                    help="s2l-train --noise-aug for the networks (Gaussian noise of up to this "
                    "standard deviation added to 15 %% of the training crops; runs are named "
                    "..._naX)")
+    p.add_argument("--gain-aug", type=float,
+                   help="s2l-train --gain-aug for the networks (half the training crops "
+                   "multiplied by a factor from [1/G, G]; runs are named ..._gnG)")
     p.add_argument("--clean-strokes", nargs="?", const="on", choices=("on", "auto"),
                    metavar="WHEN",
                    help="s2l-train --clean-strokes WHEN for the networks but full (foreground "
@@ -756,6 +760,8 @@ def main(argv=None) -> int:
                     a_tag += f"_d{args.diameter:g}"
                 if getattr(args, "noise_aug", None) and method != "forest":
                     a_tag += f"_na{args.noise_aug:g}"
+                if getattr(args, "gain_aug", None) and args.gain_aug != 1 and method != "forest":
+                    a_tag += f"_gn{args.gain_aug:g}"
                 if getattr(args, "clean_strokes", None) and method not in ("forest", "full"):
                     a_tag += "_cs" if args.clean_strokes == "on" else "_csa"
                 if args.encoder_weights and method != "forest":

@@ -162,6 +162,36 @@ def test_noise_touches_image_only_and_leaves_the_rest_as_without_it():
     assert 0.09 < np.mean(noisy) < 0.21
 
 
+def test_gain_scales_the_image_only_and_leaves_the_rest_as_without_it():
+    image, scribble, ema = _coded(64, 64)
+    # the gain comes last: with it, a crop is the crop without it times one factor
+    # in [1/3, 3]; the scribbles and the EMA map are those of the crop without it
+    factors = []
+    for seed in range(40):
+        a = augment(image, scribble, ema, rng=np.random.default_rng(seed), crop=64)
+        b = augment(image, scribble, ema, rng=np.random.default_rng(seed), crop=64,
+                    gain=3.0, p_gain=1.0)
+        np.testing.assert_array_equal(a[1], b[1])
+        np.testing.assert_array_equal(a[2], b[2])
+        big = np.abs(a[0]) > 1
+        ratio = b[0][big] / a[0][big]
+        np.testing.assert_allclose(ratio, ratio[0], rtol=1e-5)
+        factors.append(float(ratio[0]))
+    assert 1 / 3 - 1e-6 <= min(factors) < 0.6 and 1.7 < max(factors) <= 3 + 1e-6
+    # gain 1 (the default) draws nothing: the next crops are those of a call without it
+    rng_a, rng_b = np.random.default_rng(7), np.random.default_rng(7)
+    for _ in range(3):
+        a = augment(image, scribble, ema, rng=rng_a, crop=32)
+        b = augment(image, scribble, ema, rng=rng_b, crop=32, gain=1.0, p_gain=1.0)
+        for x, y in zip(a, b):
+            np.testing.assert_array_equal(x, y)
+    # p_gain: the share of crops that get it
+    kw = dict(crop=64, p_ssr=0.0, flips=False, brightness=0.0, contrast=0.0)
+    scaled = [not np.array_equal(augment(image, scribble, ema, rng=np.random.default_rng(k),
+                                         gain=2.0, **kw)[0], image) for k in range(400)]
+    assert 0.42 < np.mean(scaled) < 0.58
+
+
 def test_shape_errors():
     image, scribble, ema = _coded(30, 30)
     rng = np.random.default_rng(0)

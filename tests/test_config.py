@@ -179,6 +179,8 @@ def test_no_dataset_given(tmp_path, capsys):
     ("pseudo_margin", -1, "--pseudo-margin", "0 or more"),
     ("noise_aug", -0.1, "--noise-aug", "[0, 1]"),
     ("noise_aug", 2.0, "--noise-aug", "[0, 1]"),
+    ("gain_aug", 0.5, "--gain-aug", "[1, 10]"),
+    ("gain_aug", float("nan"), "--gain-aug", "[1, 10]"),
     ("lr", 0.0, "--lr", "positive"),
     ("crop", 100, "--crop", "multiple of 32"),
     ("crop", 0, "--crop", "multiple of 32"),

@@ -60,6 +60,9 @@ _HELP = {
     "noise_aug": "add Gaussian noise to 15 %% of the training crops, of a standard deviation "
                  "drawn up to this (normalised units; 0: none), so that grainy, dim images "
                  "are not called cell where their background is noisy",
+    "gain_aug": "multiply half the training crops' intensity by a factor drawn log-uniformly "
+                "from [1/G, G] (1: none), so that cells dimmer or brighter than the scribbled "
+                "ones are still called cell",
     "clean_strokes": "leave out the foreground scribble pixels whose colour (the image smoothed "
                      "by 1 px) is nearer the median of the image's background strokes than "
                      "that of their own stroke: strokes drawn past a cell's edge. on (the "

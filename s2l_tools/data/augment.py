@@ -89,8 +89,10 @@ def augment(
     contrast: float = 0.2,
     noise: float = 0.0,
     p_noise: float = 0.15,
+    gain: float = 1.0,
+    p_gain: float = 0.5,
 ) -> Triple:
-    """Random crop, shift-scale-rotate, flips/rot90, brightness/contrast and noise.
+    """Random crop, shift-scale-rotate, flips/rot90, brightness/contrast, noise and gain.
 
     Parameters
     ----------
@@ -127,6 +129,14 @@ def augment(
         other transforms are those of a call without it).
     p_noise : float
         Probability of the noise.
+    gain : float
+        With probability ``p_gain``, the image is multiplied by a factor drawn
+        log-uniformly from ``[1 / gain, gain]``, after the noise: a whole crop made
+        dimmer or brighter around 0 (the normalised background), so that a model does
+        not learn one intensity as the cut between cell and background (1: never;
+        nothing is drawn from ``rng`` then).
+    p_gain : float
+        Probability of the gain.
 
     Returns
     -------
@@ -173,6 +183,9 @@ def augment(
     if noise > 0 and rng.random() < p_noise:
         sd = rng.uniform(0.0, noise)
         img = (img + rng.normal(0.0, sd, size=img.shape)).astype(np.float32)
+    if gain > 1 and rng.random() < p_gain:
+        img = (img * np.float32(math.exp(rng.uniform(-math.log(gain), math.log(gain))))).astype(
+            np.float32, copy=False)
     scr = np.ascontiguousarray(scr)
     em = None if em is None else np.ascontiguousarray(em)
     return img, scr, em

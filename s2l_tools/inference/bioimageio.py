@@ -297,7 +297,7 @@ def _readme(info: RunInfo, meta: ModelMeta, formats, agreement: dict) -> str:
     if s:
         keys = ("method", "fast_start", "encoder", "encoder_weights", "channel", "epochs",
                 "warmup_epochs", "ensemble_every", "ema_alpha", "threshold", "pseudo_weight",
-                "pseudo_margin", "noise_aug", "crf_weight", "lr", "crop", "batch_size",
+                "pseudo_margin", "noise_aug", "gain_aug", "crf_weight", "lr", "crop", "batch_size",
                 "samples_per_epoch", "seed")
         lines += [f"- {k}: {s[k]}" for k in keys if k in s]
     else:

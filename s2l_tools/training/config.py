@@ -111,6 +111,9 @@ class TrainConfig:
     #: the largest standard deviation of the Gaussian noise added to a training crop
     #: (normalised units, to 15 % of the crops; s2l_tools.data.augment; 0: none)
     noise_aug: float = 0.0
+    #: half the training crops multiplied by a gain drawn log-uniformly from
+    #: [1 / gain_aug, gain_aug] (s2l_tools.data.augment; 1: none)
+    gain_aug: float = 1.0
     #: foreground scribble pixels whose colour is the background's left out of training
     #: (s2l_tools.data.clean: slips of the pen past a cell's edge): "off", "on", or "auto"
     #: (only when more than clean.AUTO_SHARE of them would be)
@@ -206,6 +209,9 @@ class TrainConfig:
         if not (math.isfinite(self.noise_aug) and 0 <= self.noise_aug <= 1):
             bad("noise_aug", "must be in [0, 1] (a standard deviation in normalised intensity "
                 "units; 0: no noise, e.g. 0.1)")
+        if not (math.isfinite(self.gain_aug) and 1 <= self.gain_aug <= 10):
+            bad("gain_aug", "must be in [1, 10] (the largest factor a training crop's intensity "
+                "is multiplied or divided by; 1: none, e.g. 3)")
         if self.crf_weight is not None and not self.crf_weight >= 0:
             bad("crf_weight", "must be 0 or more")
         if self.crf_weight and self.method == "full":

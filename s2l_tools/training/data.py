@@ -298,7 +298,8 @@ class CropDataset(torch.utils.data.Dataset):
         rng = np.random.default_rng([self.cfg.seed, self.epoch, k])
         ema = self.store.get(i) if self.with_ema else None
         image, scribble, ema = augment(self.data.images[i], self.data.scribbles[i], ema,
-                                       rng=rng, crop=self.cfg.crop, noise=self.cfg.noise_aug)
+                                       rng=rng, crop=self.cfg.crop, noise=self.cfg.noise_aug,
+                                       gain=self.cfg.gain_aug)
         item = {"image": torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)),
                 "scribble": torch.from_numpy(np.ascontiguousarray(scribble).astype(np.int64))}
         if ema is not None:
