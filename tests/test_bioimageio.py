@@ -336,7 +336,8 @@ def test_export_refuses_normalisation_the_spec_cannot_say(tmp_path):
     net = build_model(encoder="resnet18", in_channels=1, seed=0)
     meta = ModelMeta(encoder="resnet18", in_channels=1,
                      normalization={"method": "percentile", "low": 0.0, "high": 1.0})
-    with pytest.raises(S2LError, match="upper percentile above 1"):
+    with pytest.raises(S2LError, match="upper percentile above 1; export a model trained by "
+                       "s2l-train"):
         export_bioimageio(net, meta, tmp_path / "m.zip",
                           test_image=np.zeros((1, 64, 64), np.uint16))
     assert not (tmp_path / "m.zip").exists()

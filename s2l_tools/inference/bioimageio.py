@@ -243,8 +243,8 @@ def _preprocessing(meta: ModelMeta):
     low, high = float(norm.get("low", 1.0)), float(norm.get("high", 99.8))
     if high <= 1:
         raise S2LError(f"model normalisation percentiles {low:g}-{high:g}: the bioimage.io "
-                       "spec needs an upper percentile above 1; train with --percentiles "
-                       "that end above 1")
+                       "spec needs an upper percentile above 1; export a model trained by "
+                       "s2l-train, which normalises at 1-99.8")
     return [v0_5.ScaleRangeDescr(kwargs=v0_5.ScaleRangeKwargs(
         axes=(v0_5.AxisId("y"), v0_5.AxisId("x")), min_percentile=low, max_percentile=high,
         eps=EPS))]
