@@ -132,9 +132,11 @@ def augment(
     gain : float
         With probability ``p_gain``, the image is multiplied by a factor drawn
         log-uniformly from ``[1 / gain, gain]``, after the noise: a whole crop made
-        dimmer or brighter around 0 (the normalised background), so that a model does
-        not learn one intensity as the cut between cell and background (1: never;
-        nothing is drawn from ``rng`` then).
+        dimmer or brighter around 0 (the normalised background). Meant to keep a model
+        from learning one intensity as the cut between cell and background; measured,
+        it steadies training on a handful of images without fully doing that
+        (docs/benchmarks.md, "Dim nuclei called background"). 1: never; nothing is
+        drawn from ``rng`` then.
     p_gain : float
         Probability of the gain.
 
