@@ -137,29 +137,43 @@ def test_photometric_touches_image_only():
     np.testing.assert_allclose(img, image * a + b, atol=1e-4)
 
 
+_PLAIN = dict(crop=64, p_ssr=0.0, flips=False, brightness=0.0, contrast=0.0)
+
+
+def _without_and_with(arrays, seed: int, **extra):
+    """The images of one crop drawn without and with ``extra`` (same rng seed); the
+    scribbles and the EMA map of the two must be the same."""
+    a = augment(*arrays, rng=np.random.default_rng(seed), crop=64)
+    b = augment(*arrays, rng=np.random.default_rng(seed), crop=64, **extra)
+    np.testing.assert_array_equal(a[1], b[1])
+    np.testing.assert_array_equal(a[2], b[2])
+    return a[0], b[0]
+
+
+def _share_changed(arrays, **extra) -> float:
+    """The share of 400 otherwise untransformed crops whose image ``extra`` changed."""
+    return float(np.mean([
+        not np.array_equal(augment(*arrays, rng=np.random.default_rng(k), **extra, **_PLAIN)[0],
+                           arrays[0])
+        for k in range(400)]))
+
+
 def test_noise_touches_image_only_and_leaves_the_rest_as_without_it():
     image, scribble, ema = _coded(64, 64)
-    kw = dict(crop=64, p_ssr=0.0, flips=False, brightness=0.0, contrast=0.0)
     # the noise is drawn after every other transform: with it, each crop is the crop
     # without it (same window, turn, flips, brightness) plus zero-mean noise
     for seed in range(5):
-        a = augment(image, scribble, ema, rng=np.random.default_rng(seed), crop=64)
-        b = augment(image, scribble, ema, rng=np.random.default_rng(seed), crop=64,
-                    noise=0.1, p_noise=1.0)
-        np.testing.assert_array_equal(a[1], b[1])
-        np.testing.assert_array_equal(a[2], b[2])
-        assert 0 < float(np.abs(b[0] - a[0]).max()) and float((b[0] - a[0]).std()) <= 0.1
+        a, b = _without_and_with((image, scribble, ema), seed, noise=0.1, p_noise=1.0)
+        assert 0 < float(np.abs(b - a).max()) and float((b - a).std()) <= 0.1
     img, scr, em = augment(image, scribble, ema, rng=np.random.default_rng(0), noise=0.3,
-                           p_noise=1.0, **kw)
+                           p_noise=1.0, **_PLAIN)
     np.testing.assert_array_equal(scr, scribble)
     np.testing.assert_array_equal(em, ema)
     residual = img - image
     assert img.dtype == np.float32 and 0 < residual.std() <= 0.3
     assert abs(float(residual.mean())) < 0.05  # zero-mean noise, no brightness shift
     # p_noise: the share of crops that get it
-    noisy = [not np.array_equal(augment(image, scribble, ema, rng=np.random.default_rng(k),
-                                        noise=0.1, **kw)[0], image) for k in range(400)]
-    assert 0.09 < np.mean(noisy) < 0.21
+    assert 0.09 < _share_changed((image, scribble, ema), noise=0.1) < 0.21
 
 
 def test_gain_scales_the_image_only_and_leaves_the_rest_as_without_it():
@@ -168,13 +182,9 @@ def test_gain_scales_the_image_only_and_leaves_the_rest_as_without_it():
     # in [1/3, 3]; the scribbles and the EMA map are those of the crop without it
     factors = []
     for seed in range(40):
-        a = augment(image, scribble, ema, rng=np.random.default_rng(seed), crop=64)
-        b = augment(image, scribble, ema, rng=np.random.default_rng(seed), crop=64,
-                    gain=3.0, p_gain=1.0)
-        np.testing.assert_array_equal(a[1], b[1])
-        np.testing.assert_array_equal(a[2], b[2])
-        big = np.abs(a[0]) > 1
-        ratio = b[0][big] / a[0][big]
+        a, b = _without_and_with((image, scribble, ema), seed, gain=3.0, p_gain=1.0)
+        big = np.abs(a) > 1
+        ratio = b[big] / a[big]
         np.testing.assert_allclose(ratio, ratio[0], rtol=1e-5)
         factors.append(float(ratio[0]))
     assert 1 / 3 - 1e-6 <= min(factors) < 0.6 and 1.7 < max(factors) <= 3 + 1e-6
@@ -186,10 +196,7 @@ def test_gain_scales_the_image_only_and_leaves_the_rest_as_without_it():
         for x, y in zip(a, b):
             np.testing.assert_array_equal(x, y)
     # p_gain: the share of crops that get it
-    kw = dict(crop=64, p_ssr=0.0, flips=False, brightness=0.0, contrast=0.0)
-    scaled = [not np.array_equal(augment(image, scribble, ema, rng=np.random.default_rng(k),
-                                         gain=2.0, **kw)[0], image) for k in range(400)]
-    assert 0.42 < np.mean(scaled) < 0.58
+    assert 0.42 < _share_changed((image, scribble, ema), gain=2.0) < 0.58
 
 
 def test_shape_errors():
