@@ -230,6 +230,36 @@ def test_cli_no_flips_is_one_pass(run_dir, images, tmp_path, capsys, model, meta
     assert np.abs(probs["--no-flips"] - probs[None]).max() > 1e-3
 
 
+def test_cli_gains_average_the_image_brightened(run_dir, images, tmp_path, capsys, model,
+                                                meta):
+    """--gains 1,2: the map is the mean of the image's and the image x 2's (docs/benchmarks.md,
+    "Prediction at several gains"); the default is the image alone."""
+    out = tmp_path / "gains"
+    rc = main([str(run_dir), str(images / "a.tif"), "--out", str(out), "--device", "cpu",
+               "--prob", "--no-flips", "--gains", "1,2"])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    assert "gains 1,2 averaged" in captured.out
+    image = read_image(images / "a.tif")
+    one = predict_probability(model, image, meta, device="cpu")
+    two = predict_probability(model, image * 2, meta, device="cpu")
+    got = tifffile.imread(out / "a_prob.tif")
+    np.testing.assert_allclose(got, (one + two) / 2, atol=1e-6)
+    assert np.abs(got - one).max() > 1e-3
+    assert np.array_equal(predict_probability(model, image, meta, device="cpu", gains=(1,)), one)
+    with pytest.raises(ValueError, match="gains 1, 0: each must be a number above 0"):
+        predict_probability(model, image, meta, gains=(1, 0))
+
+
+@pytest.mark.parametrize("value", ["1,0", "1,x", "", "nan"])
+def test_cli_bad_gains_is_one_line(run_dir, images, tmp_path, capsys, value):
+    assert main([str(run_dir), str(images), "--out", str(tmp_path / "o"), "--gains",
+                 value]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "--gains" in err and "above 0" in err, err
+    assert not (tmp_path / "o").exists()
+
+
 def test_cli_single_file_and_options(run_dir, images, tmp_path, capsys):
     out = tmp_path / "pred"
     rc = main([str(run_dir / "model.pt"), str(images / "b.tif"), "--out", str(out),
