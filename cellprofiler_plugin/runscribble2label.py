@@ -96,7 +96,7 @@ from cellprofiler_core.module.image_segmentation import ImageSegmentation
 from cellprofiler_core.object import Objects
 from cellprofiler_core.setting import Binary, ValidationError
 from cellprofiler_core.setting.choice import Choice
-from cellprofiler_core.setting.text import Float, ImageName, Integer, Pathname
+from cellprofiler_core.setting.text import Float, ImageName, Integer, Pathname, Text
 
 DECLUMP_NONE = "None"
 DECLUMP_SHAPE = "Shape (watershed)"
@@ -173,7 +173,7 @@ class RunScribble2Label(ImageSegmentation):
 
     module_name = "RunScribble2Label"
 
-    variable_revision_number = 2
+    variable_revision_number = 3
 
     def create_settings(self):
         super(RunScribble2Label, self).create_settings()
@@ -268,6 +268,19 @@ matters more. Pipelines saved before this setting existed load with *No*,
 so they keep giving the same objects.""",
         )
 
+        self.gains = Text(
+            "Brightness gains to average",
+            "1",
+            doc="""\
+The network predicts the image (after its normalisation) multiplied by each of
+these gains, separated by commas, and averages the results, as ``s2l-predict
+--gains`` does. *1* (the default): the image as it is. *1,1.5,2* for a model
+trained on a handful of images that calls dim nuclei background: on DSB
+nuclei, models trained on 5 scribbled images rose from 0.719 to 0.754
+foreground IoU (8 of 9 models), while models trained on 40 images lost about
+0.02. Each gain is one more prediction's time.""",
+        )
+
         self.save_probability = Binary(
             "Save the probability image?",
             False,
@@ -298,6 +311,7 @@ The name of the foreground probability image.""",
             self.fill_holes,
             self.tile_size,
             self.flips,
+            self.gains,
             self.save_probability,
             self.probability_name,
         ]
@@ -309,7 +323,7 @@ The name of the foreground probability image.""",
         result.append(self.use_model_min_size)
         if not self.use_model_min_size.value:
             result.append(self.min_size)
-        result += [self.declump, self.fill_holes, self.tile_size, self.flips,
+        result += [self.declump, self.fill_holes, self.tile_size, self.flips, self.gains,
                    self.save_probability]
         if self.save_probability.value:
             result.append(self.probability_name)
@@ -339,6 +353,10 @@ The name of the foreground probability image.""",
                 "got {}".format(tile),
                 self.tile_size,
             )
+        try:
+            _inference().parse_gains(self.gains.value)
+        except ValueError as exc:
+            raise ValidationError(str(exc), self.gains)
 
     def run(self, workspace):
         inference = _inference()
@@ -377,6 +395,7 @@ The name of the foreground probability image.""",
             fill_holes=self.fill_holes.value,
             tile=self.tile_size.value or None,
             flips=self.flips.value,
+            gains=inference.parse_gains(self.gains.value),
         )
 
         objects = Objects()
@@ -518,5 +537,5 @@ The name of the foreground probability image.""",
             # revision 2 added "Average over flipped copies?" after the tile size;
             # older pipelines keep their results: No
             setting_values = setting_values[:10] + ["No"] + setting_values[10:]
-            variable_revision_number = 2
+            variable_revision_number = 3
         return setting_values, variable_revision_number

@@ -186,6 +186,7 @@ def test_channel_mismatch(session):
     ({"min_size": -1}, "min_size -1: must be 0 or more"),
     ({"tile": 48}, "tile size 48: must be a positive multiple of 32"),
     ({"declump": "shape"}, "declump must be one of"),
+    ({"gains": (1, 0)}, "gains 1, 0: each must be a number above 0"),
 ])
 def test_bad_options(session, kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -229,6 +230,11 @@ def test_segment_matches_torch_prediction(model_files, session):
     assert np.abs(prob - want_prob).max() < 1e-4
     assert labels.max() == want_labels.max() >= 1
     assert (labels == want_labels).mean() >= 0.999
+    # brightness gains: the same average as s2l-predict --gains, and not the plain map
+    _, want_gains = predict_image(model, normalize(raw[None]), meta, gains=(1, 2))
+    _, gains_prob = oi.segment(session, raw, gains=(1, 2))
+    assert np.abs(gains_prob - want_gains).max() < 1e-4
+    assert np.abs(gains_prob - prob).max() > 1e-3
 
 
 def test_session_cache(onnx_path, session):
@@ -306,6 +312,15 @@ def test_pipeline_rejects_foreign_model(foreign_onnx, tmp_path, capsys):
     assert err.startswith("error: ") and "without s2l-tools metadata" in err
 
 
+@pytest.mark.parametrize("value", ["0", "1,x"])
+def test_pipeline_bad_gains_is_one_line(onnx_path, tmp_path, capsys, value):
+    assert cp_main(["pipeline", "--model", str(onnx_path), "--out", str(tmp_path / "x.cppipe"),
+                    "--gains", value]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "--gains" in err and "above 0" in err, err
+    assert not list(tmp_path.iterdir())
+
+
 def test_pipeline_needs_cellprofiler_python(onnx_path, tmp_path, capsys):
     assert cp_main(["pipeline", "--model", str(onnx_path), "--out",
                         str(tmp_path / "x.cppipe"), "--python",
@@ -323,9 +338,10 @@ def test_pipeline_without_cellprofiler(onnx_path, tmp_path, capsys, monkeypatch)
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "x.cppipe"
     assert cp_main(["pipeline", "--model", str(onnx_path), "--out", str(out),
-                    "--save-labels", "--min-size", "12"]) == 0
+                    "--save-labels", "--min-size", "12", "--gains", "1,1.50,2"]) == 0
     assert "wrote" in capsys.readouterr().out
     text = out.read_text()
+    assert "    Brightness gains to average:1,1.5,2\n" in text
     assert text.startswith("CellProfiler Pipeline: http://www.cellprofiler.org\nVersion:5\n")
     assert f"    Model file:{onnx_path}\n" in text
     assert "    Minimum object size (pixels):12\n" in text
@@ -401,14 +417,23 @@ def test_plugin_validation_in_cellprofiler(tmp_path, onnx_path, foreign_onnx):
             m.validate_module(None)
         except ValidationError as exc:
             print("rejected:", exc.message)
+        m.tile_size.value = 0
+        m.gains.value = "1,1.5,2"
+        m.validate_module(None)
+        m.gains.value = "1, 0"
+        try:
+            m.validate_module(None)
+        except ValidationError as exc:
+            print("rejected:", exc.message)
     """)
     proc = _run([str(CP_PYTHON), "-W", "ignore", "-c", code], cwd=tmp_path,
                 env={**os.environ, "HOME": str(tmp_path)}, timeout=120)
     assert proc.returncode == 0, proc.stderr[-4000:]
     rejected = [line for line in proc.stdout.splitlines() if line.startswith("rejected:")]
-    assert len(rejected) == 2, proc.stdout + proc.stderr[-2000:]
+    assert len(rejected) == 3, proc.stdout + proc.stderr[-2000:]
     assert "without s2l-tools metadata" in rejected[0] and "s2l-export" in rejected[0]
     assert "multiple of 32" in rejected[1]
+    assert "gains 1, 0: each must be a number above 0 (e.g. 1,1.5,2)" in rejected[2]
     # the image measurements CellProfiler's measurement pickers offer
     assert ("columns: ['Count_Nuclei', 'Scribble2Label_ForegroundShare_Nuclei', "
             "'Scribble2Label_UnderCalled_Nuclei', 'Scribble2Label_Unusual_Nuclei']"
@@ -419,17 +444,20 @@ def test_plugin_validation_in_cellprofiler(tmp_path, onnx_path, foreign_onnx):
 
 @pytest.mark.cellprofiler
 @needs_cellprofiler
-def test_revision_1_pipelines_load_without_flips(tmp_path):
-    """A pipeline saved before "Average over flipped copies?" existed (revision 1) loads
-    through CellProfiler's own upgrade path with it off (the same objects as before) and
-    every other value in its place; a new module has it on."""
+def test_older_pipelines_load_as_they_ran(tmp_path):
+    """Pipelines saved before "Average over flipped copies?" (revision 1) and before
+    "Brightness gains to average" (revision 2) load through CellProfiler's own upgrade path
+    with the flips off and the gains 1 (the same objects as before) and every other value in
+    its place; a new module has the flips on and the gains 1."""
     plugins = tmp_path / "plugins"
     s2l_cp.install_plugin(plugins)
-    text = s2l_cp.pipeline_text("/m.onnx", tile=256, save_probability=True)
+    text = s2l_cp.pipeline_text("/m.onnx", tile=256, flips=False, save_probability=True)
     lines = text.split("RunScribble2Label:[", 1)[1].split("\n\n", 1)[0].splitlines()[1:]
-    values = [line.strip().split(":", 1)[1] for line in lines
-              if not line.strip().startswith("Average over flipped copies?")]
-    assert len(values) == 12
+    rev2 = [line.strip().split(":", 1)[1] for line in lines
+            if not line.strip().startswith("Brightness gains to average")]
+    rev1 = [line.strip().split(":", 1)[1] for line in lines
+            if not line.strip().startswith(("Brightness gains", "Average over flipped"))]
+    assert len(rev2) == 13 and len(rev1) == 12
     code = textwrap.dedent(f"""
         import sys
         import cellprofiler_core.preferences as prefs
@@ -437,16 +465,20 @@ def test_revision_1_pipelines_load_without_flips(tmp_path):
         sys.path.insert(0, {str(plugins)!r})
         from runscribble2label import RunScribble2Label
         m = RunScribble2Label()
-        print("new:", m.flips.value, m.variable_revision_number)
-        m.set_settings_from_values({values!r}, 1, "RunScribble2Label")
-        print("old:", m.flips.value, m.tile_size.value, m.save_probability.value,
-              m.probability_name.value, m.model_path.value)
+        print("new:", m.flips.value, m.gains.value, m.variable_revision_number)
+        for rev, values in ((1, {rev1!r}), (2, {rev2!r})):
+            m = RunScribble2Label()
+            m.set_settings_from_values(values, rev, "RunScribble2Label")
+            print("old:", rev, m.flips.value, m.gains.value, m.tile_size.value,
+                  m.save_probability.value, m.probability_name.value, m.model_path.value)
     """)
     proc = _run([str(CP_PYTHON), "-W", "ignore", "-c", code], cwd=tmp_path,
                 env={**os.environ, "HOME": str(tmp_path)}, timeout=120)
     assert proc.returncode == 0, proc.stderr[-4000:]
-    assert f"new: True {s2l_cp.PLUGIN_REVISION}" in proc.stdout, proc.stdout
-    assert "old: False 256 True Scribble2LabelProbability /m.onnx" in proc.stdout, proc.stdout
+    assert f"new: True 1 {s2l_cp.PLUGIN_REVISION}" in proc.stdout, proc.stdout
+    for rev in (1, 2):
+        assert (f"old: {rev} False 1 256 True Scribble2LabelProbability /m.onnx"
+                in proc.stdout), proc.stdout
 
 
 @pytest.mark.cellprofiler
@@ -467,11 +499,13 @@ def test_headless_cellprofiler_matches_s2l_predict(tmp_path, files, request):
     # written without CellProfiler (the default); the same bytes as CellProfiler builds
     options = ["--threshold", str(THRESHOLD), "--min-size", str(MIN_SIZE), "--save-labels",
                "--save-probability"]
+    # the model of one object size also averages over two brightness gains, both sides
+    gains = ["--gains", "1,2"] if files == "scaled_model_files" else []
     assert cp_main(["pipeline", "--model", str(model_onnx), "--out", str(cppipe),
-                    *options]) == 0
+                    *options, *gains]) == 0
     built = tmp_path / "built.cppipe"
     assert cp_main(["pipeline", "--model", str(model_onnx), "--out", str(built),
-                    "--python", str(CP_PYTHON), *options]) == 0
+                    "--python", str(CP_PYTHON), *options, *gains]) == 0
     assert cppipe.read_text() == built.read_text()
     # the committed example has the settings of the current module
     assert (_module_settings(EXAMPLE, "RunScribble2Label")
@@ -496,7 +530,7 @@ def test_headless_cellprofiler_matches_s2l_predict(tmp_path, files, request):
     pred = tmp_path / "predict_out"
     assert predict_main([str(model_pt), str(tmp_path / "images"), "--out", str(pred),
                          "--threshold", str(THRESHOLD), "--min-size", str(MIN_SIZE),
-                         "--prob", "--device", "cpu"]) == 0
+                         "--prob", "--device", "cpu", *gains]) == 0
     for path in images:
         want = tifffile.imread(pred / f"{path.stem}.tif").astype(np.int64)
         want_prob = tifffile.imread(pred / f"{path.stem}_prob.tif")
@@ -594,7 +628,8 @@ def test_pipeline_text_is_what_cellprofiler_writes(tmp_path):
              ("--threshold", "0.6", "--min-size", "10", "--declump", "none", "--no-flips",
               "--save-probability"):
                  {"threshold": 0.6, "min_size": 10, "watershed": False, "flips": False,
-                  "save_probability": True}}
+                  "save_probability": True},
+             ("--gains", "1,1.50,2"): {"gains": (1, 1.5, 2)}}
     for i, (flags, kwargs) in enumerate(cases.items()):
         out = tmp_path / f"p{i}.cppipe"
         proc = _run([str(CP_PYTHON), "-W", "ignore", str(script), "--model", model, "--out",

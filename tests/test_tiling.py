@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from s2l_tools.inference.tiling import (blend_window, flip_averaged, predict_tiled,
-                                        tile_positions)
+from s2l_tools.inference.tiling import (blend_window, flip_averaged, gain_averaged,
+                                        parse_gains, predict_tiled, tile_positions)
 
 
 def _identity(batch):
@@ -223,3 +223,36 @@ def test_flips_in_predict_tiled():
                                                    b.shape).copy(),
                          np.zeros((1, 40, 50), np.float32), tile=64, overlap=16, flips=True)
     assert np.ptp(ramp) < 1e-5
+
+
+def test_gain_averaged_is_the_mean_over_the_brightened_images():
+    """Each gain one call on the image times the gain; the maps averaged; gain 1 alone is the
+    call itself."""
+    image = np.random.default_rng(0).random((2, 9, 7)).astype(np.float32)
+    seen = []
+
+    def predict(im):
+        seen.append(float(im.max()))
+        return np.tanh(im.sum(0))
+
+    got = gain_averaged(predict, image, (1, 1.5, 2))
+    want = np.mean([np.tanh(image.sum(0) * g) for g in (1, 1.5, 2)], axis=0)
+    assert got.dtype == np.float32 and got.shape == (9, 7)
+    np.testing.assert_allclose(got, want, atol=1e-6)
+    assert len(seen) == 3 and seen[2] == pytest.approx(2 * seen[0], rel=1e-6)
+    np.testing.assert_array_equal(gain_averaged(predict, image, (1,)), np.tanh(image.sum(0)))
+    for bad in ((), (1, 0), (1, float("nan")), (-1,)):
+        with pytest.raises(ValueError, match="each must be a number above 0"):
+            gain_averaged(predict, image, bad)
+
+
+@pytest.mark.parametrize("text, want", [("1", (1.0,)), (" 1, 1.5,2 ", (1.0, 1.5, 2.0)),
+                                        ("0.5,1", (0.5, 1.0))])
+def test_parse_gains(text, want):
+    assert parse_gains(text) == want
+
+
+@pytest.mark.parametrize("text", ["", "1,", "1;2", "x", "0", "1,-2", "inf"])
+def test_parse_gains_says_the_fix(text):
+    with pytest.raises(ValueError, match=r"above 0 .*e\.g\. 1,1\.5,2"):
+        parse_gains(text)

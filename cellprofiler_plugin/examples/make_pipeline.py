@@ -60,6 +60,9 @@ def get_parser():
                         help="tile size, a multiple of 32 (default 0: the model's)")
     parser.add_argument("--no-flips", dest="flips", action="store_false",
                         help="one network call per tile (default: averaged over four flips)")
+    parser.add_argument("--gains", default="1", metavar="G[,G...]",
+                        help="brightness gains to average, e.g. 1,1.5,2 (default: 1, the "
+                        "image as it is)")
     parser.add_argument("--save-labels", action="store_true",
                         help="also save each label matrix as <image>_labels.tiff")
     parser.add_argument("--save-probability", action="store_true",
@@ -136,6 +139,7 @@ def build_pipeline(args):
     s2l.declump.value = DECLUMP_SHAPE if args.declump == "watershed" else DECLUMP_NONE
     s2l.tile_size.value = args.tile
     s2l.flips.value = args.flips
+    s2l.gains.value = ",".join("{:g}".format(float(g)) for g in args.gains.split(","))
     if args.save_probability:
         s2l.save_probability.value = True
     modules.append(s2l)

@@ -64,6 +64,8 @@ def get_parser():
     pipe.add_argument("--no-flips", dest="flips", action="store_false",
                       help="one network call per tile (4x faster; the module's default "
                            "averages each tile over its four flips, as s2l-predict does)")
+    pipe.add_argument("--gains", type=_cli.gains, default=(1.0,), metavar="G[,G...]",
+                      help="the module's \"Brightness gains to average\": " + _cli.GAINS_HELP)
     pipe.add_argument("--save-labels", action="store_true",
                       help="also save each label image as <image>_labels.tiff (32-bit "
                            "integer labels, 0 = background; opens in Fiji)")
@@ -85,7 +87,7 @@ def _pipeline(args) -> int:
     out = write_pipeline(
         args.model, args.out, python=args.python, threshold=args.threshold,
         min_size=args.min_size, watershed=args.declump == "watershed", flips=args.flips,
-        save_labels=args.save_labels, save_probability=args.save_probability,
+        gains=args.gains, save_labels=args.save_labels, save_probability=args.save_probability,
     )
     how = f"with {args.python}" if args.python else "for CellProfiler 4.2"
     print(f"s2l-cellprofiler: wrote {out} ({how}); run it with RunScribble2Label installed "

@@ -20,7 +20,6 @@ from s2l_tools.errors import S2LError, first_names
 from s2l_tools.inference.onnx import PAD_MULTIPLE, threshold_problem
 from s2l_tools.inference.predict import (
     _check_tiling,
-    gains_problem,
     input_files,
     onnx_prob_fn,
     plan_outputs,
@@ -81,13 +80,8 @@ def get_parser():
                         help="run the network once per tile: 4x faster, slightly worse masks "
                         "(by default each tile is predicted with its four flips and the "
                         "results averaged, test-time augmentation)")
-    parser.add_argument("--gains", type=_gains, default=(1.0,), metavar="G[,G...]",
-                        help="average the prediction over each image multiplied by these "
-                        "gains after normalisation (default: 1). 1,1.5,2 for a model trained "
-                        "on a handful of images that calls dim nuclei background: with 5 "
-                        "scribbled images it raised the mean IoU from 0.719 to 0.754 (8 of 9 "
-                        "models); with 40 it costs ~0.02 (docs/benchmarks.md). Each gain is "
-                        "one more prediction")
+    parser.add_argument("--gains", type=_cli.gains, default=(1.0,), metavar="G[,G...]",
+                        help=_cli.GAINS_HELP)
     parser.add_argument("--amp", action="store_true",
                         help="mixed precision: bf16/fp16 on a GPU; bf16 on a CPU that has it natively "
                              "(AVX512-BF16/AMX; ~1.8x faster there). Probabilities differ by "
@@ -96,18 +90,6 @@ def get_parser():
                         help="replace files in OUT that s2l-predict did not write (its own "
                         "earlier results are always replaced)")
     return parser
-
-
-def _gains(text: str) -> tuple[float, ...]:
-    """``--gains 1,1.5,2`` -> (1.0, 1.5, 2.0); argparse reports a bad value in one line."""
-    try:
-        gains = tuple(float(g) for g in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: give numbers above 0 separated by "
-                                         "commas, e.g. 1,1.5,2") from None
-    if (why := gains_problem(gains)):
-        raise argparse.ArgumentTypeError(why)
-    return gains
 
 
 def _main(args) -> int:

@@ -45,11 +45,12 @@ import numpy as np
 
 if __package__:  # s2l_tools.inference.onnx
     from s2l_tools.errors import S2LError
-    from s2l_tools.inference.tiling import PassProgress, predict_tiled
+    from s2l_tools.inference.tiling import PassProgress, gain_averaged, parse_gains, predict_tiled
 
     _LOAD_ERROR_BASES: Tuple[type, ...] = (S2LError, ValueError)
 else:  # _s2l_onnx_inference.py, copied beside the CellProfiler plugin
-    from _s2l_tiling import PassProgress, predict_tiled  # type: ignore[no-redef]
+    from _s2l_tiling import (  # type: ignore[no-redef]
+        PassProgress, gain_averaged, parse_gains, predict_tiled)
 
     _LOAD_ERROR_BASES = (ValueError,)
 
@@ -62,6 +63,7 @@ __all__ = [
     "load_session",
     "model_meta",
     "normalize_percentile",
+    "parse_gains",
     "segment",
     "threshold_problem",
     "tiling_problem",
@@ -712,6 +714,7 @@ def segment(
     tile: Optional[int] = None,
     batch_size: int = 4,
     flips: bool = False,
+    gains: Sequence[float] = (1.0,),
     progress=None,
 ) -> Tuple[np.ndarray, np.ndarray]:
     """Instance labels and foreground probability of one image.
@@ -740,6 +743,11 @@ def segment(
     flips : bool, optional
         Average over the image's four flips (test-time augmentation): four
         times the network calls for a slightly better map.
+    gains : sequence of float, optional
+        Average over the normalised image multiplied by each gain
+        (:func:`~s2l_tools.inference.tiling.gain_averaged`; each gain one more
+        prediction): ``(1, 1.5, 2)`` for a model trained on a handful of images that
+        calls dim nuclei background. ``(1,)``: the image as it is.
     progress : callable, optional
         ``progress(done, total)`` in tiles; with a ``diameter`` the second pass's
         tiles count on from the first's (the total grows when it starts).
@@ -794,10 +802,13 @@ def segment(
         return np.ascontiguousarray(fg, dtype=np.float32)
 
     diameter = float(meta.get("diameter") or 0.0)
-    if diameter > 0:  # a model trained at one object size: a first pass finds the scale
-        fg = _postprocess().at_diameter(foreground, x, diameter)[0]
-    else:
-        fg = foreground(x)
+
+    def one(im: np.ndarray) -> np.ndarray:
+        if diameter > 0:  # a model trained at one object size: a first pass finds the scale
+            return _postprocess().at_diameter(foreground, im, diameter)[0]
+        return foreground(im)
+
+    fg = gain_averaged(one, x, gains)
     labels = _postprocess().instances_from_probability(
         fg, threshold=threshold, min_size=min_size, fill_holes=bool(fill_holes), declump=declump)
     return labels, fg

@@ -47,6 +47,7 @@ from s2l_tools.device import select_device, torch_prob_fn
 from s2l_tools.errors import S2LError
 from s2l_tools.inference.onnx import PAD_MULTIPLE, mask_share, tiling_problem, unusual_limit
 from s2l_tools.inference.postprocess import DEFAULT_DECLUMP, under_called
+from s2l_tools.inference.tiling import gains_problem
 
 __all__ = [
     "select_device",
@@ -135,13 +136,12 @@ def predict_probability(
         Probability of the foreground (the sum of classes 1..K-1; class 1
         for the usual two classes).
     """
-    from s2l_tools.inference.tiling import PassProgress, predict_tiled
+    from s2l_tools.inference.tiling import PassProgress, gain_averaged, predict_tiled
 
     image = np.asarray(image)
     if image.ndim != 3:
         raise ValueError(f"image must be (C, H, W), got shape {image.shape}")
-    gains = tuple(float(g) for g in gains)
-    if (why := gains_problem(gains)):
+    if (why := gains_problem(tuple(gains))):  # before any work
         raise ValueError(why)
     if image.shape[0] != meta.in_channels:
         raise ValueError(f"image has {image.shape[0]} channel(s), the model takes "
@@ -174,28 +174,10 @@ def predict_probability(
         return foreground(im)
 
     try:
-        if gains == (1.0,):
-            return one(image)
-        return np.mean([one(image * g) for g in gains], axis=0).astype(np.float32)
+        return gain_averaged(one, image, gains)
     finally:
         if was_training:
             model_or_fn.train()
-
-
-def gains_problem(gains: Sequence[float]) -> str | None:
-    """What is wrong with the gains of :func:`predict_probability`, or None.
-
-    Examples
-    --------
-    >>> gains_problem((1, 1.5, 2)) is None
-    True
-    >>> gains_problem((1, 0))
-    'gains 1, 0: each must be a number above 0 (e.g. 1,1.5,2)'
-    """
-    if not gains or not all(math.isfinite(g) and g > 0 for g in gains):
-        return (f"gains {', '.join(f'{g:g}' for g in gains) or '(none)'}: each must be a "
-                "number above 0 (e.g. 1,1.5,2)")
-    return None
 
 
 def _is_module(obj) -> bool:

@@ -26,10 +26,12 @@ from __future__ import annotations
 
 import os
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 
 from s2l_tools.io.atomic import atomic_path
 from s2l_tools.errors import S2LError
+from s2l_tools.inference.tiling import gains_problem
 
 __all__ = ["PLUGIN_FILE", "HELPERS", "plugin_source_dir", "install_plugin", "pipeline_text",
            "write_pipeline"]
@@ -207,7 +209,7 @@ _FIXED_MODULES = {
 
 _DATE_REVISION = 4281  # cellprofiler_core 4.2.8.1
 #: RunScribble2Label.variable_revision_number (cellprofiler_plugin/runscribble2label.py)
-PLUGIN_REVISION = 2
+PLUGIN_REVISION = 3
 _MODULE_HEAD = ("{name}:[module_num:{num}|svn_version:'Unknown'|variable_revision_number:{rev}|"
                 "show_window:False|notes:{notes}|batch_state:array([], dtype=uint8)|"
                 "enabled:True|wants_pause:False]")
@@ -215,6 +217,11 @@ _MODULE_HEAD = ("{name}:[module_num:{num}|svn_version:'Unknown'|variable_revisio
 
 def _yes(flag: bool) -> str:
     return "Yes" if flag else "No"
+
+
+def gains_text(gains: Sequence[float]) -> str:
+    """The module's "Brightness gains to average" as CellProfiler saves it: ``1,1.5,2``."""
+    return ",".join(f"{float(g):g}" for g in gains)
 
 
 def _save_images(image: str, prefix_image: str, suffix: str, bit_depth: str) -> list[str]:
@@ -243,6 +250,7 @@ def pipeline_text(
     watershed: bool = True,
     tile: int = 0,
     flips: bool = True,
+    gains: Sequence[float] = (1.0,),
     save_labels: bool = False,
     save_probability: bool = False,
 ) -> str:
@@ -273,6 +281,9 @@ def pipeline_text(
     flips : bool
         Average each tile's prediction over its four flips (the module's
         default, as ``s2l-predict``'s); False: one network call per tile.
+    gains : sequence of float
+        Average over the normalised image multiplied by each gain (``s2l-predict
+        --gains``); ``(1,)``: the image as it is.
     save_labels : bool
         Save each label matrix as ``<image>_labels.tiff``: 32-bit integer
         labels (0 = background), saved without conversion, which Fiji opens
@@ -301,6 +312,7 @@ def pipeline_text(
         f"Method to distinguish clumped objects:{'Shape (watershed)' if watershed else 'None'}",
         "Fill holes in identified objects?:Yes", f"Tile size (pixels; 0 for the model's):{tile}",
         f"Average over flipped copies?:{_yes(flips)}",
+        f"Brightness gains to average:{gains_text(gains)}",
         f"Save the probability image?:{_yes(save_probability)}",
         "Name the probability image:Scribble2LabelProbability",
     ]
@@ -352,6 +364,7 @@ def write_pipeline(
     min_size: int | None = None,
     watershed: bool = True,
     flips: bool = True,
+    gains: Sequence[float] = (1.0,),
     save_labels: bool = False,
     save_probability: bool = False,
 ) -> Path:
@@ -378,6 +391,8 @@ def write_pipeline(
         Split touching cells; average over flipped copies; also save each
         label matrix / probability map as a TIFF (``<image>_labels.tiff``,
         ``<image>_probability.tiff``).
+    gains : sequence of float
+        Brightness gains to average (``s2l-predict --gains``); default: 1 alone.
 
     Returns
     -------
@@ -395,13 +410,15 @@ def write_pipeline(
         raise S2LError(f"--threshold {threshold:g}: {why}")
     if min_size is not None and min_size < 0:
         raise S2LError(f"--min-size {min_size}: must be 0 or more (pixels)")
+    if (why := gains_problem(tuple(gains))):
+        raise S2LError(f"--gains: {why}")
     read_meta(model)  # ModelLoadError, an S2LError: one line
     out = Path(out)
     if out.suffix.lower() not in (".cppipe", ".cp"):
         raise S2LError(f"--out {out}: the file name must end in .cppipe (e.g. example.cppipe)")
     if python is None:
         text = pipeline_text(model, threshold=threshold, min_size=min_size, watershed=watershed,
-                             flips=flips, save_labels=save_labels,
+                             flips=flips, gains=gains, save_labels=save_labels,
                              save_probability=save_probability)
         with atomic_path(out) as tmp:
             tmp.write_text(text, encoding="utf-8")
@@ -414,7 +431,7 @@ def write_pipeline(
         cmd += ["--threshold", repr(threshold)]
     if min_size is not None:
         cmd += ["--min-size", str(min_size)]
-    cmd += ["--declump", "watershed" if watershed else "none"]
+    cmd += ["--declump", "watershed" if watershed else "none", "--gains", gains_text(gains)]
     cmd += [flag for flag, on in (("--no-flips", not flips), ("--save-labels", save_labels),
                                   ("--save-probability", save_probability)) if on]
     proc = subprocess.run(cmd, capture_output=True, text=True)
