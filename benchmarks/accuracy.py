@@ -354,9 +354,10 @@ def train_and_score(run: Path, data: Path, method: str, val: Path, val_stems: li
 
 
 def score_model(run: Path, val: Path, val_stems: list[str], *, flips: bool, train_s: float,
-                load0: list[float], pred_name: str = "pred") -> dict:
+                load0: list[float], pred_name: str = "pred", gains=(1.0,)) -> dict:
     """Score the network saved in ``run/model`` on the val images (``flips``: averaged over
-    the four flips, as s2l-predict does by default; into ``run/<pred_name>_flips``)."""
+    the four flips, as s2l-predict does by default; into ``run/<pred_name>_flips``;
+    ``gains``: averaged over the image brightened by each, as ``s2l-predict --gains``)."""
     from s2l_tools.training.checkpoint import load_model
     from s2l_tools.inference.predict import predict_image
 
@@ -364,13 +365,18 @@ def score_model(run: Path, val: Path, val_stems: list[str], *, flips: bool, trai
     res = predict_and_score(
         run, val, val_stems,
         lambda image: predict_image(model, image, meta, device="cpu", declump=DECLUMP,
-                                    flips=flips)[0],
+                                    flips=flips, gains=gains)[0],
         train_s=train_s, load0=load0, pred_name=pred_name + ("_flips" if flips else ""))
-    return {**res, "flips": flips}
+    return {**res, "flips": flips, **({} if tuple(gains) == (1.0,) else {"gains": list(gains)})}
+
+
+def gains_tag(gains) -> str:
+    """The result files' tag of ``--gains``: '' for 1 alone, else e.g. ``_g1-1.5-2``."""
+    return "" if tuple(gains) == (1.0,) else "_g" + "-".join(f"{g:g}" for g in gains)
 
 
 def score_rest(run: Path, res: dict, *, data: Path, val: Path, val_stems: list[str],
-               flips: bool, seed: int, name: str = "rest") -> dict:
+               flips: bool, seed: int, name: str = "rest", gains=(1.0,)) -> dict:
     """``--rest``: the finished run ``res`` scored on the val images it was not chosen on
     (``run/result_rest[_flips].json``, kept like ``result.json``; predictions in
     ``run/pred_rest[_flips]``); ``--unused-train HxW``: on unused train images, ``name``
@@ -382,7 +388,7 @@ def score_rest(run: Path, res: dict, *, data: Path, val: Path, val_stems: list[s
         out = forest_and_score(run, data, val, val_stems, seed, pred_name=f"pred_{name}")
     else:
         out = score_model(run, val, val_stems, flips=flips, train_s=res["train_s"],
-                          load0=loadavg(), pred_name=f"pred_{name}")
+                          load0=loadavg(), pred_name=f"pred_{name}", gains=gains)
     keep = ("modality", "method", "ratio", "seed", "budget", "n_train", "background", "scribbles")
     out.update({k: res[k] for k in keep if k in res}, rest=name)
     done.write_text(json.dumps(out, indent=2) + "\n")
@@ -662,10 +668,23 @@ def get_parser():
                    help="torch threads (default: torch's, one per core); on a loaded 2-core "
                         "machine 1 was up to 7x faster, see docs/benchmarks.md")
     p.add_argument("--verbose", action="store_true", help="print fit()'s epoch lines")
+    p.add_argument("--gains", type=parse_gains_arg, default=(1.0,), metavar="G[,G...]",
+                   help="score the networks averaged over the images brightened by each gain, "
+                        "as s2l-predict --gains does (saved models re-scored, not re-trained; "
+                        "kept as result[_rest]_gG-G[_flips].json)")
     p.add_argument("--flips", action="store_true",
                    help="score the networks averaged over the four flips, as s2l-predict does "
                         "by default (runs trained without it are re-scored, not re-trained)")
     return p
+
+
+def parse_gains_arg(text: str) -> tuple[float, ...]:
+    from s2l_tools.inference.tiling import parse_gains
+
+    try:
+        return parse_gains(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def main(argv=None) -> int:
@@ -734,8 +753,10 @@ def main(argv=None) -> int:
             (called within this modality's loop only, so ``rest_*`` are this one's)."""
             if not rest_stems:
                 return res
+            gains = args.gains if res["method"] != "forest" else (1.0,)
             out = score_rest(run, res, data=scr, val=rest_dir, val_stems=rest_stems,
-                             flips=flips, seed=seed, name=rest_name)
+                             flips=flips, seed=seed, name=rest_name + gains_tag(gains),
+                             gains=gains)
             print(f"  {rest_name} ({len(rest_stems)} images): IoU {out['iou']:.4f}",
                   file=sys.stderr, flush=True)
             return out
@@ -770,7 +791,21 @@ def main(argv=None) -> int:
                         a_tag += f"_pt{args.pretrain_steps}"
                 run = base / tag / f"{method}_r{ratio}_s{seed}{bg_tag}{crf_tag}{ga_tag}{a_tag}"
                 flips = args.flips and method != "forest"
-                done = run / ("result_flips.json" if flips else "result.json")
+                gtag = gains_tag(args.gains) if method != "forest" else ""
+                plain = run / ("result_flips.json" if flips else "result.json")
+                done = run / (f"result{gtag}_flips.json" if flips else f"result{gtag}.json")
+                if gtag and not done.exists() and not args.cached_only:
+                    if not (plain.exists() and (run / "model" / "model.pt").exists()):
+                        raise SystemExit(f"--gains: {run} is not trained yet; run the same "
+                                         "command without --gains first")
+                    res = json.loads(plain.read_text())
+                    print(f"{mod} {method} ratio {ratio} seed {seed}: re-scored with gains "
+                          f"{args.gains} (IoU {res['iou']:.4f} without) ...", file=sys.stderr,
+                          flush=True)
+                    res.update(score_model(run, val, va_stems, flips=flips, train_s=res["train_s"],
+                                           load0=loadavg(), gains=args.gains,
+                                           pred_name="pred" + gtag))
+                    done.write_text(json.dumps(res, indent=2) + "\n")
                 unflipped = run / "result.json"
                 if (flips and not done.exists() and unflipped.exists()
                         and (run / "model" / "model.pt").exists() and not args.cached_only):
