@@ -537,5 +537,9 @@ The name of the foreground probability image.""",
             # revision 2 added "Average over flipped copies?" after the tile size;
             # older pipelines keep their results: No
             setting_values = setting_values[:10] + ["No"] + setting_values[10:]
+            variable_revision_number = 2
+        if variable_revision_number == 2:
+            # revision 3 added "Brightness gains to average" after the flips: 1, as before
+            setting_values = setting_values[:11] + ["1"] + setting_values[11:]
             variable_revision_number = 3
         return setting_values, variable_revision_number
