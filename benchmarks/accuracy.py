@@ -807,6 +807,15 @@ def main(argv=None) -> int:
                                            pred_name="pred" + gtag))
                     done.write_text(json.dumps(res, indent=2) + "\n")
                 unflipped = run / "result.json"
+                flipped = run / "result_flips.json"
+                if (not flips and not gtag and not done.exists() and flipped.exists()
+                        and (run / "model" / "model.pt").exists() and not args.cached_only):
+                    res = json.loads(flipped.read_text())  # its training time, re-scored
+                    print(f"{mod} {method} ratio {ratio} seed {seed}: re-scored without flips "
+                          f"(IoU {res['iou']:.4f} with) ...", file=sys.stderr, flush=True)
+                    res.update(score_model(run, val, va_stems, flips=False,
+                                           train_s=res["train_s"], load0=loadavg()))
+                    done.write_text(json.dumps(res, indent=2) + "\n")
                 if (flips and not done.exists() and unflipped.exists()
                         and (run / "model" / "model.pt").exists() and not args.cached_only):
                     res = json.loads(unflipped.read_text())
