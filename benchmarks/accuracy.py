@@ -794,6 +794,8 @@ def main(argv=None) -> int:
                 gtag = gains_tag(args.gains) if method != "forest" else ""
                 plain = run / ("result_flips.json" if flips else "result.json")
                 done = run / (f"result{gtag}_flips.json" if flips else f"result{gtag}.json")
+                if gtag and (args.rest or args.unused_train):
+                    done = plain  # the gains on those images only (score_rest), not on val
                 if gtag and not done.exists() and not args.cached_only:
                     if not (plain.exists() and (run / "model" / "model.pt").exists()):
                         raise SystemExit(f"--gains: {run} is not trained yet; run the same "
