@@ -9,7 +9,6 @@ and writes the results.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
