@@ -342,8 +342,15 @@ def test_cli_names_images_where_the_network_outlined_more_cells_than_it_called(
             assert len(lines) == 1, err
             assert lines[0].startswith(f"s2l-predict: warning: {len(named)} image")
             assert all(n in lines[0] for n in named) and "--from RUN" in lines[0]
+            assert lines[0].endswith("predict again with --gains 1,1.5,2")
         else:
             assert not lines, err
+    # predicted with gains already: the warning does not suggest them again
+    assert main([str(run_dir), str(images), "--out", str(tmp_path / "g"), "--device", "cpu",
+                 "--threshold", "0.999999", "--gains", "1,2", "--no-flips"]) == 0
+    lines = [line for line in capsys.readouterr().err.splitlines()
+             if "outlined far more cells" in line]
+    assert len(lines) == 1 and "--gains" not in lines[0] and lines[0].endswith("--from RUN)")
 
 
 def test_cli_refuses_to_overwrite_inputs(run_dir, images, capsys):

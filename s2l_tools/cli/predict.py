@@ -168,7 +168,7 @@ def _main(args) -> int:
     if result.unusual:
         print(_unusual_line(result.unusual, meta.train_share_max), file=sys.stderr)
     if result.under:
-        print(_under_line(result.under), file=sys.stderr)
+        print(_under_line(result.under, args.gains), file=sys.stderr)
     if k == 1:
         raise S2LError(result.failed[0][1] + ("" if not n else f" (skipped; the other {n} "
                                               "image(s) are segmented)"))
@@ -194,15 +194,20 @@ def _unusual_line(unusual, train_max: float) -> str:
             "grainy images: --noise-aug 0.05)")
 
 
-def _under_line(under) -> str:
+def _under_line(under, gains: tuple[float, ...] = (1.0,)) -> str:
     """The warning about images where the network outlined far more cells than it called
-    (:func:`s2l_tools.inference.postprocess.under_called`)."""
+    (:func:`s2l_tools.inference.postprocess.under_called`); predicted at ``gains`` 1 alone,
+    it names ``--gains`` too (what mended models of about five images that called dim
+    nuclei background: docs/benchmarks.md, "Prediction at several gains")."""
     n = len(under)
+    hint = ("; a model trained on about five images: predict again with --gains 1,1.5,2"
+            if tuple(gains) == (1.0,) else "")
     return (f"s2l-predict: warning: {n} image{'s' if n != 1 else ''} where the network "
             f"outlined far more cells than it called ({first_names([p.name for p in under], 5)})"
             f": {'their masks' if n != 1 else 'its mask'} may miss cells; look at "
             f"{'them' if n != 1 else 'it'} (--prob shows the faint outlines), and if cells are "
-            "missing, scribble such an image and retrain (s2l-train DATA --out RUN2 --from RUN)")
+            "missing, scribble such an image and retrain (s2l-train DATA --out RUN2 --from RUN)"
+            + hint)
 
 
 def main(argv=None) -> int:
