@@ -80,10 +80,10 @@ def gains(text: str) -> tuple[float, ...]:
 
 #: what ``--gains`` does, for the --help of s2l-predict and s2l-cellprofiler pipeline
 GAINS_HELP = ("average the prediction over each image multiplied by these gains after "
-              "normalisation (default: 1). 1,1.5,2 for a model trained on a handful of images "
+              "normalisation (default: 1). 1,1.5,2 for a model trained on about five images "
               "that calls dim nuclei background: with 5 scribbled images it raised the mean "
-              "IoU from 0.719 to 0.754 (8 of 9 models); with 40 it costs ~0.02 "
-              "(docs/benchmarks.md). Each gain is one more prediction")
+              "IoU from 0.719 to 0.754 (8 of 9 models); with 8 it did not help, with 40 it "
+              "costs ~0.02 (docs/benchmarks.md). Each gain is one more prediction")
 
 
 def run(

@@ -33,7 +33,6 @@ which runs the same tiling and post-processing modules.
 
 from __future__ import annotations
 
-import math
 import os
 import sys
 from collections.abc import Callable, Sequence
