@@ -46,7 +46,6 @@ from s2l_tools.device import select_device, torch_prob_fn
 from s2l_tools.errors import S2LError
 from s2l_tools.inference.onnx import PAD_MULTIPLE, mask_share, tiling_problem, unusual_limit
 from s2l_tools.inference.postprocess import DEFAULT_DECLUMP, under_called
-from s2l_tools.inference.tiling import gains_problem
 
 __all__ = [
     "select_device",
@@ -140,8 +139,6 @@ def predict_probability(
     image = np.asarray(image)
     if image.ndim != 3:
         raise ValueError(f"image must be (C, H, W), got shape {image.shape}")
-    if (why := gains_problem(tuple(gains))):  # before any work
-        raise ValueError(why)
     if image.shape[0] != meta.in_channels:
         raise ValueError(f"image has {image.shape[0]} channel(s), the model takes "
                          f"{meta.in_channels}")
