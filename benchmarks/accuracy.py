@@ -63,6 +63,8 @@ from pathlib import Path
 
 import numpy as np
 
+from s2l_tools.cli._common import gains as cli_gains  # --gains as s2l-predict reads it
+
 DSB = Path(os.environ.get("S2L_DSB", "/work/shared/data/dsb2018"))
 
 # paper (docs/method.md): Table 1, IoU [mDice]
@@ -668,7 +670,7 @@ def get_parser():
                    help="torch threads (default: torch's, one per core); on a loaded 2-core "
                         "machine 1 was up to 7x faster, see docs/benchmarks.md")
     p.add_argument("--verbose", action="store_true", help="print fit()'s epoch lines")
-    p.add_argument("--gains", type=parse_gains_arg, default=(1.0,), metavar="G[,G...]",
+    p.add_argument("--gains", type=cli_gains, default=(1.0,), metavar="G[,G...]",
                    help="score the networks averaged over the images brightened by each gain, "
                         "as s2l-predict --gains does (saved models re-scored, not re-trained; "
                         "kept as result[_rest]_gG-G[_flips].json)")
@@ -676,15 +678,6 @@ def get_parser():
                    help="score the networks averaged over the four flips, as s2l-predict does "
                         "by default (runs trained without it are re-scored, not re-trained)")
     return p
-
-
-def parse_gains_arg(text: str) -> tuple[float, ...]:
-    from s2l_tools.inference.tiling import parse_gains
-
-    try:
-        return parse_gains(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def main(argv=None) -> int:
@@ -796,36 +789,30 @@ def main(argv=None) -> int:
                 done = run / (f"result{gtag}_flips.json" if flips else f"result{gtag}.json")
                 if gtag and (args.rest or args.unused_train):
                     done = plain  # the gains on those images only (score_rest), not on val
+                model_saved = (run / "model" / "model.pt").exists()
+
+                def rescore(src: Path, how: str, was: str, **kw) -> None:
+                    """``done`` from the saved model, with ``src``'s training time."""
+                    res = json.loads(src.read_text())
+                    print(f"{mod} {method} ratio {ratio} seed {seed}: re-scored {how} "
+                          f"(IoU {res['iou']:.4f} {was}) ...", file=sys.stderr, flush=True)
+                    res.update(score_model(run, val, va_stems, train_s=res["train_s"],
+                                           load0=loadavg(), **kw))
+                    done.write_text(json.dumps(res, indent=2) + "\n")
+
                 if gtag and not done.exists() and not args.cached_only:
-                    if not (plain.exists() and (run / "model" / "model.pt").exists()):
+                    if not (plain.exists() and model_saved):
                         raise SystemExit(f"--gains: {run} is not trained yet; run the same "
                                          "command without --gains first")
-                    res = json.loads(plain.read_text())
-                    print(f"{mod} {method} ratio {ratio} seed {seed}: re-scored with gains "
-                          f"{args.gains} (IoU {res['iou']:.4f} without) ...", file=sys.stderr,
-                          flush=True)
-                    res.update(score_model(run, val, va_stems, flips=flips, train_s=res["train_s"],
-                                           load0=loadavg(), gains=args.gains,
-                                           pred_name="pred" + gtag))
-                    done.write_text(json.dumps(res, indent=2) + "\n")
-                unflipped = run / "result.json"
-                flipped = run / "result_flips.json"
+                    rescore(plain, f"with gains {args.gains}", "without", flips=flips,
+                            gains=args.gains, pred_name="pred" + gtag)
+                unflipped, flipped = run / "result.json", run / "result_flips.json"
                 if (not flips and not gtag and not done.exists() and flipped.exists()
-                        and (run / "model" / "model.pt").exists() and not args.cached_only):
-                    res = json.loads(flipped.read_text())  # its training time, re-scored
-                    print(f"{mod} {method} ratio {ratio} seed {seed}: re-scored without flips "
-                          f"(IoU {res['iou']:.4f} with) ...", file=sys.stderr, flush=True)
-                    res.update(score_model(run, val, va_stems, flips=False,
-                                           train_s=res["train_s"], load0=loadavg()))
-                    done.write_text(json.dumps(res, indent=2) + "\n")
+                        and model_saved and not args.cached_only):
+                    rescore(flipped, "without flips", "with", flips=False)
                 if (flips and not done.exists() and unflipped.exists()
-                        and (run / "model" / "model.pt").exists() and not args.cached_only):
-                    res = json.loads(unflipped.read_text())
-                    print(f"{mod} {method} ratio {ratio} seed {seed}: re-scored with flips "
-                          f"(IoU {res['iou']:.4f} without) ...", file=sys.stderr, flush=True)
-                    res.update(score_model(run, val, va_stems, flips=True,
-                                           train_s=res["train_s"], load0=loadavg()))
-                    done.write_text(json.dumps(res, indent=2) + "\n")
+                        and model_saved and not args.cached_only):
+                    rescore(unflipped, "with flips", "without", flips=True)
                 scr = base / f"scribbles_r{ratio}_s{seed}{bg_tag}"
                 if done.exists():
                     res = json.loads(done.read_text())
