@@ -64,6 +64,7 @@ from pathlib import Path
 import numpy as np
 
 from s2l_tools.cli._common import gains as cli_gains  # --gains as s2l-predict reads it
+from s2l_tools.device import keep_freed_memory
 
 DSB = Path(os.environ.get("S2L_DSB", "/work/shared/data/dsb2018"))
 
@@ -682,6 +683,7 @@ def get_parser():
 
 def main(argv=None) -> int:
     args = get_parser().parse_args(argv)
+    keep_freed_memory()  # as the command-line tools: the same results, faster
     if args.threads:
         import torch
 

@@ -96,3 +96,46 @@ def test_threads_give_way_to_a_busy_program_and_come_back(keep_torch_threads, mo
     monkeypatch.setattr(threads, "others_busy", lambda: 0.05)
     assert threads.update() is not None
     assert threads.count == torch.get_num_threads() == usable_cpus()
+
+
+# ---------------------------------------------------------------- keep_freed_memory
+_ALLOC_LOOP = """
+import ctypes, resource, sys
+from s2l_tools.device import keep_freed_memory
+changed = keep_freed_memory() if sys.argv[1] == "keep" else False
+libc = ctypes.CDLL(None)
+libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
+libc.free.argtypes = [ctypes.c_void_p]
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(20):  # a 64 MB buffer written, freed and allocated again, as torch's are
+    p = libc.malloc(64 << 20)
+    ctypes.memset(p, 1, 64 << 20)
+    libc.free(p)
+print(changed, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+def _alloc_loop(mode: str, **env) -> tuple[str, int]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")} | env
+    out = subprocess.run([sys.executable, "-c", _ALLOC_LOOP, mode], env=env, check=True,
+                         capture_output=True, text=True).stdout.split()
+    return out[0], int(out[1])
+
+
+@pytest.mark.skipif(not (os.confstr("CS_GNU_LIBC_VERSION") or "").startswith("glibc"),
+                    reason="glibc's malloc only")
+def test_freed_memory_is_reused_not_mapped_again():
+    changed, kept = _alloc_loop("keep")
+    _, default = _alloc_loop("default")
+    assert changed == "True"
+    # by default each 64 MB block is unmapped on free and faulted in page by page again
+    assert default > 20 * 16_000
+    assert kept < default / 4
+    # a user's own malloc setting wins: nothing is changed
+    changed, faults = _alloc_loop("keep", MALLOC_TRIM_THRESHOLD_="131072")
+    assert changed == "False" and faults > 20 * 16_000
+
+
+def test_keep_freed_memory_limit_checked():
+    with pytest.raises(ValueError, match="2\\*\\*31"):
+        dev.keep_freed_memory(2**31)

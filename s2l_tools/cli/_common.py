@@ -11,6 +11,7 @@ import sys
 import warnings
 from collections.abc import Callable, Sequence
 
+from s2l_tools.device import keep_freed_memory
 from s2l_tools.errors import S2LError, S2LWarning
 
 
@@ -102,6 +103,7 @@ def run(
     except SystemExit as exc:  # argparse: --help (0) or usage errors (2)
         return int(exc.code or 0)
     debug = getattr(args, "debug", False)
+    keep_freed_memory()  # the same results, fewer page faults (this process is ours)
     old_show = warnings.showwarning
 
     def show(message, category, *rest, **kw):

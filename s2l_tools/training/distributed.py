@@ -44,6 +44,7 @@ from pathlib import Path
 
 import torch
 
+from s2l_tools.device import keep_freed_memory
 from s2l_tools.errors import S2LError
 from s2l_tools.training import rundir
 from s2l_tools.training._faults import FaultHooks
@@ -336,6 +337,7 @@ def _train_fn(config: dict) -> None:
     except ImportError:  # another Ray release: at worst, the extra lines come back
         pass
     torch.set_num_threads(config["threads"])
+    keep_freed_memory()  # this worker's own process
     cfg = TrainConfig.from_dict(config["cfg"])
     staging = None
     if is_uri(cfg.out):  # reports are written locally, then travel in the checkpoints
