@@ -116,7 +116,8 @@ print(changed, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 
 
 def _alloc_loop(mode: str, **env) -> tuple[str, int]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")} | env
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("MALLOC_") and k != "GLIBC_TUNABLES"} | env
     out = subprocess.run([sys.executable, "-c", _ALLOC_LOOP, mode], env=env, check=True,
                          capture_output=True, text=True).stdout.split()
     return out[0], int(out[1])
