@@ -180,8 +180,9 @@ def keep_freed_memory(limit: int = 1 << 30) -> bool:
     activation buffers. By default glibc hands blocks over its mmap threshold
     back to the operating system on ``free`` and maps fresh zeroed pages on the
     next ``malloc``: on a 2-core CPU that is ~1.5 million page faults for ten
-    training steps and ten 512 x 640 predictions, and ~20 % of a prediction's
-    time (docs/benchmarks.md, "The CPU's allocator"). Raising the mmap and trim
+    training steps and ten 512 x 640 predictions, 15-20 % of a prediction's
+    time, and 6 % of ``s2l-train --preset laptop`` (docs/benchmarks.md, "The
+    CPU's allocator"). Raising the mmap and trim
     thresholds to ``limit`` serves those blocks from the heap instead; the
     results are the same to the bit. The process then keeps up to ``limit``
     bytes it no longer uses until it exits.
