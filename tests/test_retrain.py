@@ -79,6 +79,8 @@ def test_from_run_with_new_strokes_and_a_new_image(first, tmp_path, capsys):
     # Adam's moments carried on: the step count goes on from RUN's
     steps = lambda ck: max(float(v["step"]) for v in ck["optimizer"]["state"].values())
     assert steps(b) > steps(a)
+    # the multi-tensor update on any device, the retraining round's too
+    assert all(g["foreach"] for ck in (a, b) for g in ck["optimizer"]["param_groups"])
     # a round from a round keeps its rate (no compounding)
     out3 = tmp_path / "run3"
     assert train.main([str(new), "--out", str(out3), "--from", str(out), "--epochs", "1"]) == 0
