@@ -97,7 +97,8 @@ def pretrain_encoder(images: list[np.ndarray], settings: PretrainSettings = Pret
     model = build_model(encoder=settings.encoder, in_channels=n_in, classes=max(2, n_in),
                         seed=settings.seed).to(device)
     model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=1e-4)
+    # foreach: the multi-tensor update on the CPU too (as the training's RAdam)
+    opt = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=1e-4, foreach=True)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, settings.lr, total_steps=settings.steps,
                                                 pct_start=0.1)
     for _ in range(settings.steps):
