@@ -16,6 +16,10 @@ Rows
   paper's batch 30 without ``--quick``): images/s, achieved GFLOP/s (FLOPs of one
   forward + backward counted with ``torch.utils.flop_counter.FlopCounterMode``)
   and the ratio to the GEMM rate (target >= 0.7).
+- ``optim``: one RAdam update of the laptop preset's network (resnet18 U-Net, 152 tensors)
+  as torch runs it on a CPU by default (a Python loop over the tensors) and with
+  ``foreach=True`` (the multi-tensor update; what ``s2l-train`` uses on every device),
+  the two alternated in one process: seconds per update and their ratio.
 - ``fit``: the same short :func:`s2l_tools.training.engine.fit` with ``--method s2l``
   and ``--method pce`` (one pair quick, else two in alternating order): wall-time ratio
   s2l / pce (target <= 1.08) and the seconds of one ensemble pass.
@@ -92,7 +96,7 @@ def _step_setup(encoder: str, batch: int, crop: int):
     model = build_model(encoder=encoder, in_channels=1, classes=2, seed=0)
     model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.RAdam(param_groups(model, 3e-4, decoder_mult=10.0, weight_decay=5e-5),
-                            lr=3e-4)
+                            lr=3e-4, foreach=True)  # as the training builds it
     g = torch.Generator().manual_seed(0)
     batch_t = {
         "image": torch.rand(batch, 1, crop, crop, generator=g),
@@ -132,6 +136,39 @@ def bench_step(encoder: str, batch: int, crop: int, repeats: int, gemm_gflops: f
             "images_per_s": batch / t["median_s"], "gflops": gflops,
             "ratio_to_gemm": gflops / gemm_gflops, "target_ratio": 0.7,
             "met": gflops / gemm_gflops >= 0.7, **t}
+
+
+# ---------------------------------------------------------------------------- optim
+def bench_optim(repeats: int) -> dict:
+    """RAdam's update of the laptop preset's network, the per-tensor loop (torch's CPU
+    default) against ``foreach=True``, alternated; medians of ``max(repeats, 10)``."""
+    import torch
+
+    from s2l_tools.training.model import build_model, param_groups
+
+    g = torch.Generator().manual_seed(0)
+    opts = {}
+    for foreach in (False, True):
+        model = build_model(encoder="resnet18", in_channels=1, classes=2, seed=0)
+        model = model.to(memory_format=torch.channels_last)
+        for prm in model.parameters():
+            prm.grad = torch.randn(prm.shape, generator=g).to(
+                memory_format=torch.channels_last if prm.dim() == 4 else torch.preserve_format)
+        opt = torch.optim.RAdam(param_groups(model, 1e-3, decoder_mult=10.0, weight_decay=5e-5),
+                                lr=1e-3, foreach=foreach)
+        opt.step()  # the first update creates the moments
+        opts["foreach" if foreach else "loop"] = opt
+    ts: dict[str, list[float]] = {k: [] for k in opts}
+    for _ in range(max(repeats, 10)):
+        for name, opt in opts.items():
+            t = time.perf_counter()
+            opt.step()
+            ts[name].append(time.perf_counter() - t)
+    med = {k: statistics.median(v) for k, v in ts.items()}
+    n = sum(len(group["params"]) for group in opts["loop"].param_groups)
+    return {"tensors": n, "loop_s": med["loop"], "foreach_s": med["foreach"],
+            "ratio": med["foreach"] / med["loop"], "repeats": max(repeats, 10),
+            "load": loadavg()}
 
 
 # ------------------------------------------------------------------------------ fit
@@ -371,6 +408,13 @@ def table(res: dict) -> str:
             f"{s['ratio_to_gemm']:.2f} of GEMM (>= 0.7: {ok}) | {s['images_per_s']:.2f} img/s, "
             f"{s['gflops']:.1f} GFLOP/s, {s['flops_per_step'] / 1e9:.0f} GFLOP/step, "
             f"{s['median_s']:.2f} s/step | {s['load']} |")
+    o = res.get("optim")
+    if o and "error" in o:
+        lines.append(f"| RAdam update, loop vs foreach | failed: {o['error']} | - | - |")
+    elif o:
+        lines.append(f"| RAdam update of the laptop preset's resnet18 U-Net ({o['tensors']} tensors) "
+                     f"| foreach / loop {o['ratio']:.2f} | loop {o['loop_s']:.3f} s, foreach "
+                     f"{o['foreach_s']:.3f} s (medians of {o['repeats']}, alternated) | {o['load']} |")
     f = res.get("fit")
     if f and "error" in f:
         lines.append(f"| fit() s2l vs pce | failed: {f['error']} | - | - |")
@@ -415,8 +459,8 @@ def main(argv=None) -> int:
                    help="batch 8 only, 3 repeats, one s2l/pce pair, small fit (minutes)")
     p.add_argument("--json", type=Path, help="write the results here")
     p.add_argument("--repeats", type=int, help="timed runs per number (default 3 quick, 5)")
-    p.add_argument("--only", default="gemm,step,fit,predict,ema",
-                   help="comma-separated subset of gemm,step,fit,predict,ema")
+    p.add_argument("--only", default="gemm,step,optim,fit,predict,ema",
+                   help="comma-separated subset of gemm,step,optim,fit,predict,ema")
     p.add_argument("--threads", type=int, help="torch threads (default: torch's, one per core)")
     p.add_argument("--tile", type=int, help="predict: tile size (default: the model default)")
     args = p.parse_args(argv)
@@ -458,6 +502,8 @@ def main(argv=None) -> int:
             print(f"train_step batch {batch} ...", file=sys.stderr, flush=True)
             res["step"].append(bench_step("resnet34", batch, 256, args.repeats, gemm))
         res["gemm_after_step"] = bench_gemm(args.repeats)
+    if "optim" in only:
+        res["optim"] = section("optim: RAdam loop vs foreach", lambda: bench_optim(args.repeats))
     with tempfile.TemporaryDirectory(prefix="s2l_speed_") as tmp:
         if "fit" in only:
             res["fit"] = section("fit s2l vs pce", lambda: bench_fit(args, Path(tmp)))
