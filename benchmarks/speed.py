@@ -88,7 +88,8 @@ def bench_gemm(repeats: int, n: int = 2048) -> dict:
 
 
 # ----------------------------------------------------------------------------- step
-def _step_setup(encoder: str, batch: int, crop: int):
+def _step_setup(encoder: str, batch: int, crop: int, *, foreach: bool = True):
+    """The network, its RAdam (``foreach`` as the training builds it) and one batch."""
     import torch
 
     from s2l_tools.training.model import build_model, param_groups
@@ -96,7 +97,7 @@ def _step_setup(encoder: str, batch: int, crop: int):
     model = build_model(encoder=encoder, in_channels=1, classes=2, seed=0)
     model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.RAdam(param_groups(model, 3e-4, decoder_mult=10.0, weight_decay=5e-5),
-                            lr=3e-4, foreach=True)  # as the training builds it
+                            lr=3e-4, foreach=foreach)
     g = torch.Generator().manual_seed(0)
     batch_t = {
         "image": torch.rand(batch, 1, crop, crop, generator=g),
@@ -144,18 +145,13 @@ def bench_optim(repeats: int) -> dict:
     default) against ``foreach=True``, alternated; medians of ``max(repeats, 10)``."""
     import torch
 
-    from s2l_tools.training.model import build_model, param_groups
-
     g = torch.Generator().manual_seed(0)
     opts = {}
     for foreach in (False, True):
-        model = build_model(encoder="resnet18", in_channels=1, classes=2, seed=0)
-        model = model.to(memory_format=torch.channels_last)
+        model, opt, _ = _step_setup("resnet18", 1, 8, foreach=foreach)
         for prm in model.parameters():
             prm.grad = torch.randn(prm.shape, generator=g).to(
                 memory_format=torch.channels_last if prm.dim() == 4 else torch.preserve_format)
-        opt = torch.optim.RAdam(param_groups(model, 1e-3, decoder_mult=10.0, weight_decay=5e-5),
-                                lr=1e-3, foreach=foreach)
         opt.step()  # the first update creates the moments
         opts["foreach" if foreach else "loop"] = opt
     ts: dict[str, list[float]] = {k: [] for k in opts}
