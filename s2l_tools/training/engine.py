@@ -133,9 +133,10 @@ def _build(cfg: TrainConfig, in_channels: int, device, weights=None):
     groups = param_groups(model, cfg.lr, decoder_mult=cfg.decoder_lr_mult,
                           weight_decay=cfg.weight_decay)
     # foreach: the multi-tensor update, torch's default on CUDA, also on the CPU, where
-    # torch would loop over the 152 tensors in Python: 0.52-0.68 of the loop's time on
-    # 2 cores (benchmarks/speed.py's optim row; docs/benchmarks.md "RAdam's multi-tensor
-    # update on the CPU"); the same arithmetic, rounded differently in the last bit
+    # torch would loop over the tensors in Python (152 for the preset's resnet18): 0.52-0.68
+    # of the loop's time on 2 cores (benchmarks/speed.py's optim row; docs/benchmarks.md
+    # "RAdam's multi-tensor update on the CPU"); the same arithmetic, rounded differently
+    # in the last bit
     optimizer = torch.optim.RAdam(groups, lr=cfg.lr, foreach=True)
     return model, optimizer
 
