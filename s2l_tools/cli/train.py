@@ -155,8 +155,8 @@ def get_parser():
                         "6), ensemble every 2, lr 1e-3, --fast-start forest+grabcut, "
                         "--crf-weight 5, --pseudo-margin 1, --auto-threshold, --diameter 24, "
                         "--clean-strokes auto: "
-                        "2.1-2.6 min on 2 idle CPU cores with AVX-512, ~6 min without "
-                        "(estimated), for 40 small images (docs/benchmarks.md). paper: the "
+                        "2.1-2.6 min on 2 idle CPU cores with AVX-512, 5.5 min on 2 cores "
+                        "without, for 40 small images (docs/benchmarks.md). paper: the "
                         "paper's settings (the defaults; resnet34, crop 256, batch 30, 200 "
                         "epochs), for a GPU")
     defaults = TrainConfig()
