@@ -1,6 +1,7 @@
 """The random-forest pixel classifier and s2l-train's --fast-start forest / --preset."""
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -58,6 +59,22 @@ def test_forest_labels_unscribbled_pixels():
     # seeded: the same forest twice
     again = fit_forest([image], [scribble_of(truth)], settings=SMALL, seed=0)
     assert np.array_equal(forest_probability(again, image2, settings=SMALL), prob)
+
+
+def test_forest_on_threads_is_the_same_forest():
+    """n_jobs spreads the fit's per-image features (and the trees) over threads: the
+    training rows keep the images' order, so the forest is the one fitted on one thread."""
+    pairs = [discs(s, shape=(48 + 8 * s, 64)) for s in range(4)]
+    images = [im for im, _ in pairs]
+    scribbles = [scribble_of(t, s) for s, (_, t) in enumerate(pairs)]
+    scribbles[2][:] = 0  # an image without strokes adds no rows
+    one = fit_forest(images, scribbles, settings=SMALL, seed=3)
+    two = fit_forest(images, scribbles, settings=replace(SMALL, n_jobs=2), seed=3)
+    probe, _ = discs(9)
+    assert np.array_equal(forest_probability(one, probe, settings=SMALL),
+                          forest_probability(two, probe, settings=SMALL))
+    assert [t.tree_.n_node_samples[0] for t in one.estimators_] == \
+        [t.tree_.n_node_samples[0] for t in two.estimators_]
 
 
 def test_forest_needs_both_classes():

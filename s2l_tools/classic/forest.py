@@ -20,6 +20,7 @@ pixels per class are drawn (seeded) from all images together.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -40,7 +41,9 @@ class ForestSettings:
     n_estimators: int = 100
     max_pixels: int = 50_000  # per class, drawn from all scribbled pixels
     min_samples_leaf: int = 1
-    n_jobs: int | None = None  # None: scikit-learn's default (one core); -1: all cores
+    # threads of fit_forest (the images' features, the trees) and of the trees' predictions:
+    # None, scikit-learn's default (one); -1, every core
+    n_jobs: int | None = None
     band_pixels: int = 1 << 20  # features are made for bands of about this many pixels
 
 
@@ -61,6 +64,15 @@ def _bands(image: np.ndarray, settings: ForestSettings):
             yield r0, r1, pixel_features(image, settings)[r0:r1]
         else:
             yield r0, r1, pixel_features(image[:, a:b], settings)[r0 - a:r1 - a]
+
+
+def _threads(n_jobs: int | None) -> int:
+    """Threads for ``n_jobs`` as scikit-learn counts them (None: 1; -1: every core)."""
+    if n_jobs is None:
+        return 1
+    if n_jobs < 0:
+        return max(1, (os.cpu_count() or 1) + 1 + n_jobs)
+    return max(1, n_jobs)
 
 
 def pixel_features(image: np.ndarray, settings: ForestSettings = ForestSettings()) -> np.ndarray:
@@ -130,11 +142,10 @@ def fit_forest(images: Sequence[np.ndarray], scribbles: Sequence[np.ndarray], *,
         for i, where in found:
             k = max(1, int(round(share * len(where))))
             chosen[i].append(rng.choice(where, size=min(k, len(where)), replace=False))
-    xs, ys = [], []
-    for i, picks in chosen.items():
-        if not picks:
-            continue
-        idx = np.concatenate(picks)
+
+    def rows(i: int) -> tuple[np.ndarray, np.ndarray]:
+        """The features and classes of image ``i``'s chosen pixels."""
+        idx = np.concatenate(chosen[i])
         w = images[i].shape[2]
         x = None
         for r0, r1, feats in _bands(images[i], settings):
@@ -142,8 +153,18 @@ def fit_forest(images: Sequence[np.ndarray], scribbles: Sequence[np.ndarray], *,
                 x = np.empty((idx.size, feats.shape[-1]), np.float32)
             here = (idx >= r0 * w) & (idx < r1 * w)
             x[here] = feats.reshape(-1, feats.shape[-1])[idx[here] - r0 * w]
-        xs.append(x)
-        ys.append(np.asarray(scribbles[i]).ravel()[idx] == L.FOREGROUND)
+        return x, np.asarray(scribbles[i]).ravel()[idx] == L.FOREGROUND
+
+    todo = [i for i, picks in chosen.items() if picks]
+    threads = _threads(settings.n_jobs)
+    if threads > 1:  # the filters release the GIL; the rows keep the images' order
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            found = list(pool.map(rows, todo))
+    else:
+        found = [rows(i) for i in todo]
+    xs, ys = [x for x, _ in found], [y for _, y in found]
     forest = RandomForestClassifier(
         n_estimators=settings.n_estimators, min_samples_leaf=settings.min_samples_leaf,
         n_jobs=settings.n_jobs, random_state=seed)
