@@ -160,21 +160,28 @@ def forest_share(data, ctx, *, seed: int, counts: tuple[float, float] | None = N
     ``counts`` (cell pixels, pixels) are this rank's, from maps it has already made
     (the fast start's); without them the forest is fitted on ``data``'s strokes (the
     same seeded forest on every rank, as the fast start fits it) and rank ``r`` of
-    ``W`` classifies every ``W``-th image. A collective: every rank calls it.
+    ``W`` classifies every ``W``-th image, spread over as many threads as torch has
+    (as the fast start does). A collective: every rank calls it.
     """
     if counts is None:
+        from concurrent.futures import ThreadPoolExecutor
+
         import torch
 
         from s2l_tools.classic.forest import ForestSettings, fit_forest, forest_probability
 
-        settings = ForestSettings(n_jobs=max(1, torch.get_num_threads()))
-        forest = fit_forest(data.images, data.scribbles, settings=settings, seed=seed)
-        fg = px = 0
-        for i in range(ctx.rank, len(data.images), ctx.world_size):
-            prob = forest_probability(forest, data.images[i], settings=settings)
-            fg += int(np.count_nonzero(prob >= 0.5))
-            px += prob.size
-        counts = (fg, px)
+        threads = max(1, torch.get_num_threads())
+        forest = fit_forest(data.images, data.scribbles, settings=ForestSettings(n_jobs=threads),
+                            seed=seed)
+        forest.set_params(n_jobs=1)  # the images are spread over the threads instead
+
+        def count(i: int) -> tuple[int, int]:
+            prob = forest_probability(forest, data.images[i])
+            return int(np.count_nonzero(prob >= 0.5)), prob.size
+
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            found = list(pool.map(count, range(ctx.rank, len(data.images), ctx.world_size)))
+        counts = (sum(f for f, _ in found), sum(p for _, p in found))
     s = _sum_over_ranks({"fg": float(counts[0]), "px": float(counts[1])}, ctx)
     return s["fg"] / s["px"] if s["px"] > 0 else 0.0
 
