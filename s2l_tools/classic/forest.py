@@ -157,7 +157,7 @@ def fit_forest(images: Sequence[np.ndarray], scribbles: Sequence[np.ndarray], *,
 
     todo = [i for i, picks in chosen.items() if picks]
     threads = _threads(settings.n_jobs)
-    if threads > 1:  # scipy.ndimage filters leave the GIL (two threads: ~1.4x); rows in image order
+    if threads > 1:  # 2 threads: ~1.4x (docs/benchmarks.md); rows in image order
         from concurrent.futures import ThreadPoolExecutor
 
         with ThreadPoolExecutor(max_workers=threads) as pool:
