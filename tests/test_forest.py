@@ -11,7 +11,8 @@ from s2l_tools.cli import train
 from s2l_tools.training.checkpoint import load_checkpoint
 from s2l_tools.training.config import PRESETS, TrainConfig
 from s2l_tools.errors import S2LError
-from s2l_tools.classic.forest import ForestSettings, fit_forest, forest_probability, pixel_features
+from s2l_tools.classic.forest import (ForestSettings, fit_forest, forest_probability,
+                                      map_forest_probability, pixel_features)
 from _demo import scribbled_demo
 
 SMALL = ForestSettings(n_estimators=20, sigma_max=4)
@@ -75,6 +76,19 @@ def test_forest_on_threads_is_the_same_forest():
                           forest_probability(two, probe, settings=SMALL))
     assert [t.tree_.n_node_samples[0] for t in one.estimators_] == \
         [t.tree_.n_node_samples[0] for t in two.estimators_]
+
+
+def test_map_forest_probability_keeps_the_order_on_any_thread_count():
+    pairs = [discs(s, shape=(40 + 8 * s, 64)) for s in range(4)]
+    images = [im for im, _ in pairs]
+    scribbles = [scribble_of(t, s) for s, (_, t) in enumerate(pairs)]
+    order = [3, 0, 2]
+    one = map_forest_probability(lambda p: p, images, scribbles, order, threads=1, seed=1)
+    two = map_forest_probability(lambda p: p, images, scribbles, order, threads=2, seed=1)
+    assert [p.shape for p in one] == [images[i].shape[1:] for i in order]
+    assert all(np.array_equal(a, b) for a, b in zip(one, two))
+    forest = fit_forest(images, scribbles, seed=1)
+    assert np.array_equal(one[0], forest_probability(forest, images[3]))
 
 
 def test_forest_needs_both_classes():

@@ -29,7 +29,8 @@ import numpy as np
 from s2l_tools import labels as L
 from s2l_tools.errors import S2LError
 
-__all__ = ["ForestSettings", "pixel_features", "fit_forest", "forest_probability"]
+__all__ = ["ForestSettings", "pixel_features", "fit_forest", "forest_probability",
+           "map_forest_probability"]
 
 
 @dataclass(frozen=True)
@@ -188,3 +189,20 @@ def forest_probability(forest, image: np.ndarray, *,
         prob = forest.predict_proba(feats.reshape(-1, feats.shape[-1]))
         out[r0:r1] = prob[:, fg].reshape(r1 - r0, -1)
     return out
+
+
+def map_forest_probability(fn, images: Sequence[np.ndarray], scribbles: Sequence[np.ndarray],
+                           indices, *, threads: int = 1, seed: int = 0) -> list:
+    """``fn(p)`` for the foreground probability ``p`` of each of ``images[indices]``.
+
+    The forest is fitted on the strokes of every image (:func:`fit_forest`, seeded) on
+    ``threads`` threads; then the images, not the trees, are spread over the threads.
+    The results keep the order of ``indices`` and do not depend on ``threads``.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    threads = max(1, int(threads))
+    forest = fit_forest(images, scribbles, settings=ForestSettings(n_jobs=threads), seed=seed)
+    forest.set_params(n_jobs=1)  # the images are spread over the threads instead
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        return list(pool.map(lambda i: fn(forest_probability(forest, images[i])), indices))

@@ -164,23 +164,14 @@ def forest_share(data, ctx, *, seed: int, counts: tuple[float, float] | None = N
     (as the fast start does). A collective: every rank calls it.
     """
     if counts is None:
-        from concurrent.futures import ThreadPoolExecutor
-
         import torch
 
-        from s2l_tools.classic.forest import ForestSettings, fit_forest, forest_probability
+        from s2l_tools.classic.forest import map_forest_probability
 
-        threads = max(1, torch.get_num_threads())
-        forest = fit_forest(data.images, data.scribbles, settings=ForestSettings(n_jobs=threads),
-                            seed=seed)
-        forest.set_params(n_jobs=1)  # the images are spread over the threads instead
-
-        def count(i: int) -> tuple[int, int]:
-            prob = forest_probability(forest, data.images[i])
-            return int(np.count_nonzero(prob >= 0.5)), prob.size
-
-        with ThreadPoolExecutor(max_workers=threads) as pool:
-            found = list(pool.map(count, range(ctx.rank, len(data.images), ctx.world_size)))
+        found = map_forest_probability(
+            lambda prob: (int(np.count_nonzero(prob >= 0.5)), prob.size), data.images,
+            data.scribbles, range(ctx.rank, len(data.images), ctx.world_size),
+            threads=torch.get_num_threads(), seed=seed)
         counts = (sum(f for f, _ in found), sum(p for _, p in found))
     s = _sum_over_ranks({"fg": float(counts[0]), "px": float(counts[1])}, ctx)
     return s["fg"] / s["px"] if s["px"] > 0 else 0.0

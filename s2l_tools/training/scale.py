@@ -26,7 +26,6 @@ pass (:func:`s2l_tools.inference.postprocess.at_diameter`).
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 from s2l_tools.inference.postprocess import (estimate_diameter, median_diameter,
@@ -63,15 +62,11 @@ def estimate_diameters(data: TrainingData, todo, *, from_masks: bool = False, se
         return {}
     if from_masks:
         return {i: median_diameter(data.masks[i]) for i in todo}
-    from s2l_tools.classic.forest import ForestSettings, fit_forest, forest_probability
+    from s2l_tools.classic.forest import map_forest_probability
 
-    forest = fit_forest(data.images, data.scribbles,
-                        settings=ForestSettings(n_jobs=max(1, threads)), seed=seed)
-    forest.set_params(n_jobs=1)  # the images are spread over the threads instead
-    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
-        found = pool.map(lambda i: estimate_diameter(forest_probability(forest,
-                                                                        data.images[i])), todo)
-        return dict(zip(todo, found))
+    found = map_forest_probability(estimate_diameter, data.images, data.scribbles, todo,
+                                   threads=threads, seed=seed)
+    return dict(zip(todo, found))
 
 
 def training_scales(data: TrainingData, target: float, *, record: dict | None = None,
